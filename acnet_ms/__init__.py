@@ -1,0 +1,23 @@
+"""acnet_ms: re-parameterizable CNNs (ACNet) for MindSpore.
+
+The model and layer API is loaded lazily so that the pure-numpy parts
+(``acnet_ms.fold``) import without MindSpore.
+"""
+__version__ = "0.1.0"
+
+_LAZY = {
+    "create_model": "acnet_ms.models",
+    "list_models": "acnet_ms.models",
+    "model_entry": "acnet_ms.models",
+    "ACBlock": "acnet_ms.layers",
+    "switch_to_deploy": "acnet_ms.layers",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'acnet_ms' has no attribute {name!r}")
