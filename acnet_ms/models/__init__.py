@@ -1,0 +1,5 @@
+"""Model definitions; importing this package registers them."""
+from . import resnet  # noqa: F401  (registers the ResNets)
+from .registry import create_model, list_models, model_entry
+
+__all__ = ["create_model", "list_models", "model_entry"]
