@@ -1,0 +1,32 @@
+"""What every entry point shares: user errors as one line, a quiet and clean exit."""
+import gc
+import os
+import sys
+
+
+class UserError(Exception):
+    """A problem with the user's input: reported as one line, exit status 2, no traceback."""
+
+
+def quiet_mindspore():
+    """Keep MindSpore's C++ and Python loggers to errors only (set before importing it)."""
+    os.environ.setdefault("GLOG_v", "3")
+
+
+def run(main, argv=None):
+    """Run ``main(argv)`` and exit with its status.
+
+    A :class:`UserError` prints ``error: <message>`` on stderr and exits 2.
+    Everything ``main`` built is released and collected while the interpreter
+    is still whole, so no Cell finalizer complains at exit.
+    """
+    try:
+        code = main(argv) or 0
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    gc.collect()
+    sys.stdout.flush()
+    sys.exit(code)

@@ -1,0 +1,154 @@
+"""convert.py: ACB checkpoints become checkpoints of the plain model (ours and MindCV's)."""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+from conftest import assert_close, randomize_bn, run_script
+
+import mindspore as ms
+from mindspore import Tensor
+
+from acnet_ms import create_model, switch_to_deploy
+from acnet_ms.checkpoint import META_KEY, read_checkpoint, write_checkpoint
+
+TOL = 1e-4  # float32 through a whole network, relative to the largest logit
+
+
+def training_checkpoint(path, name, num_classes, seed, meta=True, **kwargs):
+    """An ACB model with random weights and BN statistics, saved with optimizer state."""
+    ms.set_seed(seed)
+    net = randomize_bn(create_model(name, num_classes=num_classes, block_type="acb", **kwargs), seed=seed)
+    arrays = {p.name: p.asnumpy() for p in net.get_parameters()}
+    arrays.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(arrays.items())})
+    arrays.update({"learning_rate": np.float32(0.1), "global_step": np.int32(7), "momentum": np.float32(0.9)})
+    write_checkpoint(path, arrays, dict(model=name, block_type="acb", num_classes=num_classes) if meta else None)
+    net.set_train(False)
+    return net
+
+
+def plain_params(path):
+    arrays, _ = read_checkpoint(path)
+    return {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()}
+
+
+def load_strict(net, path):
+    not_loaded, unused = ms.load_param_into_net(net, plain_params(path), strict_load=True)
+    assert not_loaded == [] and unused == [], (not_loaded[:3], unused[:3])
+    net.set_train(False)
+    return net
+
+
+@pytest.fixture(scope="module")
+def sres18_ckpt(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("sres18") / "acb.ckpt")
+    net = training_checkpoint(path, "sres18", 10, seed=5)
+    x = Tensor(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    return path, net, x, net(x).asnumpy()
+
+
+def test_sres18_folds_into_our_base_model_and_mindcvs(sres18_ckpt, tmp_path):
+    import mindcv
+
+    src, acb_net, x, acb_logits = sres18_ckpt
+    out = str(tmp_path / "deploy.ckpt")
+    res = run_script("convert.py", "--ckpt_path", src, "--output", out)
+    assert res.returncode == 0, res.stderr
+    assert "sres18: folded 16 ACBs" in res.stdout  # 8 basic blocks x two 3x3 convs; 7x7 stem stays
+    assert res.stderr.strip() == "", res.stderr  # no noise, not even at exit
+
+    base = load_strict(create_model("sres18", num_classes=10), out)
+    base_logits = base(x).asnumpy()
+    assert_close(base_logits, acb_logits, TOL, "base vs ACB")
+
+    theirs = load_strict(mindcv.create_model("resnet18", num_classes=10), out)
+    assert_close(theirs(x).asnumpy(), base_logits, 1e-6, "MindCV vs base")
+
+    # the file records what it is, and nothing else rides along
+    arrays, meta = read_checkpoint(out)
+    assert meta["model"] == "sres18" and meta["block_type"] == "base" and meta["num_classes"] == 10
+    raw = ms.load_checkpoint(out)
+    assert set(raw) - set(arrays) == {META_KEY}
+    assert not any(k.startswith("moments.") or k in ("learning_rate", "global_step") for k in arrays)
+
+    # the in-memory switch computes the same function as the converted file
+    switch_to_deploy(acb_net)
+    assert_close(acb_net(x).asnumpy(), base_logits, TOL, "switch_to_deploy vs converted")
+
+
+def test_src56_folds_into_the_base_model(tmp_path):
+    src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
+    acb = training_checkpoint(src, "src56", 10, seed=11, meta=False, gamma_init=1 / 3)
+    x = Tensor(np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32))
+    res = run_script("convert.py", "--ckpt_path", src, "--output", out, "--model", "src56")
+    assert res.returncode == 0, res.stderr
+    assert "folded 55 ACBs" in res.stdout  # 3x3 stem + 27 basic blocks x two 3x3 convs
+    base = load_strict(create_model("src56"), out)
+    assert_close(base(x).asnumpy(), acb(x).asnumpy(), TOL, "src56 base vs ACB")
+
+
+def digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def assert_one_line_error(res, *fragments):
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ")
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def bad_case(kind, folder, good):
+    """Arguments for convert.py and the fragments its error must name."""
+    out = str(folder / "out.ckpt")
+    if kind == "missing":
+        return ["--ckpt_path", str(folder / "nope.ckpt"), "--output", out], ["nope.ckpt", "no such file"]
+    if kind == "text":
+        (folder / "notes.ckpt").write_text("not a checkpoint\n")
+        return ["--ckpt_path", str(folder / "notes.ckpt"), "--output", out], ["notes.ckpt", "not a readable"]
+    if kind == "truncated":
+        data = open(good, "rb").read()
+        (folder / "cut.ckpt").write_bytes(data[: len(data) // 3])
+        return ["--ckpt_path", str(folder / "cut.ckpt"), "--output", out], ["cut.ckpt", "not a readable"]
+    if kind == "other_arch":
+        return (["--ckpt_path", good, "--output", out, "--model", "sres34"],
+                ["not a checkpoint of sres34", "'layer1.2.conv1.weight'", "[64, 64, 3, 3]", "missing"])
+    if kind == "other_shape":
+        return (["--ckpt_path", good, "--output", out, "--model", "src56"],
+                ["not a checkpoint of src56", "'conv1.weight'", "[64, 3, 7, 7]", "[16, 3, 3, 3]"])
+    if kind == "plain":
+        net = create_model("sres18", num_classes=10)
+        write_checkpoint(str(folder / "plain.ckpt"), {p.name: p.asnumpy() for p in net.get_parameters()},
+                         {"model": "sres18"})
+        return ["--ckpt_path", str(folder / "plain.ckpt"), "--output", out], ["already plain"]
+    if kind == "same_output":
+        return ["--ckpt_path", good, "--output", good], ["--output is the input"]
+    if kind == "no_folder":
+        return (["--ckpt_path", good, "--output", str(folder / "absent" / "x.ckpt")],
+                ["absent", "does not exist"])
+    if kind == "unwritable":
+        return ["--ckpt_path", good, "--output", "/proc/acnet_ms_out.ckpt"], ["cannot write", "/proc"]
+    if kind == "unknown_model":
+        return ["--ckpt_path", good, "--output", out, "--model", "resnet18"], ["unknown model", "sres18"]
+    if kind == "no_identity":
+        return ["--ckpt_path", str(folder / "anon.ckpt"), "--output", out], ["--model"]
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["missing", "text", "truncated", "other_arch", "other_shape", "plain",
+                                  "same_output", "no_folder", "unwritable", "unknown_model", "no_identity"])
+def test_bad_input_is_one_line_and_writes_nothing(kind, sres18_ckpt, tmp_path):
+    folder, good = tmp_path, sres18_ckpt[0]
+    if kind == "no_identity":
+        training_checkpoint(str(folder / "anon.ckpt"), "src56", 10, seed=1, meta=False)
+    args, fragments = bad_case(kind, folder, good)
+    before, listing = digest(good), set(os.listdir(folder))
+    res = run_script("convert.py", *args)
+    assert_one_line_error(res, *fragments)
+    assert digest(good) == before
+    assert set(os.listdir(folder)) == listing  # no output, no temporary file left behind
+    assert set(os.listdir(os.path.dirname(good))) == {"acb.ckpt"}
+    assert not os.path.exists("/proc/acnet_ms_out.ckpt")
