@@ -174,3 +174,29 @@ def fold_state(state, eps=BN_EPS):
         raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding an ACB")
     out.update(folded)
     return out, prefixes
+
+
+def plain_to_acb(state, acb_names):
+    """Map a plain checkpoint onto ACBs so that they compute the plain function.
+
+    For each ACB ``X``, the plain conv ``X.weight`` becomes ``X.square_conv.weight``
+    and the BN that follows it (:func:`bn_slot_for`) becomes ``X.square_bn``; the
+    asymmetric branches get BN gamma = beta = 0, so each adds exactly zero until
+    training moves them.  Their kernels and statistics are left to the model.
+    ACBs without a plain conv in ``state`` are left alone.
+    """
+    out = dict(state)
+    for x in acb_names:
+        conv, bn = f"{x}.weight", bn_slot_for(x)
+        if conv not in state:
+            continue
+        out[f"{x}.square_conv.weight"] = out.pop(conv)
+        for field in BN_FIELDS:
+            if f"{bn}.{field}" in out:
+                out[f"{x}.square_bn.{field}"] = out.pop(f"{bn}.{field}")
+        channels = np.shape(state[conv])[0]
+        zeros = np.zeros(channels, np.asarray(state[conv]).dtype)
+        for branch in ("hor", "ver"):
+            out[f"{x}.{branch}_bn.gamma"] = zeros
+            out[f"{x}.{branch}_bn.beta"] = zeros
+    return out
