@@ -1,6 +1,21 @@
-"""train.py: not implemented yet (arrives with the training pipeline)."""
-import sys
+"""Train a model (plain or ACB) on one device or data-parallel under msrun.
+
+    python train.py --config configs/src56_acb.yaml --data_dir /path/to/cifar
+    msrun --worker_num 8 python train.py --config configs/sres18_acb.yaml --data_dir /path/to/imagenet
+"""
+from acnet_ms.cli import quiet_mindspore, run
+
+
+def main(argv=None):
+    from acnet_ms import config
+
+    cfg, _ = config.parse(argv, __doc__)
+    quiet_mindspore()
+    from acnet_ms.engine import train
+
+    train(cfg)
+    return 0
+
 
 if __name__ == "__main__":
-    print("error: train.py is not implemented yet; see README (Status)", file=sys.stderr)
-    sys.exit(2)
+    run(main)

@@ -1,6 +1,50 @@
-"""validate.py: not implemented yet (arrives with the training pipeline)."""
-import sys
+"""Validate a checkpoint: top-1, top-5, loss and sample count on a split.
+
+    python validate.py --ckpt_path CKPT --data_dir /path/to/data [--deploy] [--json out.json]
+
+The model, its block type, classes and data recipe are read from the
+checkpoint; options given here (or in --config) override them.
+"""
+import argparse
+import json
+import os
+
+from acnet_ms.cli import UserError, quiet_mindspore, run
+
+
+def extra(parser):
+    parser.add_argument("--deploy", action="store_true", help="fold ACBs in memory before evaluating")
+    parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+
+
+def main(argv=None):
+    from acnet_ms import config
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--ckpt_path")
+    known, _ = pre.parse_known_args(argv)
+    quiet_mindspore()
+    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.engine import recorded_options, validate
+
+    if not known.ckpt_path:
+        raise UserError("--ckpt_path is required")
+    arrays, meta = read_checkpoint(known.ckpt_path)
+    cfg, args = config.parse(argv, __doc__, extra=extra, base=recorded_options(meta))
+    metrics = validate(cfg, arrays, deploy=args.deploy)
+    line = (f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} loss={metrics['loss']:.4f} "
+            f"samples={metrics['samples']}")
+    if args.json:
+        tmp = args.json + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(dict(metrics, ckpt_path=known.ckpt_path, deploy=args.deploy), f, indent=2)
+        except OSError as err:
+            raise UserError(f"{args.json}: cannot write ({err.strerror})") from None
+        os.replace(tmp, args.json)
+    print(line)
+    return 0
+
 
 if __name__ == "__main__":
-    print("error: validate.py is not implemented yet; see README (Status)", file=sys.stderr)
-    sys.exit(2)
+    run(main)
