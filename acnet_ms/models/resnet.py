@@ -73,16 +73,20 @@ class ResNet(nn.Cell):
             ``"cifar"`` (3 x 3 conv, ``widths[0]`` channels, no pooling).
         block_type: ``"base"`` or ``"acb"``.
         gamma_init: initial gamma of the ACBs' BNs (``None``: 1).
+        groups, base_width: ResNeXt cardinality and width per group, passed to every block.
+        block_kwargs: further keyword arguments for every block (e.g. the SK blocks' ``sk_kwargs``).
     """
 
     def __init__(self, block, layers, widths=(64, 128, 256, 512), num_classes=1000, in_channels=3,
-                 stem="imagenet", block_type="base", gamma_init=None, groups=1, base_width=64):
+                 stem="imagenet", block_type="base", gamma_init=None, groups=1, base_width=64,
+                 block_kwargs=None):
         super().__init__()
         check_block_type(block_type)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.block_type = block_type
-        opts = dict(block_type=block_type, gamma_init=gamma_init, groups=groups, base_width=base_width)
+        opts = dict(block_type=block_type, gamma_init=gamma_init, groups=groups, base_width=base_width,
+                    **(block_kwargs or {}))
         if stem == "imagenet":
             self.input_channels = 64
             self.conv1, self.bn1 = conv_bn(in_channels, 64, 7, stride=2, padding=3, block_type=block_type)
@@ -184,6 +188,12 @@ def sres101(**kwargs):
 def sres152(**kwargs):
     """ResNet-152 (ImageNet); base form = MindCV ``resnet152``."""
     return _imagenet(Bottleneck, (3, 8, 36, 3), **kwargs)
+
+
+@register_model(family="cifar", num_classes=10)
+def src20(**kwargs):
+    """ResNet-20 for 32 x 32 inputs (3 stages of 3 basic blocks, 16/32/64 channels)."""
+    return _cifar(20, **kwargs)
 
 
 @register_model(family="cifar", num_classes=10)

@@ -1,0 +1,321 @@
+"""Selective Kernel blocks and SK-ResNets: ACB paths fold exactly; base forms match MindCV's."""
+import numpy as np
+import pytest
+from conftest import assert_close, randomize_bn, run_script
+
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from acnet_ms import create_model, fold, list_models, model_entry, switch_to_deploy
+from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.layers import ACBlock, SelectiveKernel
+from acnet_ms.layers.selective_kernel import attn_channels_for
+from acnet_ms.models.resnet import ResNet
+from acnet_ms.models.sknet import SKBottleneck
+
+SK_MODELS = ["skresnet18", "skresnet34", "skresnet50", "skresnext50_32x4d"]
+#: ACBs per model: basic blocks have two SK paths + conv2, bottlenecks two SK paths
+ACB_COUNT = {"skresnet18": 8 * 3, "skresnet34": 16 * 3, "skresnet50": 16 * 2, "skresnext50_32x4d": 16 * 2}
+BLOCK_TOL = 2e-5  # one block in float32, relative to the largest output
+TOL = 1e-4        # a whole network in float32, relative to the largest logit
+
+
+def shapes(net):
+    return {p.name: tuple(p.shape) for p in net.get_parameters()}
+
+
+def arrays(net):
+    return {p.name: p.asnumpy() for p in net.get_parameters()}
+
+
+def load_arrays(net, state):
+    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()}
+    not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
+    assert not_loaded == [] and unused == [], (not_loaded[:3], unused[:3])
+    net.set_train(False)
+    return net
+
+
+def images(seed, size=64, channels=3, batch=2):
+    return Tensor(np.random.default_rng(seed).normal(size=(batch, channels, size, size)).astype(np.float32))
+
+
+# ---------------------------------------------------------------- the layer
+
+@pytest.mark.parametrize("stride,split,groups", [(1, True, 1), (2, True, 1), (1, False, 4), (2, False, 1)])
+def test_acb_sk_block_equals_its_folded_forms(stride, split, groups):
+    kwargs = dict(stride=stride, split_input=split, groups=groups, rd_ratio=1 / 4, rd_divisor=8)
+    ms.set_seed(stride * 10 + groups)
+    sk = randomize_bn(SelectiveKernel(16, 24, block_type="acb", **kwargs), seed=stride + 2 * split)
+    sk.set_train(False)
+    # paths are ACBs with their own dilation (3x3 and 3x3 dilated 2 = 5x5), BN slots are identities
+    assert [(type(p.features[0]), p.features[0].dilation, p.features[0].stride, p.features[0].groups)
+            for p in sk.paths] == [(ACBlock, 1, stride, groups), (ACBlock, 2, stride, groups)]
+    assert all(isinstance(p.features[1], nn.Identity) for p in sk.paths)
+    assert all(p.features[0].in_channels == (8 if split else 16) for p in sk.paths)
+
+    x = images(stride, size=13, channels=16)  # odd size: stride-2 windows must still line up
+    y = sk(x).asnumpy()
+    assert y.shape == (2, 24, 13 if stride == 1 else 7, 13 if stride == 1 else 7)
+    assert np.abs(y).max() > 0.1  # not a degenerate (all-zero) output
+
+    # the converter's path: fold the state dict, load it into the plain block
+    plain_state, acbs = fold.fold_state(arrays(sk))
+    assert sorted(acbs) == ["paths.0.features.0", "paths.1.features.0"]
+    base = load_arrays(SelectiveKernel(16, 24, block_type="base", **kwargs), plain_state)
+    assert_close(base(x).asnumpy(), y, BLOCK_TOL, "folded checkpoint vs ACB")
+
+    # the in-memory path
+    switch_to_deploy(sk)
+    assert all(p.features[0].deploy for p in sk.paths)
+    assert_close(sk(x).asnumpy(), y, BLOCK_TOL, "switch_to_deploy vs ACB")
+
+
+def test_attention_width_is_mindcvs_make_divisible():
+    from mindcv.models.helpers import make_divisible
+
+    for divisor in (8, 16, 32):
+        for ratio in (1 / 4, 1 / 8, 1 / 16):
+            for channels in range(1, 2049):
+                assert attn_channels_for(channels, ratio, divisor) == make_divisible(channels * ratio, divisor), \
+                    (channels, ratio, divisor)
+    # nearest multiple, not rounded up
+    assert attn_channels_for(34, 1.0, 16) == 32 and attn_channels_for(40, 1.0, 16) == 48
+    assert SelectiveKernel(512, rd_ratio=1 / 8, rd_divisor=16).attn.fc_reduce.weight.shape == (64, 512, 1, 1)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(in_channels=63, out_channels=64),
+     r"split_input needs in_channels \(63\) divisible by the number of paths \(2\)"),
+    (dict(in_channels=48, kernel_size=[3, 5, 7]), None),  # 48 / 3 paths is fine
+    (dict(in_channels=64, kernel_size=[3, 5, 7]), r"in_channels \(64\) divisible by the number of paths \(3\)"),
+    (dict(in_channels=64, kernel_size=[3, 4]), r"odd integer >= 3, got \[3, 4\]"),
+    (dict(in_channels=64, kernel_size=2), r"odd integer >= 3, got \[2, 2\]"),
+    (dict(in_channels=64, kernel_size=1), r"odd integer >= 3"),
+    (dict(in_channels=64, kernel_size=[]), "at least one path"),
+    (dict(in_channels=64, groups=3), r"groups=3 must divide each path's input channels \(32\)"),
+    (dict(in_channels=64, groups=64), r"groups=64 must divide each path's input channels \(32\)"),
+    (dict(in_channels=64, out_channels=60, groups=8, split_input=False), r"and out_channels \(60\)"),
+    (dict(in_channels=64, stride=0), "stride must be a positive integer"),
+    (dict(in_channels=64, dilation=0), "dilation must be a positive integer"),
+    (dict(in_channels=0), "in_channels must be a positive integer"),
+    (dict(in_channels=64, rd_ratio=0), "rd_ratio must be a positive number"),
+    (dict(in_channels=64, rd_divisor=0), "rd_divisor must be a positive integer"),
+    (dict(in_channels=64, rd_channels=0), "rd_channels must be a positive integer"),
+    (dict(in_channels=64, block_type="ACB"), "block_type must be one of base, acb"),
+])
+def test_bad_sk_arguments_are_value_errors_at_construction(kwargs, message):
+    if message is None:
+        assert SelectiveKernel(**kwargs).num_paths == 3
+        return
+    with pytest.raises(ValueError, match=message):
+        SelectiveKernel(**kwargs)
+
+
+def test_unknown_model_lists_the_known_ones():
+    assert set(SK_MODELS) <= set(list_models())
+    with pytest.raises(ValueError, match="unknown model 'skresnet'; known models: .*skresnet18.*skresnext50"):
+        create_model("skresnet")
+    with pytest.raises(ValueError, match="SKBasicBlock supports only groups=1"):
+        create_model("skresnet18", groups=2)
+
+
+# ---------------------------------------------------------------- names and shapes against MindCV
+
+@pytest.mark.parametrize("name", ["skresnet18", "skresnet34", "skresnet50"])
+def test_base_model_has_mindcvs_names_and_shapes(name):
+    import mindcv
+
+    ours = shapes(create_model(name, num_classes=17))
+    theirs = shapes(mindcv.create_model(name, num_classes=17))
+    assert list(ours) == list(theirs)  # same names in the same order
+    assert ours == theirs
+
+
+def expected_grouped_shape(name, shape):
+    """Our skresnext50_32x4d shape of a MindCV skresnext50_32x4d parameter (width 64 -> 32 groups x 4)."""
+    if not name.startswith("layer") or ".down_sample." in name:
+        return shape
+    stage = int(name[len("layer")])
+    c = 64 * 2 ** (stage - 1)  # MindCV's block width (groups=1, base width 64); ours is 2c in 32 groups
+    attn = {1: 32, 2: 32, 3: 32, 4: 64}[stage]  # make_divisible(2c / 16, 32)
+    if ".conv1.0.weight" in name:
+        return (2 * c,) + shape[1:]
+    if ".conv1.1." in name or ".features.1." in name:
+        return (2 * c,)
+    if ".features.0.weight" in name:
+        return (2 * c, 2 * c // 32, 3, 3)
+    if ".attn.fc_reduce.weight" in name:
+        return (attn, 2 * c, 1, 1)
+    if ".attn.bn." in name:
+        return (attn,)
+    if ".attn.fc_select.weight" in name:
+        return (4 * c, attn, 1, 1)
+    if ".conv3.0.weight" in name:
+        return (shape[0], 2 * c, 1, 1)
+    return shape
+
+
+def test_skresnext50_differs_from_mindcv_exactly_by_the_grouping():
+    import mindcv
+
+    theirs = shapes(mindcv.create_model("skresnext50_32x4d", num_classes=17))
+    ours = shapes(create_model("skresnext50_32x4d", num_classes=17))
+    assert list(ours) == list(theirs)
+    assert ours == {k: expected_grouped_shape(k, v) for k, v in theirs.items()}
+    differing = {k for k in ours if ours[k] != theirs[k]}
+    assert "layer1.0.conv2.paths.1.features.0.weight" in differing  # (128, 4, 3, 3) vs (64, 64, 3, 3)
+    assert ours["layer1.0.conv2.paths.1.features.0.weight"] == (128, 4, 3, 3)
+    assert not any(".down_sample." in k or k.startswith(("conv1.", "bn1.", "classifier.")) for k in differing)
+    assert {k.split(".")[0] for k in differing} == {"layer1", "layer2", "layer3", "layer4"}
+    # MindCV builds the grouped network only when asked to explicitly: then its names and shapes are ours
+    asked = shapes(mindcv.create_model("skresnext50_32x4d", num_classes=17, groups=32, base_width=4))
+    assert asked == ours and list(asked) == list(ours)
+    # MindCV's structure, written with our blocks without grouping: the same names and shapes
+    ungrouped = ResNet(SKBottleneck, (3, 4, 6, 3), num_classes=17,
+                       block_kwargs=dict(sk_kwargs=dict(rd_ratio=1 / 16, rd_divisor=32, split_input=False)))
+    assert shapes(ungrouped) == theirs and list(shapes(ungrouped)) == list(theirs)
+
+
+# ---------------------------------------------------------------- ACB placement and checkpoint folding
+
+@pytest.mark.parametrize("name", SK_MODELS)
+def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
+    base = create_model(name, num_classes=10)
+    acb = create_model(name, num_classes=10, block_type="acb")
+    acb_cells = dict(acb.cells_and_names())
+    n_acb = 0
+    for cname, conv in base.cells_and_names():
+        if not isinstance(conv, nn.Conv2d):
+            continue
+        target = acb_cells[cname]
+        if 1 < conv.kernel_size[0] < 7:
+            assert isinstance(target, ACBlock), cname
+            assert (target.kernel_size, target.stride, target.dilation, target.groups, target.padding) == \
+                (conv.kernel_size[0], conv.stride[0], conv.dilation[0], conv.group, conv.padding), cname
+            assert isinstance(acb_cells[fold.bn_slot_for(cname)], nn.Identity), cname
+            n_acb += 1
+        else:  # stem, 1x1 convs, attention convs
+            assert type(target) is nn.Conv2d and target.kernel_size == conv.kernel_size, cname
+    assert n_acb == ACB_COUNT[name] == sum(isinstance(c, ACBlock) for c in acb_cells.values())
+    dilations = sorted({c.dilation for c in acb_cells.values() if isinstance(c, ACBlock)})
+    assert dilations == [1, 2]
+
+    plain, folded = fold.fold_state(arrays(acb))
+    assert len(folded) == ACB_COUNT[name]
+    expected = shapes(base)
+    assert {k: tuple(v.shape) for k, v in plain.items()} == expected
+
+
+# ---------------------------------------------------------------- whole networks
+
+@pytest.mark.parametrize("name", ["skresnet18", "skresnet34"])
+def test_base_model_equals_mindcv_with_shared_weights(name):
+    import mindcv
+
+    ms.set_seed(3)
+    ours = randomize_bn(create_model(name, num_classes=5), seed=3)
+    ours.set_train(False)
+    theirs = load_arrays(mindcv.create_model(name, num_classes=5), arrays(ours))
+    x = images(0, size=64 if name == "skresnet18" else 32)
+    logits = ours(x).asnumpy()
+    assert np.abs(logits).max() > 0.1
+    assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs base")
+
+
+def test_skresnet50_differs_from_mindcv_only_by_the_relu_after_conv1():
+    import mindcv
+
+    ms.set_seed(4)
+    ours = randomize_bn(create_model("skresnet50", num_classes=5), seed=4)
+    ours.set_train(False)
+    state = arrays(ours)
+    theirs = load_arrays(mindcv.create_model("skresnet50", num_classes=5), state)
+    no_act1 = create_model("skresnet50", num_classes=5)
+    for _, cell in no_act1.cells_and_names():
+        if isinstance(cell, SKBottleneck):
+            cell.act1 = nn.Identity()
+    load_arrays(no_act1, state)
+    x = images(1)
+    ref = theirs(x).asnumpy()
+    assert_close(no_act1(x).asnumpy(), ref, 1e-6, "MindCV vs ours without the ReLU")
+    err = np.abs(ours(x).asnumpy() - ref).max()
+    assert err > 1e-2 * max(1.0, np.abs(ref).max()), err  # the ReLU does change the function
+
+
+def test_ungrouped_skresnext_without_relu_after_conv1_is_mindcvs_skresnext50_32x4d():
+    """MindCV's skresnext50_32x4d (no input split, attention 1/16 in 32s) is our SK bottleneck
+    with groups=1, base width 64 and no ReLU after conv1."""
+    import mindcv
+
+    ms.set_seed(6)
+    ours = ResNet(SKBottleneck, (3, 4, 6, 3), num_classes=5,
+                  block_kwargs=dict(sk_kwargs=dict(rd_ratio=1 / 16, rd_divisor=32, split_input=False)))
+    for _, cell in ours.cells_and_names():
+        if isinstance(cell, SKBottleneck):
+            cell.act1 = nn.Identity()
+    randomize_bn(ours, seed=6).set_train(False)
+    theirs = load_arrays(mindcv.create_model("skresnext50_32x4d", num_classes=5), arrays(ours))
+    x = images(3, size=32)
+    logits = ours(x).asnumpy()
+    assert np.abs(logits).max() > 0.1
+    assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs ours ungrouped")
+
+
+def test_grouped_skresnext50_acb_folds_into_the_base_model():
+    ms.set_seed(7)
+    acb = randomize_bn(create_model("skresnext50_32x4d", num_classes=10, block_type="acb"), seed=7)
+    acb.set_train(False)
+    plain, folded = fold.fold_state(arrays(acb))
+    assert len(folded) == 32
+    base = load_arrays(create_model("skresnext50_32x4d", num_classes=10), plain)
+    x = images(4, size=32)
+    acb_logits = acb(x).asnumpy()
+    assert np.abs(acb_logits).max() > 0.1
+    assert_close(base(x).asnumpy(), acb_logits, TOL, "grouped base vs ACB")
+
+
+def training_checkpoint(path, name, num_classes, seed):
+    """An ACB model with random weights and BN statistics, saved with optimizer state."""
+    ms.set_seed(seed)
+    net = randomize_bn(create_model(name, num_classes=num_classes, block_type="acb"), seed=seed)
+    state = arrays(net)
+    state.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(state.items())})
+    state.update({"learning_rate": np.float32(0.1), "global_step": np.int32(7)})
+    write_checkpoint(path, state, dict(model=name, block_type="acb", num_classes=num_classes))
+    net.set_train(False)
+    return net
+
+
+def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
+    import mindcv
+
+    src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "deploy.ckpt")
+    acb = training_checkpoint(src, "skresnet18", 10, seed=5)
+    x = images(2)
+    acb_logits = acb(x).asnumpy()
+    assert np.abs(acb_logits).max() > 0.1
+
+    res = run_script("convert.py", "--ckpt_path", src, "--output", out)
+    assert res.returncode == 0, res.stderr
+    assert "skresnet18: folded 24 ACBs" in res.stdout  # 8 blocks x (2 SK paths + conv2)
+    assert res.stderr.strip() == "", res.stderr
+
+    state, meta = read_checkpoint(out)
+    assert meta["model"] == "skresnet18" and meta["block_type"] == "base" and meta["num_classes"] == 10
+    base = load_arrays(create_model("skresnet18", num_classes=10), state)
+    base_logits = base(x).asnumpy()
+    assert_close(base_logits, acb_logits, TOL, "base vs ACB")
+    theirs = load_arrays(mindcv.create_model("skresnet18", num_classes=10), state)
+    assert_close(theirs(x).asnumpy(), base_logits, 1e-6, "MindCV vs base")
+
+    switch_to_deploy(acb)
+    assert not any(isinstance(c, ACBlock) and not c.deploy for _, c in acb.cells_and_names())
+    assert_close(acb(x).asnumpy(), base_logits, TOL, "switch_to_deploy vs converted")
+
+
+def test_registry_records_the_mindcv_twins():
+    assert model_entry("skresnet18").mindcv == "skresnet18" and model_entry("skresnet34").mindcv == "skresnet34"
+    # same names, but another function (skresnet50) or other shapes (skresnext50_32x4d): no shared checkpoints
+    assert model_entry("skresnet50").mindcv is None and model_entry("skresnext50_32x4d").mindcv is None
+    assert all(model_entry(n).family == "imagenet" and model_entry(n).num_classes == 1000 for n in SK_MODELS)
