@@ -1,22 +1,26 @@
-# `make test`: set up .venv on a fresh machine (Python 3.9-3.11) and run the test suite.
+# `make demo`: set up .venv on a fresh machine and run the digits demo (train, validate, fold, validate).
+# `make test`: set up .venv and run the test suite.        (Python 3.9-3.11)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: test install demo clean
+.PHONY: demo test install clean
 
-$(VENV)/.installed: requirements.txt requirements-test.txt
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
+
+$(VENV)/.installed: requirements.txt requirements-demo.txt requirements-test.txt | $(VENV)/bin/python
+	$(PIP) -r requirements-test.txt
 	touch $@
 
 install: $(VENV)/.installed
 
-test: install
-	$(PY) -m pytest -q tests
-
 demo: install
-	@echo "make demo arrives with training (train.py / validate.py are not implemented yet)"; exit 1
+	$(PY) -m acnet_ms.demo
+
+test: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache demo_out data/digits

@@ -9,8 +9,13 @@ class UserError(Exception):
 
 
 def quiet_mindspore():
-    """Keep MindSpore's C++ and Python loggers to errors only (set before importing it)."""
-    os.environ.setdefault("GLOG_v", "3")
+    """Keep MindSpore's own loggers to critical messages (set before importing it).
+
+    Errors reach the user through exceptions, which the entry points turn
+    into one line each; MindSpore would log the same failure again in its
+    own format.  ``GLOG_v=2`` (or lower) in the environment brings its logs back.
+    """
+    os.environ.setdefault("GLOG_v", "4")
 
 
 def run(main, argv=None):

@@ -105,6 +105,24 @@ OPTIONS = {
 IDENTITY = ("model", "block_type", "num_classes", "gamma_init")
 
 
+#: names other trainers use for our options, for "did you mean" hints
+ALIASES = {
+    "learning_rate": "lr", "base_lr": "lr", "epochs": "epoch_size", "num_epochs": "epoch_size",
+    "arch": "model", "architecture": "model", "data_path": "data_dir", "data_root": "data_dir",
+    "wd": "weight_decay", "optimizer": "opt", "lr_scheduler": "scheduler", "warmup": "warmup_epochs",
+    "smoothing": "label_smoothing", "workers": "num_parallel_workers", "output_dir": "ckpt_save_dir",
+    "pretrained": "ckpt_path", "checkpoint": "ckpt_path", "img_size": "image_resize", "amp": "amp_level",
+}
+
+
+def suggest(name, choices):
+    """The option a mistyped ``name`` most likely meant, or None."""
+    if name in ALIASES and ALIASES[name] in choices:
+        return ALIASES[name]
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return close[0] if close else None
+
+
 def defaults():
     return {name: spec[0] for name, spec in OPTIONS.items()}
 
@@ -112,8 +130,8 @@ def defaults():
 def check_keys(keys, where):
     for key in keys:
         if key not in OPTIONS:
-            close = difflib.get_close_matches(key, OPTIONS, n=1, cutoff=0.5)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            close = suggest(key, list(OPTIONS))
+            hint = f" (did you mean '{close}'?)" if close else ""
             raise UserError(f"{where}: unknown option '{key}'{hint}")
 
 
@@ -176,8 +194,8 @@ def parse(argv, description, extra=None, base=None):
     if unknown:
         flag = next((u for u in unknown if u.startswith("-")), unknown[0])
         name = flag.lstrip("-").split("=")[0]
-        close = difflib.get_close_matches(name, list(OPTIONS) + ["config"], n=1, cutoff=0.5)
-        hint = f" (did you mean '--{close[0]}'?)" if close else ""
+        close = suggest(name, list(OPTIONS) + ["config"])
+        hint = f" (did you mean '--{close}'?)" if close else ""
         raise UserError(f"command line: unknown option '{flag}'{hint}")
     cfg = defaults()
     cfg.update(base or {})

@@ -169,7 +169,8 @@ def pipeline_error(err):
     text = str(err)
     match = _BAD_FILE.search(text)
     if match:
-        return UserError(f"{match.group(1)}: cannot read image ({match.group(2).strip() or 'decode failed'})")
+        path = os.path.normpath(match.group(1))
+        return UserError(f"{path}: cannot read image ({match.group(2).strip().rstrip('.') or 'decode failed'})")
     if "Dataset Pipeline Error Message" in text:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("[ERROR]")]
         return UserError(f"data pipeline failed: {lines[0][8:] if lines else text.splitlines()[0]}")

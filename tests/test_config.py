@@ -1,0 +1,71 @@
+"""Options: every recipe loads, YAML sets defaults, the command line overrides, unknown keys are errors."""
+import glob
+import os
+
+import pytest
+from conftest import ROOT
+
+from acnet_ms import list_models
+from acnet_ms.cli import UserError
+from acnet_ms.config import load_config, parse
+
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_every_config_loads_and_names_a_model(path):
+    cfg = load_config(path)
+    assert cfg["model"] in list_models()
+    assert cfg["block_type"] in ("base", "acb")
+    name = os.path.basename(path)
+    if name.endswith("_acb.yaml") or name.endswith("_base.yaml"):
+        assert name.startswith(cfg["model"] + "_") and name.endswith(f"_{cfg['block_type']}.yaml")
+
+
+@pytest.mark.parametrize("depth", [18, 34, 50])
+@pytest.mark.parametrize("block", ["acb", "base"])
+def test_imagenet_recipe_is_the_original(depth, block):
+    cfg, _ = parse(["--config", os.path.join(ROOT, "configs", f"sres{depth}_{block}.yaml")], "")
+    assert (cfg["batch_size"], cfg["distribute"], cfg["opt"], cfg["momentum"], cfg["lr"]) == (32, True, "momentum",
+                                                                                              0.9, 0.1)
+    assert (cfg["scheduler"], cfg["min_lr"], cfg["epoch_size"], cfg["warmup_epochs"]) == ("cosine_decay", 0.0, 100, 0)
+    assert (cfg["weight_decay"], cfg["label_smoothing"], cfg["dataset"]) == (1e-4, 0.0, "imagenet")
+    assert cfg["gamma_init"] == (1.0 if block == "acb" else None)
+
+
+@pytest.mark.parametrize("block", ["acb", "base"])
+def test_cifar_recipe(block):
+    cfg, _ = parse(["--config", os.path.join(ROOT, "configs", f"src56_{block}.yaml")], "")
+    assert (cfg["batch_size"], cfg["lr"], cfg["epoch_size"], cfg["weight_decay"]) == (128, 0.2, 400, 1e-4)
+    assert (cfg["scheduler"], cfg["min_lr"], cfg["dataset"], cfg["image_resize"]) == ("cosine_decay", 0.0, "cifar10",
+                                                                                      32)
+    if block == "acb":
+        assert cfg["gamma_init"] == pytest.approx(1 / 3)
+
+
+def test_command_line_overrides_yaml_which_overrides_defaults(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.5\nbatch_size: 7\ndistribute: True\n")
+    cfg, _ = parse(["--config", str(path), "--lr", "0.25", "--distribute", "False"], "")
+    assert cfg["lr"] == 0.25 and cfg["batch_size"] == 7 and cfg["distribute"] is False
+    assert cfg["epoch_size"] == 100  # default
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("learning_rate: 0.1\n", "unknown option 'learning_rate' (did you mean 'lr'?)"),
+    ("block_type: ACB\n", "option 'block_type' must be one of base, acb"),
+    ("batch_size: many\n", "option 'batch_size'"),
+    ("- a\n- b\n", "a config must be a mapping"),
+    ("lr: [\n", "not valid YAML"),
+])
+def test_bad_config_files_name_the_file_and_key(tmp_path, text, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as err:
+        parse(["--config", str(path)], "")
+    assert fragment in str(err.value) and str(path) in str(err.value)
+
+
+def test_unknown_command_line_option_suggests_the_closest():
+    with pytest.raises(UserError, match=r"unknown option '--epochs' \(did you mean '--epoch_size'\?\)"):
+        parse(["--epochs", "3"], "")
