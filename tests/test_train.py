@@ -1,0 +1,259 @@
+"""train.py / validate.py on real data (scikit-learn's digits): the whole product path."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, assert_clean_exit, assert_close, randomize_bn, run_script, small_run, user_env
+
+import mindspore as ms
+from mindspore import Tensor
+
+from acnet_ms import create_model
+from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.config import load_config
+
+PROGRESS = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) loss [\d.]+ lr [\d.]+ images/s [\d.]+ eta \d+:\d\d:\d\d$",
+                      re.M)
+FINISHED = re.compile(r"finished: (\d+) steps .* final lr ([\d.]+); weights sha256 (\w+)")
+
+
+def metrics_of(res):
+    assert res.returncode == 0, res.stderr
+    assert_clean_exit(res)
+    last = res.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"top1=\d\.\d{4} top5=\d\.\d{4} loss=\d+\.\d{4} samples=\d+", last), last
+    return last
+
+
+@pytest.fixture(scope="module")
+def trained(digits, tmp_path_factory):
+    """Two epochs of the demo recipe (ACB src20) with validation, keeping one epoch checkpoint."""
+    save = str(tmp_path_factory.mktemp("run"))
+    res = run_script("train.py", *small_run(digits, save, "--epoch_size", 2, "--keep_checkpoint_max", 1))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return save, res
+
+
+def test_training_writes_progress_checkpoints_config_and_summaries(trained):
+    save, res = trained
+    assert_clean_exit(res)
+    steps = PROGRESS.findall(res.stdout)
+    assert len(steps) == 10 and steps[-1] == ("2", "2", "5", "5")  # 160 images / 32 = 5 steps an epoch
+    assert re.search(r"epoch 2/2 done: mean loss [\d.]+, [\d.]+ s; val top1 [\d.]+ top5 [\d.]+ loss [\d.]+ "
+                     r"\(60 samples\)", res.stdout)
+    files = sorted(os.listdir(save))
+    assert files == ["config.yaml", "src20_acb-best.ckpt", "src20_acb-e002.ckpt", "summary.jsonl",
+                     "train_rank0.log"]  # keep_checkpoint_max 1 removed e001; no temporary files
+    assert f"last checkpoint: {os.path.join(save, 'src20_acb-e002.ckpt')}" in res.stdout
+    assert f"best checkpoint: {os.path.join(save, 'src20_acb-best.ckpt')}" in res.stdout
+    saved = load_config(os.path.join(save, "config.yaml"))
+    assert saved["model"] == "src20" and saved["epoch_size"] == 2 and saved["train_list"] == "train_small.txt"
+    summaries = [json.loads(line) for line in open(os.path.join(save, "summary.jsonl"))]
+    assert [s["epoch"] for s in summaries] == [1, 2] and [s["step"] for s in summaries] == [5, 10]
+    arrays, meta = read_checkpoint(os.path.join(save, "src20_acb-e002.ckpt"))
+    assert {k: meta[k] for k in ("model", "block_type", "num_classes", "epoch", "step")} == \
+        dict(model="src20", block_type="acb", num_classes=10, epoch=2, step=10)
+    assert meta["gamma_init"] == pytest.approx(1 / 3)
+    assert any(k.startswith("moments.") for k in arrays) and "global_step" in arrays  # optimizer state kept
+    log = open(os.path.join(save, "train_rank0.log")).read()
+    assert "epoch 2/2 done" in log and FINISHED.search(log)
+
+
+def test_validate_gives_identical_top1_for_acb_deploy_and_converted(trained, tmp_path):
+    save, _ = trained
+    ckpt = os.path.join(save, "src20_acb-best.ckpt")
+    runs = {}
+    for name, args in (("acb", []), ("deploy", ["--deploy"])):
+        out = tmp_path / f"{name}.json"
+        runs[name] = (metrics_of(run_script("validate.py", "--ckpt_path", ckpt, *args, "--json", out)),
+                      json.loads(out.read_text()))
+    plain = str(tmp_path / "plain.ckpt")
+    conv = run_script("convert.py", "--ckpt_path", ckpt, "--output", plain)
+    assert conv.returncode == 0, conv.stderr
+    out = tmp_path / "plain.json"
+    runs["plain"] = (metrics_of(run_script("validate.py", "--ckpt_path", plain, "--json", out)),
+                     json.loads(out.read_text()))
+    counts = {name: data["correct1"] for name, (_, data) in runs.items()}
+    assert len(set(counts.values())) == 1, counts
+    assert {data["samples"] for _, data in runs.values()} == {60}
+    assert 0.0 < runs["acb"][1]["top1"] <= 1.0
+    # on the full split (359 images of the ImageFolder), with validate.py options overriding the recorded ones
+    res = run_script("validate.py", "--ckpt_path", plain, "--val_list", "none", "--batch_size", 64)
+    assert metrics_of(res).endswith("samples=359")
+
+
+def test_finetuning_a_plain_checkpoint_into_acb_starts_from_the_same_function(tmp_path):
+    ms.set_seed(3)
+    base = randomize_bn(create_model("src20"), seed=4)
+    path = str(tmp_path / "plain.ckpt")
+    write_checkpoint(path, {p.name: p.asnumpy() for p in base.get_parameters()}, {"model": "src20"})
+    acb = randomize_bn(create_model("src20", block_type="acb", gamma_init=1 / 3), seed=9)
+    lines = []
+    load_pretrained(acb, path, log=lines.append)
+    x = Tensor(np.random.default_rng(0).normal(size=(4, 3, 16, 16)).astype(np.float32))
+    base.set_train(False)
+    acb.set_train(False)
+    assert_close(acb(x).asnumpy(), base(x).asnumpy(), 1e-5, "ACB started from plain weights")
+    assert lines[0].startswith("loaded ") and not any(line.startswith("skipped") for line in lines)
+    # another number of classes: everything but the classifier loads, and the log names what was skipped
+    other = create_model("src20", num_classes=5, block_type="acb")
+    lines = []
+    load_pretrained(other, path, log=lines.append)
+    skipped = [line for line in lines if line.startswith("skipped")]
+    assert len(skipped) == 1 and "classifier.weight [10, 64] (model: [5, 64])" in skipped[0]
+    assert "classifier.bias" in skipped[0]
+    np.testing.assert_array_equal(other.layer1[0].conv1.square_conv.weight.asnumpy(),
+                                  base.layer1[0].conv1.weight.asnumpy())
+
+
+def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
+    base = create_model("src20", num_classes=7)
+    path = str(tmp_path / "pretrained.ckpt")
+    write_checkpoint(path, {p.name: p.asnumpy() for p in base.get_parameters()}, {"model": "src20"})
+    res = run_script("train.py", *small_run(digits, str(tmp_path / "ft"), "--epoch_size", 1, "--ckpt_path", path,
+                                            "--val_while_train", "False"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert re.search(r"loaded \d+ of \d+ parameters from .*pretrained.ckpt", res.stdout)
+    assert "skipped (shape differs): classifier.weight [7, 64] (model: [10, 64])" in res.stdout
+
+
+def test_fixed_loss_scale_is_divided_back_out():
+    """Loss scale 1024 with fixed scaling must update exactly like no scaling."""
+    from acnet_ms.config import defaults
+    from acnet_ms.engine import build_train_step
+
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(8, 3, 16, 16)).astype(np.float32))
+    y = Tensor(rng.integers(0, 10, 8).astype(np.int32))
+    weights = []
+    for scale in (1.0, 1024.0):
+        ms.set_seed(0)
+        net = create_model("src20", block_type="acb")
+        cfg = dict(defaults(), loss_scale=scale, device_target="CPU", lr=0.1)
+        step, _ = build_train_step(net, cfg, [0.1] * 3)
+        for _ in range(3):
+            step(x, y)
+        weights.append(net.conv1.square_conv.weight.asnumpy().copy())
+    assert np.abs(weights[0]).max() > 0
+    assert_close(weights[1], weights[0], 1e-4, "scaled vs unscaled update")
+
+
+def read_until(proc, pattern, lines):
+    for line in proc.stdout:
+        lines.append(line)
+        if re.search(pattern, line):
+            return True
+    return False
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits, tmp_path):
+    args = ["--epoch_size", 3, "--val_while_train", "False", "--keep_checkpoint_max", 5]
+    full = run_script("train.py", *small_run(digits, str(tmp_path / "full"), *args))
+    assert full.returncode == 0, full.stderr[-2000:]
+    steps, lr, _ = FINISHED.search(full.stdout).groups()
+    assert int(steps) == 15
+
+    save = str(tmp_path / "killed")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *map(str, small_run(digits, save, *args))],
+                            cwd=ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    try:
+        assert read_until(proc, r"^epoch 2/3 step 3/5 ", lines), "".join(lines)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert sorted(f for f in os.listdir(save) if f.endswith(".ckpt")) == ["src20_acb-e001.ckpt"]  # nothing partial
+    assert not [f for f in os.listdir(save) if "tmp" in f]
+
+    resumed = run_script("train.py", *small_run(digits, save, *args, "--resume", os.path.join(save,
+                                                                                               "src20_acb-e001.ckpt")))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout and "epoch 1, step 5" in resumed.stdout
+    assert [m[0] for m in PROGRESS.findall(resumed.stdout)] == ["2"] * 5 + ["3"] * 5
+    assert FINISHED.search(resumed.stdout).groups()[:2] == (steps, lr)
+    _, meta_full = read_checkpoint(os.path.join(str(tmp_path / "full"), "src20_acb-e003.ckpt"))
+    arrays, meta = read_checkpoint(os.path.join(save, "src20_acb-e003.ckpt"))
+    assert (meta["step"], meta["lr"]) == (meta_full["step"], meta_full["lr"])
+    assert meta["step"] == 15 and meta["lr"] == pytest.approx(float(lr), abs=1e-8)
+    assert int(arrays["global_step"].reshape(-1)[0]) == 15
+
+
+def make_bad(kind, digits, tmp_path):
+    """(script, args, fragments of the one-line error) for one kind of bad input."""
+    save = str(tmp_path / "run")
+    if kind == "no_data_dir":
+        return "train.py", small_run(str(tmp_path / "nowhere"), save), ["nowhere", "data_dir does not exist"]
+    if kind == "no_split":
+        return ("train.py", small_run(digits, save, "--train_list", "none", "--train_split", "training"),
+                ["training", "split folder does not exist"])
+    if kind in ("empty_class", "bad_image", "class_count"):
+        root = tmp_path / "folder"
+        for c in range(3):
+            (root / "train" / f"c{c}").mkdir(parents=True)
+            for i in range(12):
+                os.link(os.path.join(digits, "train", str(c), sorted(os.listdir(os.path.join(digits, "train", str(c))))[i]),
+                        root / "train" / f"c{c}" / f"{i}.png")
+        base = ["--config", os.path.join(ROOT, "configs", "demo_digits.yaml"), "--data_dir", str(root),
+                "--ckpt_save_dir", save, "--val_while_train", "False", "--num_parallel_workers", 1]
+        if kind == "empty_class":
+            (root / "train" / "c3").mkdir()
+            return "train.py", base + ["--num_classes", 4], [str(root / "train" / "c3"), "empty class folder"]
+        if kind == "class_count":
+            return "train.py", base, ["3 classes but num_classes is 10"]
+        (root / "train" / "c1" / "5.png").unlink()
+        (root / "train" / "c1" / "5.png").write_bytes(b"this is not a PNG")
+        return ("train.py", base + ["--num_classes", 3, "--batch_size", 4],
+                [str(root / "train" / "c1" / "5.png") + ": cannot read image"])
+    if kind == "unknown_key":
+        bad = tmp_path / "typo.yaml"
+        bad.write_text("model: src20\nwarmup_epoch: 2\n")
+        return "train.py", ["--config", bad, "--data_dir", digits], ["typo.yaml", "'warmup_epoch'", "warmup_epochs"]
+    if kind == "resume_other_model":
+        ckpt = str(tmp_path / "other.ckpt")
+        net = create_model("src56", block_type="acb")
+        write_checkpoint(ckpt, {p.name: p.asnumpy() for p in net.get_parameters()},
+                         dict(model="src56", block_type="acb", num_classes=10, epoch=1, step=5))
+        return "train.py", small_run(digits, save, "--resume", ckpt), ["checkpoint of src56", "trains src20"]
+    if kind == "missing_ckpt_path":
+        return "train.py", small_run(digits, save, "--ckpt_path", tmp_path / "gone.ckpt"), ["gone.ckpt", "no such"]
+    if kind == "missing_resume":
+        return "train.py", small_run(digits, save, "--resume", tmp_path / "gone.ckpt"), ["gone.ckpt", "no such"]
+    if kind == "dynamic_on_cpu":
+        return ("train.py", small_run(digits, save, "--loss_scale_type", "dynamic", "--loss_scale", 1024),
+                ["dynamic", "CPU"])
+    if kind == "validate_missing":
+        return "validate.py", ["--ckpt_path", tmp_path / "gone.ckpt"], ["gone.ckpt", "no such file"]
+    if kind == "validate_no_split":
+        net = create_model("src20")
+        ckpt = str(tmp_path / "plain.ckpt")
+        write_checkpoint(ckpt, {p.name: p.asnumpy() for p in net.get_parameters()},
+                         dict(model="src20", block_type="base", num_classes=10))
+        return ("validate.py", ["--ckpt_path", ckpt, "--data_dir", digits, "--val_split", "valid"],
+                ["valid", "split folder does not exist"])
+    raise AssertionError(kind)
+
+
+BAD = ["no_data_dir", "no_split", "empty_class", "bad_image", "class_count", "unknown_key", "resume_other_model",
+       "missing_ckpt_path", "missing_resume", "dynamic_on_cpu", "validate_missing", "validate_no_split"]
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_bad_input_is_one_line_with_nothing_lost(kind, digits, tmp_path):
+    script, args, fragments = make_bad(kind, digits, tmp_path)
+    save = tmp_path / "run"
+    save.mkdir(exist_ok=True)
+    (save / "keep.ckpt").write_bytes(b"an earlier checkpoint")  # must survive
+    res = run_script(script, *args)
+    assert res.returncode == 2, (res.returncode, res.stdout[-1500:], res.stderr[-1500:])
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert (save / "keep.ckpt").read_bytes() == b"an earlier checkpoint"
+    assert not [f for f in os.listdir(save) if f.endswith(".ckpt") and f != "keep.ckpt"]
