@@ -69,3 +69,16 @@ def test_bad_config_files_name_the_file_and_key(tmp_path, text, fragment):
 def test_unknown_command_line_option_suggests_the_closest():
     with pytest.raises(UserError, match=r"unknown option '--epochs' \(did you mean '--epoch_size'\?\)"):
         parse(["--epochs", "3"], "")
+
+
+@pytest.mark.parametrize("model", ["skresnet18", "skresnet34", "skresnet50", "skresnext50_32x4d"])
+@pytest.mark.parametrize("suffix", ["", "_acb"])
+def test_sk_recipe_is_mindcvs(model, suffix):
+    cfg, _ = parse(["--config", os.path.join(ROOT, "configs", f"{model}{suffix}.yaml")], "")
+    assert cfg["model"] == model and cfg["block_type"] == ("acb" if suffix else "base")
+    assert (cfg["batch_size"], cfg["distribute"], cfg["opt"], cfg["momentum"], cfg["lr"]) == (64, True, "momentum",
+                                                                                              0.9, 0.1)
+    assert (cfg["epoch_size"], cfg["warmup_epochs"], cfg["min_lr"], cfg["weight_decay"]) == (200, 5, 0.0, 4e-5)
+    assert (cfg["label_smoothing"], cfg["interpolation"], cfg["amp_level"]) == (0.1, "bicubic", "O2")
+    assert (cfg["loss_scale_type"], cfg["loss_scale"]) == ("fixed", 1024)
+    assert cfg["scheduler"] in ("cosine_decay", "warmup_cosine_decay")
