@@ -1,7 +1,10 @@
 """Selective Kernel blocks and SK-ResNets: ACB paths fold exactly; base forms match MindCV's."""
+import json
+import os
+
 import numpy as np
 import pytest
-from conftest import assert_close, randomize_bn, run_script
+from conftest import assert_clean_exit, assert_close, randomize_bn, run_script, small_run
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -319,3 +322,28 @@ def test_registry_records_the_mindcv_twins():
     # same names, but another function (skresnet50) or other shapes (skresnext50_32x4d): no shared checkpoints
     assert model_entry("skresnet50").mindcv is None and model_entry("skresnext50_32x4d").mindcv is None
     assert all(model_entry(n).family == "imagenet" and model_entry(n).num_classes == 1000 for n in SK_MODELS)
+
+
+def test_skresnet18_acb_trains_converts_and_validates(digits, tmp_path):
+    """The SK models go through the same entry points: train.py, convert.py, validate.py."""
+    save = str(tmp_path / "sk")
+    res = run_script("train.py", *small_run(digits, save, "--model", "skresnet18", "--gamma_init", 1.0,
+                                            "--image_resize", 32, "--epoch_size", 1))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_clean_exit(res)
+    assert "skresnet18 (acb)" in res.stdout and "epoch 1/1 step 5/5" in res.stdout
+    trained = os.path.join(save, "skresnet18_acb-e001.ckpt")
+    plain = str(tmp_path / "skresnet18_plain.ckpt")
+    conv = run_script("convert.py", "--ckpt_path", trained, "--output", plain)
+    assert conv.returncode == 0, conv.stderr
+    assert "skresnet18: folded 24 ACBs" in conv.stdout
+    counts = []
+    for ckpt in (trained, plain):
+        out = str(tmp_path / (os.path.basename(ckpt) + ".json"))
+        val = run_script("validate.py", "--ckpt_path", ckpt, "--json", out)
+        assert val.returncode == 0, val.stderr[-2000:]
+        assert_clean_exit(val)
+        result = json.load(open(out))
+        assert result["samples"] == 60
+        counts.append(result["correct1"])
+    assert counts[0] == counts[1]

@@ -143,6 +143,19 @@ def test_fixed_loss_scale_is_divided_back_out():
     assert_close(weights[1], weights[0], 1e-4, "scaled vs unscaled update")
 
 
+@pytest.mark.parametrize("extra,mode", [(["--mode", 1], "PyNative"), (["--amp_level", "O2", "--loss_scale", 1024], "graph")],
+                         ids=["pynative", "amp_o2_loss_scale_1024"])
+def test_pynative_and_mixed_precision_runs(extra, mode, digits, tmp_path):
+    res = run_script("train.py", *small_run(digits, str(tmp_path / "run"), "--epoch_size", 1,
+                                            "--val_while_train", "False", *extra))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert_clean_exit(res)
+    assert f"{mode} mode" in res.stdout
+    losses = [float(v) for v in re.findall(r" loss ([\d.]+) lr", res.stdout)]
+    assert len(losses) == 5 and all(0 < v < 10 for v in losses), losses  # finite: the scale is divided out
+    assert FINISHED.search(res.stdout).group(1) == "5"
+
+
 def read_until(proc, pattern, lines):
     for line in proc.stdout:
         lines.append(line)
