@@ -1,11 +1,12 @@
 # `make demo`: set up .venv on a fresh machine and run the digits demo (train, validate, fold, validate).
 # `make test`: set up .venv and run the test suite.        (Python 3.9-3.11)
+# `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +22,9 @@ demo: install
 
 test: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
+
+bench: install
+	$(PY) benchmarks/bench.py --out benchmarks/results.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo_out data/digits

@@ -1,0 +1,388 @@
+"""Benchmarks: inference, training step, conversion and input pipeline, side by side.
+
+    python benchmarks/bench.py [--quick] [--out benchmarks/results.md]
+
+Each measurement runs in its own process (so its peak memory is its own) and
+prints one JSON line; this driver collects them and prints markdown tables.
+Every figure is the median over repeated runs with [min-max]; every ratio is
+computed from medians taken in this same run.  CPU, graph mode.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MINDCV_NAME = {"sres18": "resnet18", "sres50": "resnet50", "skresnet18": "skresnet18"}
+
+
+# ---------------------------------------------------------------- workers (one process each)
+
+def _quiet():
+    os.environ.setdefault("GLOG_v", "4")
+    sys.path.insert(0, ROOT)
+    import mindspore as ms
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    ms.set_device("CPU")
+    return ms
+
+
+def build(model, variant, num_classes=1000):
+    """The network of one variant: acb (training form, eval mode), folded (base), deploy (no BN), mindcv."""
+    if variant == "mindcv":
+        import mindcv
+
+        return mindcv.create_model(MINDCV_NAME[model], num_classes=num_classes)
+    from acnet_ms import create_model
+
+    if variant == "deploy":
+        return create_model(model, num_classes=num_classes, deploy=True)
+    return create_model(model, num_classes=num_classes, block_type="acb" if variant == "acb" else "base")
+
+
+def timed(fn, warmup, repeat):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def work_infer(spec):
+    ms = _quiet()
+    import numpy as np
+
+    net = build(spec["model"], spec["variant"])
+    net.set_train(False)
+    out = {}
+    for key, batch, repeat in (("latency", 1, spec["repeat_latency"]), ("throughput", 32, spec["repeat_throughput"])):
+        x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32))
+        out[key] = timed(lambda: net(x).asnumpy(), 2, repeat)
+    return out
+
+
+def work_train(spec):
+    ms = _quiet()
+    import numpy as np
+    from mindspore import nn
+
+    net = build(spec["model"], spec["variant"])
+    opt = nn.Momentum(net.trainable_params(), 0.01, 0.9)
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), opt)
+    step.set_train()
+    rng = np.random.default_rng(0)
+    x = ms.Tensor(rng.normal(size=(spec["batch"], 3, 224, 224)).astype(np.float32))
+    y = ms.Tensor(rng.integers(0, 1000, spec["batch"]).astype(np.int32))
+    return {"step": timed(lambda: step(x, y).asnumpy(), 2, spec["repeat"])}
+
+
+def work_make_ckpt(spec):
+    """A training-form ACB checkpoint with optimizer state (moments, step, lr), as train.py writes them."""
+    _quiet()
+    import numpy as np
+
+    from acnet_ms.checkpoint import write_checkpoint
+
+    net = build(spec["model"], "acb")
+    arrays = {p.name: p.asnumpy() for p in net.get_parameters()}
+    arrays.update({"moments." + k: np.zeros_like(v) for k, v in list(arrays.items()) if "moving_" not in k})
+    arrays.update(global_step=np.array([1000], np.int32), learning_rate=np.full(1000, 0.1, np.float32))
+    write_checkpoint(spec["path"], arrays, dict(model=spec["model"], block_type="acb", num_classes=1000,
+                                                epoch=1, step=1000))
+    return {"bytes": os.path.getsize(spec["path"])}
+
+
+def work_pipeline(spec):
+    _quiet()
+    import numpy as np
+    from PIL import Image
+
+    from acnet_ms import data
+    from acnet_ms.config import defaults
+
+    root = spec["dir"]
+    rng = np.random.default_rng(0)
+    for c in range(8):
+        folder = os.path.join(root, "train", f"c{c}")
+        os.makedirs(folder, exist_ok=True)
+        for i in range(32):
+            # smooth content compresses like photographs do; 500 x 375 is ImageNet's typical size
+            base = rng.integers(0, 255, (24, 32, 3)).astype(np.uint8)
+            Image.fromarray(base).resize((500, 375), Image.BICUBIC).save(os.path.join(folder, f"{i}.JPEG"),
+                                                                         quality=90)
+    cfg = dict(defaults(), data_dir=root, num_classes=8, batch_size=32, num_parallel_workers=spec["workers"])
+    spec_ = data.inspect(cfg, "train")
+    loader = data.create_loader(cfg, spec_, True)
+    iterator = loader.create_tuple_iterator(num_epochs=spec["epochs"] + 1)
+
+    def epoch():
+        for _ in iterator:
+            pass
+
+    times = timed(epoch, 1, spec["epochs"])
+    images = loader.get_dataset_size() * 32
+    return {"images_per_s": [images / t for t in times]}
+
+
+def acb_layer_variants(channels):
+    """One 3 x 3 layer in three exactly equivalent training formulations, plus the plain conv + BN.
+
+    ``acb``: ACBlock (three convs, three BNs).  ``one_conv_3c``: the three
+    kernels (1 x 3 and 3 x 1 zero-embedded at run time) as one conv with 3C
+    outputs, one BN over 3C channels (each branch keeps its own per-channel
+    batch statistics), summed.  ``square_plus_hv_2c``: the square branch as is,
+    the two asymmetric ones as one 3 x 3 conv with 2C outputs.
+    """
+    import numpy as np
+    from mindspore import Parameter, Tensor, nn, ops
+
+    from acnet_ms.layers import ACBlock
+
+    def weight(*shape):
+        return Parameter(Tensor(np.random.default_rng(len(shape)).normal(0, 0.05, shape).astype(np.float32)))
+
+    class Plain(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(channels, channels, 3, pad_mode="pad", padding=1)
+            self.bn = nn.BatchNorm2d(channels)
+
+        def construct(self, x):
+            return self.bn(self.conv(x))
+
+    class OneConv(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.w_square, self.w_hor, self.w_ver = weight(channels, channels, 3, 3), weight(channels, channels, 1, 3), \
+                weight(channels, channels, 3, 1)
+            self.conv = ops.Conv2D(3 * channels, 3, pad_mode="pad", pad=1)
+            self.bn = nn.BatchNorm2d(3 * channels)
+
+        def construct(self, x):
+            kernel = ops.concat((self.w_square, ops.pad(self.w_hor, (0, 0, 1, 1)), ops.pad(self.w_ver, (1, 1, 0, 0))))
+            y = self.bn(self.conv(x, kernel))
+            return y[:, :channels] + y[:, channels:2 * channels] + y[:, 2 * channels:]
+
+    class SquarePlusHV(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.square = Plain()
+            self.w_hor, self.w_ver = weight(channels, channels, 1, 3), weight(channels, channels, 3, 1)
+            self.conv = ops.Conv2D(2 * channels, 3, pad_mode="pad", pad=1)
+            self.bn = nn.BatchNorm2d(2 * channels)
+
+        def construct(self, x):
+            kernel = ops.concat((ops.pad(self.w_hor, (0, 0, 1, 1)), ops.pad(self.w_ver, (1, 1, 0, 0))))
+            y = self.bn(self.conv(x, kernel))
+            return self.square(x) + y[:, :channels] + y[:, channels:]
+
+    return {"plain": Plain(), "acb": ACBlock(channels, channels, 3), "one_conv_3c": OneConv(),
+            "square_plus_hv_2c": SquarePlusHV()}
+
+
+def work_acb_layer(spec):
+    ms = _quiet()
+    import numpy as np
+    from mindspore import nn, ops
+
+    class Loss(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x):
+            return (self.net(x) ** 2).mean()
+
+    class Grads(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.loss = Loss(net)
+            self.weights = ms.ParameterTuple(net.trainable_params())
+            self.grad = ops.GradOperation(get_by_list=True)
+
+        def construct(self, x):
+            return self.grad(self.loss, self.weights)(x)
+
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(16, spec["channels"], 56, 56)).astype(np.float32))
+    steps = {}
+    for name, net in acb_layer_variants(spec["channels"]).items():
+        net.set_train(True)
+        steps[name] = Grads(net)
+        timed(lambda: [g.asnumpy() for g in steps[name](x)], 2, 0)
+    times = {name: [] for name in steps}
+    for _ in range(spec["repeat"]):  # interleaved, so drifts in machine load hit every variant alike
+        for name, step in steps.items():
+            times[name] += timed(lambda: [g.asnumpy() for g in step(x)], 0, 1)
+    return times
+
+
+WORKERS = {"infer": work_infer, "train": work_train, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
+
+
+# ---------------------------------------------------------------- driver
+
+def run_worker(spec):
+    """Run one worker process; returns its JSON result plus its peak RSS in MB."""
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark worker {spec} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def run_timed_command(cmd):
+    """Wall seconds and peak RSS (MB) of one command, measured for that child alone."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def med(values):
+    return statistics.median(values)
+
+
+def fmt(values, scale=1.0, digits=1):
+    values = [v * scale for v in values]
+    return f"{med(values):.{digits}f} [{min(values):.{digits}f}–{max(values):.{digits}f}]"
+
+
+def inference_section(quick):
+    rows, ratios = [], []
+    for model in ("sres18", "sres50", "skresnet18"):
+        meds = {}
+        for variant in ("acb", "folded", "deploy", "mindcv"):
+            res = run_worker(dict(kind="infer", model=model, variant=variant, repeat_latency=5 if quick else 20,
+                                  repeat_throughput=2 if quick else 5))
+            lat, thr = res["latency"], [32 / t for t in res["throughput"]]
+            meds[variant] = med(lat)
+            rows.append(f"| `{model}` | {variant} | {fmt(lat, 1000)} | {fmt(thr)} | {res['peak_mb']:.0f} |")
+        ratios.append(f"| `{model}` | {meds['folded'] / meds['mindcv']:.3f} | {meds['deploy'] / meds['mindcv']:.3f} | "
+                      f"{meds['acb'] / meds['mindcv']:.3f} |")
+    return ("### Inference (224×224)\n\n| model | form | latency, batch 1, ms | throughput, batch 32, images/s | "
+            "peak RSS, MB |\n|---|---|---|---|---|\n" + "\n".join(rows) +
+            "\n\nForms: `acb` = ACB training form in eval mode; `folded` = our base model (what convert.py's "
+            "output loads into); `deploy` = fully folded, no BN (`create_model(name, deploy=True)`); "
+            "`mindcv` = stock MindCV model of the same architecture.\n\n"
+            "| model | folded ÷ MindCV latency | fully folded ÷ MindCV | ACB training form ÷ MindCV |\n"
+            "|---|---|---|---|\n" + "\n".join(ratios))
+
+
+def train_section(quick, batch):
+    cases = [("sres18", "folded"), ("sres18", "acb"), ("sres18", "mindcv"),
+             ("skresnet18", "folded"), ("skresnet18", "acb"), ("skresnet18", "mindcv")]
+    rows, meds = [], {}
+    for model, variant in cases:
+        res = run_worker(dict(kind="train", model=model, variant=variant, batch=batch, repeat=3 if quick else 5))
+        meds[(model, variant)] = med(res["step"])
+        rows.append(f"| `{model}` | {'base' if variant == 'folded' else variant} | {fmt(res['step'], 1000, 0)} | "
+                    f"{batch / med(res['step']):.1f} | {res['peak_mb']:.0f} |")
+    ratio = (f"| ACB `sres18` ÷ base `sres18` | {meds[('sres18', 'acb')] / meds[('sres18', 'folded')]:.3f} |\n"
+             f"| ACB `skresnet18` ÷ base `skresnet18` | "
+             f"{meds[('skresnet18', 'acb')] / meds[('skresnet18', 'folded')]:.3f} |\n"
+             f"| our base `skresnet18` ÷ MindCV `skresnet18` | "
+             f"{meds[('skresnet18', 'folded')] / meds[('skresnet18', 'mindcv')]:.3f} |\n"
+             f"| our base `sres18` ÷ MindCV `resnet18` | "
+             f"{meds[('sres18', 'folded')] / meds[('sres18', 'mindcv')]:.3f} |")
+    return (f"### Training step (forward + backward + SGD update, batch {batch}, 224×224)\n\n"
+            "| model | form | step, ms | images/s | peak RSS, MB |\n|---|---|---|---|---|\n" + "\n".join(rows) +
+            "\n\n| ratio of step times | value |\n|---|---|\n" + ratio)
+
+
+def acb_layer_section(quick):
+    res = run_worker(dict(kind="acb_layer", channels=64, repeat=5 if quick else 15))
+    res.pop("peak_mb")
+    base = med(res["plain"])
+    rows = [f"| {name} | {fmt(t, 1000)} | {med(t) / base:.2f} |" for name, t in res.items()]
+    return ("### One 3×3 layer, forward + backward in training mode (64→64 channels, 56×56, batch 16)\n\n"
+            "The same function (every branch normalised by its own batch statistics) in three formulations.\n\n"
+            "| formulation | ms | ÷ plain conv + BN |\n|---|---|---|\n" + "\n".join(rows))
+
+
+def convert_section(quick, tmp):
+    rows = []
+    for model in ("sres50", "skresnext50_32x4d"):
+        src = os.path.join(tmp, f"{model}_acb.ckpt")
+        made = run_worker(dict(kind="make_ckpt", model=model, path=src))
+        walls, rss = [], []
+        for i in range(2 if quick else 3):
+            out = os.path.join(tmp, f"{model}_deploy{i}.ckpt")
+            wall, peak = run_timed_command([sys.executable, "convert.py", "--ckpt_path", src, "--output", out])
+            walls.append(wall)
+            rss.append(peak)
+        rows.append(f"| `{model}` | {made['bytes'] / 1e6:.0f} | {fmt(walls, 1, 2)} | {max(rss):.0f} |")
+    return ("### convert.py (ACB checkpoint with optimizer state → plain checkpoint)\n\n"
+            "| model | input file, MB | wall incl. start-up, s | peak RSS, MB |\n|---|---|---|---|\n" + "\n".join(rows))
+
+
+def pipeline_section(quick, tmp):
+    rows = []
+    for workers in (1, 2):
+        res = run_worker(dict(kind="pipeline", dir=os.path.join(tmp, f"jpeg{workers}"), workers=workers,
+                              epochs=2 if quick else 4))
+        rows.append(f"| {workers} | {fmt(res['images_per_s'])} |")
+    return ("### Input pipeline (JPEG 500×375 decode + random resized crop 224 + flip + normalize, batch 32)\n\n"
+            "| parallel workers | images/s |\n|---|---|\n" + "\n".join(rows))
+
+
+def machine():
+    import importlib.metadata as md
+
+    return (f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30:.0f} GiB, Python "
+            f"{platform.python_version()}, MindSpore {md.version('mindspore')}, MindCV {md.version('mindcv')}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
+    parser.add_argument("--train_batch", type=int, default=16, help="batch of the training-step benchmark")
+    parser.add_argument("--only", choices=("infer", "train", "acb_layer", "convert", "pipeline"), help="one section")
+    parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
+    args = parser.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        result = WORKERS[spec["kind"]](spec)
+        result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(result))
+        return 0
+    start = time.perf_counter()
+    parts = [f"Measured {time.strftime('%Y-%m-%d')} on {machine()}; graph mode.\n"
+             f"Command: `python benchmarks/bench.py{' --quick' if args.quick else ''}`"
+             f"{'' if args.train_batch == 16 else f' --train_batch {args.train_batch}'}."]
+    with tempfile.TemporaryDirectory() as tmp:
+        sections = [("infer", lambda: inference_section(args.quick)),
+                    ("train", lambda: train_section(args.quick, args.train_batch)),
+                    ("acb_layer", lambda: acb_layer_section(args.quick)),
+                    ("convert", lambda: convert_section(args.quick, tmp)),
+                    ("pipeline", lambda: pipeline_section(args.quick, tmp))]
+        for name, section in sections:
+            if args.only in (None, name):
+                parts.append(section())
+                print(parts[-1] + "\n", flush=True)
+    text = "\n\n".join(parts) + f"\n\n(benchmark run took {time.perf_counter() - start:.0f} s)\n"
+    if args.out:
+        with open(args.out + ".tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(args.out + ".tmp", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
