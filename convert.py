@@ -1,6 +1,12 @@
 """Fold a trained ACB checkpoint into a checkpoint of the plain model.
 
     python convert.py --ckpt_path TRAINED.ckpt --output DEPLOY.ckpt [--model NAME | --config CFG]
+                      [--fold_bn] [--export mindir|onnx [--input_shape N,C,H,W]]
+
+--fold_bn also folds every BatchNorm into the conv before it: the output is a
+checkpoint of the fully folded model (convs with bias, no BN), which
+acnet_ms.create_model(name, deploy=True) builds and validate.py recognises.
+--export writes the converted model as a graph next to --output (same stem).
 """
 import argparse
 
@@ -13,6 +19,12 @@ def main(argv=None):
     parser.add_argument("--output", required=True, help="where to write the plain-model checkpoint")
     parser.add_argument("--model", help="model name, where the checkpoint does not record it")
     parser.add_argument("--config", help="YAML config whose 'model' names the model")
+    parser.add_argument("--fold_bn", action="store_true",
+                        help="fold every BatchNorm too: a checkpoint of the fully folded (BN-free) model")
+    parser.add_argument("--export", metavar="FORMAT",
+                        help="also write the converted model as a graph: mindir or onnx (next to --output)")
+    parser.add_argument("--input_shape", metavar="N,C,H,W",
+                        help="the exported graph's input shape (default: 1,3,S,S at the model's input size S)")
     args = parser.parse_args(argv)
     quiet_mindspore()
     from acnet_ms.config import read_yaml
@@ -23,7 +35,8 @@ def main(argv=None):
         model = read_yaml(args.config).get("model")
         if not model:
             raise UserError(f"{args.config}: no 'model' key")
-    convert_checkpoint(args.ckpt_path, args.output, model=model)
+    convert_checkpoint(args.ckpt_path, args.output, model=model, fold_bn=args.fold_bn, export=args.export,
+                       input_shape=args.input_shape)
     return 0
 
 

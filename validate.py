@@ -3,7 +3,9 @@
     python validate.py --ckpt_path CKPT --data_dir /path/to/data [--deploy] [--json out.json]
 
 The model, its block type, classes and data recipe are read from the
-checkpoint; options given here (or in --config) override them.
+checkpoint; options given here (or in --config) override them.  A checkpoint
+written by convert.py --fold_bn (meta "deploy": true) is evaluated in the fully
+folded model (convs with bias, no BN).
 """
 import argparse
 import json
@@ -31,7 +33,7 @@ def main(argv=None):
         raise UserError("--ckpt_path is required")
     arrays, meta = read_checkpoint(known.ckpt_path)
     cfg, args = config.parse(argv, __doc__, extra=extra, base=recorded_options(meta))
-    metrics = validate(cfg, arrays, deploy=args.deploy)
+    metrics = validate(cfg, arrays, deploy=args.deploy, folded_bn=bool(meta.get("deploy")))
     line = (f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} loss={metrics['loss']:.4f} "
             f"samples={metrics['samples']}")
     if args.json:

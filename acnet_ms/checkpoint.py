@@ -101,7 +101,10 @@ def load_pretrained(net, path, log=print):
     """
     import mindspore as ms
 
-    arrays, _ = read_checkpoint(path)
+    arrays, meta = read_checkpoint(path)
+    if meta.get("deploy"):
+        raise UserError(f"{path}: a fully folded checkpoint (convert.py --fold_bn) has no BatchNorm left to "
+                        f"train; start from the checkpoint it was converted from")
     try:
         state = net_state(arrays, net)
     except ValueError as err:

@@ -1,7 +1,10 @@
 """Checkpoint conversion: a training-form ACB checkpoint becomes a plain-model checkpoint.
 
-File I/O and model identification live here; the arithmetic is
-:func:`acnet_ms.fold.fold_state`.
+With ``fold_bn`` every BatchNorm is folded too, into a checkpoint of the fully
+folded model (``create_model(name, deploy=True)``); with ``export`` that model
+is also written as a MINDIR or ONNX graph.  File I/O and model identification
+live here; the arithmetic is :func:`acnet_ms.fold.fold_state` and
+:func:`acnet_ms.fold.fold_bns`.
 """
 import os
 import time
@@ -11,12 +14,62 @@ from .checkpoint import read_checkpoint, write_checkpoint
 from .cli import UserError
 
 
+#: graph formats of ``--export``: name -> (MindSpore's file_format, file suffix)
+EXPORT_FORMATS = {"mindir": ("MINDIR", ".mindir"), "onnx": ("ONNX", ".onnx")}
+
+
+def shapes_of(net):
+    return {p.name: tuple(p.shape) for p in net.get_parameters()}
+
+
 def expected_shapes(model, num_classes):
     """Parameter name -> shape of the plain (``base``) form of ``model``."""
     from .models import create_model
 
-    net = create_model(model, num_classes=num_classes, block_type="base")
-    return {p.name: tuple(p.shape) for p in net.get_parameters()}
+    return shapes_of(create_model(model, num_classes=num_classes, block_type="base"))
+
+
+def export_format(name):
+    """The ``--export`` format, lower case; UserError for an unknown one."""
+    fmt = str(name).lower()
+    if fmt not in EXPORT_FORMATS:
+        raise UserError(f"--export must be one of {', '.join(EXPORT_FORMATS)}, got {name!r}")
+    return fmt
+
+
+def parse_input_shape(text):
+    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``; UserError unless four positive integers."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(f"--input_shape must be four positive integers N,C,H,W (e.g. 1,3,224,224), got {text!r}")
+    return tuple(int(p) for p in parts)
+
+
+def graph_path(dst, fmt):
+    """Where ``--export`` writes: next to ``dst``, same stem (``deploy.ckpt`` -> ``deploy.onnx``)."""
+    return os.path.splitext(dst)[0] + EXPORT_FORMATS[fmt][1]
+
+
+def export_graph(net, shape, path, fmt):
+    """Export ``net`` for a float32 input of ``shape`` to ``path``, atomically; returns a temporary path
+    to rename (the caller renames it once the checkpoint is written, or removes it)."""
+    import mindspore as ms
+    import numpy as np
+
+    file_format, suffix = EXPORT_FORMATS[fmt]
+    folder = os.path.dirname(os.path.abspath(path))
+    # MindSpore appends the suffix to names that lack it, so the temporary name keeps it
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp{suffix}")
+    try:
+        ms.export(net, ms.Tensor(np.zeros(shape, np.float32)), file_name=tmp, file_format=file_format)
+        if not os.path.isfile(tmp):
+            raise RuntimeError("no file written")
+    except (OSError, RuntimeError, TypeError, ValueError) as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: {file_format} export failed ({reason})") from None
+    return tmp
 
 
 def check_against(state, shapes, model, path):
@@ -56,22 +109,40 @@ def same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def convert_checkpoint(src, dst, model=None, log=print):
+def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, log=print):
     """Fold every ACB of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
 
-    Returns a summary dict (model, acbs, params_in, params_out, seconds).
-    Nothing is written unless the whole result has been checked against the
-    plain model's parameter names and shapes.
+    ``fold_bn``: fold every BatchNorm too, into a checkpoint of the fully
+    folded model (``create_model(name, deploy=True)``; its meta says
+    ``deploy: true``).  A plain checkpoint (no ACB) is then fine as input.
+    ``export`` (``"mindir"`` or ``"onnx"``): also write the converted model as
+    a graph next to ``dst`` (same stem), for an input of ``input_shape``
+    (``"N,C,H,W"``; default batch 1 at the model's input size).
+
+    Returns a summary dict (model, acbs, bns, params_in, params_out, seconds,
+    graph, input_shape).  Nothing is written unless the whole result has been
+    checked against the model's parameter names and shapes (and exported).
     """
     start = time.perf_counter()
+    fmt = export_format(export) if export is not None else None
+    if input_shape is not None and fmt is None:
+        raise UserError("--input_shape needs --export")
+    shape = parse_input_shape(input_shape) if input_shape is not None else None
     if os.path.exists(src) and same_file(src, dst):
         raise UserError(f"{dst}: --output is the input checkpoint; choose another file")
     folder = os.path.dirname(os.path.abspath(dst))
     if not os.path.isdir(folder):
         raise UserError(f"{dst}: output folder {folder} does not exist")
+    graph = graph_path(dst, fmt) if fmt else None
+    if graph and (os.path.realpath(graph) == os.path.realpath(dst)
+                  or os.path.exists(src) and same_file(src, graph)):
+        raise UserError(f"{graph}: the exported graph would overwrite --output or the input; "
+                        f"give --output another name")
     state, meta = read_checkpoint(src)
     name = resolve_model(meta, model, src)
-    if not fold.acb_prefixes(state):
+    if meta.get("deploy"):
+        raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
+    if not fold.acb_prefixes(state) and not fold_bn:
         raise UserError(f"{src}: no ACB in this checkpoint: it is already plain (nothing to convert)")
     try:
         plain, acbs = fold.fold_state(state)
@@ -80,11 +151,50 @@ def convert_checkpoint(src, dst, model=None, log=print):
     classifier = plain.get("classifier.weight")
     num_classes = int(classifier.shape[0]) if classifier is not None else meta.get("num_classes")
     check_against(plain, expected_shapes(name, num_classes), name, src)
-    out_meta = {k: v for k, v in meta.items() if k not in ("block_type",)}
+    bns = []
+    if fold_bn:
+        try:
+            plain, bns = fold.fold_bns(plain)
+        except ValueError as err:
+            raise UserError(f"{src}: {err}") from None
+    net = None
+    if fold_bn or fmt:
+        from .models import create_model, model_entry
+
+        net = create_model(name, num_classes=num_classes, deploy=fold_bn)
+        check_against(plain, shapes_of(net), name + (" (deploy)" if fold_bn else ""), src)
+    tmp_graph = None
+    if fmt:
+        import mindspore as ms
+
+        channels = next(p.shape[1] for p in net.get_parameters() if len(p.shape) == 4)  # the stem's input
+        size = model_entry(name).input_size
+        shape = shape or (1, channels, size, size)
+        if shape[1] != channels:
+            raise UserError(f"--input_shape {','.join(map(str, shape))}: {name} takes {channels} input channels, "
+                            f"not {shape[1]}")
+        for param in net.get_parameters():
+            param.set_data(ms.Tensor(plain[param.name]))
+        net.set_train(False)
+        tmp_graph = export_graph(net, shape, graph, fmt)
+    out_meta = {k: v for k, v in meta.items() if k not in ("block_type", "deploy")}
     out_meta.update(model=name, block_type="base", num_classes=num_classes, folded_from=os.path.basename(src))
-    write_checkpoint(dst, plain, out_meta)
-    summary = dict(model=name, acbs=len(acbs), params_in=len(state), params_out=len(plain),
-                   seconds=time.perf_counter() - start)
-    log(f"{name}: folded {summary['acbs']} ACBs; {summary['params_in']} parameters in, "
+    if fold_bn:
+        out_meta["deploy"] = True
+    try:
+        write_checkpoint(dst, plain, out_meta)
+        if tmp_graph:
+            os.replace(tmp_graph, graph)
+    except OSError as err:
+        raise UserError(f"{graph}: cannot write ({err.strerror})") from None
+    finally:
+        if tmp_graph and os.path.exists(tmp_graph):
+            os.remove(tmp_graph)
+    summary = dict(model=name, acbs=len(acbs), bns=len(bns), params_in=len(state), params_out=len(plain),
+                   seconds=time.perf_counter() - start, graph=graph, input_shape=shape if fmt else None)
+    folded = f"folded {len(acbs)} ACBs" + (f", then {len(bns)} BatchNorms into their convs" if fold_bn else "")
+    log(f"{name}: {folded}; {summary['params_in']} parameters in, "
         f"{summary['params_out']} out; wrote {dst} in {summary['seconds']:.2f} s")
+    if fmt:
+        log(f"exported {EXPORT_FORMATS[fmt][0]} graph {graph}: input shape {list(shape)} (float32, NCHW)")
     return summary

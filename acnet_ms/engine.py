@@ -376,8 +376,13 @@ def recorded_options(meta):
     return {k: v for k, v in recorded.items() if k in OPTIONS and k not in skip}
 
 
-def validate(cfg, arrays, deploy=False, log=print):
-    """Evaluate the checkpoint ``arrays`` (name -> numpy) on the ``val`` split; returns the metrics dict."""
+def validate(cfg, arrays, deploy=False, folded_bn=False, log=print):
+    """Evaluate the checkpoint ``arrays`` (name -> numpy) on the ``val`` split; returns the metrics dict.
+
+    ``deploy``: fold the ACBs in memory first.  ``folded_bn``: the checkpoint is
+    of the fully folded model (``convert.py --fold_bn``), which has one form:
+    ``create_model(..., deploy=True)``, whatever ``block_type`` says.
+    """
     import mindspore as ms
 
     from .checkpoint import net_state
@@ -389,15 +394,18 @@ def validate(cfg, arrays, deploy=False, log=print):
     data.check_num_classes(spec, cfg["num_classes"], "validation")
     rank, world = setup(cfg, log=log)
     try:
-        net = create_model(cfg["model"], num_classes=cfg["num_classes"], block_type=cfg["block_type"],
-                           gamma_init=cfg["gamma_init"])
+        if folded_bn:
+            net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
+        else:
+            net = create_model(cfg["model"], num_classes=cfg["num_classes"], block_type=cfg["block_type"],
+                               gamma_init=cfg["gamma_init"])
         state = net_state(arrays, net)
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
+    form = "deploy" if folded_bn else cfg["block_type"]
     for param in net.get_parameters():
         if param.name not in state:
-            raise UserError(f"{path}: not a checkpoint of {cfg['model']} ({cfg['block_type']}): "
-                            f"'{param.name}' is missing")
+            raise UserError(f"{path}: not a checkpoint of {cfg['model']} ({form}): '{param.name}' is missing")
         value = state[param.name]
         if tuple(value.shape) != tuple(param.shape):
             raise UserError(f"{path}: '{param.name}' has shape {list(value.shape)}, the model expects "

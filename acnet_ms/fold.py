@@ -12,8 +12,11 @@ here, as a small function a reader can check against the ACNet paper
                  positions of their sampling windows' centres)
 
 The Cells (``acnet_ms.layers.ACBlock``) and the checkpoint converter
-(``convert.py``) call these same functions.  Arithmetic runs in float64; the
-results come back in the dtype of the square kernel.
+(``convert.py``) call these same functions; ``convert.py --fold_bn`` then
+applies the BN fold to every conv + BN pair of the plain checkpoint
+(:func:`fold_bns`, pairs by the naming rule :func:`bn_slot_for`).
+Arithmetic runs in float64; the results come back in the dtype of the square
+kernel (of the conv, for :func:`fold_bns`).
 
 This module must not import MindSpore.
 """
@@ -103,16 +106,25 @@ def bias_as_bn(bias, eps=BN_EPS):
     }
 
 
+#: convs named otherwise than ``convN`` / index, and the name of the BN after each (MindCV's names)
+NAMED_BN_SLOTS = {
+    "fc_reduce": "bn",  # the Selective Kernel attention: fc_reduce -> bn -> ReLU -> fc_select
+}
+
+
 def bn_slot_for(conv_name):
     """Name of the BatchNorm that follows the conv ``conv_name`` in a plain model.
 
     The models follow MindCV's naming: ``convN`` is followed by ``bnN``
-    (``layer1.0.conv2`` -> ``layer1.0.bn2``), and in a sequential container
-    the conv at index i is followed by the BN at i + 1
-    (``...features.0`` -> ``...features.1``).
+    (``layer1.0.conv2`` -> ``layer1.0.bn2``), in a sequential container the
+    conv at index i is followed by the BN at i + 1 (``...features.0`` ->
+    ``...features.1``), and the convs of :data:`NAMED_BN_SLOTS` by the BN
+    named there (``...attn.fc_reduce`` -> ``...attn.bn``).
     """
     head, _, last = conv_name.rpartition(".")
     prefix = head + "." if head else ""
+    if last in NAMED_BN_SLOTS:
+        return prefix + NAMED_BN_SLOTS[last]
     if last.startswith("conv"):
         return prefix + "bn" + last[len("conv"):]
     if last.isdigit():
@@ -200,3 +212,80 @@ def plain_to_acb(state, acb_names):
             out[f"{x}.{branch}_bn.gamma"] = zeros
             out[f"{x}.{branch}_bn.beta"] = zeros
     return out
+
+
+def conv_bn_pairs(state):
+    """``[(conv, bn), ...]`` for every BatchNorm of a plain checkpoint, in file order.
+
+    A BatchNorm ``Y`` (``Y.moving_variance``) pairs with the conv ``X`` (a 4-d
+    ``X.weight``) for which ``bn_slot_for(X) == Y``.  ValueError names the
+    first BatchNorm that no conv precedes by that rule: it cannot be folded.
+    """
+    convs = {}
+    for name, value in state.items():
+        if name.endswith(".weight") and np.ndim(value) == 4 and not is_training_state(name):
+            try:
+                convs[bn_slot_for(name[:-len(".weight")])] = name[:-len(".weight")]
+            except ValueError:  # a conv without a BN after it (attention's fc_select, ...)
+                pass
+    tail = ".moving_variance"
+    pairs = []
+    for name in state:
+        if name.endswith(tail) and not is_training_state(name):
+            bn = name[:-len(tail)]
+            if bn not in convs:
+                rules = ", ".join(["convN -> bnN", "index i -> i + 1"] +
+                                  [f"{c} -> {b}" for c, b in NAMED_BN_SLOTS.items()])
+                raise ValueError(f"BatchNorm '{bn}' follows no convolution by the naming rule ({rules}): "
+                                 f"it cannot be folded")
+            pairs.append((convs[bn], bn))
+    return pairs
+
+
+def fold_bns(state, pairs=None, eps=BN_EPS):
+    """Fold every BatchNorm of a plain checkpoint into the conv before it, as that conv's bias.
+
+    ``pairs`` lists ``(conv, bn)`` names; by default :func:`conv_bn_pairs`
+    finds them.  The conv ``X`` gets the folded kernel ``X.weight`` and a bias
+    ``X.bias`` (a bias the conv already has is folded in too); the entries
+    ``Y.gamma``, ``Y.beta``, ``Y.moving_mean``, ``Y.moving_variance`` go.
+    Optimizer and trainer entries are dropped; every other entry is copied.
+    Entries keep the checkpoint's order (the bias right after its kernel).
+
+    Returns ``(new_state, pairs)``; ValueError when a BatchNorm would remain
+    (no conv before it, or not in ``pairs``), is incomplete or folded twice,
+    or does not match its conv's output channels.
+    """
+    if pairs is None:
+        pairs = conv_bn_pairs(state)
+    folded, dropped = {}, set()
+    for conv, bn in pairs:
+        names = [f"{bn}.{f}" for f in BN_FIELDS]
+        missing = [n for n in [conv + ".weight"] + names if n not in state]
+        if missing:
+            raise ValueError(f"cannot fold BatchNorm '{bn}' into conv '{conv}': '{missing[0]}' is missing")
+        if conv in folded or names[0] in dropped:
+            raise ValueError(f"cannot fold BatchNorm '{bn}' into conv '{conv}': one of them is in two pairs")
+        kernel = np.asarray(state[conv + ".weight"])
+        gamma, beta, mean, var = (np.asarray(state[n]) for n in names)
+        if not gamma.shape == beta.shape == mean.shape == var.shape == kernel.shape[:1]:
+            raise ValueError(f"cannot fold BatchNorm '{bn}' (shape {list(gamma.shape)}) into conv '{conv}' "
+                             f"({kernel.shape[0]} output channels)")
+        if conv + ".bias" in state:  # BN(K x + c) folds like BN(K x) with the mean moved by c
+            mean = np.asarray(mean, np.float64) - np.asarray(state[conv + ".bias"], np.float64)
+        k, b = fuse_bn(kernel, gamma, beta, mean, var, eps)
+        folded[conv] = k.astype(kernel.dtype), b.astype(kernel.dtype)
+        dropped.update(names + [conv + ".bias"])
+    out = {}
+    for name, value in state.items():
+        if name in dropped or is_training_state(name):
+            continue
+        if name.endswith(".moving_variance"):
+            raise ValueError(f"BatchNorm '{name[:-len('.moving_variance')]}' is not paired with a conv: "
+                             f"it cannot be folded")
+        conv = name[:-len(".weight")]
+        if name.endswith(".weight") and conv in folded:
+            out[name], out[conv + ".bias"] = folded[conv]
+        else:
+            out[name] = value
+    return out, pairs

@@ -14,11 +14,12 @@ Cell and parameter names follow MindCV's ``SelectiveKernel`` (``paths.0.features
 path's conv + BN comes from :func:`conv_bn`: with ``block_type="acb"`` the conv
 at ``features.0`` is an :class:`ACBlock` (with the path's dilation) and the BN
 slot ``features.1`` holds an ``nn.Identity`` that the converter fills with the
-folded bias (``fold.bn_slot_for``: index i -> i + 1).
+folded bias (``fold.bn_slot_for``: index i -> i + 1).  With ``deploy=True`` (the
+fully folded form) every conv + BN, the attention's ``fc_reduce`` + ``bn``
+included, is one conv with bias and an ``nn.Identity`` in the BN slot.
 """
 from mindspore import nn, ops
 
-from .. import fold
 from .conv_bn import check_block_type, conv_bn
 
 
@@ -73,11 +74,12 @@ class ConvBnAct(nn.Cell):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
-                 block_type="base", gamma_init=None):
+                 block_type="base", gamma_init=None, deploy=False):
         super().__init__()
         padding = ((stride - 1) + dilation * (kernel_size - 1)) // 2
         conv, bn = conv_bn(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                           dilation=dilation, groups=groups, block_type=block_type, gamma_init=gamma_init)
+                           dilation=dilation, groups=groups, block_type=block_type, gamma_init=gamma_init,
+                           deploy=deploy)
         self.features = nn.SequentialCell([conv, bn, nn.ReLU()])
 
     def construct(self, x):
@@ -87,12 +89,11 @@ class ConvBnAct(nn.Cell):
 class SelectiveKernelAttn(nn.Cell):
     """Per-path, per-channel weights (B, M, C, 1, 1) from the paths' stacked outputs (B, M, C, H, W)."""
 
-    def __init__(self, channels, num_paths, attn_channels):
+    def __init__(self, channels, num_paths, attn_channels, deploy=False):
         super().__init__()
         self.num_paths = num_paths
         self.channels = channels
-        self.fc_reduce = nn.Conv2d(channels, attn_channels, 1, has_bias=False)
-        self.bn = nn.BatchNorm2d(attn_channels, eps=fold.BN_EPS)
+        self.fc_reduce, self.bn = conv_bn(channels, attn_channels, 1, deploy=deploy)
         self.act = nn.ReLU()
         self.fc_select = nn.Conv2d(attn_channels, channels * num_paths, 1, has_bias=False)
         self.softmax = nn.Softmax(axis=1)
@@ -119,15 +120,16 @@ class SelectiveKernel(nn.Cell):
         block_type: ``"base"`` or ``"acb"`` (paths with 1 < k < 7 become ACBs; the
             attention's 1 x 1 convs stay plain).
         gamma_init: initial gamma of the ACBs' BNs.
+        deploy: the fully folded form (block type ``base`` only): convs with bias, no BN.
 
     Invalid combinations raise ValueError here rather than a shape error in the graph.
     """
 
     def __init__(self, in_channels, out_channels=None, kernel_size=None, stride=1, dilation=1, groups=1,
                  rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=8, keep_3x3=True, split_input=True,
-                 block_type="base", gamma_init=None):
+                 block_type="base", gamma_init=None, deploy=False):
         super().__init__()
-        check_block_type(block_type)
+        check_block_type(block_type, deploy)
         _positive_int(in_channels, "in_channels")
         out_channels = in_channels if out_channels is None else _positive_int(out_channels, "out_channels")
         for value, what in ((stride, "stride"), (dilation, "dilation"), (groups, "groups"),
@@ -156,18 +158,18 @@ class SelectiveKernel(nn.Cell):
         self.geometry = geometry
         self.paths = nn.CellList([
             ConvBnAct(path_in, out_channels, k, stride=stride, dilation=d, groups=groups,
-                      block_type=block_type, gamma_init=gamma_init)
+                      block_type=block_type, gamma_init=gamma_init, deploy=deploy)
             for k, d in geometry])
-        self.attn = SelectiveKernelAttn(out_channels, num_paths, rd_channels)
+        self.attn = SelectiveKernelAttn(out_channels, num_paths, rd_channels, deploy=deploy)
 
     def construct(self, x):
-        outs = []
+        outs = ()  # a tuple, not a list: the ONNX exporter has no list constructor
         if self.split_input:
             for i, path in enumerate(self.paths):
-                outs.append(path(x[:, i * self.path_in:(i + 1) * self.path_in]))
+                outs += (path(x[:, i * self.path_in:(i + 1) * self.path_in]),)
         else:
             for path in self.paths:
-                outs.append(path(x))
+                outs += (path(x),)
         stacked = ops.stack(outs, axis=1)
         return (stacked * self.attn(stacked)).sum(1)
 

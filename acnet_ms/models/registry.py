@@ -41,7 +41,7 @@ def model_entry(name):
     return _REGISTRY[name]
 
 
-def create_model(name, num_classes=None, block_type="base", **kwargs):
+def create_model(name, num_classes=None, block_type="base", deploy=False, **kwargs):
     """Build model ``name``.
 
     Args:
@@ -49,10 +49,14 @@ def create_model(name, num_classes=None, block_type="base", **kwargs):
             (1000 for the ImageNet models, 10 for the CIFAR ones).
         block_type: ``"base"`` (plain conv + BN) or ``"acb"`` (ACBs in every
             k x k conv + BN slot with 1 < k < 7).
+        deploy: the fully folded inference form of the base model: every
+            conv + BN is one conv with bias under the conv's name, every BN
+            slot an ``nn.Identity`` (``convert.py --fold_bn`` writes its
+            checkpoints).  Needs ``block_type="base"``; ValueError otherwise.
         **kwargs: passed to the model (``gamma_init``, ``in_channels``).
     """
     entry = model_entry(name)
-    check_block_type(block_type)
+    check_block_type(block_type, deploy)
     if num_classes is None:
         num_classes = entry.num_classes
-    return entry.builder(num_classes=num_classes, block_type=block_type, **kwargs)
+    return entry.builder(num_classes=num_classes, block_type=block_type, deploy=deploy, **kwargs)

@@ -5,7 +5,8 @@ The ImageNet models mirror MindCV's ``ResNet`` cell for cell, so that with
 (``conv1.weight``, ``layer1.0.bn1.gamma``, ``layer2.0.down_sample.0.weight``,
 ``classifier.weight``, ...).  With ``block_type="acb"`` every k x k conv + BN with
 1 < k < 7 is an ACB stored under the conv's name; the 7 x 7 stem and the 1 x 1
-convs stay plain.
+convs stay plain.  With ``deploy=True`` (the fully folded form) every conv + BN
+is one conv with bias (``layer1.0.conv1.bias``) and its BN slot an ``nn.Identity``.
 """
 import mindspore.common.initializer as init
 from mindspore import nn, ops
@@ -18,11 +19,11 @@ class BasicBlock(nn.Cell):
     expansion = 1
 
     def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64):
+                 groups=1, base_width=64, deploy=False):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64")
-        opts = dict(block_type=block_type, gamma_init=gamma_init)
+        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
         self.conv1, self.bn1 = conv_bn(in_channels, channels, 3, stride=stride, **opts)
         self.relu = nn.ReLU()
         self.conv2, self.bn2 = conv_bn(channels, channels, 3, **opts)
@@ -42,10 +43,10 @@ class Bottleneck(nn.Cell):
     expansion = 4
 
     def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64):
+                 groups=1, base_width=64, deploy=False):
         super().__init__()
         width = int(channels * (base_width / 64.0)) * groups
-        opts = dict(block_type=block_type, gamma_init=gamma_init)
+        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
         self.conv1, self.bn1 = conv_bn(in_channels, width, 1, **opts)
         self.conv2, self.bn2 = conv_bn(width, width, 3, stride=stride, groups=groups, **opts)
         self.conv3, self.bn3 = conv_bn(width, channels * self.expansion, 1, **opts)
@@ -72,6 +73,7 @@ class ResNet(nn.Cell):
         stem: ``"imagenet"`` (7 x 7 stride-2 conv + 3 x 3 max-pool, 64 channels) or
             ``"cifar"`` (3 x 3 conv, ``widths[0]`` channels, no pooling).
         block_type: ``"base"`` or ``"acb"``.
+        deploy: the fully folded form (block type ``base`` only): every conv + BN is one conv with bias.
         gamma_init: initial gamma of the ACBs' BNs (``None``: 1).
         groups, base_width: ResNeXt cardinality and width per group, passed to every block.
         block_kwargs: further keyword arguments for every block (e.g. the SK blocks' ``sk_kwargs``).
@@ -79,22 +81,23 @@ class ResNet(nn.Cell):
 
     def __init__(self, block, layers, widths=(64, 128, 256, 512), num_classes=1000, in_channels=3,
                  stem="imagenet", block_type="base", gamma_init=None, groups=1, base_width=64,
-                 block_kwargs=None):
+                 block_kwargs=None, deploy=False):
         super().__init__()
-        check_block_type(block_type)
+        check_block_type(block_type, deploy)
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.block_type = block_type
+        self.block_type, self.deploy = block_type, deploy
         opts = dict(block_type=block_type, gamma_init=gamma_init, groups=groups, base_width=base_width,
-                    **(block_kwargs or {}))
+                    deploy=deploy, **(block_kwargs or {}))
         if stem == "imagenet":
             self.input_channels = 64
-            self.conv1, self.bn1 = conv_bn(in_channels, 64, 7, stride=2, padding=3, block_type=block_type)
+            self.conv1, self.bn1 = conv_bn(in_channels, 64, 7, stride=2, padding=3, block_type=block_type,
+                                           deploy=deploy)
             self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
         else:
             self.input_channels = widths[0]
             self.conv1, self.bn1 = conv_bn(in_channels, widths[0], 3, block_type=block_type,
-                                           gamma_init=gamma_init)
+                                           gamma_init=gamma_init, deploy=deploy)
             self.max_pool = None
         self.relu = nn.ReLU()
         stages = []
@@ -112,7 +115,7 @@ class ResNet(nn.Cell):
         down_sample = None
         out_channels = channels * block.expansion
         if stride != 1 or self.input_channels != out_channels:
-            conv, bn = conv_bn(self.input_channels, out_channels, 1, stride=stride)
+            conv, bn = conv_bn(self.input_channels, out_channels, 1, stride=stride, deploy=self.deploy)
             down_sample = nn.SequentialCell([conv, bn])
         blocks = [block(self.input_channels, channels, stride=stride, down_sample=down_sample, **opts)]
         self.input_channels = out_channels

@@ -8,7 +8,8 @@ of a basic block (``conv2`` a ``[conv, BN]`` sequence); in a bottleneck
 
 With ``block_type="acb"`` every SK path and every other k x k conv + BN with
 1 < k < 7 is an ACB; the 7 x 7 stem, the 1 x 1 convs and the attention's convs
-stay plain.
+stay plain.  With ``deploy=True`` every conv + BN (the attention's included) is
+one conv with bias.
 
 Where we differ from MindCV 0.3.0 (``mindcv.models.sknet``):
 
@@ -32,11 +33,11 @@ class SKBasicBlock(nn.Cell):
     expansion = 1
 
     def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64, sk_kwargs=None):
+                 groups=1, base_width=64, sk_kwargs=None, deploy=False):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("SKBasicBlock supports only groups=1 and base_width=64")
-        opts = dict(block_type=block_type, gamma_init=gamma_init)
+        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
         self.conv1 = SelectiveKernel(in_channels, channels, stride=stride, **opts, **(sk_kwargs or {}))
         self.conv2 = nn.SequentialCell(list(conv_bn(channels, channels, 3, **opts)))
         self.relu = nn.ReLU()
@@ -55,10 +56,10 @@ class SKBottleneck(nn.Cell):
     expansion = 4
 
     def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64, sk_kwargs=None):
+                 groups=1, base_width=64, sk_kwargs=None, deploy=False):
         super().__init__()
         width = int(channels * (base_width / 64.0)) * groups
-        opts = dict(block_type=block_type, gamma_init=gamma_init)
+        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
         self.conv1 = nn.SequentialCell(list(conv_bn(in_channels, width, 1, **opts)))
         self.act1 = nn.ReLU()  # the paper's; MindCV 0.3.0 has none here
         self.conv2 = SelectiveKernel(width, width, stride=stride, groups=groups, **opts, **(sk_kwargs or {}))
