@@ -58,32 +58,63 @@ def timed(fn, warmup, repeat):
     return times
 
 
+def interleaved(calls, warmup, repeat):
+    """Seconds per call for each named callable, timed round-robin in one process.
+
+    Alternating the variants (in a rotating order) spreads any drift of the
+    machine's speed over all of them alike, which separate runs would not.
+    """
+    names = list(calls)
+    for name in names:
+        timed(calls[name], warmup, 0)
+    times = {name: [] for name in names}
+    for r in range(repeat):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name] += timed(calls[name], 0, 1)
+    return times
+
+
 def work_infer(spec):
     ms = _quiet()
     import numpy as np
 
-    net = build(spec["model"], spec["variant"])
-    net.set_train(False)
+    nets = {}
+    for variant in spec["variants"]:
+        nets[variant] = build(spec["model"], variant)
+        nets[variant].set_train(False)
     out = {}
     for key, batch, repeat in (("latency", 1, spec["repeat_latency"]), ("throughput", 32, spec["repeat_throughput"])):
         x = ms.Tensor(np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32))
-        out[key] = timed(lambda: net(x).asnumpy(), 2, repeat)
+        out[key] = interleaved({v: (lambda n=n: n(x).asnumpy()) for v, n in nets.items()}, 2, repeat)
     return out
 
 
-def work_train(spec):
-    ms = _quiet()
+def train_step(ms, model, variant, batch):
     import numpy as np
     from mindspore import nn
 
-    net = build(spec["model"], spec["variant"])
+    net = build(model, variant)
     opt = nn.Momentum(net.trainable_params(), 0.01, 0.9)
     step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()), opt)
     step.set_train()
     rng = np.random.default_rng(0)
-    x = ms.Tensor(rng.normal(size=(spec["batch"], 3, 224, 224)).astype(np.float32))
-    y = ms.Tensor(rng.integers(0, 1000, spec["batch"]).astype(np.int32))
-    return {"step": timed(lambda: step(x, y).asnumpy(), 2, spec["repeat"])}
+    x = ms.Tensor(rng.normal(size=(batch, 3, 224, 224)).astype(np.float32))
+    y = ms.Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+    return lambda: step(x, y).asnumpy()
+
+
+def work_train(spec):
+    """Step times of several variants of one model, interleaved in this process."""
+    ms = _quiet()
+    calls = {v: train_step(ms, spec["model"], v, spec["batch"]) for v in spec["variants"]}
+    return interleaved(calls, 2, spec["repeat"])
+
+
+def work_train_memory(spec):
+    """Peak RSS of one variant's training (compile + two steps), alone in this process."""
+    ms = _quiet()
+    timed(train_step(ms, spec["model"], spec["variant"], spec["batch"]), 2, 0)
+    return {}
 
 
 def work_make_ckpt(spec):
@@ -214,19 +245,15 @@ def work_acb_layer(spec):
             return self.grad(self.loss, self.weights)(x)
 
     x = ms.Tensor(np.random.default_rng(0).normal(size=(16, spec["channels"], 56, 56)).astype(np.float32))
-    steps = {}
+    calls = {}
     for name, net in acb_layer_variants(spec["channels"]).items():
         net.set_train(True)
-        steps[name] = Grads(net)
-        timed(lambda: [g.asnumpy() for g in steps[name](x)], 2, 0)
-    times = {name: [] for name in steps}
-    for _ in range(spec["repeat"]):  # interleaved, so drifts in machine load hit every variant alike
-        for name, step in steps.items():
-            times[name] += timed(lambda: [g.asnumpy() for g in step(x)], 0, 1)
-    return times
+        step = Grads(net)
+        calls[name] = lambda step=step: [g.asnumpy() for g in step(x)]
+    return interleaved(calls, 2, spec["repeat"])
 
 
-WORKERS = {"infer": work_infer, "train": work_train, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
+WORKERS = {"infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
 
 
 # ---------------------------------------------------------------- driver
@@ -264,34 +291,40 @@ def fmt(values, scale=1.0, digits=1):
 
 def inference_section(quick):
     rows, ratios = [], []
+    variants = ["acb", "folded", "deploy", "mindcv"]
     for model in ("sres18", "sres50", "skresnet18"):
-        meds = {}
-        for variant in ("acb", "folded", "deploy", "mindcv"):
-            res = run_worker(dict(kind="infer", model=model, variant=variant, repeat_latency=5 if quick else 20,
-                                  repeat_throughput=2 if quick else 5))
-            lat, thr = res["latency"], [32 / t for t in res["throughput"]]
-            meds[variant] = med(lat)
-            rows.append(f"| `{model}` | {variant} | {fmt(lat, 1000)} | {fmt(thr)} | {res['peak_mb']:.0f} |")
-        ratios.append(f"| `{model}` | {meds['folded'] / meds['mindcv']:.3f} | {meds['deploy'] / meds['mindcv']:.3f} | "
-                      f"{meds['acb'] / meds['mindcv']:.3f} |")
-    return ("### Inference (224×224)\n\n| model | form | latency, batch 1, ms | throughput, batch 32, images/s | "
-            "peak RSS, MB |\n|---|---|---|---|---|\n" + "\n".join(rows) +
+        res = run_worker(dict(kind="infer", model=model, variants=variants, repeat_latency=8 if quick else 60,
+                              repeat_throughput=2 if quick else 8))
+        lat = res["latency"]
+        for variant in variants:
+            thr = [32 / t for t in res["throughput"][variant]]
+            rows.append(f"| `{model}` | {variant} | {fmt(lat[variant], 1000)} | {fmt(thr)} |")
+        ratios.append(f"| `{model}` | {med(lat['folded']) / med(lat['mindcv']):.3f} | "
+                      f"{med(lat['deploy']) / med(lat['mindcv']):.3f} | {med(lat['acb']) / med(lat['mindcv']):.3f} | "
+                      f"{min(lat['folded']) / min(lat['mindcv']):.3f} | {min(lat['deploy']) / min(lat['mindcv']):.3f} |")
+    return ("### Inference (224×224)\n\n| model | form | latency, batch 1, ms | throughput, batch 32, images/s |\n"
+            "|---|---|---|---|\n" + "\n".join(rows) +
             "\n\nForms: `acb` = ACB training form in eval mode; `folded` = our base model (what convert.py's "
             "output loads into); `deploy` = fully folded, no BN (`create_model(name, deploy=True)`); "
-            "`mindcv` = stock MindCV model of the same architecture.\n\n"
-            "| model | folded ÷ MindCV latency | fully folded ÷ MindCV | ACB training form ÷ MindCV |\n"
-            "|---|---|---|---|\n" + "\n".join(ratios))
+            "`mindcv` = stock MindCV model of the same architecture. The four forms of a model are timed "
+            "round-robin in one process.\n\n"
+            "Latency ratios from medians (as asked) and from minima: interference on a shared host only ever "
+            "adds time, so the fastest of many runs estimates a graph's own cost best.\n\n"
+            "| model | folded ÷ MindCV latency | fully folded ÷ MindCV | ACB training form ÷ MindCV | "
+            "folded ÷ MindCV, minima | fully folded ÷ MindCV, minima |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(ratios))
 
 
 def train_section(quick, batch):
-    cases = [("sres18", "folded"), ("sres18", "acb"), ("sres18", "mindcv"),
-             ("skresnet18", "folded"), ("skresnet18", "acb"), ("skresnet18", "mindcv")]
     rows, meds = [], {}
-    for model, variant in cases:
-        res = run_worker(dict(kind="train", model=model, variant=variant, batch=batch, repeat=3 if quick else 5))
-        meds[(model, variant)] = med(res["step"])
-        rows.append(f"| `{model}` | {'base' if variant == 'folded' else variant} | {fmt(res['step'], 1000, 0)} | "
-                    f"{batch / med(res['step']):.1f} | {res['peak_mb']:.0f} |")
+    variants = ["folded", "acb", "mindcv"]
+    for model in ("sres18", "skresnet18"):
+        times = run_worker(dict(kind="train", model=model, variants=variants, batch=batch, repeat=3 if quick else 10))
+        for variant in variants:
+            peak = run_worker(dict(kind="train_memory", model=model, variant=variant, batch=batch))["peak_mb"]
+            meds[(model, variant)] = med(times[variant])
+            rows.append(f"| `{model}` | {'base' if variant == 'folded' else variant} | "
+                        f"{fmt(times[variant], 1000, 0)} | {batch / med(times[variant]):.1f} | {peak:.0f} |")
     ratio = (f"| ACB `sres18` ÷ base `sres18` | {meds[('sres18', 'acb')] / meds[('sres18', 'folded')]:.3f} |\n"
              f"| ACB `skresnet18` ÷ base `skresnet18` | "
              f"{meds[('skresnet18', 'acb')] / meds[('skresnet18', 'folded')]:.3f} |\n"
@@ -300,12 +333,14 @@ def train_section(quick, batch):
              f"| our base `sres18` ÷ MindCV `resnet18` | "
              f"{meds[('sres18', 'folded')] / meds[('sres18', 'mindcv')]:.3f} |")
     return (f"### Training step (forward + backward + SGD update, batch {batch}, 224×224)\n\n"
+            "Step times of a model's three forms are taken round-robin in one process; peak RSS (compile + "
+            "two steps) in a process of its own per form.\n\n"
             "| model | form | step, ms | images/s | peak RSS, MB |\n|---|---|---|---|---|\n" + "\n".join(rows) +
             "\n\n| ratio of step times | value |\n|---|---|\n" + ratio)
 
 
 def acb_layer_section(quick):
-    res = run_worker(dict(kind="acb_layer", channels=64, repeat=5 if quick else 15))
+    res = run_worker(dict(kind="acb_layer", channels=64, repeat=5 if quick else 25))
     res.pop("peak_mb")
     base = med(res["plain"])
     rows = [f"| {name} | {fmt(t, 1000)} | {med(t) / base:.2f} |" for name, t in res.items()]
