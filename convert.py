@@ -10,11 +10,11 @@ acnet_ms.create_model(name, deploy=True) builds and validate.py recognises.
 """
 import argparse
 
-from acnet_ms.cli import UserError, quiet_mindspore, run
+from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt_path", required=True, help="training-form checkpoint (may hold optimizer state)")
     parser.add_argument("--output", required=True, help="where to write the plain-model checkpoint")
     parser.add_argument("--model", help="model name, where the checkpoint does not record it")

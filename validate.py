@@ -7,11 +7,10 @@ checkpoint; options given here (or in --config) override them.  A checkpoint
 written by convert.py --fold_bn (meta "deploy": true) is evaluated in the fully
 folded model (convs with bias, no BN).
 """
-import argparse
 import json
 import os
 
-from acnet_ms.cli import UserError, quiet_mindspore, run
+from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
 
 
 def extra(parser):
@@ -22,7 +21,7 @@ def extra(parser):
 def main(argv=None):
     from acnet_ms import config
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = ArgumentParser(add_help=False)
     pre.add_argument("--ckpt_path")
     known, _ = pre.parse_known_args(argv)
     quiet_mindspore()

@@ -1,4 +1,5 @@
 """What every entry point shares: user errors as one line, a quiet and clean exit."""
+import argparse
 import gc
 import os
 import sys
@@ -6,6 +7,13 @@ import sys
 
 class UserError(Exception):
     """A problem with the user's input: reported as one line, exit status 2, no traceback."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors as one line (``error: ...``, exit 2) like every other user error."""
+
+    def error(self, message):
+        raise UserError(f"{self.prog}: {message}")
 
 
 def quiet_mindspore():

@@ -9,7 +9,7 @@ import argparse
 import difflib
 import os
 
-from .cli import UserError
+from .cli import ArgumentParser, UserError
 
 
 def _bool(value):
@@ -184,8 +184,7 @@ def parse(argv, description, extra=None, base=None):
     ``extra(parser)`` may add script-only arguments; they come back as a second
     namespace.  Returns ``(cfg, args)`` with ``cfg`` a dict of every option.
     """
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-c", "--config", default=None, help="YAML file of options")
     if extra:
         extra(parser)

@@ -135,11 +135,14 @@ def bad_case(kind, folder, good):
         return ["--ckpt_path", good, "--output", out, "--model", "resnet18"], ["unknown model", "sres18"]
     if kind == "no_identity":
         return ["--ckpt_path", str(folder / "anon.ckpt"), "--output", out], ["--model"]
+    if kind == "no_ckpt_arg":
+        return ["--output", out], ["convert.py", "required", "--ckpt_path"]
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", ["missing", "text", "truncated", "other_arch", "other_shape", "plain",
-                                  "same_output", "no_folder", "unwritable", "unknown_model", "no_identity"])
+                                  "same_output", "no_folder", "unwritable", "unknown_model", "no_identity",
+                                  "no_ckpt_arg"])
 def test_bad_input_is_one_line_and_writes_nothing(kind, sres18_ckpt, tmp_path):
     folder, good = tmp_path, sres18_ckpt[0]
     if kind == "no_identity":
