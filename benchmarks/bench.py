@@ -308,7 +308,7 @@ def inference_section(quick):
             "output loads into); `deploy` = fully folded, no BN (`create_model(name, deploy=True)`); "
             "`mindcv` = stock MindCV model of the same architecture. The four forms of a model are timed "
             "round-robin in one process.\n\n"
-            "Latency ratios from medians (as asked) and from minima: interference on a shared host only ever "
+            "Latency ratios from medians and from minima: interference on a shared host only ever "
             "adds time, so the fastest of many runs estimates a graph's own cost best.\n\n"
             "| model | folded ÷ MindCV latency | fully folded ÷ MindCV | ACB training form ÷ MindCV | "
             "folded ÷ MindCV, minima | fully folded ÷ MindCV, minima |\n"
