@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from . import fold
-from .cli import UserError
+from .cli import UserError, first_line
 
 META_KEY = "acnet_ms_meta"
 
@@ -121,8 +121,7 @@ def _read_with_mindspore(path):
     try:
         raw = ms.load_checkpoint(path)
     except Exception as err:  # MindSpore raises ValueError/RuntimeError/... for damaged files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable MindSpore checkpoint ({reason})") from None
+        raise UserError(f"{path}: not a readable MindSpore checkpoint ({first_line(err)})") from None
     return {name: value if isinstance(value, str) else value.asnumpy() for name, value in raw.items()}
 
 
@@ -177,11 +176,33 @@ def write_checkpoint(path, data, meta=None):
         ms.save_checkpoint(data, tmp, append_dict=append)
         os.replace(tmp, path)
     except (OSError, RuntimeError, ValueError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: cannot write checkpoint in {folder} ({reason})") from None
+        raise UserError(f"{path}: cannot write checkpoint in {folder} ({first_line(err)})") from None
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def shapes_of(net):
+    """Parameter name -> shape of a Cell."""
+    return {p.name: tuple(p.shape) for p in net.get_parameters()}
+
+
+def mismatch(state, shapes, allow_extra=False):
+    """What first keeps ``state`` (name -> array) from fitting ``shapes`` (name -> shape), or None.
+
+    A parameter missing from ``state``, one of another shape, or (unless
+    ``allow_extra``) an entry ``shapes`` does not know, as one phrase naming it.
+    """
+    for name, shape in shapes.items():
+        if name not in state:
+            return f"parameter '{name}' (expected shape {list(shape)}) is missing"
+        found = tuple(state[name].shape)
+        if found != tuple(shape):
+            return f"parameter '{name}' has shape {list(found)}, expected {list(shape)}"
+    extra = [] if allow_extra else [name for name in state if name not in shapes]
+    if extra:
+        return f"unexpected parameter '{extra[0]}' ({len(extra)} in all)"
+    return None
 
 
 def net_state(state, net):

@@ -9,6 +9,12 @@ class UserError(Exception):
     """A problem with the user's input: reported as one line, exit status 2, no traceback."""
 
 
+def first_line(err):
+    """The first line of an exception's message (its type's name if the message is empty)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with its errors as one line (``error: ...``, exit 2) like every other user error."""
 

@@ -9,7 +9,7 @@ import argparse
 import difflib
 import os
 
-from .cli import ArgumentParser, UserError
+from .cli import ArgumentParser, UserError, first_line
 
 
 def _bool(value):
@@ -156,7 +156,7 @@ def read_yaml(path):
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+        raise UserError(f"{path}: not valid YAML ({first_line(err)})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

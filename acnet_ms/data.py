@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from .cli import UserError
+from .cli import UserError, first_line
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -173,5 +173,5 @@ def pipeline_error(err):
         return UserError(f"{path}: cannot read image ({match.group(2).strip().rstrip('.') or 'decode failed'})")
     if "Dataset Pipeline Error Message" in text:
         lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("[ERROR]")]
-        return UserError(f"data pipeline failed: {lines[0][8:] if lines else text.splitlines()[0]}")
+        return UserError(f"data pipeline failed: {lines[0][8:] if lines else first_line(err)}")
     return None

@@ -10,16 +10,12 @@ import os
 import time
 
 from . import fold
-from .checkpoint import read_checkpoint, write_checkpoint
-from .cli import UserError
+from .checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
+from .cli import UserError, first_line
 
 
 #: graph formats of ``--export``: name -> (MindSpore's file_format, file suffix)
 EXPORT_FORMATS = {"mindir": ("MINDIR", ".mindir"), "onnx": ("ONNX", ".onnx")}
-
-
-def shapes_of(net):
-    return {p.name: tuple(p.shape) for p in net.get_parameters()}
 
 
 def uninitialised_model(model, num_classes, deploy=False):
@@ -80,25 +76,15 @@ def export_graph(net, shape, path, fmt):
     except (OSError, RuntimeError, TypeError, ValueError) as err:
         if os.path.exists(tmp):
             os.remove(tmp)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: {file_format} export failed ({reason})") from None
+        raise UserError(f"{path}: {file_format} export failed ({first_line(err)})") from None
     return tmp
 
 
 def check_against(state, shapes, model, path):
     """UserError naming the first parameter of ``state`` that does not fit ``shapes``."""
-    for name, shape in shapes.items():
-        if name not in state:
-            raise UserError(f"{path}: not a checkpoint of {model}: parameter '{name}' "
-                            f"(expected shape {list(shape)}) is missing")
-        found = tuple(state[name].shape)
-        if found != shape:
-            raise UserError(f"{path}: not a checkpoint of {model}: parameter '{name}' has shape "
-                            f"{list(found)}, expected {list(shape)}")
-    extra = [name for name in state if name not in shapes]
-    if extra:
-        raise UserError(f"{path}: not a checkpoint of {model}: unexpected parameter '{extra[0]}' "
-                        f"({len(extra)} in all)")
+    problem = mismatch(state, shapes)
+    if problem:
+        raise UserError(f"{path}: not a checkpoint of {model}: {problem}")
 
 
 def resolve_model(meta, model, path):

@@ -9,8 +9,8 @@ import time
 import numpy as np
 
 from . import data
-from .checkpoint import load_pretrained, read_checkpoint, write_checkpoint
-from .cli import UserError
+from .checkpoint import load_pretrained, mismatch, read_checkpoint, shapes_of, write_checkpoint
+from .cli import UserError, first_line
 from .config import IDENTITY, dump
 
 
@@ -27,7 +27,7 @@ def setup(cfg, log=print):
     try:
         ms.set_device(target)
     except (RuntimeError, ValueError) as err:
-        raise UserError(f"device_target {target} is not usable here ({str(err).splitlines()[0]})") from None
+        raise UserError(f"device_target {target} is not usable here ({first_line(err)})") from None
     cfg["device_target"] = target
     if graph:
         level = cfg["jit_level"]
@@ -37,7 +37,7 @@ def setup(cfg, log=print):
         try:
             ms.set_context(jit_config={"jit_level": level})
         except (RuntimeError, ValueError, TypeError) as err:
-            log(f"jit_level {level} not accepted on {target} ({str(err).splitlines()[0]}); using O0")
+            log(f"jit_level {level} not accepted on {target} ({first_line(err)}); using O0")
             ms.set_context(jit_config={"jit_level": "O0"})
     rank, world = 0, 1
     if cfg["distribute"]:
@@ -46,7 +46,7 @@ def setup(cfg, log=print):
         try:
             init()
         except RuntimeError as err:
-            raise UserError(f"distribute: True needs a launcher such as msrun ({str(err).splitlines()[0]})") \
+            raise UserError(f"distribute: True needs a launcher such as msrun ({first_line(err)})") \
                 from None
         rank, world = get_rank(), get_group_size()
         ms.reset_auto_parallel_context()
@@ -202,17 +202,12 @@ def restore(step_cell, cfg, steps_per_epoch, log):
                         f"{theirs['num_classes']} classes) but this run trains {mine['model']} "
                         f"(block_type {mine['block_type']}, {mine['num_classes']} classes)")
     # the schedule comes from the config; its position from the restored global_step
-    params = {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in arrays.items() if k != "learning_rate"}
-    names = {p.name: tuple(p.shape) for p in step_cell.get_parameters()}
-    for name, shape in names.items():
-        if name == "learning_rate":
-            continue
-        if name not in params:
-            raise UserError(f"{path}: cannot resume: '{name}' is missing from the checkpoint")
-        if tuple(params[name].shape) != shape:
-            raise UserError(f"{path}: cannot resume: '{name}' has shape {list(params[name].shape)}, "
-                            f"expected {list(shape)}")
-    ms.load_param_into_net(step_cell, params)
+    arrays = {k: v for k, v in arrays.items() if k != "learning_rate"}
+    shapes = {k: v for k, v in shapes_of(step_cell).items() if k != "learning_rate"}
+    problem = mismatch(arrays, shapes, allow_extra=True)
+    if problem:
+        raise UserError(f"{path}: cannot resume: {problem}")
+    ms.load_param_into_net(step_cell, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in arrays.items()})
     epoch, step = int(meta["epoch"]), int(meta["step"])
     if step != epoch * steps_per_epoch:
         log(f"warning: the checkpoint has {step} steps after {epoch} epochs, this run has {steps_per_epoch} "
@@ -402,15 +397,12 @@ def validate(cfg, arrays, deploy=False, folded_bn=False, log=print):
         state = net_state(arrays, net)
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
-    form = "deploy" if folded_bn else cfg["block_type"]
+    problem = mismatch(state, shapes_of(net), allow_extra=True)
+    if problem:
+        form = "deploy" if folded_bn else cfg["block_type"]
+        raise UserError(f"{path}: not a checkpoint of {cfg['model']} ({form}): {problem}")
     for param in net.get_parameters():
-        if param.name not in state:
-            raise UserError(f"{path}: not a checkpoint of {cfg['model']} ({form}): '{param.name}' is missing")
-        value = state[param.name]
-        if tuple(value.shape) != tuple(param.shape):
-            raise UserError(f"{path}: '{param.name}' has shape {list(value.shape)}, the model expects "
-                            f"{list(param.shape)}")
-        param.set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(param.dtype))))
+        param.set_data(ms.Tensor(state[param.name].astype(ms.dtype_to_nptype(param.dtype))))
     net.set_train(False)
     if deploy:
         switch_to_deploy(net)
