@@ -1,12 +1,15 @@
 """ACNet's CIFAR models (Cifar-quick + BN, VGG-16, pre-activation WRN-16-8) as plain networks."""
+import os
+
 import numpy as np
 import pytest
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
+from acnet_ms.config import load_config
 from acnet_ms.models.cifar_zoo import CIFAR_ZOO, cfqkbnc, vc, wrnc16
-from conftest import assert_close, randomize_bn
+from conftest import ROOT, assert_close, randomize_bn
 
 
 @pytest.fixture(autouse=True)
@@ -187,3 +190,17 @@ def test_wrnc16_is_pre_activation():
 def test_bad_arguments(name, kwargs):
     with pytest.raises(ValueError):
         CIFAR_ZOO[name](**kwargs)
+
+
+@pytest.mark.parametrize("name, lr, epochs, wd", [("cfqkbnc", 0.1, 150, 1e-4), ("vc", 0.1, 400, 1e-4),
+                                                  ("wrnc16", 0.1, 400, 5e-4)])
+def test_recipes(name, lr, epochs, wd):
+    """Each recipe has the ResNet-56 recipe's keys and ACNet's values for the model."""
+    cfg = load_config(os.path.join(ROOT, "configs", f"{name}_acb.yaml"))
+    assert set(cfg) == set(load_config(os.path.join(ROOT, "configs", "src56_acb.yaml")))
+    assert (cfg["model"], cfg["block_type"], cfg["dataset"], cfg["num_classes"]) == (name, "acb", "cifar10", 10)
+    assert (cfg["opt"], cfg["momentum"], cfg["batch_size"]) == ("momentum", 0.9, 128)
+    assert (cfg["scheduler"], cfg["min_lr"], cfg["warmup_epochs"]) == ("cosine_decay", 0.0, 0)
+    assert (cfg["lr"], cfg["epoch_size"], cfg["weight_decay"]) == (lr, epochs, wd)
+    assert abs(cfg["gamma_init"] - 1 / 3) < 1e-9
+    assert name in CIFAR_ZOO
