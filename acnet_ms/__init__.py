@@ -11,6 +11,8 @@ _LAZY = {
     "model_entry": "acnet_ms.models",
     "ACBlock": "acnet_ms.layers",
     "switch_to_deploy": "acnet_ms.layers",
+    "acb_summary": "acnet_ms.transform",
+    "acb_layout": "acnet_ms.transform",
 }
 
 __all__ = sorted(_LAZY)

@@ -10,7 +10,7 @@ import os
 
 import numpy as np
 
-from . import fold
+from . import state as state_map
 from .cli import UserError, first_line
 
 META_KEY = "acnet_ms_meta"
@@ -205,24 +205,29 @@ def mismatch(state, shapes, allow_extra=False):
     return None
 
 
-def net_state(state, net):
+def net_state(state, net, meta=None):
     """Adapt a checkpoint's arrays to ``net``'s block type, by the fold identities.
 
     Optimizer state is dropped.  A training-form ACB checkpoint loaded into a
-    plain model is folded; a plain checkpoint loaded into an ACB model puts each
-    conv + BN into the ACB's square branch with the asymmetric branches
-    switched off (:func:`fold.plain_to_acb`), so the ACB model computes the
+    plain model is folded (where its ACBs' folds go: its metadata, or the ACB
+    form of ``net``'s model); a plain checkpoint loaded into an ACB model puts
+    each conv + BN into the ACB's square branch with the asymmetric branches
+    switched off (:func:`state.plain_to_acb`), so the ACB model computes the
     plain one's function.
     """
-    from .layers import ACBlock
+    from .transform import acb_layout, layout_for
 
-    state = {k: v for k, v in state.items() if not fold.is_training_state(k)}
-    acbs = [name for name, cell in net.cells_and_names() if isinstance(cell, ACBlock) and not cell.deploy]
-    if fold.acb_prefixes(state) and not acbs:
-        state, _ = fold.fold_state(state)
-    elif acbs:
-        state = fold.plain_to_acb(state, acbs)
-    return state
+    arrays = {k: v for k, v in state.items() if not state_map.is_training_state(k)}
+    mine = acb_layout(net)
+    if state_map.acb_prefixes(arrays) and not mine:
+        spec = getattr(net, "_acnet_spec", {})
+        layout = layout_for(spec.get("model"), spec.get("num_classes"), meta or {}) if spec or meta else None
+        if not layout:
+            raise ValueError("an ACB checkpoint, but where its folds go is unknown (no model recorded)")
+        arrays, _ = state_map.fold_state(arrays, layout)
+    elif mine:
+        arrays = state_map.plain_to_acb(arrays, mine)
+    return arrays
 
 
 def load_pretrained(net, path, log=print):
@@ -239,7 +244,7 @@ def load_pretrained(net, path, log=print):
         raise UserError(f"{path}: a fully folded checkpoint (convert.py --fold_bn) has no BatchNorm left to "
                         f"train; start from the checkpoint it was converted from")
     try:
-        state = net_state(arrays, net)
+        state = net_state(arrays, net, meta)
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
     loaded, skipped, absent = [], [], []

@@ -3,15 +3,21 @@
 With ``fold_bn`` every BatchNorm is folded too, into a checkpoint of the fully
 folded model (``create_model(name, deploy=True)``); with ``export`` that model
 is also written as a MINDIR or ONNX graph.  File I/O and model identification
-live here; the arithmetic is :func:`acnet_ms.fold.fold_state` and
-:func:`acnet_ms.fold.fold_bns`.
+live here; the name mapping is :func:`acnet_ms.state.fold_state` and
+:func:`acnet_ms.state.fold_bns`, the arithmetic :mod:`acnet_ms.fold`.  Which
+entries fold into which comes from the model itself (``acnet_ms.transform``),
+so every registered model, MindCV's included, converts to the stock model's
+checkpoint: the same names, shapes and order.
 """
 import os
 import time
 
-from . import fold
+import numpy as np
+
+from . import state as state_map
 from .checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import UserError, first_line
+from .transform import layout_for
 
 
 #: graph formats of ``--export``: name -> (MindSpore's file_format, file suffix)
@@ -34,8 +40,16 @@ def uninitialised_model(model, num_classes, deploy=False):
 
 
 def expected_shapes(model, num_classes):
-    """Parameter name -> shape of the plain (``base``) form of ``model``."""
+    """Parameter name -> shape of the plain (``base``) form of ``model``, in the model's order."""
     return shapes_of(uninitialised_model(model, num_classes))
+
+
+def fused_model(model, num_classes):
+    """The fully folded model (initialised: its structure is traced) and its ``(conv, bn, eps)`` pairs."""
+    from .models import create_model
+
+    net = create_model(model, num_classes=num_classes, deploy=True)
+    return net, net._fused_pairs
 
 
 def export_format(name):
@@ -85,6 +99,13 @@ def check_against(state, shapes, model, path):
     problem = mismatch(state, shapes)
     if problem:
         raise UserError(f"{path}: not a checkpoint of {model}: {problem}")
+
+
+def classes_of(state):
+    """The number of classes, from the last 2-d weight of a checkpoint (the classifier), or None."""
+    dense = [v for k, v in state.items() if k.endswith(".weight") and np.ndim(v) == 2
+             and not state_map.is_training_state(k)]
+    return int(dense[-1].shape[0]) if dense else None
 
 
 def resolve_model(meta, model, path):
@@ -141,30 +162,35 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     name = resolve_model(meta, model, src)
     if meta.get("deploy"):
         raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
-    if not fold.acb_prefixes(state) and not fold_bn:
+    has_acbs = bool(state_map.acb_prefixes(state))
+    if not has_acbs and not fold_bn:
         raise UserError(f"{src}: no ACB in this checkpoint: it is already plain (nothing to convert)")
+    num_classes = meta.get("num_classes") or classes_of(state)
     try:
-        plain, acbs = fold.fold_state(state)
+        layout = layout_for(name, num_classes, meta) if has_acbs else {}
+        plain, acbs = state_map.fold_state(state, layout)
     except ValueError as err:
         raise UserError(f"{src}: {err}") from None
-    classifier = plain.get("classifier.weight")
-    num_classes = int(classifier.shape[0]) if classifier is not None else meta.get("num_classes")
-    check_against(plain, expected_shapes(name, num_classes), name, src)
+    shapes = expected_shapes(name, num_classes)
+    check_against(plain, shapes, name, src)
+    plain = {k: plain[k] for k in shapes}  # the stock model's order
     bns = []
+    net = None
     if fold_bn:
+        net, pairs = fused_model(name, num_classes)
         try:
-            plain, bns = fold.fold_bns(plain)
+            plain, bns = state_map.fold_bns(plain, pairs)
         except ValueError as err:
             raise UserError(f"{src}: {err}") from None
-    net = None
-    if fold_bn or fmt:
-        from .models import model_entry
-
-        net = uninitialised_model(name, num_classes, deploy=fold_bn)
-        check_against(plain, shapes_of(net), name + (" (deploy)" if fold_bn else ""), src)
+        check_against(plain, shapes_of(net), name + " (deploy)", src)
+        plain = {p.name: plain[p.name] for p in net.get_parameters()}
+    elif fmt:
+        net = uninitialised_model(name, num_classes)
     tmp_graph = None
     if fmt:
         import mindspore as ms
+
+        from .models import model_entry
 
         channels = next(p.shape[1] for p in net.get_parameters() if len(p.shape) == 4)  # the stem's input
         size = model_entry(name).input_size

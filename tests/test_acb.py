@@ -8,7 +8,7 @@ from conftest import assert_close, randomize_bn
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from acnet_ms.layers import ACBlock, conv_bn, switch_to_deploy
+from acnet_ms.layers import ACBlock, switch_to_deploy
 
 TOL = 2e-5  # float32; errors seen are ~1e-6 relative
 
@@ -103,8 +103,7 @@ def test_training_mode_gradients_reach_all_six_branches():
 
 
 def test_switch_to_deploy_on_a_compiled_network_recompiles_and_renames():
-    conv, bn = conv_bn(3, 4, 3, block_type="acb")
-    net = nn.SequentialCell([conv, bn, nn.ReLU()])
+    net = nn.SequentialCell([ACBlock(3, 4, 3), nn.Identity(), nn.ReLU()])
     randomize_bn(net, seed=3)
     net.set_train(False)
     x = Tensor(np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32))
@@ -121,3 +120,99 @@ def test_switch_to_deploy_on_a_compiled_network_recompiles_and_renames():
 def test_bad_arguments_fail_at_construction(bad):
     with pytest.raises(ValueError, match="kernel_size|groups|padding"):
         ACBlock(4, 4, **bad)
+
+
+VARIANTS = {"h": dict(branches="h"), "v": dict(branches="v"), "nobn": dict(branch_bn=False),
+            "corner": dict(position="corner"), "corner-nobn-bias": dict(position="corner", branch_bn=False,
+                                                                        has_bias=True)}
+VARIANT_CASES = list(itertools.product(sorted(VARIANTS), (3, 5), (1, 2), ("half", "zero"), ("1", "dw")))
+
+
+@pytest.mark.parametrize("case", VARIANT_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_variants_eval_equal_their_folded_conv(case):
+    variant, k, stride, pad, groups = case
+    cin, cout = (4, 4) if groups == "dw" else (4, 6)
+    groups = cin if groups == "dw" else 1
+    ms.set_seed(k + stride)
+    block = randomize_bn(ACBlock(cin, cout, k, stride=stride, padding=k // 2 if pad == "half" else 0,
+                                 groups=groups, **VARIANTS[variant]), seed=k * 10 + stride)
+    if variant == "corner-nobn-bias":
+        block.square_conv.bias.set_data(Tensor(np.linspace(-1, 1, cout).astype(np.float32)))
+    block.set_train(False)
+    x = Tensor(np.random.default_rng(3).normal(size=(2, cin, 13, 12)).astype(np.float32))
+    y_acb = block(x).asnumpy()
+    block.switch_to_deploy()
+    assert_close(block(x).asnumpy(), y_acb, TOL, str(case))
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("branch_bn", [True, False])
+def test_same_padding_follows_mindspore(stride, branch_bn):
+    """pad_mode 'same' (MindCV's default for many convs): the odd padding row goes to the bottom."""
+    block = randomize_bn(ACBlock(3, 4, 3, stride=stride, pad_mode="same", branch_bn=branch_bn), seed=stride)
+    block.set_train(False)
+    x = Tensor(np.random.default_rng(4).normal(size=(1, 3, 10, 11)).astype(np.float32))
+    y_acb = block(x).asnumpy()
+    plain = nn.Conv2d(3, 4, 3, stride=stride, pad_mode="same")
+    assert y_acb.shape == plain(x).shape
+    block.switch_to_deploy()
+    assert block.fused_conv.pad_mode == "same"
+    assert_close(block(x).asnumpy(), y_acb, TOL, f"same, stride {stride}")
+
+
+def test_one_conv_form_has_the_three_conv_forms_gradients():
+    """branch_bn=False trains as ONE conv over the summed kernel: same outputs and gradients as the sum of
+    three convs (the asymmetric ones cropped/padded onto the square window) for every parameter."""
+    block = ACBlock(3, 4, 3, stride=2, padding=0, branch_bn=False)
+    rng = np.random.default_rng(5)
+    for name in ("square", "hor", "ver"):
+        w = getattr(block, name + "_conv").weight
+        w.set_data(Tensor(rng.normal(size=w.shape).astype(np.float32)))
+
+    class ThreeConvs(nn.Cell):
+        """The reference: three explicit convs on crops of the input, as the three-branch form computes."""
+
+        def __init__(self, b):
+            super().__init__()
+            self.b = b
+
+        def construct(self, x):
+            sq = ops.conv2d(x, self.b.square_conv.weight, stride=2)
+            hor = ops.conv2d(x[:, :, 1:x.shape[2] - 1, :], self.b.hor_conv.weight, stride=2)
+            ver = ops.conv2d(x[:, :, :, 1:x.shape[3] - 1], self.b.ver_conv.weight, stride=2)
+            return sq + hor + ver
+
+    x = Tensor(rng.normal(size=(2, 3, 9, 9)).astype(np.float32))
+    weights = ms.ParameterTuple(block.trainable_params())
+    assert len(weights) == 3
+
+    class Loss(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def construct(self, inp):
+            return (self.net(inp) ** 2).mean()
+
+    class Grads(nn.Cell):
+        def __init__(self, net):
+            super().__init__()
+            self.loss, self.grad, self.weights = Loss(net), ops.GradOperation(get_by_list=True), weights
+
+        def construct(self, inp):
+            return self.grad(self.loss, self.weights)(inp)
+
+    def grads_of(net):
+        return Grads(net)(x)
+
+    assert_close(block(x).asnumpy(), ThreeConvs(block)(x).asnumpy(), TOL, "outputs")
+    for w, g1, g2 in zip(weights, grads_of(block), grads_of(ThreeConvs(block))):
+        assert np.abs(g2.asnumpy()).max() > 0
+        assert_close(g1.asnumpy(), g2.asnumpy(), TOL, w.name)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(branches="x"), "branches"), (dict(position="edge"), "position"),
+                                        (dict(has_bias=True), "has_bias"), (dict(pad_mode="full"), "pad_mode")])
+def test_bad_variant_arguments_fail_at_construction(bad, match):
+    with pytest.raises(ValueError, match=match):
+        ACBlock(4, 4, 3, **bad)

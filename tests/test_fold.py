@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from acnet_ms import fold
+from acnet_ms import fold, state as state_map
 
 
 def conv2d(x, w, stride=1, pad=(0, 0), dilation=1):
@@ -82,24 +82,51 @@ def test_fold_state_maps_names_drops_trainer_state_and_keeps_dtype():
         state.update({f"layer1.0.conv2.{br}_bn.{f}": a for f, a in zip(fold.BN_FIELDS, bn_arrays)})
     state["moments.layer1.0.conv2.square_conv.weight"] = np.zeros((4, 2, 3, 3), np.float32)
     state["learning_rate"] = np.float32(0.1)
-    out, acbs = fold.fold_state(state)
+    layout = {"layer1.0.conv2": dict(kind="acb", slot="bn", bn="layer1.0.bn2")}
+    out, acbs = state_map.fold_state(state, layout)
     assert acbs == ["layer1.0.conv2"]
     assert sorted(out) == ["layer1.0.bn2.beta", "layer1.0.bn2.gamma", "layer1.0.bn2.moving_mean",
                            "layer1.0.bn2.moving_variance", "layer1.0.conv2.weight", "stem.weight"]
     assert out["layer1.0.conv2.weight"].dtype == np.float32 and out["layer1.0.conv2.weight"].shape == (4, 2, 3, 3)
+    # the same ACB folding into its conv's own bias
+    out_bias, _ = state_map.fold_state(state, {"layer1.0.conv2": dict(kind="acb", slot="bias", bn=None)})
+    assert sorted(out_bias) == ["layer1.0.conv2.bias", "layer1.0.conv2.weight", "stem.weight"]
+    np.testing.assert_array_equal(out_bias["layer1.0.conv2.bias"], out["layer1.0.bn2.beta"])
+    with pytest.raises(ValueError, match="not part of this model"):
+        state_map.fold_state(state, {})
     del state["layer1.0.conv2.hor_bn.moving_mean"]
     with pytest.raises(ValueError, match="hor_bn.moving_mean"):
-        fold.fold_state(state)
+        state_map.fold_state(state, layout)
 
 
-def test_bn_slot_naming_rule():
-    assert fold.bn_slot_for("conv1") == "bn1"
-    assert fold.bn_slot_for("layer3.5.conv2") == "layer3.5.bn2"
-    assert fold.bn_slot_for("layer1.0.conv1.paths.1.features.0") == "layer1.0.conv1.paths.1.features.1"
-    with pytest.raises(ValueError):
-        fold.bn_slot_for("layer1.0.proj")
-
-
-def test_fold_module_does_not_import_mindspore():
-    code = "import sys; import acnet_ms.fold; assert 'mindspore' not in sys.modules"
+def test_fold_modules_do_not_import_mindspore():
+    code = "import sys; import acnet_ms.fold, acnet_ms.state; assert 'mindspore' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+@pytest.mark.parametrize("position", ["center", "corner"])
+@pytest.mark.parametrize("branches", ["hv", "h", "v"])
+def test_fold_acb_variants_equal_their_branches(position, branches):
+    """Every variant folds exactly: branch BNs or none, one or both asymmetric kernels, centre or corner."""
+    rng = np.random.default_rng(len(position) + len(branches))
+    k, pad = 3, 1
+    sq, hor, ver = (random_branch(rng, (3, 2) + s) for s in ((k, k), (1, k), (k, 1)))
+    x = rng.normal(size=(2, 2, 9, 10))
+    row, col = fold.asym_offsets(k, position)
+    # the 1 x k window on row `row` of the k x k window: pad the rows by pad - row on top
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    h_out = conv2d(xp[:, :, row:xp.shape[2] - (k - 1 - row)], hor[0])
+    v_out = conv2d(xp[:, :, :, col:xp.shape[3] - (k - 1 - col)], ver[0])
+    for with_bn in (True, False):
+        use = lambda b, y: bn(y, *b[1:]) if with_bn else y  # noqa: E731
+        ref = use(sq, conv2d(xp, sq[0]))
+        if "h" in branches:
+            ref = ref + use(hor, h_out)
+        if "v" in branches:
+            ref = ref + use(ver, v_out)
+        pick = (lambda b: b) if with_bn else (lambda b: b[:1])
+        kernel, bias = fold.fold_acb(pick(sq), pick(hor) if "h" in branches else None,
+                                     pick(ver) if "v" in branches else None, position=position)
+        got = conv2d(xp, kernel) + (bias.reshape(1, -1, 1, 1) if bias is not None else 0)
+        assert (bias is None) == (not with_bn)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)

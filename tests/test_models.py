@@ -1,4 +1,4 @@
-"""Registry and ResNets: MindCV's names and shapes, ACBs exactly where ACNet puts them."""
+"""Registry and ResNets: MindCV's models by name, ACBs exactly where ACNet puts them."""
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -6,7 +6,6 @@ from conftest import assert_close
 from mindspore import Tensor, nn
 
 from acnet_ms import create_model, list_models, model_entry
-from acnet_ms.fold import bn_slot_for
 from acnet_ms.layers import ACBlock
 
 IMAGENET = ["sres18", "sres34", "sres50", "sres101", "sres152"]
@@ -17,9 +16,10 @@ def shapes(net):
 
 
 @pytest.mark.parametrize("name", IMAGENET)
-def test_base_model_has_mindcv_names_and_shapes(name):
+def test_documented_resnet_names_are_mindcvs_models(name):
     import mindcv
 
+    assert model_entry(name).mindcv == "resnet" + name[4:]
     ours = shapes(create_model(name, num_classes=17))
     theirs = shapes(mindcv.create_model(model_entry(name).mindcv, num_classes=17))
     assert list(ours) == list(theirs)  # same names in the same order
@@ -38,8 +38,10 @@ def test_acb_replaces_exactly_the_kxk_convs_with_1_lt_k_lt_7(name):
         target = acb_cells[cname]
         if 1 < k < 7:
             assert isinstance(target, ACBlock) and target.kernel_size == k, cname
-            assert target.stride == conv.stride[0] and target.groups == conv.group
-            assert isinstance(acb_cells[bn_slot_for(cname)], nn.Identity)
+            assert target.stride == tuple(conv.stride[-2:]) and target.groups == conv.group
+            bn = acb._acb_report["acbs"][cname]["bn"]
+            assert isinstance(acb_cells[bn], nn.Identity) and isinstance(dict(base.cells_and_names())[bn],
+                                                                           nn.BatchNorm2d)
             n_acb += 1
         else:
             assert type(target) is nn.Conv2d and target.kernel_size == conv.kernel_size, cname
@@ -61,11 +63,13 @@ def test_cifar_models_have_three_stages_of_6n_plus_2():
 
 
 def test_unknown_model_and_block_type_are_clear_errors():
-    with pytest.raises(ValueError, match="unknown model 'resnet18'.*sres18"):
-        create_model("resnet18")
+    with pytest.raises(ValueError, match="unknown model 'resnet19'.*did you mean resnet18"):
+        create_model("resnet19")
     with pytest.raises(ValueError, match="block_type must be one of base, acb"):
         create_model("sres18", block_type="ACB")
-    assert set(IMAGENET + ["src56", "src110"]) <= set(list_models())
+    assert set(IMAGENET + ["src56", "src110", "resnet18", "mobilenet_v2_100", "vit_b_16_224"]) <= set(list_models())
+    with pytest.raises(ValueError, match="vit_b_32_224 has no k x k conv that can become an ACB"):
+        create_model("vit_b_32_224", block_type="acb")
 
 
 def test_mindcv_weights_give_identical_logits_in_our_base_model():

@@ -1,6 +1,7 @@
 """Self-contained Cells: they know nothing of training, files or models."""
-from .acb import ACBlock, switch_to_deploy
-from .conv_bn import BLOCK_TYPES, conv_bn
+from .acb import ACBlock
+from .conv_bn import conv_bn
+from .reparam import reparam_blocks, switch_to_deploy
 from .selective_kernel import SelectiveKernel
 
-__all__ = ["ACBlock", "switch_to_deploy", "conv_bn", "BLOCK_TYPES", "SelectiveKernel"]
+__all__ = ["ACBlock", "switch_to_deploy", "reparam_blocks", "conv_bn", "SelectiveKernel"]

@@ -1,9 +1,9 @@
 """Asymmetric Convolution Block (ACNet, Ding et al., ICCV 2019)."""
-import time
-
-from mindspore import Parameter, Tensor, nn
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
 
 from .. import fold
+from ..fold import BRANCH_SETS
 
 
 def check_kernel_size(kernel_size, what="kernel_size"):
@@ -13,130 +13,260 @@ def check_kernel_size(kernel_size, what="kernel_size"):
         raise ValueError(f"{what} must be an odd integer >= 3 for an ACB, got {kernel_size!r}")
 
 
-class ACBlock(nn.Cell):
-    """k x k conv + BN, trained as three parallel branches and deployed as one conv.
+def _pair(value, what):
+    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
+        raise ValueError(f"ACBlock: {what} must be a positive integer or a pair of them, got {value!r}")
+    return pair
 
-    Training form: ``square_conv``/``square_bn`` (k x k), ``hor_conv``/``hor_bn``
-    (1 x k) and ``ver_conv``/``ver_bn`` (k x 1); the output is the sum of the
-    three BN outputs.  Each asymmetric window is placed on the centre row
-    (column) of the square window for any stride, dilation, groups and padding:
-    the 1 x k branch pads its rows by ``padding - dilation * (k // 2)``, and where
-    that is negative it crops as many rows off each side of its input instead.
+
+def _pads(padding, kernel_size, dilation):
+    """(top, bottom, left, right) from an int, a 4-tuple, or ``None`` (keep the size at stride 1)."""
+    if padding is None:
+        return (dilation[0] * (kernel_size // 2),) * 2 + (dilation[1] * (kernel_size // 2),) * 2
+    pads = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * 4
+    if len(pads) != 4 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pads):
+        raise ValueError(f"ACBlock: padding must be an integer >= 0 or four of them, got {padding!r}")
+    return pads
+
+
+class ACBlock(nn.Cell):
+    """k x k conv + BN, trained as parallel k x k, 1 x k and k x 1 branches, deployed as one conv.
+
+    Training form with branch BNs (``branch_bn=True``, ACNet's ACB):
+    ``square_conv``/``square_bn``, ``hor_conv``/``hor_bn`` (1 x k) and
+    ``ver_conv``/``ver_bn`` (k x 1); the output is the sum of the BN outputs.
+    Each asymmetric window lies on one row (column) of the square window, the
+    centre one or, with ``position="corner"``, the bottom row (right column),
+    for any stride, dilation, groups and padding: its conv pads by the square
+    conv's padding less the row's (column's) offset in the window, and where
+    that is negative it crops as many rows (columns) off its input instead.
+
+    Training form without branch BNs (``branch_bn=False``): the convs are
+    summed with no BN of their own (a BN, if the model has one, follows the
+    block).  The sum is linear, so it runs as ONE conv over the kernel
+    ``square + embedded 1 x k + embedded k x 1``, rebuilt at every step from the
+    three parameters: the same function and gradients as three convs at the
+    cost of one.  ``has_bias`` adds a bias to that form.
 
     Inference form (``deploy=True`` or after :meth:`switch_to_deploy`): one
-    k x k conv with bias, ``fused_conv``, computing the same function as the
-    training form in eval mode.
+    k x k conv ``fused_conv`` with the square conv's geometry, with a bias
+    unless the block has neither BN nor bias.
 
     Args:
-        padding: zero padding of the square conv on every side; ``None`` keeps
-            the spatial size at stride 1 (``dilation * (k // 2)``).
-        gamma_init: initial gamma of all three BNs (ACNet's CIFAR recipe uses 1/3);
-            ``None`` keeps MindSpore's default of 1.
+        padding: an int, ``(top, bottom, left, right)``, or ``None`` (keep the size at
+            stride 1); ignored with ``pad_mode="same"`` (MindSpore's: output size
+            ceil(input / stride), the odd padding row/column at the bottom/right).
+        branches: ``"hv"`` (both asymmetric branches), ``"h"`` (1 x k only), ``"v"`` (k x 1 only).
+        position: ``"center"`` or ``"corner"`` (the paper's border variant).
+        gamma_init: initial gamma of the branch BNs (ACNet's CIFAR recipe: 1/3);
+            ``None`` keeps 1.  ``eps``, ``momentum``: those of the branch BNs.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1,
-                 groups=1, gamma_init=None, deploy=False):
+                 groups=1, gamma_init=None, deploy=False, branches="hv", branch_bn=True, position="center",
+                 pad_mode="pad", has_bias=False, eps=fold.BN_EPS, momentum=0.9):
         super().__init__()
         check_kernel_size(kernel_size)
-        if padding is None:
-            padding = dilation * (kernel_size // 2)
-        if padding < 0 or stride < 1 or dilation < 1:
-            raise ValueError(f"ACBlock needs padding >= 0, stride >= 1 and dilation >= 1, "
-                             f"got padding={padding}, stride={stride}, dilation={dilation}")
+        stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+        if pad_mode not in ("pad", "valid", "same"):
+            raise ValueError(f"ACBlock: pad_mode must be pad, valid or same, got {pad_mode!r}")
+        pads = _pads(0 if pad_mode == "valid" else padding, kernel_size, dilation)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"ACBlock: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
+        if branches not in BRANCH_SETS:
+            raise ValueError(f"ACBlock: branches must be one of {', '.join(BRANCH_SETS)}, got {branches!r}")
+        if has_bias and branch_bn:
+            raise ValueError("ACBlock: has_bias needs branch_bn=False (branch BNs carry the bias)")
+        self.row, self.col = fold.asym_offsets(kernel_size, position)
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        self.dilation, self.groups = dilation, groups
+        self.kernel_size, self.stride, self.dilation, self.groups = kernel_size, stride, dilation, groups
+        self.pad_mode = "pad" if pad_mode == "valid" else pad_mode
+        self.padding = (0, 0, 0, 0) if self.pad_mode == "same" else pads
+        self.branches, self.branch_bn, self.position = branches, bool(branch_bn), position
+        self.has_bias, self.eps = bool(has_bias), float(eps)
+        self.use_hor, self.use_ver = "h" in branches, "v" in branches
+        self.same = self.pad_mode == "same"
         self.deploy = deploy
+        self.hor_crop = self.ver_crop = (0, 0, 0, 0)
         if deploy:
-            self.fused_conv = self._conv(kernel_size, padding, dilation, has_bias=True)
-            self.crop = 0
+            self.fused_conv = self._native_conv(has_bias=self.has_bias or self.branch_bn)
             return
-        # offset of the asymmetric window against the square one's centre row/column
-        side = padding - dilation * (kernel_size // 2)
-        self.crop = max(0, -side)
-        side = max(0, side)
-        bn = dict(gamma_init=gamma_init) if gamma_init is not None else {}
-        self.square_conv = self._conv(kernel_size, padding, dilation)
-        self.square_bn = nn.BatchNorm2d(out_channels, eps=fold.BN_EPS, **bn)
-        self.hor_conv = self._conv((1, kernel_size), (side, side, padding, padding), (1, dilation))
-        self.hor_bn = nn.BatchNorm2d(out_channels, eps=fold.BN_EPS, **bn)
-        self.ver_conv = self._conv((kernel_size, 1), (padding, padding, side, side), (dilation, 1))
-        self.ver_bn = nn.BatchNorm2d(out_channels, eps=fold.BN_EPS, **bn)
+        if not self.branch_bn:
+            # one conv over the summed kernel: the square conv's own geometry, 'same' included
+            self.square_conv = self._native_conv(has_bias=self.has_bias)
+            for name in BRANCH_SETS[branches]:
+                setattr(self, name + "_conv", self._conv(*self._branch_shape(name)[:1], (0, 0, 0, 0),
+                                                         (1, 1)))
+            return
+        # with 'same' the input is padded explicitly first (the amount depends on its size)
+        t, b, l, r = self.padding
+        dh, dw = dilation
+        k = kernel_size
+        bn = dict(eps=eps, momentum=momentum)
+        if gamma_init is not None:
+            bn["gamma_init"] = gamma_init
+        self.square_conv = self._conv((k, k), self.padding, dilation)
+        self.square_bn = nn.BatchNorm2d(out_channels, **bn)
+        if self.use_hor:
+            top, bottom = t - dh * self.row, b - dh * (k - 1 - self.row)
+            self.hor_conv = self._conv((1, k), (max(0, top), max(0, bottom), l, r), (1, dw))
+            self.hor_bn = nn.BatchNorm2d(out_channels, **bn)
+            self.hor_crop = (max(0, -top), max(0, -bottom), 0, 0)
+        if self.use_ver:
+            left, right = l - dw * self.col, r - dw * (k - 1 - self.col)
+            self.ver_conv = self._conv((k, 1), (t, b, max(0, left), max(0, right)), (dh, 1))
+            self.ver_bn = nn.BatchNorm2d(out_channels, **bn)
+            self.ver_crop = (0, 0, max(0, -left), max(0, -right))
+        self.crop_hor, self.crop_ver = any(self.hor_crop), any(self.ver_crop)
+
+    # ------------------------------------------------------------ construction helpers
+
+    def _branch_shape(self, name):
+        k = self.kernel_size
+        return {"square": ((k, k),), "hor": ((1, k),), "ver": ((k, 1),)}[name]
 
     def _conv(self, kernel, padding, dilation, has_bias=False):
         return nn.Conv2d(self.in_channels, self.out_channels, kernel, stride=self.stride, pad_mode="pad",
                          padding=padding, dilation=dilation, group=self.groups, has_bias=has_bias)
 
+    def _native_conv(self, has_bias):
+        """A k x k conv with the block's own geometry (its pad mode, 'same' included)."""
+        k = self.kernel_size
+        if self.same:
+            return nn.Conv2d(self.in_channels, self.out_channels, k, stride=self.stride, pad_mode="same",
+                             dilation=self.dilation, group=self.groups, has_bias=has_bias)
+        return self._conv((k, k), self.padding, self.dilation, has_bias=has_bias)
+
+    @classmethod
+    def from_conv(cls, conv, bn=None, gamma_init=None, branches="hv", branch_bn=True, position="center",
+                  seed=0):
+        """An ACB in place of ``conv`` (and of ``bn`` after it, if given), same geometry.
+
+        The square branch starts from ``conv``'s kernel (and ``bn``'s values);
+        the asymmetric kernels are drawn from N(0, s^2 k), s the square kernel's
+        standard deviation (the variance an initialiser scaled by fan gives a
+        kernel with k times fewer taps).
+        """
+        kh, kw = conv.kernel_size
+        if kh != kw:
+            raise ValueError(f"ACBlock.from_conv: kernel {kh}x{kw} is not square")
+        padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
+        opts = dict(stride=tuple(conv.stride[-2:]), padding=tuple(padding), dilation=tuple(conv.dilation[-2:]),
+                    groups=conv.group, pad_mode=conv.pad_mode, gamma_init=gamma_init, branches=branches,
+                    branch_bn=branch_bn, position=position)
+        if bn is not None and branch_bn:
+            opts.update(eps=bn.eps, momentum=1.0 - bn.momentum)
+        if not branch_bn:
+            opts["has_bias"] = conv.has_bias
+        block = cls(conv.in_channels, conv.out_channels, kh, **opts)
+        square = conv.weight.asnumpy()
+        block.square_conv.weight.set_data(Tensor(square))
+        if conv.has_bias and not branch_bn:
+            block.square_conv.bias.set_data(Tensor(conv.bias.asnumpy()))
+        rng = np.random.default_rng(seed)
+        std = float(square.std()) * np.sqrt(kh) or 1e-2
+        for name in BRANCH_SETS[branches]:
+            weight = getattr(block, name + "_conv").weight
+            weight.set_data(Tensor(rng.normal(0.0, std, weight.shape).astype(square.dtype)))
+        if bn is not None and branch_bn and gamma_init is None:
+            for field in ("gamma", "beta"):
+                getattr(block.square_bn, field).set_data(Tensor(getattr(bn, field).asnumpy()))
+        return block
+
+    # ------------------------------------------------------------ forward
+
+    def _pad_same(self, x):
+        """Pad as MindSpore's 'same' does: output ceil(size / stride), the odd row/column at the end."""
+        k = self.kernel_size
+        h, w = x.shape[2], x.shape[3]
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        ph = max(0, ((h + sh - 1) // sh - 1) * sh + dh * (k - 1) + 1 - h)
+        pw = max(0, ((w + sw - 1) // sw - 1) * sw + dw * (k - 1) + 1 - w)
+        return ops.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+    @staticmethod
+    def _crop(x, crop):
+        t, b, l, r = crop
+        return x[:, :, t:x.shape[2] - b, l:x.shape[3] - r]
+
+    def summed_kernel(self):
+        """The k x k kernel of the BN-free form: square + embedded asymmetric kernels (a Tensor)."""
+        k = self.kernel_size
+        w = self.square_conv.weight
+        if self.use_hor:
+            w = w + ops.pad(self.hor_conv.weight, (0, 0, self.row, k - 1 - self.row))
+        if self.use_ver:
+            w = w + ops.pad(self.ver_conv.weight, (self.col, k - 1 - self.col, 0, 0))
+        return w
+
     def construct(self, x):
         if self.deploy:
             return self.fused_conv(x)
+        if not self.branch_bn:
+            out = self.square_conv.conv2d(x, self.summed_kernel())
+            if self.has_bias:
+                out = self.square_conv.bias_add(out, self.square_conv.bias)
+            return out
+        if self.same:
+            x = self._pad_same(x)
         out = self.square_bn(self.square_conv(x))
-        if self.crop > 0:
-            out = out + self.hor_bn(self.hor_conv(x[:, :, self.crop:-self.crop, :]))
-            out = out + self.ver_bn(self.ver_conv(x[:, :, :, self.crop:-self.crop]))
-        else:
-            out = out + self.hor_bn(self.hor_conv(x))
-            out = out + self.ver_bn(self.ver_conv(x))
+        if self.use_hor:
+            hx = self._crop(x, self.hor_crop) if self.crop_hor else x
+            out = out + self.hor_bn(self.hor_conv(hx))
+        if self.use_ver:
+            vx = self._crop(x, self.ver_crop) if self.crop_ver else x
+            out = out + self.ver_bn(self.ver_conv(vx))
         return out
 
+    # ------------------------------------------------------------ re-parameterisation
+
     def branch_arrays(self, branch):
-        """``(kernel, gamma, beta, moving_mean, moving_variance)`` of one branch as numpy arrays."""
-        conv, bn = getattr(self, branch + "_conv"), getattr(self, branch + "_bn")
+        """``(kernel, gamma, beta, moving_mean, moving_variance)`` of one branch (``(kernel,)``
+        without branch BNs) as numpy arrays."""
+        conv = getattr(self, branch + "_conv")
+        if not self.branch_bn:
+            return (conv.weight.asnumpy(),)
+        bn = getattr(self, branch + "_bn")
         return (conv.weight.asnumpy(),) + tuple(getattr(bn, f).asnumpy() for f in fold.BN_FIELDS)
 
     def get_equivalent_kernel_bias(self):
-        """The single conv's (kernel, bias) that equals this block in eval mode, as numpy arrays."""
+        """The single conv's (kernel, bias) that equals this block in eval mode, as numpy arrays
+        (bias ``None`` for a block with neither BN nor bias)."""
         if self.deploy:
-            return self.fused_conv.weight.asnumpy(), self.fused_conv.bias.asnumpy()
-        return fold.fold_acb(*(self.branch_arrays(b) for b in fold.BRANCHES), eps=fold.BN_EPS)
+            bias = self.fused_conv.bias.asnumpy() if self.fused_conv.has_bias else None
+            return self.fused_conv.weight.asnumpy(), bias
+        arrays = {b: self.branch_arrays(b) for b in ("square",) + BRANCH_SETS[self.branches]}
+        bias = self.square_conv.bias.asnumpy() if self.has_bias and not self.branch_bn else None
+        return fold.fold_acb(arrays["square"], arrays.get("hor"), arrays.get("ver"), eps=self.eps,
+                             position=self.position, bias=bias)
+
+    def reparam_info(self):
+        """What a converter needs besides the parameters to fold this block (JSON-able)."""
+        return dict(kind="acb", branches=self.branches, branch_bn=self.branch_bn, position=self.position,
+                    eps=self.eps, has_bias=self.has_bias)
 
     def switch_to_deploy(self):
-        """Replace the three branches by ``fused_conv`` in place (no-op when already deployed)."""
+        """Replace the branches by ``fused_conv`` in place (no-op when already switched)."""
         if self.deploy:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
-        conv = self._conv(self.kernel_size, self.padding, self.dilation, has_bias=True)
+        conv = self._native_conv(has_bias=bias is not None)
         conv.weight = Parameter(Tensor(kernel), name="fused_conv.weight")
-        conv.bias = Parameter(Tensor(bias), name="fused_conv.bias")
+        if bias is not None:
+            conv.bias = Parameter(Tensor(bias), name="fused_conv.bias")
         for branch in fold.BRANCHES:
-            delattr(self, branch + "_conv")
-            delattr(self, branch + "_bn")
+            for part in ("_conv", "_bn"):
+                if hasattr(self, branch + part):
+                    delattr(self, branch + part)
         self.fused_conv = conv
         self.deploy = True
-        self.crop = 0
-        _refresh_graph(self)
 
     def extend_repr(self):
         return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
                 f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"dilation={self.dilation}, groups={self.groups}, deploy={self.deploy}")
-
-
-def _refresh_graph(net):
-    """Make graph mode compile ``net`` anew after its structure changed in place.
-
-    MindSpore keys its compiled-graph cache on each Cell's creation time; a
-    Cell whose sub-cells were swapped would otherwise keep running its old graph.
-    """
-    stamp = time.time_ns()
-    for i, (_, cell) in enumerate(net.cells_and_names()):
-        object.__setattr__(cell, "_create_time", stamp + i)
-
-
-def switch_to_deploy(net):
-    """Switch every re-parameterizable block of ``net`` to its inference form, in place.
-
-    Parameter names are rewritten to their full paths (``layer1.0.conv1.fused_conv.weight``)
-    so that the switched network saves and loads like any other.  Returns ``net``.
-    """
-    for _, cell in list(net.cells_and_names()):
-        if isinstance(cell, ACBlock):
-            cell.switch_to_deploy()
-    for name, param in net.parameters_and_names():
-        param.name = name
-    _refresh_graph(net)
-    return net
-
+                f"pad_mode={self.pad_mode}, dilation={self.dilation}, groups={self.groups}, "
+                f"branches={self.branches}, branch_bn={self.branch_bn}, position={self.position}, "
+                f"deploy={self.deploy}")

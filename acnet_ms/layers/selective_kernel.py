@@ -10,17 +10,14 @@ are fused by a channel attention computed from their sum:
 
 Cell and parameter names follow MindCV's ``SelectiveKernel`` (``paths.0.features.0.weight``,
 ``paths.0.features.1.gamma``, ``attn.fc_reduce.weight``, ``attn.bn.*``,
-``attn.fc_select.weight``), so the plain form shares MindCV's checkpoints.  Each
-path's conv + BN comes from :func:`conv_bn`: with ``block_type="acb"`` the conv
-at ``features.0`` is an :class:`ACBlock` (with the path's dilation) and the BN
-slot ``features.1`` holds an ``nn.Identity`` that the converter fills with the
-folded bias (``fold.bn_slot_for``: index i -> i + 1).  With ``deploy=True`` (the
-fully folded form) every conv + BN, the attention's ``fc_reduce`` + ``bn``
-included, is one conv with bias and an ``nn.Identity`` in the BN slot.
+``attn.fc_select.weight``), so it shares MindCV's checkpoints.  The Cell is
+plain; ``acnet_ms.transform`` turns each path's conv (the dilated one too) into
+an ACB and folds every conv + BN, the attention's ``fc_reduce`` + ``bn``
+included, for the fully folded form.
 """
 from mindspore import nn, ops
 
-from .conv_bn import check_block_type, conv_bn
+from .conv_bn import conv_bn
 
 
 def _positive_int(value, what):
@@ -73,13 +70,11 @@ class ConvBnAct(nn.Cell):
     Padding is ``((stride - 1) + dilation * (k - 1)) // 2``, as MindCV's.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1,
-                 block_type="base", gamma_init=None, deploy=False):
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, dilation=1, groups=1):
         super().__init__()
         padding = ((stride - 1) + dilation * (kernel_size - 1)) // 2
         conv, bn = conv_bn(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
-                           dilation=dilation, groups=groups, block_type=block_type, gamma_init=gamma_init,
-                           deploy=deploy)
+                           dilation=dilation, groups=groups)
         self.features = nn.SequentialCell([conv, bn, nn.ReLU()])
 
     def construct(self, x):
@@ -89,11 +84,11 @@ class ConvBnAct(nn.Cell):
 class SelectiveKernelAttn(nn.Cell):
     """Per-path, per-channel weights (B, M, C, 1, 1) from the paths' stacked outputs (B, M, C, H, W)."""
 
-    def __init__(self, channels, num_paths, attn_channels, deploy=False):
+    def __init__(self, channels, num_paths, attn_channels):
         super().__init__()
         self.num_paths = num_paths
         self.channels = channels
-        self.fc_reduce, self.bn = conv_bn(channels, attn_channels, 1, deploy=deploy)
+        self.fc_reduce, self.bn = conv_bn(channels, attn_channels, 1)
         self.act = nn.ReLU()
         self.fc_select = nn.Conv2d(attn_channels, channels * num_paths, 1, has_bias=False)
         self.softmax = nn.Softmax(axis=1)
@@ -117,19 +112,13 @@ class SelectiveKernel(nn.Cell):
         keep_3x3: realise larger kernels as dilated 3 x 3 ones.
         split_input: give each path its own ``in_channels / M`` slice of the input
             (consecutive slices, path m gets slice m) instead of the whole input.
-        block_type: ``"base"`` or ``"acb"`` (paths with 1 < k < 7 become ACBs; the
-            attention's 1 x 1 convs stay plain).
-        gamma_init: initial gamma of the ACBs' BNs.
-        deploy: the fully folded form (block type ``base`` only): convs with bias, no BN.
 
     Invalid combinations raise ValueError here rather than a shape error in the graph.
     """
 
     def __init__(self, in_channels, out_channels=None, kernel_size=None, stride=1, dilation=1, groups=1,
-                 rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=8, keep_3x3=True, split_input=True,
-                 block_type="base", gamma_init=None, deploy=False):
+                 rd_ratio=1.0 / 16, rd_channels=None, rd_divisor=8, keep_3x3=True, split_input=True):
         super().__init__()
-        check_block_type(block_type, deploy)
         _positive_int(in_channels, "in_channels")
         out_channels = in_channels if out_channels is None else _positive_int(out_channels, "out_channels")
         for value, what in ((stride, "stride"), (dilation, "dilation"), (groups, "groups"),
@@ -157,10 +146,9 @@ class SelectiveKernel(nn.Cell):
         self.path_in, self.attn_channels = path_in, rd_channels
         self.geometry = geometry
         self.paths = nn.CellList([
-            ConvBnAct(path_in, out_channels, k, stride=stride, dilation=d, groups=groups,
-                      block_type=block_type, gamma_init=gamma_init, deploy=deploy)
+            ConvBnAct(path_in, out_channels, k, stride=stride, dilation=d, groups=groups)
             for k, d in geometry])
-        self.attn = SelectiveKernelAttn(out_channels, num_paths, rd_channels, deploy=deploy)
+        self.attn = SelectiveKernelAttn(out_channels, num_paths, rd_channels)
 
     def construct(self, x):
         outs = ()  # a tuple, not a list: the ONNX exporter has no list constructor

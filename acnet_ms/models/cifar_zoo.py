@@ -29,6 +29,8 @@ training script applies no custom initialisation).
 """
 from mindspore import nn, ops
 
+from .registry import register_model
+
 __all__ = ["cfqkbnc", "vc", "wrnc16", "CIFAR_ZOO"]
 
 CFQK_WIDTHS = (32, 32, 64)
@@ -168,18 +170,21 @@ class WRNCifar(nn.Cell):
         return self.classifier(ops.mean(self.forward_features(x), (2, 3)))
 
 
+@register_model(family="cifar", num_classes=10)
 def cfqkbnc(num_classes=10, in_channels=3, **kwargs):
     """Cifar-quick with BN, as ACNet's ``cfqkbnc``."""
     _check("cfqkbnc", num_classes, in_channels, kwargs)
     return CifarQuickBN(num_classes=num_classes, in_channels=in_channels)
 
 
+@register_model(family="cifar", num_classes=10)
 def vc(num_classes=10, in_channels=3, **kwargs):
     """VGG-16 with BN for CIFAR, as ACNet's ``vc``."""
     _check("vc", num_classes, in_channels, kwargs)
     return VGGCifar(num_classes=num_classes, in_channels=in_channels)
 
 
+@register_model(family="cifar", num_classes=10)
 def wrnc16(num_classes=10, in_channels=3, **kwargs):
     """Pre-activation WRN-16-8 without dropout, as ACNet's ``wrnc16plain``."""
     _check("wrnc16", num_classes, in_channels, kwargs)

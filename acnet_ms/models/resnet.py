@@ -1,32 +1,28 @@
-"""ResNets for ImageNet (``sres*``) and CIFAR (``src*``), plain or with ACBs.
+"""ResNets for CIFAR (``src*``), and the ResNet skeleton of the SK-ResNets.
 
-The ImageNet models mirror MindCV's ``ResNet`` cell for cell, so that with
-``block_type="base"`` their parameters carry exactly MindCV's names and shapes
-(``conv1.weight``, ``layer1.0.bn1.gamma``, ``layer2.0.down_sample.0.weight``,
-``classifier.weight``, ...).  With ``block_type="acb"`` every k x k conv + BN with
-1 < k < 7 is an ACB stored under the conv's name; the 7 x 7 stem and the 1 x 1
-convs stay plain.  With ``deploy=True`` (the fully folded form) every conv + BN
-is one conv with bias (``layer1.0.conv1.bias``) and its BN slot an ``nn.Identity``.
+The cells mirror MindCV's ``ResNet`` cell for cell (``conv1.weight``,
+``layer1.0.bn1.gamma``, ``layer2.0.down_sample.0.weight``, ``classifier.weight``,
+...); the ImageNet ResNets themselves are MindCV's (``sres18`` is an alias of
+``resnet18``).  Models are plain: ``acnet_ms.transform`` makes the ACB form
+(every 3 x 3 conv an ACB under the conv's name) and the fully folded form.
 """
 import mindspore.common.initializer as init
 from mindspore import nn, ops
 
-from ..layers.conv_bn import check_block_type, conv_bn
+from ..layers.conv_bn import conv_bn
 from .registry import register_model
 
 
 class BasicBlock(nn.Cell):
     expansion = 1
 
-    def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64, deploy=False):
+    def __init__(self, in_channels, channels, stride=1, down_sample=None, groups=1, base_width=64):
         super().__init__()
         if groups != 1 or base_width != 64:
             raise ValueError("BasicBlock supports only groups=1 and base_width=64")
-        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
-        self.conv1, self.bn1 = conv_bn(in_channels, channels, 3, stride=stride, **opts)
+        self.conv1, self.bn1 = conv_bn(in_channels, channels, 3, stride=stride)
         self.relu = nn.ReLU()
-        self.conv2, self.bn2 = conv_bn(channels, channels, 3, **opts)
+        self.conv2, self.bn2 = conv_bn(channels, channels, 3)
         self.down_sample = down_sample
 
     def construct(self, x):
@@ -42,14 +38,12 @@ class Bottleneck(nn.Cell):
     """Stride on the 3 x 3 conv (as torchvision and MindCV)."""
     expansion = 4
 
-    def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64, deploy=False):
+    def __init__(self, in_channels, channels, stride=1, down_sample=None, groups=1, base_width=64):
         super().__init__()
         width = int(channels * (base_width / 64.0)) * groups
-        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
-        self.conv1, self.bn1 = conv_bn(in_channels, width, 1, **opts)
-        self.conv2, self.bn2 = conv_bn(width, width, 3, stride=stride, groups=groups, **opts)
-        self.conv3, self.bn3 = conv_bn(width, channels * self.expansion, 1, **opts)
+        self.conv1, self.bn1 = conv_bn(in_channels, width, 1)
+        self.conv2, self.bn2 = conv_bn(width, width, 3, stride=stride, groups=groups)
+        self.conv3, self.bn3 = conv_bn(width, channels * self.expansion, 1)
         self.relu = nn.ReLU()
         self.down_sample = down_sample
 
@@ -72,32 +66,23 @@ class ResNet(nn.Cell):
         widths: channels of each stage (before the block's expansion).
         stem: ``"imagenet"`` (7 x 7 stride-2 conv + 3 x 3 max-pool, 64 channels) or
             ``"cifar"`` (3 x 3 conv, ``widths[0]`` channels, no pooling).
-        block_type: ``"base"`` or ``"acb"``.
-        deploy: the fully folded form (block type ``base`` only): every conv + BN is one conv with bias.
-        gamma_init: initial gamma of the ACBs' BNs (``None``: 1).
         groups, base_width: ResNeXt cardinality and width per group, passed to every block.
         block_kwargs: further keyword arguments for every block (e.g. the SK blocks' ``sk_kwargs``).
     """
 
     def __init__(self, block, layers, widths=(64, 128, 256, 512), num_classes=1000, in_channels=3,
-                 stem="imagenet", block_type="base", gamma_init=None, groups=1, base_width=64,
-                 block_kwargs=None, deploy=False):
+                 stem="imagenet", groups=1, base_width=64, block_kwargs=None):
         super().__init__()
-        check_block_type(block_type, deploy)
-        if not isinstance(num_classes, int) or num_classes < 1:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-        self.block_type, self.deploy = block_type, deploy
-        opts = dict(block_type=block_type, gamma_init=gamma_init, groups=groups, base_width=base_width,
-                    deploy=deploy, **(block_kwargs or {}))
+        opts = dict(groups=groups, base_width=base_width, **(block_kwargs or {}))
         if stem == "imagenet":
             self.input_channels = 64
-            self.conv1, self.bn1 = conv_bn(in_channels, 64, 7, stride=2, padding=3, block_type=block_type,
-                                           deploy=deploy)
+            self.conv1, self.bn1 = conv_bn(in_channels, 64, 7, stride=2, padding=3)
             self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
         else:
             self.input_channels = widths[0]
-            self.conv1, self.bn1 = conv_bn(in_channels, widths[0], 3, block_type=block_type,
-                                           gamma_init=gamma_init, deploy=deploy)
+            self.conv1, self.bn1 = conv_bn(in_channels, widths[0], 3)
             self.max_pool = None
         self.relu = nn.ReLU()
         stages = []
@@ -115,7 +100,7 @@ class ResNet(nn.Cell):
         down_sample = None
         out_channels = channels * block.expansion
         if stride != 1 or self.input_channels != out_channels:
-            conv, bn = conv_bn(self.input_channels, out_channels, 1, stride=stride, deploy=self.deploy)
+            conv, bn = conv_bn(self.input_channels, out_channels, 1, stride=stride)
             down_sample = nn.SequentialCell([conv, bn])
         blocks = [block(self.input_channels, channels, stride=stride, down_sample=down_sample, **opts)]
         self.input_channels = out_channels
@@ -152,45 +137,11 @@ class ResNet(nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
-def _imagenet(block, layers, **kwargs):
-    return ResNet(block, layers, **kwargs)
-
-
 def _cifar(depth, **kwargs):
     if (depth - 2) % 6:
         raise ValueError(f"a CIFAR ResNet has depth 6n + 2, got {depth}")
     n = (depth - 2) // 6
     return ResNet(BasicBlock, (n, n, n), widths=(16, 32, 64), stem="cifar", **kwargs)
-
-
-@register_model(family="imagenet", mindcv="resnet18")
-def sres18(**kwargs):
-    """ResNet-18 (ImageNet); base form = MindCV ``resnet18``."""
-    return _imagenet(BasicBlock, (2, 2, 2, 2), **kwargs)
-
-
-@register_model(family="imagenet", mindcv="resnet34")
-def sres34(**kwargs):
-    """ResNet-34 (ImageNet); base form = MindCV ``resnet34``."""
-    return _imagenet(BasicBlock, (3, 4, 6, 3), **kwargs)
-
-
-@register_model(family="imagenet", mindcv="resnet50")
-def sres50(**kwargs):
-    """ResNet-50 (ImageNet); base form = MindCV ``resnet50``."""
-    return _imagenet(Bottleneck, (3, 4, 6, 3), **kwargs)
-
-
-@register_model(family="imagenet", mindcv="resnet101")
-def sres101(**kwargs):
-    """ResNet-101 (ImageNet); base form = MindCV ``resnet101``."""
-    return _imagenet(Bottleneck, (3, 4, 23, 3), **kwargs)
-
-
-@register_model(family="imagenet", mindcv="resnet152")
-def sres152(**kwargs):
-    """ResNet-152 (ImageNet); base form = MindCV ``resnet152``."""
-    return _imagenet(Bottleneck, (3, 8, 36, 3), **kwargs)
 
 
 @register_model(family="cifar", num_classes=10)

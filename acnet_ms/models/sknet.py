@@ -1,4 +1,4 @@
-"""Selective Kernel ResNets (SKNet, Li et al., CVPR 2019), plain or with ACBs.
+"""Selective Kernel ResNets (SKNet, Li et al., CVPR 2019): the two that differ from MindCV's on purpose.
 
 The networks are :class:`~acnet_ms.models.resnet.ResNet` (stem, stages,
 down-sampling shortcuts, classifier, initialisation) with SK blocks, whose
@@ -6,10 +6,9 @@ cells carry MindCV's names: ``layerI.J.conv1`` is the :class:`SelectiveKernel`
 of a basic block (``conv2`` a ``[conv, BN]`` sequence); in a bottleneck
 ``conv1`` / ``conv3`` are ``[1 x 1 conv, BN]`` sequences around the SK ``conv2``.
 
-With ``block_type="acb"`` every SK path and every other k x k conv + BN with
-1 < k < 7 is an ACB; the 7 x 7 stem, the 1 x 1 convs and the attention's convs
-stay plain.  With ``deploy=True`` every conv + BN (the attention's included) is
-one conv with bias.
+The models are plain; ``acnet_ms.transform`` makes every SK path (the dilated
+one too) and every other 3 x 3 conv an ACB; the 7 x 7 stem, the 1 x 1 convs and
+the attention's convs stay plain.
 
 Where we differ from MindCV 0.3.0 (``mindcv.models.sknet``):
 
@@ -18,7 +17,7 @@ Where we differ from MindCV 0.3.0 (``mindcv.models.sknet``):
   first stage (MindCV builds it with groups=1 and base width 64, i.e. as
   ``skresnet50`` with other attention settings and no input split).
 
-``skresnet18`` and ``skresnet34`` are MindCV's models exactly (names, shapes, function).
+``skresnet18`` and ``skresnet34`` are MindCV's own models (the registry builds them from MindCV).
 """
 from mindspore import nn
 
@@ -28,42 +27,18 @@ from .registry import register_model
 from .resnet import ResNet
 
 
-class SKBasicBlock(nn.Cell):
-    """SK conv (stride here) -> 3 x 3 conv + BN -> + shortcut -> ReLU."""
-    expansion = 1
-
-    def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64, sk_kwargs=None, deploy=False):
-        super().__init__()
-        if groups != 1 or base_width != 64:
-            raise ValueError("SKBasicBlock supports only groups=1 and base_width=64")
-        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
-        self.conv1 = SelectiveKernel(in_channels, channels, stride=stride, **opts, **(sk_kwargs or {}))
-        self.conv2 = nn.SequentialCell(list(conv_bn(channels, channels, 3, **opts)))
-        self.relu = nn.ReLU()
-        self.down_sample = down_sample
-
-    def construct(self, x):
-        identity = x
-        out = self.conv2(self.conv1(x))
-        if self.down_sample is not None:
-            identity = self.down_sample(x)
-        return self.relu(out + identity)
-
-
 class SKBottleneck(nn.Cell):
     """1 x 1 conv + BN + ReLU -> SK conv (stride and groups here) -> 1 x 1 conv + BN -> + shortcut -> ReLU."""
     expansion = 4
 
-    def __init__(self, in_channels, channels, stride=1, down_sample=None, block_type="base", gamma_init=None,
-                 groups=1, base_width=64, sk_kwargs=None, deploy=False):
+    def __init__(self, in_channels, channels, stride=1, down_sample=None, groups=1, base_width=64,
+                 sk_kwargs=None):
         super().__init__()
         width = int(channels * (base_width / 64.0)) * groups
-        opts = dict(block_type=block_type, gamma_init=gamma_init, deploy=deploy)
-        self.conv1 = nn.SequentialCell(list(conv_bn(in_channels, width, 1, **opts)))
+        self.conv1 = nn.SequentialCell(list(conv_bn(in_channels, width, 1)))
         self.act1 = nn.ReLU()  # the paper's; MindCV 0.3.0 has none here
-        self.conv2 = SelectiveKernel(width, width, stride=stride, groups=groups, **opts, **(sk_kwargs or {}))
-        self.conv3 = nn.SequentialCell(list(conv_bn(width, channels * self.expansion, 1, **opts)))
+        self.conv2 = SelectiveKernel(width, width, stride=stride, groups=groups, **(sk_kwargs or {}))
+        self.conv3 = nn.SequentialCell(list(conv_bn(width, channels * self.expansion, 1)))
         self.relu = nn.ReLU()
         self.down_sample = down_sample
 
@@ -78,18 +53,6 @@ class SKBottleneck(nn.Cell):
 
 def _sknet(block, layers, sk_kwargs, **kwargs):
     return ResNet(block, layers, block_kwargs=dict(sk_kwargs=sk_kwargs), **kwargs)
-
-
-@register_model(family="imagenet", mindcv="skresnet18")
-def skresnet18(**kwargs):
-    """SK-ResNet-18: basic SK blocks [2, 2, 2, 2], split input, attention 1/8 in 16s; = MindCV ``skresnet18``."""
-    return _sknet(SKBasicBlock, (2, 2, 2, 2), dict(rd_ratio=1 / 8, rd_divisor=16, split_input=True), **kwargs)
-
-
-@register_model(family="imagenet", mindcv="skresnet34")
-def skresnet34(**kwargs):
-    """SK-ResNet-34: basic SK blocks [3, 4, 6, 3], split input, attention 1/8 in 16s; = MindCV ``skresnet34``."""
-    return _sknet(SKBasicBlock, (3, 4, 6, 3), dict(rd_ratio=1 / 8, rd_divisor=16, split_input=True), **kwargs)
 
 
 @register_model(family="imagenet")

@@ -1,0 +1,191 @@
+"""Checkpoint dicts (name -> numpy array): which entries fold into which.
+
+The arithmetic is :mod:`acnet_ms.fold`; this module only maps names.  What
+goes where comes from a *layout*, ``{block name: info}``, which the model
+reports for itself (``acnet_ms.transform.acb_layout``) and training
+checkpoints record in their metadata: ``info["kind"]`` picks the folding
+function from :data:`FOLDERS` (``"acb"``), ``info["slot"]`` says where the
+folded bias goes:
+
+* ``"bn"``: into the BatchNorm ``info["bn"]`` that followed the conv in the
+  plain model (identity statistics, :func:`fold.bias_as_bn`);
+* ``"bias"``: into the conv's own bias ``X.bias``;
+* ``"none"``: nowhere (a block without BN and bias folds to a bare kernel; a
+  BatchNorm after it, if any, is the model's own and stays).
+
+This module must not import MindSpore.
+"""
+import numpy as np
+
+from . import fold
+
+#: entries a training checkpoint may hold beside the network's parameters:
+#: optimizer slots (by prefix) and optimizer / trainer scalars (by name)
+TRAINER_PREFIXES = ("moments.", "accum.", "adam_m.", "adam_v.", "ema.")
+TRAINER_NAMES = frozenset({
+    "learning_rate", "global_step", "momentum", "weight_decay", "beta1_power", "beta2_power",
+    "scale_sense", "loss_scale", "current_iterator_step", "last_overflow_iterator_step",
+    "epoch_num", "step_num",
+})
+
+
+def is_training_state(name):
+    """True for checkpoint entries that belong to the optimizer or the trainer, not the network."""
+    return name in TRAINER_NAMES or name.startswith(TRAINER_PREFIXES)
+
+
+def acb_prefixes(state):
+    """Names of the ACBs in a checkpoint dict, in file order (``X`` for ``X.square_conv.weight``)."""
+    tail = ".square_conv.weight"
+    return [name[:-len(tail)] for name in state if name.endswith(tail) and not is_training_state(name)]
+
+
+def acb_entries(prefix, info):
+    """Checkpoint names of one ACB's parameters, by branch: ``{"square": [...], "hor": [...], ...}``."""
+    out = {}
+    for branch in ("square",) + fold.BRANCH_SETS[info.get("branches", "hv")]:
+        names = [f"{prefix}.{branch}_conv.weight"]
+        if info.get("branch_bn", True):
+            names += [f"{prefix}.{branch}_bn.{f}" for f in fold.BN_FIELDS]
+        out[branch] = names
+    return out
+
+
+def fold_acb_entries(state, prefix, info):
+    """``(kernel, bias, consumed names)`` of the ACB stored at ``prefix``."""
+    entries = acb_entries(prefix, info)
+    bias_name = f"{prefix}.square_conv.bias"
+    for names in entries.values():
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise ValueError(f"ACB '{prefix}' is incomplete: '{missing[0]}' is missing")
+    branches = {b: tuple(state[n] for n in names) for b, names in entries.items()}
+    bias = state.get(bias_name) if info.get("has_bias") else None
+    kernel, bias = fold.fold_acb(branches["square"], branches.get("hor"), branches.get("ver"),
+                                 eps=info.get("eps", fold.BN_EPS), position=info.get("position", "center"),
+                                 bias=bias)
+    consumed = [n for names in entries.values() for n in names] + ([bias_name] if info.get("has_bias") else [])
+    return kernel, bias, consumed
+
+
+#: block kind -> function(state, prefix, info) -> (kernel, bias or None, consumed entry names)
+FOLDERS = {"acb": fold_acb_entries}
+
+
+def fold_state(state, layout):
+    """Fold every re-parameterizable block of a training-form checkpoint into plain-model entries.
+
+    ``state`` maps parameter names to numpy arrays, ``layout`` block names to
+    their info (see the module's docstring).  A block ``X`` becomes ``X.weight``
+    and its bias goes where ``info["slot"]`` says.  Optimizer and trainer
+    entries are dropped; every other entry is copied unchanged.
+
+    Returns ``(new_state, block_names)``; ValueError on an incomplete block, a
+    block the layout does not know, or a folded entry that would overwrite one
+    already in ``state``.
+    """
+    unknown = [p for p in acb_prefixes(state) if p not in layout]
+    if unknown:
+        raise ValueError(f"ACB '{unknown[0]}' is not part of this model")
+    consumed, folded = set(), {}
+    for prefix, info in layout.items():
+        kind = info.get("kind", "acb")
+        if kind not in FOLDERS:
+            raise ValueError(f"block '{prefix}': unknown kind {kind!r}")
+        kernel, bias, names = FOLDERS[kind](state, prefix, info)
+        consumed.update(names)
+        folded[prefix + ".weight"] = kernel
+        if info["slot"] == "bn":
+            for field, value in fold.bias_as_bn(bias, info.get("eps", fold.BN_EPS)).items():
+                folded[f"{info['bn']}.{field}"] = value
+        elif bias is not None:
+            folded[prefix + ".bias"] = bias
+    out = {name: value for name, value in state.items() if name not in consumed and not is_training_state(name)}
+    clash = sorted(set(out) & set(folded))
+    if clash:
+        raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding an ACB")
+    out.update(folded)
+    return out, list(layout)
+
+
+def plain_to_acb(state, layout):
+    """Map a plain checkpoint onto ACBs so that they compute the plain function.
+
+    For each ACB ``X``, the plain conv ``X.weight`` becomes ``X.square_conv.weight``;
+    with branch BNs, the BN slot (or the conv's bias, as an identity BN) becomes
+    ``X.square_bn`` and the asymmetric BNs get gamma = beta = 0; without branch
+    BNs the asymmetric kernels are zero and the conv's bias is the square conv's.
+    Either way each asymmetric branch adds exactly zero until training moves it.
+    ACBs without a plain conv in ``state`` are left alone.
+    """
+    out = dict(state)
+    for x, info in layout.items():
+        conv = f"{x}.weight"
+        if conv not in state:
+            continue
+        weight = out.pop(conv)
+        out[f"{x}.square_conv.weight"] = weight
+        asym = fold.BRANCH_SETS[info.get("branches", "hv")]
+        if not info.get("branch_bn", True):
+            if f"{x}.bias" in out:
+                out[f"{x}.square_conv.bias"] = out.pop(f"{x}.bias")
+            for branch in asym:
+                shape = np.shape(weight)[:2] + ((1, weight.shape[3]) if branch == "hor" else (weight.shape[2], 1))
+                out[f"{x}.{branch}_conv.weight"] = np.zeros(shape, weight.dtype)
+            continue
+        if info["slot"] == "bn":
+            for field in fold.BN_FIELDS:
+                if f"{info['bn']}.{field}" in out:
+                    out[f"{x}.square_bn.{field}"] = out.pop(f"{info['bn']}.{field}")
+        elif f"{x}.bias" in out:
+            bias = out.pop(f"{x}.bias")
+            for field, value in fold.bias_as_bn(bias, info.get("eps", fold.BN_EPS)).items():
+                out[f"{x}.square_bn.{field}"] = value
+        zeros = np.zeros(np.shape(weight)[0], weight.dtype)
+        for branch in asym:
+            out[f"{x}.{branch}_bn.gamma"] = zeros
+            out[f"{x}.{branch}_bn.beta"] = zeros
+    return out
+
+
+def fold_bns(state, pairs):
+    """Fold the BatchNorms of a plain checkpoint into the convs before them, as those convs' biases.
+
+    ``pairs`` lists ``(conv, bn)`` or ``(conv, bn, eps)`` (the model's own: ``transform.trace``).
+    The conv ``X`` gets the folded kernel ``X.weight`` and a bias ``X.bias`` (a
+    bias the conv already has is folded in too); the entries ``Y.gamma``,
+    ``Y.beta``, ``Y.moving_mean``, ``Y.moving_variance`` go.  BatchNorms that
+    follow no conv (pre-activation) stay.  Optimizer and trainer entries are
+    dropped; every other entry is copied, in the checkpoint's order (the bias
+    right after its kernel).
+
+    Returns ``(new_state, pairs)``; ValueError when a pair is incomplete,
+    folded twice, or its BN does not match its conv's output channels.
+    """
+    folded, dropped = {}, set()
+    for pair in pairs:
+        conv, bn = pair[:2]
+        eps = pair[2] if len(pair) > 2 else fold.BN_EPS
+        names = [f"{bn}.{f}" for f in fold.BN_FIELDS]
+        missing = [n for n in [conv + ".weight"] + names if n not in state]
+        if missing:
+            raise ValueError(f"cannot fold BatchNorm '{bn}' into conv '{conv}': '{missing[0]}' is missing")
+        if conv in folded or names[0] in dropped:
+            raise ValueError(f"cannot fold BatchNorm '{bn}' into conv '{conv}': one of them is in two pairs")
+        kernel = np.asarray(state[conv + ".weight"])
+        gamma, beta, mean, var = (np.asarray(state[n]) for n in names)
+        if not gamma.shape == beta.shape == mean.shape == var.shape == kernel.shape[:1]:
+            raise ValueError(f"cannot fold BatchNorm '{bn}' (shape {list(gamma.shape)}) into conv '{conv}' "
+                             f"({kernel.shape[0]} output channels)")
+        folded[conv] = fold.fold_conv_bn(kernel, state.get(conv + ".bias"), gamma, beta, mean, var, eps)
+        dropped.update(names + [conv + ".bias"])
+    out = {}
+    for name, value in state.items():
+        if name in dropped or is_training_state(name):
+            continue
+        conv = name[:-len(".weight")]
+        if name.endswith(".weight") and conv in folded:
+            out[name], out[conv + ".bias"] = folded[conv]
+        else:
+            out[name] = value
+    return out, list(pairs)

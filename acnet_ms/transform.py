@@ -1,0 +1,313 @@
+"""Turn any network's convs into ACBs (or fold its BNs), learning its structure from the network itself.
+
+:func:`trace` runs one forward pass in PyNative mode with hooks on every
+leaf cell and records, for each ``nn.Conv2d``, which cells consume its
+output; a conv whose output goes into one BatchNorm and nowhere else is that
+BN's partner.  A second pass checks the "nowhere else": every partnered
+conv's output is perturbed while its BN is fed the clean value; if the
+network's output moves, a conv output leaks into something the hooks cannot
+see (a functional op in ``construct``) and that conv loses its partner.  No
+table of layer names is involved, so MindCV's ``conv1``/``bn1``,
+``features.0``/``.1`` and ``conv.0``/``.1`` families are all found the same way.
+
+:func:`acb_plan` decides per conv (ACNet's rule: every square k x k conv with
+1 < k < 7 becomes an ACB):
+
+* output only into a BN: the ACB takes the conv's place and the BN's place
+  becomes an identity (the fold writes its bias into that BN slot);
+* its own bias and no BN after it: the fold's bias goes into the conv's bias;
+* no bias and no BN after it (pre-activation networks): an ACB without branch
+  BNs, which folds to a bias-free kernel;
+* anything else stays plain, with the reason.
+
+With ``branch_bn=False`` every ACB is of the BN-free kind and a BN after it stays.
+"""
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+#: ACNet converts square k x k convs with MIN_K <= k <= MAX_K (the 7 x 7 stems and 1 x 1 convs stay)
+MIN_K, MAX_K = 3, 5
+
+
+@dataclass
+class ConvSite:
+    """What one forward pass showed of a conv."""
+    kernel: tuple
+    has_bias: bool
+    calls: int = 0
+    bn: Optional[str] = None          # the BatchNorm that alone consumes its output
+    bn_eps: float = 1e-5
+    consumers: list = field(default_factory=list)
+    feeds_bn: bool = False            # one of its consumers is a BatchNorm
+    leaks: bool = False               # its output also reaches something no hook sees
+
+
+def _is_conv(cell):
+    from mindspore import nn
+    return type(cell) is nn.Conv2d  # subclasses may compute otherwise (e.g. standardised weights)
+
+
+def _is_bn(cell):
+    from mindspore import nn
+    return type(cell) is nn.BatchNorm2d and cell.gamma.requires_grad and cell.use_batch_statistics is None
+
+
+def _leaves(net):
+    return [(name, cell) for name, cell in net.cells_and_names() if name and not cell.name_cells()]
+
+
+def _flat(out):
+    if isinstance(out, (tuple, list)):
+        return [a for o in out for a in _flat(o)]
+    return [out.asnumpy().astype(np.float64)] if hasattr(out, "asnumpy") else []
+
+
+def _run(net, x, hooks):
+    handles = []
+    try:
+        for cell, kind, fn in hooks:
+            handles.append(cell.register_forward_pre_hook(fn) if kind == "pre" else cell.register_forward_hook(fn))
+        return _flat(net(x))
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def trace(net, input_shape):
+    """``{conv name: ConvSite}`` for every ``nn.Conv2d`` of ``net``, from forward passes on random data.
+
+    Runs in PyNative mode (switched to and back), in eval mode (restored).
+    """
+    import mindspore as ms
+
+    leaves = _leaves(net)
+    convs = {name: cell for name, cell in leaves if _is_conv(cell)}
+    sites = {name: ConvSite(tuple(cell.kernel_size), bool(cell.has_bias)) for name, cell in convs.items()}
+    mode, training = ms.get_context("mode"), net.training
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    net.set_train(False)
+    try:
+        x = ms.Tensor(np.random.default_rng(0).normal(size=input_shape).astype(np.float32))
+        outputs, inputs, calls = {}, [], {}
+
+        def record_out(name):
+            def hook(cell, args, out):
+                outputs[name] = out
+            return hook
+
+        def record_in(name):
+            def hook(cell, args):
+                calls[name] = calls.get(name, 0) + 1
+                inputs.append((name, args))
+            return hook
+
+        hooks = [(cell, "post", record_out(name)) for name, cell in convs.items()]
+        hooks += [(cell, "pre", record_in(name)) for name, cell in leaves]
+        reference = _run(net, x, hooks)
+        owner = {id(out): name for name, out in outputs.items()}
+        for consumer, args in inputs:
+            for arg in args:
+                if id(arg) in owner:
+                    sites[owner[id(arg)]].consumers.append(consumer)
+        cells = dict(leaves)
+        for name, site in sites.items():
+            site.calls = calls.get(name, 0)
+            site.feeds_bn = any(_is_bn(cells[c]) for c in site.consumers)
+            if site.calls == 1 and len(site.consumers) == 1:
+                bn = site.consumers[0]
+                if _is_bn(cells[bn]) and calls.get(bn) == 1:
+                    site.bn, site.bn_eps = bn, float(cells[bn].eps)
+        outputs.clear(), inputs.clear()
+        paired = [name for name, site in sites.items() if site.bn]
+        if paired and not _perturbation_keeps(net, x, reference, paired, sites, cells):
+            for name in paired:  # find the culprits one by one (rare)
+                if not _perturbation_keeps(net, x, reference, [name], sites, cells):
+                    sites[name].leaks, sites[name].bn = True, None
+    finally:
+        net.set_train(training)
+        ms.set_context(mode=mode)
+    return sites
+
+
+def _perturbation_keeps(net, x, reference, names, sites, cells):
+    """True if perturbing these convs' outputs, while their BNs get the clean values, leaves the output."""
+    clean = {}
+
+    def perturb(name):
+        def hook(cell, args, out):
+            clean[name] = out
+            return out + 1000.0
+        return hook
+
+    def feed(name):
+        def hook(cell, args):
+            return (clean[name],)
+        return hook
+
+    hooks = []
+    for name in names:
+        hooks += [(cells[name], "post", perturb(name)), (cells[sites[name].bn], "pre", feed(name))]
+    out = _run(net, x, hooks)
+    return len(out) == len(reference) and all(
+        np.allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(b).max()))) for a, b in zip(out, reference))
+
+
+def acb_plan(sites, branch_bn=True):
+    """``(acbs, plain)``: ``{conv: {"slot": "bn"|"bias"|"none", "bn": name or None}}`` for the convs that
+    become ACBs, and ``{conv: reason}`` for the k x k convs (k > 1) that stay plain."""
+    acbs, plain = {}, {}
+    for name, site in sites.items():
+        kh, kw = site.kernel
+        if kh == 1 and kw == 1:
+            continue
+        if kh != kw:
+            plain[name] = f"non-square kernel {kh}x{kw}"
+        elif not MIN_K <= kh <= MAX_K or kh % 2 == 0:
+            plain[name] = f"kernel {kh}x{kh} (ACNet converts odd k with 1 < k < 7)"
+        elif site.calls != 1:
+            plain[name] = "not used in a forward pass" if site.calls == 0 else f"called {site.calls} times"
+        elif site.leaks or (site.feeds_bn and not site.bn):
+            plain[name] = "its output feeds a BatchNorm and something else"
+        elif site.bn and branch_bn:
+            acbs[name] = dict(slot="bn", bn=site.bn, eps=site.bn_eps)
+        elif site.has_bias:
+            acbs[name] = dict(slot="bias", bn=None)
+        else:
+            acbs[name] = dict(slot="none", bn=None)
+    return acbs, plain
+
+
+def _parent_and_key(net, name):
+    parent = net
+    head, _, key = name.rpartition(".")
+    for part in head.split(".") if head else []:
+        parent = parent.name_cells()[part]
+    return parent, key
+
+
+def replace_cell(net, name, new):
+    """Put ``new`` where the cell called ``name`` sits (attribute or sequential slot)."""
+    from mindspore import nn
+
+    parent, key = _parent_and_key(net, name)
+    if isinstance(parent, (nn.SequentialCell, nn.CellList)) and key in parent._cells:
+        parent._cells[key] = new
+        if isinstance(parent, nn.SequentialCell):
+            parent.cell_list = list(parent._cells.values())
+    else:
+        setattr(parent, key, new)
+
+
+def input_shape_for(in_channels, size):
+    return (1, in_channels, size, size)
+
+
+def to_acb(net, sites, gamma_init=None, branches="hv", branch_bn=True, position="center"):
+    """Turn ``net``'s eligible convs into ACBs in place (see :func:`acb_plan`); returns ``net``.
+
+    The report (``acbs``/``plain``) is kept on the network for :func:`acb_summary`.
+    """
+    from mindspore import nn
+
+    from .layers.acb import ACBlock
+    from .layers.reparam import refresh_graph
+
+    acbs, plain = acb_plan(sites, branch_bn)
+    cells = dict(net.cells_and_names())
+    for i, (name, slot) in enumerate(acbs.items()):
+        bn = cells[slot["bn"]] if slot["bn"] else None
+        with_bn = branch_bn and slot["slot"] != "none"
+        block = ACBlock.from_conv(cells[name], bn if with_bn else None, gamma_init=gamma_init,
+                                  branches=branches, branch_bn=with_bn, position=position, seed=i)
+        replace_cell(net, name, block)
+        if slot["slot"] == "bn":
+            replace_cell(net, slot["bn"], nn.Identity())
+    refresh_graph(net)
+    object.__setattr__(net, "_acb_report", dict(acbs=acbs, plain=plain))
+    return net
+
+
+def to_fused(net, sites):
+    """The fully folded structure in place: every conv whose output goes only into a BN becomes a conv
+    with bias, and that BN an identity.  Returns the ``[(conv, bn, eps), ...]`` pairs."""
+    from mindspore import nn
+
+    from .layers.reparam import refresh_graph
+
+    cells = dict(net.cells_and_names())
+    pairs = []
+    for name, site in sites.items():
+        if not site.bn:
+            continue
+        conv = cells[name]
+        if not conv.has_bias:
+            padding = conv.padding
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, tuple(conv.kernel_size),
+                              stride=tuple(conv.stride[-2:]), pad_mode=conv.pad_mode, padding=padding,
+                              dilation=tuple(conv.dilation[-2:]), group=conv.group, has_bias=True)
+            replace_cell(net, name, fused)
+        replace_cell(net, site.bn, nn.Identity())
+        pairs.append((name, site.bn, site.bn_eps))
+    refresh_graph(net)
+    return pairs
+
+
+def acb_layout(net):
+    """``{acb name: info}`` of a network's re-parameterizable blocks: each block's own
+    ``reparam_info()`` plus where its fold goes (``slot``, ``bn``), as recorded by :func:`to_acb`."""
+    from .layers.reparam import reparam_blocks
+
+    report = getattr(net, "_acb_report", {"acbs": {}})
+    layout = {}
+    for name, cell in reparam_blocks(net):
+        if getattr(cell, "deploy", False):
+            continue
+        info = dict(cell.reparam_info())
+        slot = report["acbs"].get(name, dict(slot="none", bn=None))
+        info.update(slot=slot["slot"], bn=slot["bn"])
+        layout[name] = info
+    return layout
+
+
+def acb_summary(net):
+    """How many k x k convs became ACBs, of which kind, and which stayed plain and why (a dict)."""
+    report = getattr(net, "_acb_report", None)
+    if report is None:
+        return dict(acbs=0, kinds={}, plain={})
+    kinds = {}
+    for slot in report["acbs"].values():
+        kind = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}[slot["slot"]]
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(acbs=len(report["acbs"]), kinds=kinds, plain=dict(report["plain"]))
+
+
+def summary_line(net):
+    """One line for logs: ``16 ACBs (16 BN slot); plain: 1 (kernel 7x7 ...)``."""
+    s = acb_summary(net)
+    kinds = ", ".join(f"{n} {k}" for k, n in s["kinds"].items())
+    line = f"{s['acbs']} k x k convs became ACBs" + (f" ({kinds})" if kinds else "")
+    if s["plain"]:
+        reasons = {}
+        for reason in s["plain"].values():
+            reasons[reason] = reasons.get(reason, 0) + 1
+        line += "; stayed plain: " + ", ".join(f"{n} ({r})" for r, n in reasons.items())
+    return line
+
+
+#: checkpoint metadata keys of the ACB options, and the ``create_model`` argument each sets
+ACB_OPTIONS = {"gamma_init": "gamma_init", "acb_branches": "acb_branches", "acb_branch_bn": "acb_branch_bn",
+               "acb_position": "acb_position"}
+
+
+def layout_for(model, num_classes, meta, in_channels=3):
+    """The ACB layout of a training checkpoint of ``model``: the one its metadata records
+    (``acb_layout``), else the layout of the ACB model built with the options it records."""
+    if meta.get("acb_layout"):
+        return meta["acb_layout"]
+    from .models import create_model
+
+    options = {arg: meta[key] for key, arg in ACB_OPTIONS.items() if meta.get(key) is not None}
+    kwargs = {"in_channels": in_channels} if in_channels != 3 else {}
+    return acb_layout(create_model(model, num_classes=num_classes, block_type="acb", **options, **kwargs))
