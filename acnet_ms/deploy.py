@@ -168,6 +168,10 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     num_classes = meta.get("num_classes") or classes_of(state)
     try:
         layout = layout_for(name, num_classes, meta) if has_acbs else {}
+        absent = [p for p in layout if p not in state_map.acb_prefixes(state)]
+        if absent:
+            raise UserError(f"{src}: not a checkpoint of {name}: its ACB '{absent[0]}' is missing "
+                            f"({len(absent)} of {len(layout)})")
         plain, acbs = state_map.fold_state(state, layout)
     except ValueError as err:
         raise UserError(f"{src}: {err}") from None

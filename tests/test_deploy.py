@@ -10,6 +10,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from acnet_ms import create_model, fold, list_models
+from acnet_ms import state as state_map
 from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.config import defaults, load_config
 
@@ -59,22 +60,27 @@ def convert(*args):
 # ---------------------------------------------------------------- every model, structure only
 
 def test_every_model_has_a_deploy_form_and_every_bn_folds_into_it():
-    for name in list_models():
+    from acnet_ms.models.registry import _REGISTRY
+
+    for name in sorted(_REGISTRY) + ["sres18", "skresnet18"]:  # ours, and MindCV's through the same path
         base = create_model(name, num_classes=10)
         deploy = create_model(name, num_classes=10, deploy=True)
         cells = dict(deploy.cells_and_names())
-        assert not any(isinstance(c, nn.BatchNorm2d) for c in cells.values()), name
         bns = [n for n, c in base.cells_and_names() if isinstance(c, nn.BatchNorm2d)]
-        state, pairs = fold.fold_bns(arrays_of(base))
-        # every BN of the base model (stem, blocks, shortcuts, SK paths and attention) has its conv ...
-        assert sorted(bn for _, bn in pairs) == sorted(bns), name
-        for conv, bn in pairs:
+        state, pairs = state_map.fold_bns(arrays_of(base), deploy._fused_pairs)
+        # every BN that follows a conv (stem, blocks, shortcuts, SK paths and attention) is folded into it;
+        # only pre-activation BNs (which follow no conv) remain, as BNs
+        folded = [p[1] for p in pairs]
+        left = [n for n, c in cells.items() if isinstance(c, nn.BatchNorm2d)]
+        assert sorted(folded + left) == sorted(bns), name
+        assert not left or name == "wrnc16", (name, left)
+        for conv, bn, _ in pairs:
             assert isinstance(cells[conv], nn.Conv2d) and cells[conv].has_bias, (name, conv)
             assert isinstance(cells[bn], nn.Identity), (name, bn)
         # ... and the folded checkpoint is exactly the deploy model's parameters, in its order
         expected = [(p.name, tuple(p.shape)) for p in deploy.get_parameters()]
-        assert [(k, v.shape) for k, v in state.items()] == expected, name
-    assert any(bn.endswith(".attn.bn") for _, bn in fold.fold_bns(arrays_of(create_model("skresnet18")))[1])
+        assert sorted((k, v.shape) for k, v in state.items()) == sorted(expected), name
+    assert any(bn.endswith(".attn.bn") for _, bn, _ in create_model("skresnet18", deploy=True)._fused_pairs)
 
 
 def test_deploy_needs_the_base_block_type():
@@ -98,7 +104,7 @@ def test_fold_bns_is_bn_after_conv(with_bias):
              "m.bn1.moving_variance": rng.uniform(0.5, 2, 4), "head.weight": rng.normal(size=(2, 4))}
     if with_bias:
         state["m.conv1.bias"] = rng.normal(size=4)
-    out, pairs = fold.fold_bns(state)
+    out, pairs = state_map.fold_bns(state, [("m.conv1", "m.bn1")])
     assert pairs == [("m.conv1", "m.bn1")]
     assert list(out) == ["m.conv1.weight", "m.conv1.bias", "head.weight"]
     x = rng.normal(size=(3, 5))
@@ -108,18 +114,18 @@ def test_fold_bns_is_bn_after_conv(with_bias):
     np.testing.assert_allclose(conv1x1(out["m.conv1.weight"], out["m.conv1.bias"], x), bn, rtol=1e-12, atol=1e-12)
 
 
-def test_an_unfoldable_bn_is_an_error_naming_it():
+def test_a_bn_after_no_conv_stays_and_a_misfit_pair_is_an_error():
     rng = np.random.default_rng(0)
     bn = {f: rng.uniform(0.5, 1.5, 4) for f in fold.BN_FIELDS}
     state = {"a.conv1.weight": rng.normal(size=(4, 3, 3, 3)), **{f"a.bn1.{f}": v for f, v in bn.items()},
              **{f"a.norm.{f}": v for f, v in bn.items()}}
-    with pytest.raises(ValueError, match=r"BatchNorm 'a\.norm' follows no convolution .*fc_reduce -> bn"):
-        fold.fold_bns(state)
-    with pytest.raises(ValueError, match=r"BatchNorm 'a\.norm' is not paired with a conv"):
-        fold.fold_bns(state, pairs=[("a.conv1", "a.bn1")])
+    out, _ = state_map.fold_bns(state, [("a.conv1", "a.bn1")])
+    assert sorted(out) == ["a.conv1.bias", "a.conv1.weight"] + [f"a.norm.{f}" for f in sorted(fold.BN_FIELDS)]
+    with pytest.raises(ValueError, match=r"'a\.bn2\.gamma' is missing"):
+        state_map.fold_bns(state, [("a.conv1", "a.bn2")])
     state["a.conv1.weight"] = rng.normal(size=(5, 3, 3, 3))
     with pytest.raises(ValueError, match=r"BatchNorm 'a\.bn1' \(shape \[4\]\) into conv 'a\.conv1' \(5 output"):
-        fold.fold_bns(state, pairs=[("a.conv1", "a.bn1")])
+        state_map.fold_bns(state, pairs=[("a.conv1", "a.bn1")])
 
 
 # ---------------------------------------------------------------- whole networks through convert.py

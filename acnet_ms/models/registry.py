@@ -37,10 +37,11 @@ class ModelEntry:
 _REGISTRY = {}
 
 
-def register_model(family, num_classes=1000):
-    """Decorator: register ``fn(num_classes=..., **kwargs) -> nn.Cell`` (a plain model) under its name."""
+def register_model(family, num_classes=1000, mindcv=None):
+    """Decorator: register ``fn(num_classes=..., **kwargs) -> nn.Cell`` (a plain model) under its name;
+    ``mindcv`` names the MindCV model it equals (names, shapes, function), if any."""
     def wrap(fn):
-        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, family, num_classes, None)
+        _REGISTRY[fn.__name__] = ModelEntry(fn.__name__, fn, family, num_classes, mindcv)
         return fn
     return wrap
 

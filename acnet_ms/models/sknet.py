@@ -1,4 +1,4 @@
-"""Selective Kernel ResNets (SKNet, Li et al., CVPR 2019): the two that differ from MindCV's on purpose.
+"""Selective Kernel ResNets (SKNet, Li et al., CVPR 2019).
 
 The networks are :class:`~acnet_ms.models.resnet.ResNet` (stem, stages,
 down-sampling shortcuts, classifier, initialisation) with SK blocks, whose
@@ -17,7 +17,9 @@ Where we differ from MindCV 0.3.0 (``mindcv.models.sknet``):
   first stage (MindCV builds it with groups=1 and base width 64, i.e. as
   ``skresnet50`` with other attention settings and no input split).
 
-``skresnet18`` and ``skresnet34`` are MindCV's own models (the registry builds them from MindCV).
+``skresnet18`` and ``skresnet34`` are MindCV's models exactly (names, shapes, function), written
+here because MindCV's ``SelectiveKernel`` builds a Python list in ``construct``, which MindSpore's
+ONNX exporter cannot convert; these export.  They take the MindCV names in the registry.
 """
 from mindspore import nn
 
@@ -25,6 +27,28 @@ from ..layers.conv_bn import conv_bn
 from ..layers.selective_kernel import SelectiveKernel
 from .registry import register_model
 from .resnet import ResNet
+
+
+class SKBasicBlock(nn.Cell):
+    """SK conv (stride here) -> 3 x 3 conv + BN -> + shortcut -> ReLU."""
+    expansion = 1
+
+    def __init__(self, in_channels, channels, stride=1, down_sample=None, groups=1, base_width=64,
+                 sk_kwargs=None):
+        super().__init__()
+        if groups != 1 or base_width != 64:
+            raise ValueError("SKBasicBlock supports only groups=1 and base_width=64")
+        self.conv1 = SelectiveKernel(in_channels, channels, stride=stride, **(sk_kwargs or {}))
+        self.conv2 = nn.SequentialCell(list(conv_bn(channels, channels, 3)))
+        self.relu = nn.ReLU()
+        self.down_sample = down_sample
+
+    def construct(self, x):
+        identity = x
+        out = self.conv2(self.conv1(x))
+        if self.down_sample is not None:
+            identity = self.down_sample(x)
+        return self.relu(out + identity)
 
 
 class SKBottleneck(nn.Cell):
@@ -53,6 +77,18 @@ class SKBottleneck(nn.Cell):
 
 def _sknet(block, layers, sk_kwargs, **kwargs):
     return ResNet(block, layers, block_kwargs=dict(sk_kwargs=sk_kwargs), **kwargs)
+
+
+@register_model(family="imagenet", mindcv="skresnet18")
+def skresnet18(**kwargs):
+    """SK-ResNet-18: basic SK blocks [2, 2, 2, 2], split input, attention 1/8 in 16s; = MindCV ``skresnet18``."""
+    return _sknet(SKBasicBlock, (2, 2, 2, 2), dict(rd_ratio=1 / 8, rd_divisor=16, split_input=True), **kwargs)
+
+
+@register_model(family="imagenet", mindcv="skresnet34")
+def skresnet34(**kwargs):
+    """SK-ResNet-34: basic SK blocks [3, 4, 6, 3], split input, attention 1/8 in 16s; = MindCV ``skresnet34``."""
+    return _sknet(SKBasicBlock, (3, 4, 6, 3), dict(rd_ratio=1 / 8, rd_divisor=16, split_input=True), **kwargs)
 
 
 @register_model(family="imagenet")
