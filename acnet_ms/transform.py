@@ -36,8 +36,10 @@ class ConvSite:
     """What one forward pass showed of a conv."""
     kernel: tuple
     has_bias: bool
+    prefix: str = ""                  # its parameters' names less ".weight" (the checkpoint's names)
     calls: int = 0
-    bn: Optional[str] = None          # the BatchNorm that alone consumes its output
+    bn: Optional[str] = None          # the BatchNorm that alone consumes its output (cell path)
+    bn_prefix: Optional[str] = None   # ... and its parameters' prefix
     bn_eps: float = 1e-5
     consumers: list = field(default_factory=list)
     feeds_bn: bool = False            # one of its consumers is a BatchNorm
@@ -84,7 +86,8 @@ def trace(net, input_shape):
 
     leaves = _leaves(net)
     convs = {name: cell for name, cell in leaves if _is_conv(cell)}
-    sites = {name: ConvSite(tuple(cell.kernel_size), bool(cell.has_bias)) for name, cell in convs.items()}
+    sites = {name: ConvSite(tuple(cell.kernel_size), bool(cell.has_bias), cell.weight.name[:-len(".weight")])
+             for name, cell in convs.items()}
     mode, training = ms.get_context("mode"), net.training
     ms.set_context(mode=ms.PYNATIVE_MODE)
     net.set_train(False)
@@ -119,6 +122,7 @@ def trace(net, input_shape):
                 bn = site.consumers[0]
                 if _is_bn(cells[bn]) and calls.get(bn) == 1:
                     site.bn, site.bn_eps = bn, float(cells[bn].eps)
+                    site.bn_prefix = cells[bn].gamma.name[:-len(".gamma")]
         outputs.clear(), inputs.clear()
         paired = [name for name, site in sites.items() if site.bn]
         if paired and not _perturbation_keeps(net, x, reference, paired, sites, cells):
@@ -155,8 +159,9 @@ def _perturbation_keeps(net, x, reference, names, sites, cells):
 
 
 def acb_plan(sites, branch_bn=True):
-    """``(acbs, plain)``: ``{conv: {"slot": "bn"|"bias"|"none", "bn": name or None}}`` for the convs that
-    become ACBs, and ``{conv: reason}`` for the k x k convs (k > 1) that stay plain."""
+    """``(acbs, plain)``: ``{conv: {"slot": "bn"|"bias"|"none", "bn": BN prefix or None, "prefix": ...}}``
+    for the convs that become ACBs (by cell path; ``prefix``: the names of their parameters), and
+    ``{conv: reason}`` for the k x k convs (k > 1) that stay plain."""
     acbs, plain = {}, {}
     for name, site in sites.items():
         kh, kw = site.kernel
@@ -171,11 +176,11 @@ def acb_plan(sites, branch_bn=True):
         elif site.leaks or (site.feeds_bn and not site.bn):
             plain[name] = "its output feeds a BatchNorm and something else"
         elif site.bn and branch_bn:
-            acbs[name] = dict(slot="bn", bn=site.bn, eps=site.bn_eps)
+            acbs[name] = dict(slot="bn", bn=site.bn_prefix, bn_cell=site.bn, prefix=site.prefix)
         elif site.has_bias:
-            acbs[name] = dict(slot="bias", bn=None)
+            acbs[name] = dict(slot="bias", bn=None, prefix=site.prefix)
         else:
-            acbs[name] = dict(slot="none", bn=None)
+            acbs[name] = dict(slot="none", bn=None, prefix=site.prefix)
     return acbs, plain
 
 
@@ -212,18 +217,19 @@ def to_acb(net, sites, gamma_init=None, branches="hv", branch_bn=True, position=
     from mindspore import nn
 
     from .layers.acb import ACBlock
-    from .layers.reparam import refresh_graph
+    from .layers.reparam import name_params, refresh_graph
 
     acbs, plain = acb_plan(sites, branch_bn)
     cells = dict(net.cells_and_names())
     for i, (name, slot) in enumerate(acbs.items()):
-        bn = cells[slot["bn"]] if slot["bn"] else None
+        bn = cells[slot["bn_cell"]] if slot["slot"] == "bn" else None
         with_bn = branch_bn and slot["slot"] != "none"
         block = ACBlock.from_conv(cells[name], bn if with_bn else None, gamma_init=gamma_init,
                                   branches=branches, branch_bn=with_bn, position=position, seed=i)
         replace_cell(net, name, block)
+        name_params(block, slot["prefix"])
         if slot["slot"] == "bn":
-            replace_cell(net, slot["bn"], nn.Identity())
+            replace_cell(net, slot["bn_cell"], nn.Identity())
     refresh_graph(net)
     object.__setattr__(net, "_acb_report", dict(acbs=acbs, plain=plain))
     return net
@@ -234,7 +240,7 @@ def to_fused(net, sites):
     with bias, and that BN an identity.  Returns the ``[(conv, bn, eps), ...]`` pairs."""
     from mindspore import nn
 
-    from .layers.reparam import refresh_graph
+    from .layers.reparam import name_params, refresh_graph
 
     cells = dict(net.cells_and_names())
     pairs = []
@@ -248,8 +254,9 @@ def to_fused(net, sites):
                               stride=tuple(conv.stride[-2:]), pad_mode=conv.pad_mode, padding=padding,
                               dilation=tuple(conv.dilation[-2:]), group=conv.group, has_bias=True)
             replace_cell(net, name, fused)
+            name_params(fused, site.prefix)
         replace_cell(net, site.bn, nn.Identity())
-        pairs.append((name, site.bn, site.bn_eps))
+        pairs.append((site.prefix, site.bn_prefix, site.bn_eps))
     refresh_graph(net)
     return pairs
 
@@ -265,9 +272,9 @@ def acb_layout(net):
         if getattr(cell, "deploy", False):
             continue
         info = dict(cell.reparam_info())
-        slot = report["acbs"].get(name, dict(slot="none", bn=None))
+        slot = report["acbs"].get(name, dict(slot="none", bn=None, prefix=name))
         info.update(slot=slot["slot"], bn=slot["bn"])
-        layout[name] = info
+        layout[slot["prefix"]] = info
     return layout
 
 

@@ -198,7 +198,7 @@ def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
             assert (target.kernel_size, target.stride, target.dilation, target.groups, target.padding) == \
                 (conv.kernel_size[0], tuple(conv.stride[-2:]), tuple(conv.dilation[-2:]), conv.group,
                  padding), cname
-            assert isinstance(acb_cells[acb._acb_report["acbs"][cname]["bn"]], nn.Identity), cname
+            assert isinstance(acb_cells[acb._acb_report["acbs"][cname]["bn_cell"]], nn.Identity), cname
             n_acb += 1
         else:  # stem, 1x1 convs, attention convs
             assert type(target) is nn.Conv2d and target.kernel_size == conv.kernel_size, cname

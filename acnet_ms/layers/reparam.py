@@ -18,13 +18,25 @@ def refresh_graph(net):
 
     MindSpore keys its compiled-graph cache on each Cell's creation time; a
     Cell whose sub-cells were swapped would otherwise keep running its old graph.
-    Parameter names are rewritten to their full paths at the same time.
     """
     stamp = time.time_ns()
     for i, (_, cell) in enumerate(net.cells_and_names()):
         object.__setattr__(cell, "_create_time", stamp + i)
-    for name, param in net.parameters_and_names():
-        param.name = name
+
+
+def param_prefix(cell, default=""):
+    """The prefix of ``cell``'s parameter names in its network (MindCV's names need not be cell paths)."""
+    for local, param in cell.parameters_and_names():
+        if param.name.endswith("." + local):
+            return param.name[:-len(local) - 1]
+        return default
+    return default
+
+
+def name_params(cell, prefix):
+    """Give the parameters of ``cell``, placed at ``prefix`` in a network, their full names there."""
+    for local, param in cell.parameters_and_names():
+        param.name = f"{prefix}.{local}" if prefix else local
 
 
 def switch_to_deploy(net):
@@ -33,8 +45,10 @@ def switch_to_deploy(net):
     Parameter names are rewritten to their full paths (``layer1.0.conv1.fused_conv.weight``)
     so that the switched network saves and loads like any other.  Returns ``net``.
     """
-    for _, cell in reparam_blocks(net):
+    for name, cell in reparam_blocks(net):
         if not getattr(cell, "deploy", False):
+            prefix = param_prefix(cell, name)
             cell.switch_to_deploy()
+            name_params(cell, prefix)
     refresh_graph(net)
     return net
