@@ -54,7 +54,8 @@ def parse(argv):
     if not args.ckpt_path:
         raise UserError("--ckpt_path is required (one or several checkpoint files)")
     if args.labels is not None and len(args.labels) != len(args.ckpt_path):
-        raise UserError(f"--labels: {len(args.labels)} labels for {len(args.ckpt_path)} checkpoints")
+        n = len(args.ckpt_path)
+        raise UserError(f"--labels: {len(args.labels)} labels for {n} checkpoint{'s' if n != 1 else ''}")
     if args.labels is not None and len(set(args.labels)) != len(args.labels):
         dup = next(x for x in args.labels if args.labels.count(x) > 1)
         raise UserError(f"--labels: {dup!r} is given twice")

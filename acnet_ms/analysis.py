@@ -471,6 +471,7 @@ def figure(result):
                 ax.fill_between(ratios, c["min"], c["max"], color=line.get_color(), alpha=0.2, linewidth=0)
             ax.set_title(row["label"], fontsize=10)
             ax.set_xlabel("sparsity ratio r")
+            ax.set_ylim(bottom=0)
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("top-1 (band: min-max over seeds)")
         axes[0][0].legend(fontsize=8)
