@@ -240,7 +240,7 @@ def sparsify(kernel, group, ratio, rng):
 
 
 def sparsify_all(kernels, group, ratio, seed):
-    """``sparsify`` every named kernel (name -> array), one random stream per seed; returns the new dict."""
+    """``sparsify`` every named kernel (name -> array, in the network's order), one random stream per seed."""
     rng = np.random.default_rng(seed)
     return {name: sparsify(value, group, ratio, rng) for name, value in kernels.items()}
 
