@@ -94,12 +94,15 @@ class Subject:
 
     def plain_state(self):
         """``(state, acb_names)``: the checkpoint as plain-model entries (ACBs folded, trainer entries dropped)."""
-        if self.meta.get("deploy"):
-            return {k: v for k, v in self.arrays.items() if not _is_trainer_entry(k)}, []
-        try:
-            return _fold_acbs(self.arrays)
-        except ValueError as err:
-            raise UserError(f"{self.path}: {err}") from None
+        if "_plain" not in self.__dict__:
+            if self.meta.get("deploy"):
+                self._plain = {k: v for k, v in self.arrays.items() if not _is_trainer_entry(k)}, []
+            else:
+                try:
+                    self._plain = _fold_acbs(self.arrays)
+                except ValueError as err:
+                    raise UserError(f"{self.path}: {err}") from None
+        return self._plain
 
 
 def load_subject(path, label=None, argv=()):

@@ -277,7 +277,8 @@ BAD = {
                      "nowhere: data_dir does not exist"),
     "label count": (lambda c, d, t: ["magnitude", "--ckpt_path", c, "--labels", "a", "b"],
                     "--labels: 2 labels for 1 checkpoint"),
-    "missing checkpoint": (lambda c, d, t: ["magnitude", "--ckpt_path", str(t / "none.ckpt")], "none.ckpt: no such file"),
+    "missing checkpoint": (lambda c, d, t: ["magnitude", "--ckpt_path", str(t / "none.ckpt")],
+                           "none.ckpt: no such file"),
     "unknown option": (lambda c, d, t: ["magnitude", "--ckpt_path", c, "--modle", "src20"], "unknown option '--modle'"),
 }
 
