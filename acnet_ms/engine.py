@@ -124,14 +124,20 @@ def build_train_step(net, cfg, lrs):
     return step, optimizer
 
 
-def evaluate(net, loader, world=1):
-    """Top-1 / top-5 counts, summed loss and sample count over the whole split (summed over ranks)."""
+def evaluate(net, loader, world=1, transform=None):
+    """Top-1 / top-5 counts, summed loss and sample count over the whole split (summed over ranks).
+
+    ``transform``, if given, maps each batch of images (a numpy NCHW array, after
+    the loader's own transforms) to the batch the network sees.
+    """
     import mindspore as ms
 
     net.set_train(False)
     totals = np.zeros(4)
     try:
         for image, label in loader.create_tuple_iterator(num_epochs=1):
+            if transform is not None:
+                image = ms.Tensor(np.ascontiguousarray(transform(image.asnumpy())))
             logits = net(image).asnumpy().astype(np.float64)
             y = label.asnumpy().astype(np.int64)
             k = min(5, logits.shape[1])
@@ -378,6 +384,16 @@ def validate(cfg, arrays, deploy=False, folded_bn=False, log=print):
     of the fully folded model (``convert.py --fold_bn``), which has one form:
     ``create_model(..., deploy=True)``, whatever ``block_type`` says.
     """
+    net, loader, world = eval_setup(cfg, arrays, deploy, folded_bn, log)
+    return evaluate(net, loader, world)
+
+
+def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print):
+    """What :func:`validate` evaluates: ``(net, loader, world)``, the loaded network in eval mode.
+
+    The analyses (``acnet_ms.analysis``) evaluate through this and
+    :func:`evaluate`, so their numbers are validate.py's.
+    """
     import mindspore as ms
 
     from .checkpoint import net_state
@@ -407,4 +423,4 @@ def validate(cfg, arrays, deploy=False, folded_bn=False, log=print):
     if deploy:
         switch_to_deploy(net)
     loader = data.create_loader(cfg, spec, False, rank, world)
-    return evaluate(net, loader, world)
+    return net, loader, world

@@ -1,0 +1,108 @@
+"""Kernel analyses of trained checkpoints (ACNet's Fig. 6 and 7, and inputs flipped or rotated).
+
+    python analyze.py magnitude  --ckpt_path A.ckpt [B.ckpt ...] [--labels a b ...] [--out DIR]
+    python analyze.py sparsity   --ckpt_path A.ckpt [...] --data_dir DATA [--ratios 0 0.1 ... 0.9]
+                                 [--seeds 0 1 2] [--groups skeleton corner all]
+    python analyze.py robustness --ckpt_path A.ckpt [...] --data_dir DATA
+
+Each writes <sub-command>.json and <sub-command>.png into --out (default
+analysis_out/) and prints a table.  Every checkpoint form works: ACB training
+(folded in memory), plain, fully folded (convert.py --fold_bn) and stock MindCV
+checkpoints without metadata (name their model with --model).  Any other
+option is validate.py's (--model, --num_classes, --data_dir, --val_list,
+--image_resize, --batch_size, --config FILE, ...; see python validate.py -h)
+and applies to every checkpoint over what it recorded.  The figures need
+matplotlib: pip install -r requirements-study.txt.  See docs/analysis.md.
+"""
+import sys
+
+from acnet_ms.analysis import COMMANDS
+from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
+
+
+def _numbers(values, kind, option):
+    out = []
+    for value in values:
+        for part in str(value).split(","):
+            if part.strip():
+                try:
+                    out.append(kind(part))
+                except ValueError:
+                    raise UserError(f"{option}: {part.strip()!r} is not a{'n integer' if kind is int else ' number'}") \
+                        from None
+    return out
+
+
+def parse(argv):
+    """(command, our arguments, the rest: validate.py's options)."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return None, None, None
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        raise UserError(f"analyze.py: unknown sub-command {command!r}; choose from {', '.join(COMMANDS)}")
+    parser = ArgumentParser(prog=f"analyze.py {command}", add_help=False, allow_abbrev=False)
+    parser.add_argument("--ckpt_path", nargs="+", default=None)
+    parser.add_argument("--labels", nargs="+", default=None)
+    parser.add_argument("--out", default="analysis_out")
+    for name in ("--ratios", "--seeds", "--groups"):
+        parser.add_argument(name, nargs="+", default=None)
+    args, rest = parser.parse_known_args(rest)
+    if any(a in ("-h", "--help") for a in rest):
+        print(__doc__.strip())
+        return None, None, None
+    if not args.ckpt_path:
+        raise UserError("--ckpt_path is required (one or several checkpoint files)")
+    if args.labels is not None and len(args.labels) != len(args.ckpt_path):
+        n = len(args.ckpt_path)
+        raise UserError(f"--labels: {len(args.labels)} labels for {n} checkpoint{'s' if n != 1 else ''}")
+    if args.labels is not None and len(set(args.labels)) != len(args.labels):
+        dup = next(x for x in args.labels if args.labels.count(x) > 1)
+        raise UserError(f"--labels: {dup!r} is given twice")
+    if command != "sparsity":
+        given = [n for n in ("ratios", "seeds", "groups") if getattr(args, n) is not None]
+        if given:
+            raise UserError(f"--{given[0]} applies to the sparsity sub-command only")
+    return command, args, rest
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command, args, rest = parse(argv)
+    if command is None:
+        return 0
+    from acnet_ms import analysis
+
+    kwargs = {}
+    if command == "sparsity":
+        ratios = _numbers(args.ratios, float, "--ratios") if args.ratios else analysis.DEFAULT_RATIOS
+        analysis.check_ratios(ratios)
+        seeds = _numbers(args.seeds, int, "--seeds") if args.seeds else analysis.DEFAULT_SEEDS
+        if any(s < 0 for s in seeds):
+            raise UserError(f"--seeds: {min(seeds)} is negative")
+        groups = args.groups or analysis.GROUPS
+        for g in groups:
+            if g not in analysis.GROUPS:
+                raise UserError(f"--groups: unknown position group {g!r}; choose from {', '.join(analysis.GROUPS)}")
+        kwargs = dict(ratios=ratios, seeds=seeds, groups=groups)
+    analysis.require_matplotlib()
+    quiet_mindspore()
+    labels = args.labels or _default_labels(args.ckpt_path)
+    subjects = [analysis.load_subject(path, label, rest) for path, label in zip(args.ckpt_path, labels)]
+    result = getattr(analysis, command)(subjects, **kwargs)
+    paths = analysis.write(result, args.out)
+    print(analysis.table(result))
+    print(f"wrote {' and '.join(paths)}")
+    return 0
+
+
+def _default_labels(paths):
+    """File names without .ckpt; the paths as given where two files share a name."""
+    import os
+
+    names = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    return [n if names.count(n) == 1 else p for n, p in zip(names, paths)]
+
+
+if __name__ == "__main__":
+    run(main)
