@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import fold
+from . import state as state_map
 from .cli import UserError
 
 COMMANDS = ("magnitude", "sparsity", "robustness")
@@ -59,19 +59,30 @@ MAGNITUDE_DEFINITION = (
 
 # ---------------------------------------------------------------- the fold functions (one adapter each)
 
-def _fold_acbs(state):
-    """Fold every ACB of a checkpoint dict into plain conv + BN entries; returns (state, ACB names)."""
-    return fold.fold_state(state)
+def _fold_acbs(subject):
+    """Fold every ACB of a checkpoint into plain conv + BN entries; returns (state, ACB names).
+
+    Where each ACB's fold goes comes from the model (``transform.layout_for``)."""
+    from .transform import layout_for
+
+    arrays = subject.arrays
+    if not state_map.acb_prefixes(arrays):
+        return {k: v for k, v in arrays.items() if not state_map.is_training_state(k)}, []
+    layout = layout_for(subject.cfg["model"], subject.cfg["num_classes"], subject.meta)
+    return state_map.fold_state(arrays, layout)
 
 
-def _fold_bns(state):
-    """Fold every BatchNorm of a plain checkpoint dict into the conv before it."""
-    return fold.fold_bns(state)[0]
+def _fold_bns(subject, state):
+    """Fold every BatchNorm that follows a conv into it (the model's own conv/BN pairs)."""
+    from .models import create_model
+
+    pairs = create_model(subject.cfg["model"], num_classes=subject.cfg["num_classes"], deploy=True)._fused_pairs
+    return state_map.fold_bns(state, pairs)[0]
 
 
 def _is_trainer_entry(name):
     """True for optimizer / trainer entries of a checkpoint (not part of the network)."""
-    return fold.is_training_state(name)
+    return state_map.is_training_state(name)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -99,7 +110,7 @@ class Subject:
                 self._plain = {k: v for k, v in self.arrays.items() if not _is_trainer_entry(k)}, []
             else:
                 try:
-                    self._plain = _fold_acbs(self.arrays)
+                    self._plain = _fold_acbs(self)
                 except ValueError as err:
                     raise UserError(f"{self.path}: {err}") from None
         return self._plain
@@ -139,7 +150,7 @@ def folded_kernels(subject):
     state, _ = subject.plain_state()
     if not subject.meta.get("deploy"):
         try:
-            state = _fold_bns(state)
+            state = _fold_bns(subject, state)
         except ValueError as err:
             raise UserError(f"{subject.path}: {err}") from None
     names = square_kernel_names(state)

@@ -19,7 +19,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MINDCV_NAME = {"sres18": "resnet18", "sres50": "resnet50", "skresnet18": "skresnet18"}
+MINDCV_NAME = {"sres18": "resnet18", "sres50": "resnet50"}  # other names are MindCV's own
 
 
 # ---------------------------------------------------------------- workers (one process each)
@@ -35,15 +35,18 @@ def _quiet():
 
 
 def build(model, variant, num_classes=1000):
-    """The network of one variant: acb (training form, eval mode), folded (base), deploy (no BN), mindcv."""
+    """The network of one variant: acb (training form, eval mode), acb_onebn (ACB without branch BNs,
+    trained as one conv), folded (base), deploy (no BN), mindcv (the stock model)."""
     if variant == "mindcv":
         import mindcv
 
-        return mindcv.create_model(MINDCV_NAME[model], num_classes=num_classes)
+        return mindcv.create_model(MINDCV_NAME.get(model, model), num_classes=num_classes)
     from acnet_ms import create_model
 
     if variant == "deploy":
         return create_model(model, num_classes=num_classes, deploy=True)
+    if variant == "acb_onebn":
+        return create_model(model, num_classes=num_classes, block_type="acb", acb_branch_bn=False)
     return create_model(model, num_classes=num_classes, block_type="acb" if variant == "acb" else "base")
 
 
@@ -253,7 +256,7 @@ def work_acb_layer(spec):
     return interleaved(calls, 2, spec["repeat"])
 
 
-WORKERS = {"infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
+WORKERS = {"onnx": work_onnx, "infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
 
 
 # ---------------------------------------------------------------- driver
@@ -278,6 +281,28 @@ def run_timed_command(cmd):
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
     return wall, usage.ru_maxrss / 1024
+
+
+def work_onnx(spec):
+    """Batch-1 latency of the exported fully folded graph in onnxruntime, next to MindSpore graph mode."""
+    ms = _quiet()
+    import numpy as np
+    import onnxruntime as ort
+
+    from acnet_ms.deploy import export_graph
+
+    net = build(spec["model"], "deploy")
+    net.set_train(False)
+    stock = build(spec["model"], "mindcv")
+    stock.set_train(False)
+    x = np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32)
+    path = os.path.join(spec["dir"], "model.onnx")
+    os.replace(export_graph(net, x.shape, path, "onnx"), path)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x}
+    xt = ms.Tensor(x)
+    return interleaved({"onnxruntime": lambda: session.run(None, feed), "mindspore_folded": lambda: net(xt).asnumpy(),
+                        "mindspore_stock": lambda: stock(xt).asnumpy()}, 3, spec["repeat"])
 
 
 def med(values):
@@ -317,26 +342,61 @@ def inference_section(quick):
 
 def train_section(quick, batch):
     rows, meds = [], {}
-    variants = ["folded", "acb", "mindcv"]
-    for model in ("sres18", "skresnet18"):
+    plan = {"sres18": ["folded", "acb", "acb_onebn"], "skresnet18": ["folded", "acb", "mindcv"],
+            "mobilenet_v2_100": ["folded", "acb"], "regnet_x_400mf": ["folded", "acb"]}
+    for model, variants in plan.items():
         times = run_worker(dict(kind="train", model=model, variants=variants, batch=batch, repeat=3 if quick else 10))
         for variant in variants:
             peak = run_worker(dict(kind="train_memory", model=model, variant=variant, batch=batch))["peak_mb"]
             meds[(model, variant)] = med(times[variant])
             rows.append(f"| `{model}` | {'base' if variant == 'folded' else variant} | "
                         f"{fmt(times[variant], 1000, 0)} | {batch / med(times[variant]):.1f} | {peak:.0f} |")
-    ratio = (f"| ACB `sres18` ÷ base `sres18` | {meds[('sres18', 'acb')] / meds[('sres18', 'folded')]:.3f} |\n"
-             f"| ACB `skresnet18` ÷ base `skresnet18` | "
-             f"{meds[('skresnet18', 'acb')] / meds[('skresnet18', 'folded')]:.3f} |\n"
-             f"| our base `skresnet18` ÷ MindCV `skresnet18` | "
-             f"{meds[('skresnet18', 'folded')] / meds[('skresnet18', 'mindcv')]:.3f} |\n"
-             f"| our base `sres18` ÷ MindCV `resnet18` | "
-             f"{meds[('sres18', 'folded')] / meds[('sres18', 'mindcv')]:.3f} |")
+
+    def r(a, b):
+        return f"{meds[a] / meds[b]:.3f}"
+
+    ratio = "\n".join([
+        f"| ACB `sres18` ÷ base `sres18` | {r(('sres18', 'acb'), ('sres18', 'folded'))} |",
+        f"| ACB without branch BNs (one conv) `sres18` ÷ base `sres18` | "
+        f"{r(('sres18', 'acb_onebn'), ('sres18', 'folded'))} |",
+        f"| ACB `skresnet18` ÷ base `skresnet18` | {r(('skresnet18', 'acb'), ('skresnet18', 'folded'))} |",
+        f"| our base `skresnet18` ÷ MindCV `skresnet18` | {r(('skresnet18', 'folded'), ('skresnet18', 'mindcv'))} |",
+        f"| ACB `mobilenet_v2_100` ÷ base | {r(('mobilenet_v2_100', 'acb'), ('mobilenet_v2_100', 'folded'))} |",
+        f"| ACB `regnet_x_400mf` ÷ base | {r(('regnet_x_400mf', 'acb'), ('regnet_x_400mf', 'folded'))} |"])
     return (f"### Training step (forward + backward + SGD update, batch {batch}, 224×224)\n\n"
-            "Step times of a model's three forms are taken round-robin in one process; peak RSS (compile + "
-            "two steps) in a process of its own per form.\n\n"
+            "Step times of a model's forms are taken round-robin in one process; peak RSS (compile + "
+            "two steps) in a process of its own per form. `acb_onebn` = `acb_branch_bn: false` (one BN after "
+            "the summed convs, trained as one conv over the summed kernel). Base forms of MindCV names are "
+            "MindCV's models.\n\n"
             "| model | form | step, ms | images/s | peak RSS, MB |\n|---|---|---|---|---|\n" + "\n".join(rows) +
             "\n\n| ratio of step times | value |\n|---|---|\n" + ratio)
+
+
+def onnx_section(quick, tmp):
+    res = run_worker(dict(kind="onnx", model="sres18", dir=tmp, repeat=10 if quick else 60))
+    res.pop("peak_mb")
+    stock = med(res["mindspore_stock"])
+    rows = [f"| {name} | {fmt(t, 1000)} | {med(t) / stock:.2f} |" for name, t in res.items()]
+    return ("### Deployed speed: the exported ONNX graph (fully folded `sres18`, batch 1, 224×224)\n\n"
+            "`convert.py --fold_bn --export onnx` output in onnxruntime (CPU provider), next to the same "
+            "fully folded model and stock MindCV `resnet18` in MindSpore graph mode, timed round-robin.\n\n"
+            "| runtime | latency, ms | ÷ MindSpore stock `resnet18` |\n|---|---|---|\n" + "\n".join(rows))
+
+
+def families_section(quick):
+    rows = []
+    for model in ("mobilenet_v2_100", "regnet_x_400mf", "efficientnet_b0", "densenet121", "ghostnet_100"):
+        res = run_worker(dict(kind="infer", model=model, variants=["folded", "deploy", "mindcv"],
+                              repeat_latency=8 if quick else 40, repeat_throughput=1 if quick else 3))
+        lat = res["latency"]
+        rows.append(f"| `{model}` | {fmt(lat['mindcv'], 1000)} | {med(lat['folded']) / med(lat['mindcv']):.3f} | "
+                    f"{min(lat['folded']) / min(lat['mindcv']):.3f} | {med(lat['deploy']) / med(lat['mindcv']):.3f} |")
+    return ("### Folded MindCV models (batch-1 latency, 224×224)\n\n"
+            "A converted checkpoint loads into the stock model, so the folded form *is* MindCV's graph; "
+            "`folded` here is `acnet_ms.create_model(name)` timed against a second `mindcv.create_model(name)` "
+            "instance, round-robin (the spread of identical graphs), and `deploy` the fully folded form.\n\n"
+            "| model | stock MindCV, ms | folded ÷ stock, medians | folded ÷ stock, minima | "
+            "fully folded ÷ stock |\n|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def acb_layer_section(quick):
@@ -351,7 +411,7 @@ def acb_layer_section(quick):
 
 def convert_section(quick, tmp):
     rows = []
-    for model in ("sres50", "skresnext50_32x4d"):
+    for model in ("sres50", "resnext50_32x4d", "skresnext50_32x4d"):
         src = os.path.join(tmp, f"{model}_acb.ckpt")
         made = run_worker(dict(kind="make_ckpt", model=model, path=src))
         walls, rss = [], []
@@ -388,7 +448,8 @@ def main():
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--train_batch", type=int, default=16, help="batch of the training-step benchmark")
-    parser.add_argument("--only", choices=("infer", "train", "acb_layer", "convert", "pipeline"), help="one section")
+    parser.add_argument("--only", choices=("infer", "families", "train", "onnx", "acb_layer", "convert", "pipeline"),
+                        help="one section")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
     args = parser.parse_args()
     if args.worker:
@@ -403,7 +464,9 @@ def main():
              f"{'' if args.train_batch == 16 else f' --train_batch {args.train_batch}'}."]
     with tempfile.TemporaryDirectory() as tmp:
         sections = [("infer", lambda: inference_section(args.quick)),
+                    ("families", lambda: families_section(args.quick)),
                     ("train", lambda: train_section(args.quick, args.train_batch)),
+                    ("onnx", lambda: onnx_section(args.quick, tmp)),
                     ("acb_layer", lambda: acb_layer_section(args.quick)),
                     ("convert", lambda: convert_section(args.quick, tmp)),
                     ("pipeline", lambda: pipeline_section(args.quick, tmp))]

@@ -238,8 +238,7 @@ def test_stock_mindcv_checkpoint_with_model_option(digits, tmp_path):
     ckpt = str(tmp_path / "resnet18.ckpt")
     ms.save_checkpoint(mindcv.create_model("resnet18", num_classes=10), ckpt)
     assert read_checkpoint(ckpt)[1] == {}  # no metadata: the model comes from --model
-    # our registry names MindCV's resnet18 layout sres18 (a "resnet18" alias is planned)
-    options = ["--model", "sres18", "--num_classes", 10, "--data_dir", digits, "--val_list", "val_small.txt",
+    options = ["--model", "resnet18", "--num_classes", 10, "--data_dir", digits, "--val_list", "val_small.txt",
                "--image_resize", 16, "--crop_pct", 1.0, "--batch_size", 30]
     results = {}
     for command, extra in (("magnitude", []), ("robustness", []),
