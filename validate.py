@@ -34,7 +34,7 @@ def main(argv=None):
     if not known.ckpt_path:
         raise UserError("--ckpt_path is required")
     arrays, meta = read_checkpoint(known.ckpt_path)
-    base = dict(model=None, num_classes=None, **recorded_options(meta))
+    base = dict(dict(model=None, num_classes=None), **recorded_options(meta))
     cfg, args = config.parse(argv, __doc__, extra=extra, base=base)
     if not cfg["model"]:
         raise UserError(f"{known.ckpt_path}: the checkpoint does not record its model; pass --model NAME "
