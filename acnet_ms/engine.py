@@ -394,6 +394,17 @@ def sync_bn_statistics(net, mode, world):
         offset += n
 
 
+def copy_weights(src, dst):
+    """Every parameter of ``src`` into the same-named one of ``dst`` (no-op when they are one network)."""
+    import mindspore as ms
+
+    if src is dst:
+        return
+    values = {p.name: p for p in src.get_parameters()}
+    for p in dst.get_parameters():
+        p.set_data(ms.Tensor(values[p.name].asnumpy().astype(ms.dtype_to_nptype(p.dtype))))
+
+
 class EpochEnd:
     """What happens after each epoch (MindCV's ``StateMonitor`` role): BN sync, validation, summary, checkpoints.
 
@@ -402,8 +413,9 @@ class EpochEnd:
     online weights under ``ema.*`` for ``--resume``.
     """
 
-    def __init__(self, cfg, plan, step_cell, net, val_loader, ckpts, rank, world, log, best=None):
+    def __init__(self, cfg, plan, step_cell, net, val_loader, ckpts, rank, world, log, best=None, eval_net=None):
         self.cfg, self.plan, self.step_cell, self.net = cfg, plan, step_cell, net
+        self.eval_net = eval_net or net
         self.val_loader, self.ckpts, self.rank, self.world, self.log = val_loader, ckpts, rank, world, log
         self.best = best
         self.last_path = None
@@ -425,7 +437,8 @@ class EpochEnd:
         try:
             sync_bn_statistics(self.net, cfg["dist_bn"], self.world)
             if validate:
-                metrics = evaluate(self.net, self.val_loader, self.world)
+                copy_weights(self.net, self.eval_net)
+                metrics = evaluate(self.eval_net, self.val_loader, self.world)
                 self.net.set_train(True)
                 summary.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
                 line += (f"; val top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} loss {metrics['loss']:.4f} "
@@ -549,6 +562,10 @@ def _build(cfg, rank, world, train_spec, val_spec, log):
                         f"{cfg['batch_size']} per device")
     val_loader = data.create_loader(cfg, val_spec, False, rank, world, workers) if val_spec else None
     net = build_model(cfg)
+    eval_net = None
+    if val_loader is not None and cfg["val_amp_level"] != cfg["amp_level"]:
+        # validation runs at val_amp_level: a second network of the same names, given the weights before each use
+        eval_net = apply_amp(build_model(cfg), cfg["val_amp_level"], cfg["amp_cast_list"])
     if cfg["ckpt_path"]:
         load_pretrained(net, cfg["ckpt_path"], log)
     lrs = lr_schedule(cfg, spe, log)
@@ -559,8 +576,8 @@ def _build(cfg, rank, world, train_spec, val_spec, log):
         best = meta.get("best_top1")
     plan = Plan(spe, cfg["epoch_size"], lrs, start_epoch, gstep, cfg["val_interval"], cfg["ckpt_save_interval"],
                 val_loader is not None)
-    return dict(train_loader=train_loader, val_loader=val_loader, net=net, step_cell=step_cell, plan=plan,
-                best=best, sink=uses_sink(cfg, log))
+    return dict(train_loader=train_loader, val_loader=val_loader, net=net, eval_net=eval_net, step_cell=step_cell,
+                plan=plan, best=best, sink=uses_sink(cfg, log))
 
 
 def _train(cfg, rank, world, run, log):
@@ -570,7 +587,8 @@ def _train(cfg, rank, world, run, log):
     folder = cfg["ckpt_save_dir"]
     ckpts = Checkpoints(folder, f"{cfg['model']}_{cfg['block_type']}", cfg["keep_checkpoint_max"],
                         cfg["ckpt_save_policy"])
-    end = EpochEnd(cfg, plan, step_cell, net, run["val_loader"], ckpts, rank, world, log, best=run["best"])
+    end = EpochEnd(cfg, plan, step_cell, net, run["val_loader"], ckpts, rank, world, log, best=run["best"],
+                   eval_net=run["eval_net"])
     if plan.start_epoch >= plan.epochs:
         log(f"nothing to do: the checkpoint already has {plan.start_epoch} of {plan.epochs} epochs")
     ds.config.set_seed(cfg["seed"] + plan.start_epoch)  # a resumed run does not replay epoch 0's order
