@@ -12,7 +12,6 @@ from . import data
 from .checkpoint import load_pretrained, mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import UserError, first_line
 from .config import IDENTITY, dump
-from .train_step import TrainStep
 
 
 # ---------------------------------------------------------------- context
@@ -175,6 +174,8 @@ def build_train_step(net, cfg, lrs, scale_window=2000):
     """
     from mindcv.loss import create_loss
     from mindcv.optim import create_optimizer
+
+    from .train_step import TrainStep
 
     apply_amp(net, cfg["amp_level"], cfg["amp_cast_list"])
     try:

@@ -1,7 +1,5 @@
 """MindCV's options: names, defaults, legacy keys, and that each group reaches the behaviour it names."""
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -338,3 +336,8 @@ def test_many_workers_are_lowered_with_one_line(digits, tmp_path):
                                             "False", "--num_parallel_workers", 64, "--log_interval", 5))
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.count("num_parallel_workers 64 is more than") == 1
+
+
+def test_docs_list_every_option():
+    text = open(os.path.join(ROOT, "docs", "options.md"), encoding="utf-8").read()
+    assert [name for name in OPTIONS if f"| `{name}` |" not in text] == []
