@@ -341,3 +341,15 @@ def test_many_workers_are_lowered_with_one_line(digits, tmp_path):
 def test_docs_list_every_option():
     text = open(os.path.join(ROOT, "docs", "options.md"), encoding="utf-8").read()
     assert [name for name in OPTIONS if f"| `{name}` |" not in text] == []
+
+
+def test_our_recipes_use_mindcvs_keys_plus_ours_only():
+    import glob
+
+    from acnet_ms.config import read_yaml
+
+    mindcv = {n for names in MINDCV.values() for n in names.split()}
+    ours = {name for name, o in OPTIONS.items() if o.ours}
+    for path in glob.glob(os.path.join(ROOT, "configs", "*.yaml")):
+        extra = set(read_yaml(path)) - mindcv - ours
+        assert not extra, (path, extra)
