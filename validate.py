@@ -4,8 +4,10 @@
 
 The model, its block type, classes and data recipe are read from the
 checkpoint; options given here (or in --config) override them.  A checkpoint
-written by convert.py --fold_bn (meta "deploy": true) is evaluated in the fully
-folded model (convs with bias, no BN).
+without that record (e.g. one written by MindCV) takes num_classes from its
+classifier's shape and needs --model.  A checkpoint written by convert.py
+--fold_bn (meta "deploy": true) is evaluated in the fully folded model (convs
+with bias, no BN).
 """
 import json
 import os
@@ -26,12 +28,22 @@ def main(argv=None):
     known, _ = pre.parse_known_args(argv)
     quiet_mindspore()
     from acnet_ms.checkpoint import read_checkpoint
-    from acnet_ms.engine import recorded_options, validate
+    from acnet_ms.engine import classifier_classes, recorded_options, validate
+    from acnet_ms.models import list_models
 
     if not known.ckpt_path:
         raise UserError("--ckpt_path is required")
     arrays, meta = read_checkpoint(known.ckpt_path)
-    cfg, args = config.parse(argv, __doc__, extra=extra, base=recorded_options(meta))
+    base = dict(dict(model=None, num_classes=None), **recorded_options(meta))
+    cfg, args = config.parse(argv, __doc__, extra=extra, base=base)
+    if not cfg["model"]:
+        raise UserError(f"{known.ckpt_path}: the checkpoint does not record its model; pass --model NAME "
+                        f"(models: {', '.join(list_models())})")
+    if cfg["num_classes"] is None:
+        cfg["num_classes"] = classifier_classes(arrays)
+        if cfg["num_classes"] is None:
+            raise UserError(f"{known.ckpt_path}: no classifier weight found to read the class count from; "
+                            f"pass --num_classes N")
     metrics = validate(cfg, arrays, deploy=args.deploy, folded_bn=bool(meta.get("deploy")))
     line = (f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} loss={metrics['loss']:.4f} "
             f"samples={metrics['samples']}")

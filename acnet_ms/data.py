@@ -90,6 +90,21 @@ def inspect(cfg, split):
     return DataSpec("folder", root, total, classes)
 
 
+def check_download(cfg):
+    """``dataset_download: True``: this port reads data from disk only.
+
+    Data already in place need no download, so the run goes on; otherwise one
+    error says where to put the data.
+    """
+    try:
+        inspect(cfg, "train")
+    except UserError as err:
+        what = ("CIFAR-10's binary version (cifar-10-binary.tar.gz) and extract it into data_dir"
+                if cfg["dataset"] == "cifar10" else "the dataset as data_dir/<split>/<class>/<image>")
+        raise UserError(f"option 'dataset_download': downloading needs network access, which this port does not "
+                        f"use; download {what} ({err})") from None
+
+
 def check_num_classes(spec, num_classes, split):
     if spec.num_classes != num_classes:
         raise UserError(f"{spec.root}: the {split} data has {spec.num_classes} classes but num_classes is "
@@ -110,55 +125,100 @@ class _ListSource:
         return np.fromfile(path, np.uint8), np.int32(label)
 
 
+def workers(cfg, log=None):
+    """``num_parallel_workers``, lowered to the machine's cores (MindSpore refuses more), with one logged line."""
+    cores = os.cpu_count() or 1
+    wanted = cfg["num_parallel_workers"]
+    if wanted > cores:
+        if log:
+            log(f"num_parallel_workers {wanted} is more than this machine's {cores} cores; using {cores}")
+        return cores
+    return wanted
+
+
 def transforms(cfg, training):
+    """mindcv's transforms with every augmentation option of the recipe."""
     from mindcv.data import create_transforms
 
     if cfg["dataset"] == "cifar10":
         return create_transforms("cifar10", image_resize=cfg["image_resize"], is_training=training)
-    kwargs = dict(interpolation=cfg["interpolation"])
+    kwargs = dict(interpolation=cfg["interpolation"], mean=list(cfg["mean"]), std=list(cfg["std"]))
     if training:
-        kwargs.update(scale=tuple(cfg["scale"]), ratio=tuple(cfg["ratio"]), hflip=cfg["hflip"])
+        kwargs.update(scale=tuple(cfg["scale"]), ratio=tuple(cfg["ratio"]), hflip=cfg["hflip"], vflip=cfg["vflip"],
+                      color_jitter=cfg["color_jitter"], auto_augment=cfg["auto_augment"],
+                      separate=cfg["aug_splits"] > 0, re_prob=cfg["re_prob"], re_scale=tuple(cfg["re_scale"]),
+                      re_ratio=tuple(cfg["re_ratio"]), re_value=cfg["re_value"],
+                      re_max_attempts=cfg["re_max_attempts"])
     else:
         kwargs.update(crop_pct=cfg["crop_pct"])
-    return create_transforms("imagenet", image_resize=cfg["image_resize"], is_training=training, **kwargs)
+    try:
+        return create_transforms("imagenet", image_resize=cfg["image_resize"], is_training=training, **kwargs)
+    except (ValueError, TypeError, RuntimeError, AssertionError, KeyError) as err:
+        raise UserError(f"augmentation options are not accepted by mindcv's transforms ({first_line(err)})") \
+            from None
 
 
-def create_loader(cfg, spec, training, rank=0, world=1):
+def _training_sampler(cfg, size, rank, world):
+    """A sampler for the training data when the plain shuffle/shard arguments do not say it all."""
+    import mindspore.dataset as ds
+    from mindcv.data.distributed_sampler import RepeatAugSampler
+
+    if cfg["aug_repeats"] > 1:
+        return RepeatAugSampler(size, num_shards=world, rank_id=rank, shuffle=cfg["shuffle"],
+                                num_repeats=cfg["aug_repeats"])
+    if cfg["num_samples"]:
+        if world > 1:
+            return ds.DistributedSampler(world, rank, shuffle=cfg["shuffle"], num_samples=cfg["num_samples"])
+        cls = ds.RandomSampler if cfg["shuffle"] else ds.SequentialSampler
+        return cls(num_samples=cfg["num_samples"]) if not cfg["shuffle"] else cls(replacement=False,
+                                                                                   num_samples=cfg["num_samples"])
+    return None
+
+
+def create_loader(cfg, spec, training, rank=0, world=1, num_workers=None):
     """Batched loader for ``spec``.
 
-    Training: shuffled, sharded by rank (MindSpore pads shards to equal length),
-    incomplete last batch dropped.  Validation: every sample exactly once over
-    all ranks (rank r takes samples r, r + world, ...), last batch kept.
+    Training: shuffled (``shuffle``), sharded by rank (MindSpore pads shards to
+    equal length), repeated augmentation (``aug_repeats``) or a subset
+    (``num_samples``) through mindcv's samplers, ``drop_remainder``, mixup /
+    cutmix (soft labels) through mindcv's loader.  Validation: every sample
+    exactly once over all ranks (rank r takes samples r, r + world, ...), last
+    batch kept, in order unless ``eval_shuffle``.
     """
     import mindspore.dataset as ds
-    from mindcv.data import create_dataset
     from mindcv.data import create_loader as mindcv_loader
 
-    workers = max(1, min(cfg["num_parallel_workers"], os.cpu_count() or 1))
+    workers_ = num_workers or workers(cfg)
+    num_classes = cfg["num_classes"] or spec.num_classes
     if training:
-        shard = dict(num_shards=world, shard_id=rank) if world > 1 else {}
-        sampler = None
+        sampler = _training_sampler(cfg, spec.num_samples, rank, world)
+        kwargs = dict(sampler=sampler) if sampler is not None else dict(shuffle=cfg["shuffle"])
+        if sampler is None and world > 1:
+            kwargs.update(num_shards=world, shard_id=rank)
     else:
         if spec.num_samples < world:
             raise UserError(f"{spec.root}: {spec.num_samples} validation samples cannot be spread over {world} ranks")
-        shard = {}
-        sampler = ds.SubsetSampler(list(range(rank, spec.num_samples, world))) if world > 1 else None
+        if world > 1:
+            indices = list(range(rank, spec.num_samples, world))
+            cls = ds.SubsetRandomSampler if cfg["eval_shuffle"] else ds.SubsetSampler
+            kwargs = dict(sampler=cls(indices))
+        else:
+            kwargs = dict(shuffle=cfg["eval_shuffle"])
     if spec.kind == "list":
-        kwargs = dict(sampler=sampler) if sampler is not None else dict(shuffle=training, **shard)
         dataset = ds.GeneratorDataset(_ListSource(spec.items), column_names=["image", "label"],
-                                      num_parallel_workers=workers, **kwargs)
-    elif sampler is not None:
-        cls = ds.Cifar10Dataset if spec.kind == "cifar10" else ds.ImageFolderDataset
-        extra = dict(usage="test") if spec.kind == "cifar10" else {}
-        dataset = cls(spec.root, sampler=sampler, num_parallel_workers=workers, **extra)
+                                      num_parallel_workers=workers_, **kwargs)
+    elif spec.kind == "cifar10":
+        dataset = ds.Cifar10Dataset(spec.root, usage="train" if training else "test", num_parallel_workers=workers_,
+                                    **kwargs)
     else:
-        name = "cifar10" if spec.kind == "cifar10" else ""
-        split = ("train" if training else "test") if spec.kind == "cifar10" else ""
-        dataset = create_dataset(name, spec.root, split=split, shuffle=training, num_parallel_workers=workers,
-                                 **shard)
-    return mindcv_loader(dataset, batch_size=cfg["batch_size"], drop_remainder=training, is_training=training,
-                         num_classes=cfg["num_classes"], transform=transforms(cfg, training),
-                         num_parallel_workers=workers)
+        dataset = ds.ImageFolderDataset(spec.root, num_parallel_workers=workers_, **kwargs)
+    mix = training and (cfg["mixup"] > 0 or cfg["cutmix"] > 0)
+    return mindcv_loader(dataset, batch_size=cfg["batch_size"],
+                         drop_remainder=(cfg["drop_remainder"] or mix) if training else False,
+                         is_training=training, mixup=cfg["mixup"] if training else 0.0,
+                         cutmix=cfg["cutmix"] if training else 0.0, cutmix_prob=cfg["cutmix_prob"],
+                         num_classes=num_classes, transform=transforms(cfg, training),
+                         num_parallel_workers=workers_, separate=training and cfg["aug_splits"] > 0)
 
 
 _BAD_FILE = re.compile(r"corresponding data file is: (.+?)\. (.*?)(?:\n|$)")

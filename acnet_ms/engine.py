@@ -78,48 +78,120 @@ class RunLog:
 
 # ---------------------------------------------------------------- pieces
 
-def lr_schedule(cfg, steps_per_epoch):
-    """Per-step learning rates (a list, one per optimizer step) from mindcv's scheduler factory."""
+def lr_schedule(cfg, steps_per_epoch, log=None):
+    """Per-step learning rates (a list, one per training step) from mindcv's scheduler factory."""
+    import logging
+
     from mindcv.scheduler import create_scheduler
 
-    decay = cfg["decay_epochs"] or max(1, cfg["epoch_size"] - cfg["warmup_epochs"])
-    lrs = create_scheduler(steps_per_epoch, scheduler=cfg["scheduler"], lr=cfg["lr"], min_lr=cfg["min_lr"],
-                           warmup_epochs=cfg["warmup_epochs"], warmup_factor=cfg["warmup_factor"],
-                           decay_epochs=decay, decay_rate=cfg["decay_rate"],
-                           milestones=cfg["multi_step_decay_milestones"], num_epochs=cfg["epoch_size"],
-                           lr_epoch_stair=cfg["lr_epoch_stair"])
+    if cfg["warmup_epochs"] + cfg["decay_epochs"] > cfg["epoch_size"] and log:
+        log(f"warmup_epochs + decay_epochs ({cfg['warmup_epochs']} + {cfg['decay_epochs']}) > epoch_size "
+            f"({cfg['epoch_size']}): the schedule ends before reaching min_lr (as in MindCV)")
+    logging.getLogger("mindcv.scheduler.scheduler_factory").setLevel(logging.ERROR)  # said once, above
+    try:
+        lrs = create_scheduler(steps_per_epoch, scheduler=cfg["scheduler"], lr=cfg["lr"], min_lr=cfg["min_lr"],
+                               warmup_epochs=cfg["warmup_epochs"], warmup_factor=cfg["warmup_factor"],
+                               decay_epochs=cfg["decay_epochs"], decay_rate=cfg["decay_rate"],
+                               milestones=cfg["multi_step_decay_milestones"], num_epochs=cfg["epoch_size"],
+                               num_cycles=cfg["num_cycles"], cycle_decay=cfg["cycle_decay"],
+                               lr_epoch_stair=cfg["lr_epoch_stair"])
+    except (ValueError, TypeError, AssertionError, ZeroDivisionError) as err:
+        raise UserError(f"scheduler {cfg['scheduler']}: mindcv refuses the schedule options ({first_line(err)})") \
+            from None
     return [float(v) for v in lrs]
 
 
-def build_train_step(net, cfg, lrs):
-    """The compiled train step: loss, optimizer, AMP and loss scaling, data-parallel reduction.
+def model_kwargs(cfg):
+    """Keyword arguments for ``create_model`` beyond name and classes.
 
-    With a fixed loss scale that never skips updates, gradients come back
-    multiplied by the scale and the optimizer divides them by the same
-    number; with overflow-checking scales (dynamic, or fixed with
-    ``drop_overflow_update``) the step unscales the gradients itself and the
-    optimizer's scale is 1.  Either way the update is that of an unscaled step.
+    ``drop_rate``, ``drop_path_rate`` and ``in_channels`` are passed only when
+    they differ from MindCV's defaults, so models that do not take them build
+    as long as the recipe leaves them alone.
     """
-    import mindspore as ms
+    kwargs = dict(block_type=cfg["block_type"], gamma_init=cfg["gamma_init"], acb_branches=cfg["acb_branches"],
+                  acb_branch_bn=cfg["acb_branch_bn"], acb_position=cfg["acb_position"])
+    for key, default in (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3)):
+        if cfg.get(key, default) != default:
+            kwargs[key] = cfg[key]
+    return kwargs
+
+
+def build_model(cfg, num_classes=None):
+    """The model ``cfg`` names, with one-line errors for options the model does not take."""
+    from .models import create_model
+
+    kwargs = model_kwargs(cfg)
+    try:
+        return create_model(cfg["model"], num_classes=num_classes or cfg["num_classes"], **kwargs)
+    except TypeError as err:
+        given = [k for k in ("drop_rate", "drop_path_rate", "in_channels") if k in kwargs]
+        raise UserError(f"model {cfg['model']} does not take option(s) {', '.join(given) or 'given'} "
+                        f"({first_line(err)})") from None
+    except ValueError as err:
+        raise UserError(f"model {cfg['model']}: {first_line(err)}") from None
+
+
+def amp_cast_classes(text):
+    """``amp_cast_list`` ("[nn.Conv2d, nn.Dense]") checked against ``mindspore.nn``; UserError otherwise."""
+    from mindspore import nn
+
+    names = [n.strip() for n in text.strip().strip("[]()").split(",") if n.strip()]
+    bad = [n for n in names if not (n.startswith("nn.") and isinstance(getattr(nn, n[3:], None), type))]
+    if not names or bad:
+        raise UserError(f"option 'amp_cast_list': expected a list of mindspore.nn cells such as [nn.Conv2d], "
+                        f"got {text!r}")
+    return "[" + ", ".join(names) + "]"
+
+
+def apply_amp(net, level, cast_list=None):
+    """Cast ``net`` for mixed precision with mindcv's rules (``amp_cast_list`` overrides its cell lists)."""
+    from mindcv.utils.amp import auto_mixed_precision
+
+    auto_mixed_precision(net, level, amp_cast_classes(cast_list) if cast_list else None)
+    return net
+
+
+def loss_scaling(cfg):
+    """(initial scale, dynamic?, skips overflowing steps?) for ``loss_scale_type`` fixed / dynamic / auto.
+
+    ``auto`` does what MindSpore's ``build_train_network`` does by level:
+    dynamic scaling from 2**24 for O2, no scaling otherwise.
+    """
+    kind = cfg["loss_scale_type"]
+    if kind == "auto":
+        if cfg["amp_level"] == "O2":
+            return 2.0 ** 24, True, True
+        return 1.0, False, cfg["drop_overflow_update"]
+    if kind == "dynamic":
+        return cfg["loss_scale"], True, True  # MindCV: dynamic scaling always drops overflowing updates
+    return cfg["loss_scale"], False, cfg["drop_overflow_update"]
+
+
+def build_train_step(net, cfg, lrs, scale_window=2000):
+    """The compiled train step: loss, optimizer, AMP, loss scaling, clipping, accumulation, EMA, reduction.
+
+    Returns ``(step, optimizer)``.  ``step(image, label)`` returns ``(loss,
+    finite, scale)``; see :class:`TrainStep`.
+    """
     from mindcv.loss import create_loss
     from mindcv.optim import create_optimizer
 
-    checks_overflow = cfg["loss_scale_type"] == "dynamic" or cfg["drop_overflow_update"]
-    if checks_overflow and cfg["device_target"] == "CPU":
-        raise UserError("loss_scale_type: dynamic and drop_overflow_update: True need Ascend or GPU "
-                        "(MindSpore's CPU backend has no overflow check); use a fixed loss_scale on CPU")
-    if cfg["loss_scale"] < 1:
-        raise UserError(f"option 'loss_scale' must be >= 1, got {cfg['loss_scale']}")
-    optimizer = create_optimizer(net, opt=cfg["opt"], lr=lrs, weight_decay=cfg["weight_decay"],
-                                 momentum=cfg["momentum"], nesterov=cfg["nesterov"],
-                                 weight_decay_filter=cfg["weight_decay_filter"],
-                                 loss_scale=1.0 if checks_overflow else cfg["loss_scale"])
-    loss = create_loss(name=cfg["loss"], label_smoothing=cfg["label_smoothing"])
-    if cfg["loss_scale_type"] == "dynamic":
-        manager = ms.amp.DynamicLossScaleManager(cfg["loss_scale"], scale_factor=2, scale_window=2000)
-    else:
-        manager = ms.amp.FixedLossScaleManager(cfg["loss_scale"], drop_overflow_update=cfg["drop_overflow_update"])
-    step = ms.amp.build_train_network(net, optimizer, loss, level=cfg["amp_level"], loss_scale_manager=manager)
+    from .train_step import TrainStep
+
+    apply_amp(net, cfg["amp_level"], cfg["amp_cast_list"])
+    try:
+        optimizer = create_optimizer(net, opt=cfg["opt"], lr=lrs, weight_decay=cfg["weight_decay"],
+                                     momentum=cfg["momentum"], nesterov=cfg["use_nesterov"],
+                                     weight_decay_filter=cfg["weight_decay_filter"], layer_decay=cfg["layer_decay"],
+                                     eps=cfg["eps"], loss_scale=1.0)
+        loss = create_loss(name=cfg["loss"], reduction=cfg["reduction"], label_smoothing=cfg["label_smoothing"],
+                           aux_factor=cfg["aux_factor"])
+    except (ValueError, TypeError, NotImplementedError, AssertionError) as err:
+        raise UserError(f"optimizer/loss options refused by mindcv ({first_line(err)})") from None
+    scale, dynamic, skip = loss_scaling(cfg)
+    step = TrainStep(net, loss, optimizer, scale=scale, dynamic=dynamic, skip_overflow=skip,
+                     scale_window=scale_window, clip_grad=cfg["clip_grad"], clip_value=cfg["clip_value"],
+                     accumulation=cfg["gradient_accumulation_steps"], ema=cfg["ema"], ema_decay=cfg["ema_decay"])
     step.set_train()
     return step, optimizer
 
@@ -171,10 +243,17 @@ def identity_of(cfg):
 # ---------------------------------------------------------------- checkpoints
 
 class Checkpoints:
-    """Rank 0's checkpoint folder: ``<model>_<block>-e<epoch>.ckpt`` (at most ``keep`` of them) and ``-best``."""
+    """Rank 0's checkpoint folder: ``<model>_<block>-e<epoch>.ckpt`` and ``<model>_<block>-best.ckpt``.
 
-    def __init__(self, folder, prefix, keep):
-        self.folder, self.prefix, self.keep = folder, prefix, keep
+    ``policy`` (MindCV's ``ckpt_save_policy``): ``latest_k`` keeps the newest
+    ``keep`` epoch checkpoints, ``top_k`` the ``keep`` with the best validation
+    top-1 (the newer wins a tie), ``None`` all of them.  The ``-best`` file is
+    kept apart in every case.
+    """
+
+    def __init__(self, folder, prefix, keep, policy="latest_k"):
+        self.folder, self.prefix, self.keep, self.policy = folder, prefix, keep, policy
+        self.scores = {}  # path -> validation top-1, for top_k
 
     def epoch_files(self):
         pattern = re.compile(re.escape(self.prefix) + r"-e(\d+)\.ckpt$")
@@ -182,22 +261,36 @@ class Checkpoints:
                  if (m := pattern.search(os.path.basename(f)))]
         return [f for _, f in sorted(found)]
 
+    def to_remove(self, files, scores):
+        """The epoch files the policy drops, given all of them (oldest first) and their scores."""
+        if self.policy is None or self.keep <= 0 or len(files) <= self.keep:
+            return []
+        if self.policy == "top_k":
+            ranked = sorted(files, key=lambda f: (scores.get(f, float("-inf")), files.index(f)), reverse=True)
+            kept = set(ranked[:self.keep])
+            return [f for f in files if f not in kept]
+        return files[:-self.keep]
+
     def save(self, cell, meta, best=False):
         name = f"{self.prefix}-best.ckpt" if best else f"{self.prefix}-e{meta['epoch']:03d}.ckpt"
         path = os.path.join(self.folder, name)
         write_checkpoint(path, cell, meta)
         if not best:
-            for old in self.epoch_files()[:-self.keep] if self.keep > 0 else []:
+            self.scores[path] = meta.get("val_top1")
+            if self.policy == "top_k":
+                for f in self.epoch_files():
+                    if f not in self.scores:
+                        self.scores[f] = read_checkpoint(f)[1].get("val_top1")
+            for old in self.to_remove(self.epoch_files(), {k: v for k, v in self.scores.items() if v is not None}):
                 os.remove(old)
+                self.scores.pop(old, None)
         return path
 
 
-def restore(step_cell, cfg, steps_per_epoch, log):
-    """Load a ``--resume`` checkpoint into the train step; return (start_epoch, global_step, meta)."""
-    import mindspore as ms
-
+def check_resume(cfg):
+    """Read a ``--resume`` checkpoint's metadata and check it belongs to this run (before anything is written)."""
     path = cfg["resume"]
-    arrays, meta = read_checkpoint(path)
+    _, meta = read_checkpoint(path)
     if "epoch" not in meta or "step" not in meta:
         raise UserError(f"{path}: not a training checkpoint (no epoch/step recorded); "
                         f"use ckpt_path to start from plain weights")
@@ -207,6 +300,16 @@ def restore(step_cell, cfg, steps_per_epoch, log):
         raise UserError(f"{path}: checkpoint of {theirs['model']} (block_type {theirs['block_type']}, "
                         f"{theirs['num_classes']} classes) but this run trains {mine['model']} "
                         f"(block_type {mine['block_type']}, {mine['num_classes']} classes)")
+    return meta
+
+
+def restore(step_cell, cfg, steps_per_epoch, log):
+    """Load a ``--resume`` checkpoint into the train step; return (start_epoch, global_step, meta)."""
+    import mindspore as ms
+
+    path = cfg["resume"]
+    meta = check_resume(cfg)
+    arrays, _ = read_checkpoint(path)
     # the schedule comes from the config; its position from the restored global_step
     arrays = {k: v for k, v in arrays.items() if k != "learning_rate"}
     shapes = {k: v for k, v in shapes_of(step_cell).items() if k != "learning_rate"}
@@ -214,12 +317,165 @@ def restore(step_cell, cfg, steps_per_epoch, log):
     if problem:
         raise UserError(f"{path}: cannot resume: {problem}")
     ms.load_param_into_net(step_cell, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in arrays.items()})
+    if meta.get("ema_in_model_slots"):
+        step_cell.swap_ema()  # the file holds the EMA under the model's names, the online weights under ema.*
+    step_cell.load_scaler_state(meta)
     epoch, step = int(meta["epoch"]), int(meta["step"])
     if step != epoch * steps_per_epoch:
         log(f"warning: the checkpoint has {step} steps after {epoch} epochs, this run has {steps_per_epoch} "
             f"steps per epoch (batch size or device count changed); the schedule continues from step {step}")
     log(f"resumed from {path}: epoch {epoch}, step {step}")
     return epoch, step, meta
+
+
+# ---------------------------------------------------------------- bookkeeping shared by loop and sink
+
+class Plan:
+    """Where a run is and what each epoch's end does; the step loop and the sink path share it.
+
+    Epochs are numbered from 1.  A sink launch runs one epoch's steps
+    (``sink_size = steps_per_epoch``), so launches, epoch boundaries, the
+    schedule position and the checkpoint/validation cadence are the same
+    whichever path runs the steps.
+    """
+
+    def __init__(self, steps_per_epoch, epochs, lrs, start_epoch=0, start_step=0, val_interval=1,
+                 save_interval=1, validating=False):
+        self.steps_per_epoch, self.epochs, self.lrs = steps_per_epoch, epochs, lrs
+        self.start_epoch, self.start_step = start_epoch, start_step
+        self.val_interval, self.save_interval, self.validating = val_interval, save_interval, validating
+
+    @property
+    def sink_size(self):
+        return self.steps_per_epoch
+
+    def epochs_to_run(self):
+        return range(self.start_epoch + 1, self.epochs + 1)
+
+    def launches(self):
+        """(epoch, steps) of each sink launch still to run."""
+        return [(epoch, self.sink_size) for epoch in self.epochs_to_run()]
+
+    def step_after(self, epoch):
+        """The global step count at the end of ``epoch`` (continuing from the resumed step)."""
+        return self.start_step + (epoch - self.start_epoch) * self.steps_per_epoch
+
+    def lr_at(self, step):
+        """The learning rate the ``step``-th step used (1-based; nan before the first)."""
+        return self.lrs[min(step, len(self.lrs)) - 1] if step else float("nan")
+
+    def last(self, epoch):
+        return epoch == self.epochs
+
+    def validates(self, epoch):
+        return self.validating and (epoch % self.val_interval == 0 or self.last(epoch))
+
+    def saves(self, epoch):
+        return epoch % self.save_interval == 0 or self.last(epoch)
+
+    def resume_point(self):
+        """(epoch, step) a checkpoint written at the end of the last finished epoch records."""
+        return self.start_epoch, self.start_step
+
+
+def sync_bn_statistics(net, mode, world):
+    """Make every rank's BN moving statistics the same: ``reduce`` averages them, ``broadcast`` takes rank 0's."""
+    import mindspore as ms
+
+    if world <= 1 or mode == "none":
+        return
+    from mindspore.communication import get_rank
+
+    params = [p for p in net.get_parameters() if p.name.endswith(("moving_mean", "moving_variance"))]
+    if not params:
+        return
+    flat = np.concatenate([p.asnumpy().astype(np.float32).ravel() for p in params])
+    if mode == "broadcast":
+        flat = flat * (1.0 if get_rank() == 0 else 0.0)
+    total = ms.ops.AllReduce()(ms.Tensor(flat)).asnumpy()
+    if mode == "reduce":
+        total = total / world
+    offset = 0
+    for p in params:
+        n = int(np.prod(p.shape)) if p.shape else 1
+        p.set_data(ms.Tensor(total[offset:offset + n].reshape(p.shape).astype(ms.dtype_to_nptype(p.dtype))))
+        offset += n
+
+
+def copy_weights(src, dst):
+    """Every parameter of ``src`` into the same-named one of ``dst`` (no-op when they are one network)."""
+    import mindspore as ms
+
+    if src is dst:
+        return
+    values = {p.name: p for p in src.get_parameters()}
+    for p in dst.get_parameters():
+        p.set_data(ms.Tensor(values[p.name].asnumpy().astype(ms.dtype_to_nptype(p.dtype))))
+
+
+class EpochEnd:
+    """What happens after each epoch (MindCV's ``StateMonitor`` role): BN sync, validation, summary, checkpoints.
+
+    With EMA the averaged weights are what is validated and saved (as MindCV
+    does): they are swapped into the model for both, and the file keeps the
+    online weights under ``ema.*`` for ``--resume``.
+    """
+
+    def __init__(self, cfg, plan, step_cell, net, val_loader, ckpts, rank, world, log, best=None, eval_net=None):
+        self.cfg, self.plan, self.step_cell, self.net = cfg, plan, step_cell, net
+        self.eval_net = eval_net or net
+        self.val_loader, self.ckpts, self.rank, self.world, self.log = val_loader, ckpts, rank, world, log
+        self.best = best
+        from .transform import acb_layout
+
+        self.layout = acb_layout(net) or None  # where each ACB's fold goes: convert.py needs nothing else
+        self.last_path = None
+        self.best_path = None
+        best_file = os.path.join(ckpts.folder, f"{ckpts.prefix}-best.ckpt")
+        if best is not None and os.path.isfile(best_file):
+            self.best_path = best_file
+
+    def __call__(self, epoch, step, mean_loss, seconds):
+        plan, cfg = self.plan, self.cfg
+        summary = dict(epoch=epoch, step=step, loss=mean_loss, lr=plan.lr_at(step), seconds=seconds)
+        line = f"epoch {epoch}/{plan.epochs} done: mean loss {mean_loss:.4f}, {seconds:.1f} s"
+        validate, save = plan.validates(epoch), plan.saves(epoch)
+        if not (validate or save):
+            self.log(line)
+            self._summary(summary)
+            return summary
+        self.step_cell.swap_ema()
+        try:
+            sync_bn_statistics(self.net, cfg["dist_bn"], self.world)
+            if validate:
+                copy_weights(self.net, self.eval_net)
+                metrics = evaluate(self.eval_net, self.val_loader, self.world)
+                self.net.set_train(True)
+                summary.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
+                line += (f"; val top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} loss {metrics['loss']:.4f} "
+                         f"({metrics['samples']} samples)")
+            self.log(line)
+            self._summary(summary)
+            if self.rank == 0:
+                improved = "val_top1" in summary and (self.best is None or summary["val_top1"] > self.best)
+                if improved:
+                    self.best = summary["val_top1"]
+                meta = dict(identity_of(cfg), acb_layout=self.layout, epoch=epoch, step=step, lr=plan.lr_at(step),
+                            best_top1=self.best,
+                            val_top1=summary.get("val_top1"), ema_in_model_slots=bool(cfg["ema"]), config=cfg,
+                            **self.step_cell.scaler_state())
+                if save:
+                    self.last_path = self.ckpts.save(self.step_cell, meta)
+                if improved:
+                    self.best_path = self.ckpts.save(self.step_cell, meta, best=True)
+        finally:
+            self.step_cell.swap_ema()
+        return summary
+
+    def _summary(self, summary):
+        if self.rank == 0:
+            with open(os.path.join(self.ckpts.folder, "summary.jsonl"), "a", encoding="utf-8") as f:
+                f.write(json.dumps(summary) + "\n")
 
 
 # ---------------------------------------------------------------- training
@@ -229,94 +485,159 @@ def _fmt_time(seconds):
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def train(cfg):
-    """Run the training that ``cfg`` describes. Returns a summary dict."""
+def uses_sink(cfg, log):
+    """Whether to sink the data: ``dataset_sink_mode`` on Ascend or GPU; on CPU one logged line and the loop."""
+    if not cfg["dataset_sink_mode"]:
+        return False
+    if cfg["device_target"] == "CPU":
+        log("dataset_sink_mode: MindSpore sinks data on Ascend and GPU only; running the step loop on CPU")
+        return False
+    return True
+
+
+def check_inputs(cfg):
+    """Every check that needs no device: options, files, data.  Nothing is written. Returns (train, val) specs."""
     from .models import model_entry
 
     try:
         model_entry(cfg["model"])
     except ValueError as err:
         raise UserError(str(err)) from None
-    for key in ("batch_size", "epoch_size", "log_interval", "ckpt_save_interval", "val_interval"):
-        if cfg[key] < 1:
-            raise UserError(f"option '{key}' must be >= 1, got {cfg[key]}")
+    if cfg["pretrained"]:
+        raise UserError("option 'pretrained': MindCV's pretrained weights are downloaded from the network, which "
+                        "this port does not do; download the .ckpt and pass it as ckpt_path (plain weights load "
+                        "into base and ACB models)")
+    if cfg["resume_opt"] and not cfg["resume"]:
+        if not cfg["ckpt_path"]:
+            raise UserError("option 'resume_opt' resumes the checkpoint given as ckpt_path, which is not set")
+        cfg["resume"], cfg["ckpt_path"] = cfg["ckpt_path"], None
     for key in ("ckpt_path", "resume"):
         if cfg[key] and not os.path.isfile(cfg[key]):
             raise UserError(f"{cfg[key]}: no such checkpoint file ({key})")
+    if (cfg["mixup"] > 0 or cfg["cutmix"] > 0) and cfg["batch_size"] % 2:
+        raise UserError(f"mixup/cutmix mix a batch with its reverse: batch_size must be even, got {cfg['batch_size']}")
+    if cfg["amp_cast_list"]:
+        amp_cast_classes(cfg["amp_cast_list"])
+    if cfg["dataset_download"]:
+        data.check_download(cfg)
     train_spec = data.inspect(cfg, "train")
+    if cfg["num_classes"] is None:
+        cfg["num_classes"] = train_spec.num_classes  # MindCV: None reads the class count from the data
     data.check_num_classes(train_spec, cfg["num_classes"], "train")
     val_spec = None
     if cfg["val_while_train"]:
         val_spec = data.inspect(cfg, "val")
         data.check_num_classes(val_spec, cfg["num_classes"], "validation")
+    if cfg["resume"]:
+        check_resume(cfg)
+    return train_spec, val_spec
 
+
+def train(cfg):
+    """Run the training that ``cfg`` describes. Returns a summary dict.
+
+    Every input is checked and the whole run is built (data, model, train
+    step, resumed state) before anything is written to ``ckpt_save_dir``.
+    """
+    train_spec, val_spec = check_inputs(cfg)
     folder = cfg["ckpt_save_dir"]
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{folder}: ckpt_save_dir is a file")
+    early = []
+    rank, world = setup(cfg, log=early.append)
+    run = _build(cfg, rank, world, train_spec, val_spec, early.append)
     try:
         os.makedirs(folder, exist_ok=True)
     except OSError as err:
         raise UserError(f"{folder}: cannot create ckpt_save_dir ({err.strerror})") from None
-    early = []
-    rank, world = setup(cfg, log=early.append)
     log = RunLog(folder, rank, echo=rank == 0)
     for line in early:
         log(line)
     try:
-        return _train(cfg, rank, world, train_spec, val_spec, log)
+        if rank == 0:
+            dump(cfg, os.path.join(folder, "config.yaml"))
+        return _train(cfg, rank, world, run, log)
     finally:
         log.close()
 
 
-def _train(cfg, rank, world, train_spec, val_spec, log):
-    import mindspore.dataset as ds
-
-    from .models import create_model
-
-    folder = cfg["ckpt_save_dir"]
-    if rank == 0:
-        dump(cfg, os.path.join(folder, "config.yaml"))
+def _build(cfg, rank, world, train_spec, val_spec, log):
+    """Loaders, model, train step and resumed state; no file is written."""
     log(f"{cfg['model']} ({cfg['block_type']}), {cfg['num_classes']} classes; {train_spec.num_samples} training "
         f"samples from {train_spec.root}; {world} device(s) on {cfg['device_target']}, "
         f"{'graph' if cfg['mode'] == 0 else 'PyNative'} mode")
-    train_loader = data.create_loader(cfg, train_spec, True, rank, world)
+    workers = data.workers(cfg, log)
+    train_loader = data.create_loader(cfg, train_spec, True, rank, world, workers)
     spe = train_loader.get_dataset_size()
     if spe == 0:
         raise UserError(f"{train_spec.root}: {train_spec.num_samples} samples make no full batch of "
                         f"{cfg['batch_size']} per device")
-    val_loader = data.create_loader(cfg, val_spec, False, rank, world) if val_spec else None
+    val_loader = data.create_loader(cfg, val_spec, False, rank, world, workers) if val_spec else None
+    net = build_model(cfg)
+    if cfg["block_type"] == "acb":
+        from .transform import summary_line
 
-    net = create_model(cfg["model"], num_classes=cfg["num_classes"], block_type=cfg["block_type"],
-                       gamma_init=cfg["gamma_init"])
+        log(f"{cfg['model']}: {summary_line(net)}")
+    eval_net = None
+    if val_loader is not None and cfg["val_amp_level"] != cfg["amp_level"]:
+        # validation runs at val_amp_level: a second network of the same names, given the weights before each use
+        eval_net = apply_amp(build_model(cfg), cfg["val_amp_level"], cfg["amp_cast_list"])
     if cfg["ckpt_path"]:
         load_pretrained(net, cfg["ckpt_path"], log)
-    lrs = lr_schedule(cfg, spe)
+    lrs = lr_schedule(cfg, spe, log)
     step_cell, _ = build_train_step(net, cfg, lrs)
     start_epoch, gstep, best = 0, 0, None
     if cfg["resume"]:
         start_epoch, gstep, meta = restore(step_cell, cfg, spe, log)
         best = meta.get("best_top1")
-    epochs = cfg["epoch_size"]
-    total = epochs * spe
-    ckpts = Checkpoints(folder, f"{cfg['model']}_{cfg['block_type']}", cfg["keep_checkpoint_max"])
-    last_path = best_path = None
-    if best is not None and os.path.isfile(os.path.join(folder, f"{ckpts.prefix}-best.ckpt")):
-        best_path = os.path.join(folder, f"{ckpts.prefix}-best.ckpt")
-    if start_epoch >= epochs:
-        log(f"nothing to do: the checkpoint already has {start_epoch} of {epochs} epochs")
+    plan = Plan(spe, cfg["epoch_size"], lrs, start_epoch, gstep, cfg["val_interval"], cfg["ckpt_save_interval"],
+                val_loader is not None)
+    return dict(train_loader=train_loader, val_loader=val_loader, net=net, eval_net=eval_net, step_cell=step_cell,
+                plan=plan, best=best, sink=uses_sink(cfg, log))
 
-    def lr_at(step):
-        return lrs[min(step, len(lrs)) - 1] if step else float("nan")
 
-    ds.config.set_seed(cfg["seed"] + start_epoch)  # a resumed run does not replay epoch 0's order
-    iterator = train_loader.create_tuple_iterator(num_epochs=max(1, epochs - start_epoch))
-    run_start, run_steps = time.perf_counter(), 0
+def _train(cfg, rank, world, run, log):
+    import mindspore.dataset as ds
+
+    plan, net, step_cell = run["plan"], run["net"], run["step_cell"]
+    folder = cfg["ckpt_save_dir"]
+    ckpts = Checkpoints(folder, f"{cfg['model']}_{cfg['block_type']}", cfg["keep_checkpoint_max"],
+                        cfg["ckpt_save_policy"])
+    end = EpochEnd(cfg, plan, step_cell, net, run["val_loader"], ckpts, rank, world, log, best=run["best"],
+                   eval_net=run["eval_net"])
+    if plan.start_epoch >= plan.epochs:
+        log(f"nothing to do: the checkpoint already has {plan.start_epoch} of {plan.epochs} epochs")
+    ds.config.set_seed(cfg["seed"] + plan.start_epoch)  # a resumed run does not replay epoch 0's order
     images_per_step = cfg["batch_size"] * world
-    for epoch in range(start_epoch, epochs):
+    gstep = plan.start_step
+    if run["sink"]:
+        gstep = _run_sunk(cfg, plan, step_cell, run["train_loader"], end, images_per_step, log)
+    else:
+        gstep = _run_loop(cfg, plan, step_cell, run["train_loader"], end, images_per_step, log)
+    final_lr = plan.lr_at(gstep)
+    log(f"finished: {gstep} steps ({plan.epochs} epochs x {plan.steps_per_epoch}), final lr {final_lr:.8f}; "
+        f"weights sha256 {weights_digest(net)}")
+    if rank == 0:
+        last_path = end.last_path or (ckpts.epoch_files() or [None])[-1]
+        log(f"last checkpoint: {last_path}")
+        log(f"best checkpoint: {end.best_path or '(none: no validation)'}")
+        return dict(steps=gstep, lr=final_lr, last=last_path, best=end.best_path)
+    return dict(steps=gstep, lr=final_lr, last=None, best=None)
+
+
+def _run_loop(cfg, plan, step_cell, loader, end, images_per_step, log):
+    """The ordinary loop: one call of the compiled step per batch, progress every ``log_interval`` steps."""
+    spe, gstep = plan.steps_per_epoch, plan.start_step
+    todo = plan.epochs_to_run()
+    iterator = loader.create_tuple_iterator(num_epochs=max(1, len(todo)))
+    run_start, run_steps = time.perf_counter(), 0
+    total = plan.step_after(plan.epochs)
+    for epoch in todo:
         epoch_start = tick = time.perf_counter()
         loss_sum, i = None, 0
         try:
             for i, (image, label) in enumerate(iterator, 1):
-                out = step_cell(image, label)
-                loss = out[0] if isinstance(out, tuple) else out
+                loss = step_cell(image, label)[0]
                 loss_sum = loss if loss_sum is None else loss_sum + loss
                 gstep += 1
                 run_steps += 1
@@ -324,45 +645,40 @@ def _train(cfg, rank, world, train_spec, val_spec, log):
                     now = time.perf_counter()
                     n = cfg["log_interval"] if i % cfg["log_interval"] == 0 else i % cfg["log_interval"]
                     eta = (now - run_start) / run_steps * (total - gstep)
-                    log(f"epoch {epoch + 1}/{epochs} step {i}/{spe} loss {float(loss.asnumpy()):.4f} "
-                        f"lr {lr_at(gstep):.6f} images/s {n * images_per_step / (now - tick):.1f} "
+                    log(f"epoch {epoch}/{plan.epochs} step {i}/{spe} loss {float(loss.asnumpy()):.4f} "
+                        f"lr {plan.lr_at(gstep):.6f} images/s {n * images_per_step / (now - tick):.1f} "
                         f"eta {_fmt_time(eta)}")
                     tick = now
         except RuntimeError as err:
             raise data.pipeline_error(err) or err from None
-        mean_loss = float(loss_sum.asnumpy()) / max(i, 1)
-        summary = dict(epoch=epoch + 1, step=gstep, loss=mean_loss, lr=lr_at(gstep),
-                       seconds=time.perf_counter() - epoch_start)
-        line = f"epoch {epoch + 1}/{epochs} done: mean loss {mean_loss:.4f}, {summary['seconds']:.1f} s"
-        last = epoch + 1 == epochs
-        if val_loader is not None and ((epoch + 1) % cfg["val_interval"] == 0 or last):
-            metrics = evaluate(net, val_loader, world)
-            net.set_train(True)
-            summary.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
-            line += (f"; val top1 {metrics['top1']:.4f} top5 {metrics['top5']:.4f} loss {metrics['loss']:.4f} "
-                     f"({metrics['samples']} samples)")
-        log(line)
-        if rank != 0:
-            continue
-        with open(os.path.join(folder, "summary.jsonl"), "a", encoding="utf-8") as f:
-            f.write(json.dumps(summary) + "\n")
-        improved = "val_top1" in summary and (best is None or summary["val_top1"] > best)
-        if improved:
-            best = summary["val_top1"]
-        meta = dict(identity_of(cfg), epoch=epoch + 1, step=gstep, lr=lr_at(gstep), best_top1=best,
-                    config=cfg)
-        if (epoch + 1) % cfg["ckpt_save_interval"] == 0 or last:
-            last_path = ckpts.save(step_cell, meta)
-        if improved:
-            best_path = ckpts.save(step_cell, meta, best=True)
-    final_lr = lr_at(gstep)
-    log(f"finished: {gstep} steps ({epochs} epochs x {spe}), final lr {final_lr:.8f}; "
-        f"weights sha256 {weights_digest(net)}")
-    if rank == 0:
-        last_path = last_path or (ckpts.epoch_files() or [None])[-1]
-        log(f"last checkpoint: {last_path}")
-        log(f"best checkpoint: {best_path or '(none: no validation)'}")
-    return dict(steps=gstep, lr=final_lr, last=last_path, best=best_path)
+        end(epoch, gstep, float(loss_sum.asnumpy()) / max(i, 1), time.perf_counter() - epoch_start)
+    return gstep
+
+
+def _run_sunk(cfg, plan, step_cell, loader, end, images_per_step, log):
+    """Ascend/GPU: ``mindspore.data_sink`` over the same compiled step, one launch per epoch.
+
+    Untested on hardware (MindSpore refuses sinking on CPU).  One progress line
+    per launch; the mean loss of an epoch is its last step's loss.
+    """
+    import mindspore as ms
+
+    sunk = ms.data_sink(step_cell, loader, sink_size=plan.sink_size)
+    run_start = time.perf_counter()
+    gstep = plan.start_step
+    for epoch, steps in plan.launches():
+        tick = time.perf_counter()
+        try:
+            loss = float(sunk()[0].asnumpy())
+        except RuntimeError as err:
+            raise data.pipeline_error(err) or err from None
+        gstep = plan.step_after(epoch)
+        now = time.perf_counter()
+        eta = (now - run_start) / (gstep - plan.start_step) * (plan.step_after(plan.epochs) - gstep)
+        log(f"epoch {epoch}/{plan.epochs} step {steps}/{plan.steps_per_epoch} loss {loss:.4f} "
+            f"lr {plan.lr_at(gstep):.6f} images/s {steps * images_per_step / (now - tick):.1f} eta {_fmt_time(eta)}")
+        end(epoch, gstep, loss, now - tick)
+    return gstep
 
 
 # ---------------------------------------------------------------- validation
@@ -377,12 +693,35 @@ def recorded_options(meta):
     return {k: v for k, v in recorded.items() if k in OPTIONS and k not in skip}
 
 
+CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads", "linear", "logits", "last_linear", "dense")
+
+
+def classifier_classes(arrays):
+    """The class count a checkpoint's classifier gives: rows of its last 2-d ``<classifier>.weight``, else None.
+
+    The classifier is the last 2-d weight whose cell is named like one
+    (``classifier.weight``, ``fc.weight``, ``head.weight``, ``head.fc.weight``, ...);
+    optimizer and EMA copies are not looked at.
+    """
+    from .fold import is_training_state
+
+    found = None
+    for name, value in arrays.items():
+        parts = name.split(".")
+        if (is_training_state(name) or len(parts) < 2 or parts[-1] != "weight" or np.ndim(value) != 2
+                or parts[-2] not in CLASSIFIER_NAMES):
+            continue
+        found = int(np.shape(value)[0])
+    return found
+
+
 def validate(cfg, arrays, deploy=False, folded_bn=False, log=print):
     """Evaluate the checkpoint ``arrays`` (name -> numpy) on the ``val`` split; returns the metrics dict.
 
     ``deploy``: fold the ACBs in memory first.  ``folded_bn``: the checkpoint is
     of the fully folded model (``convert.py --fold_bn``), which has one form:
-    ``create_model(..., deploy=True)``, whatever ``block_type`` says.
+    ``create_model(..., deploy=True)``, whatever ``block_type`` says.  The
+    network runs at ``val_amp_level``.
     """
     net, loader, world = eval_setup(cfg, arrays, deploy, folded_bn, log)
     return evaluate(net, loader, world)
@@ -408,8 +747,7 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print):
         if folded_bn:
             net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
         else:
-            net = create_model(cfg["model"], num_classes=cfg["num_classes"], block_type=cfg["block_type"],
-                               gamma_init=cfg["gamma_init"])
+            net = build_model(cfg)
         state = net_state(arrays, net)
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
@@ -422,5 +760,6 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print):
     net.set_train(False)
     if deploy:
         switch_to_deploy(net)
-    loader = data.create_loader(cfg, spec, False, rank, world)
+    apply_amp(net, cfg["val_amp_level"], cfg["amp_cast_list"])
+    loader = data.create_loader(cfg, spec, False, rank, world, data.workers(cfg, log))
     return net, loader, world

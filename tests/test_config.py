@@ -48,7 +48,7 @@ def test_command_line_overrides_yaml_which_overrides_defaults(tmp_path):
     path.write_text("lr: 0.5\nbatch_size: 7\ndistribute: True\n")
     cfg, _ = parse(["--config", str(path), "--lr", "0.25", "--distribute", "False"], "")
     assert cfg["lr"] == 0.25 and cfg["batch_size"] == 7 and cfg["distribute"] is False
-    assert cfg["epoch_size"] == 100  # default
+    assert cfg["epoch_size"] == 90  # MindCV's default
 
 
 @pytest.mark.parametrize("text,fragment", [

@@ -95,3 +95,24 @@ def test_msrun_two_nodes(digits, tmp_path):
     outs = finish(procs)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outs)
     check_run(save)
+
+
+def test_msrun_in_run_top1_is_the_saved_checkpoints(digits, tmp_path):
+    """dist_bn reduce: BN statistics are averaged over ranks before validating and saving, so the accuracy
+    a run reports is the one validate.py measures on the checkpoint it wrote."""
+    from conftest import run_script
+
+    save = str(tmp_path / "run")
+    cmd = [MSRUN, "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(free_port()), "--join",
+           "True", "--log_dir", str(tmp_path / "logs"), "python", os.path.join(ROOT, "train.py"),
+           *map(str, small_run(digits, save, "--distribute", "True", "--epoch_size", 1, "--dist_bn", "reduce"))]
+    (out,) = finish([subprocess.Popen(cmd, cwd=ROOT, env=user_env(), stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True)])
+    log = open(os.path.join(save, "train_rank0.log")).read()
+    in_run = re.search(r"epoch 1/1 done: .* val top1 ([\d.]+) top5 [\d.]+ loss ([\d.]+) \(60 samples\)", log)
+    assert in_run, out[-3000:]
+    res = run_script("validate.py", "--ckpt_path", os.path.join(save, "src20_acb-e001.ckpt"), "--data_dir", digits,
+                     "--num_parallel_workers", 1)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1].startswith(f"top1={in_run.group(1)} ")
+    assert f"loss={in_run.group(2)} " in res.stdout

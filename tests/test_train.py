@@ -237,9 +237,21 @@ def make_bad(kind, digits, tmp_path):
         return "train.py", small_run(digits, save, "--ckpt_path", tmp_path / "gone.ckpt"), ["gone.ckpt", "no such"]
     if kind == "missing_resume":
         return "train.py", small_run(digits, save, "--resume", tmp_path / "gone.ckpt"), ["gone.ckpt", "no such"]
-    if kind == "dynamic_on_cpu":
-        return ("train.py", small_run(digits, save, "--loss_scale_type", "dynamic", "--loss_scale", 1024),
-                ["dynamic", "CPU"])
+    if kind == "pretrained":
+        return "train.py", small_run(digits, save, "--pretrained", "True"), ["'pretrained'", "ckpt_path"]
+    if kind == "download_missing":
+        return ("train.py", small_run(str(tmp_path), save, "--dataset", "cifar10", "--dataset_download", "True"),
+                ["'dataset_download'", "cifar-10-binary"])
+    if kind == "odd_batch_mixup":
+        return "train.py", small_run(digits, save, "--mixup", 0.2, "--batch_size", 7), ["batch_size must be even"]
+    if kind == "top_k_without_validation":
+        return ("train.py", small_run(digits, save, "--ckpt_save_policy", "top_k", "--val_while_train", "False"),
+                ["top_k", "val_while_train"])
+    if kind == "model_option_not_taken":
+        return "train.py", small_run(digits, save, "--drop_path_rate", 0.1), ["src20", "drop_path_rate"]
+    if kind == "bad_amp_cast_list":
+        return "train.py", small_run(digits, save, "--amp_level", "O2", "--amp_cast_list", "[os.system]"), \
+            ["amp_cast_list"]
     if kind == "validate_missing":
         return "validate.py", ["--ckpt_path", tmp_path / "gone.ckpt"], ["gone.ckpt", "no such file"]
     if kind == "validate_no_split":
@@ -253,7 +265,9 @@ def make_bad(kind, digits, tmp_path):
 
 
 BAD = ["no_data_dir", "no_split", "empty_class", "bad_image", "class_count", "unknown_key", "resume_other_model",
-       "missing_ckpt_path", "missing_resume", "dynamic_on_cpu", "validate_missing", "validate_no_split"]
+       "missing_ckpt_path", "missing_resume", "pretrained", "download_missing", "odd_batch_mixup",
+       "top_k_without_validation", "model_option_not_taken", "bad_amp_cast_list", "validate_missing",
+       "validate_no_split"]
 
 
 @pytest.mark.parametrize("kind", BAD)
