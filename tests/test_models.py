@@ -68,8 +68,7 @@ def test_unknown_model_and_block_type_are_clear_errors():
     with pytest.raises(ValueError, match="block_type must be one of base, acb"):
         create_model("sres18", block_type="ACB")
     assert set(IMAGENET + ["src56", "src110", "resnet18", "mobilenet_v2_100", "vit_b_16_224"]) <= set(list_models())
-    with pytest.raises(ValueError, match="vit_b_32_224 has no k x k conv that can become an ACB"):
-        create_model("vit_b_32_224", block_type="acb")
+
 
 
 def test_mindcv_weights_give_identical_logits_in_our_base_model():
