@@ -59,6 +59,14 @@ MAGNITUDE_DEFINITION = (
 
 # ---------------------------------------------------------------- the fold functions (one adapter each)
 
+def _model_of(subject):
+    """``(model, num_classes)`` of a subject: its options, else what the checkpoint recorded."""
+    model = subject.cfg.get("model") or subject.meta.get("model")
+    if not model:
+        raise UserError(f"{subject.path}: the checkpoint does not record its model; pass --model NAME")
+    return model, subject.cfg.get("num_classes") or subject.meta.get("num_classes")
+
+
 def _fold_acbs(subject):
     """Fold every ACB of a checkpoint into plain conv + BN entries; returns (state, ACB names).
 
@@ -68,16 +76,17 @@ def _fold_acbs(subject):
     arrays = subject.arrays
     if not state_map.acb_prefixes(arrays):
         return {k: v for k, v in arrays.items() if not state_map.is_training_state(k)}, []
-    layout = layout_for(subject.cfg["model"], subject.cfg["num_classes"], subject.meta)
-    return state_map.fold_state(arrays, layout)
+    model, num_classes = _model_of(subject)
+    return state_map.fold_state(arrays, layout_for(model, num_classes, subject.meta))
 
 
 def _fold_bns(subject, state):
-    """Fold every BatchNorm that follows a conv into it (the model's own conv/BN pairs)."""
+    """Fold every BatchNorm that follows a conv into it (the model's own conv/BN pairs, those present)."""
     from .models import create_model
 
-    pairs = create_model(subject.cfg["model"], num_classes=subject.cfg["num_classes"], deploy=True)._fused_pairs
-    return state_map.fold_bns(state, pairs)[0]
+    model, num_classes = _model_of(subject)
+    pairs = create_model(model, num_classes=num_classes, deploy=True)._fused_pairs
+    return state_map.fold_bns(state, [p for p in pairs if p[0] + ".weight" in state])[0]
 
 
 def _is_trainer_entry(name):

@@ -703,7 +703,7 @@ def classifier_classes(arrays):
     (``classifier.weight``, ``fc.weight``, ``head.weight``, ``head.fc.weight``, ...);
     optimizer and EMA copies are not looked at.
     """
-    from .fold import is_training_state
+    from .state import is_training_state
 
     found = None
     for name, value in arrays.items():

@@ -84,7 +84,8 @@ def test_magnitude_reads_bn_folded_kernels_so_bn_scales_count():
     arrays = {"conv1.weight": w, "bn1.gamma": np.array([1, 3], np.float32), "bn1.beta": np.zeros(2, np.float32),
               "bn1.moving_mean": np.zeros(2, np.float32),
               "bn1.moving_variance": np.full(2, 1 - EPS, np.float32)}  # BN scale t = gamma
-    result = analysis.magnitude([Subject("x", "x.ckpt", arrays, {})])
+    # src20's conv1 -> bn1 is a conv/BN pair of the model; the rest of the model is absent and left alone
+    result = analysis.magnitude([Subject("x", "x.ckpt", arrays, {"model": "src20", "num_classes": 10})])
     row = result["checkpoints"][0]
     assert row["form"] == "plain"
     expected = np.full((3, 3), 0.25)  # folded: channel 0 all 1, channel 1 a 3 at the top left -> (1 + 3) / 2 = 2
