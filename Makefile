@@ -1,12 +1,13 @@
 # `make demo`: set up .venv on a fresh machine and run the digits demo (train, validate, fold, validate).
 # `make test`: set up .venv and run the test suite.        (Python 3.9-3.11)
 # `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
+# `make study`: set up .venv and reproduce ACNet's ablations and kernel analyses on the digits (study_out/).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench study install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +27,8 @@ test: install
 bench: install
 	$(PY) benchmarks/bench.py --out benchmarks/results.md
 
+study: install
+	$(PY) -m acnet_ms.study --out study_out
+
 clean:
-	rm -rf $(VENV) .pytest_cache demo_out data/digits
+	rm -rf $(VENV) .pytest_cache demo_out study_out analysis_out data/digits

@@ -44,7 +44,7 @@ def main(argv=None):
         if cfg["num_classes"] is None:
             raise UserError(f"{known.ckpt_path}: no classifier weight found to read the class count from; "
                             f"pass --num_classes N")
-    metrics = validate(cfg, arrays, deploy=args.deploy, folded_bn=bool(meta.get("deploy")))
+    metrics = validate(cfg, arrays, deploy=args.deploy, folded_bn=bool(meta.get("deploy")), meta=meta)
     line = (f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} loss={metrics['loss']:.4f} "
             f"samples={metrics['samples']}")
     if args.json:

@@ -283,7 +283,8 @@ class Evaluator:
         if not subject.meta.get("deploy"):
             cfg["block_type"] = "base"
         self.net, self.loader, self.world = eval_setup(cfg, subject.arrays,
-                                                       folded_bn=bool(subject.meta.get("deploy")), log=log)
+                                                       folded_bn=bool(subject.meta.get("deploy")), log=log,
+                                                       meta=subject.meta)
         self.params = {p.name: p for p in self.net.get_parameters() if is_square_kernel(p.name, tuple(p.shape))}
         if not self.params:
             raise UserError(f"{subject.path}: no k x k convolution (k > 1) to analyse")

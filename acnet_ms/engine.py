@@ -27,7 +27,9 @@ def setup(cfg, log=print):
     try:
         ms.set_device(target)
     except (RuntimeError, ValueError) as err:
-        raise UserError(f"device_target {target} is not usable here ({first_line(err)})") from None
+        # a second setup in one process (several evaluations) finds the device already running: fine if it is ours
+        if ms.get_context("device_target") != target:
+            raise UserError(f"device_target {target} is not usable here ({first_line(err)})") from None
     cfg["device_target"] = target
     if graph:
         level = cfg["jit_level"]
@@ -715,7 +717,7 @@ def classifier_classes(arrays):
     return found
 
 
-def validate(cfg, arrays, deploy=False, folded_bn=False, log=print):
+def validate(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):
     """Evaluate the checkpoint ``arrays`` (name -> numpy) on the ``val`` split; returns the metrics dict.
 
     ``deploy``: fold the ACBs in memory first.  ``folded_bn``: the checkpoint is
@@ -723,11 +725,11 @@ def validate(cfg, arrays, deploy=False, folded_bn=False, log=print):
     ``create_model(..., deploy=True)``, whatever ``block_type`` says.  The
     network runs at ``val_amp_level``.
     """
-    net, loader, world = eval_setup(cfg, arrays, deploy, folded_bn, log)
+    net, loader, world = eval_setup(cfg, arrays, deploy, folded_bn, log, meta)
     return evaluate(net, loader, world)
 
 
-def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print):
+def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):
     """What :func:`validate` evaluates: ``(net, loader, world)``, the loaded network in eval mode.
 
     The analyses (``acnet_ms.analysis``) evaluate through this and
@@ -748,7 +750,9 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print):
             net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
         else:
             net = build_model(cfg)
-        state = net_state(arrays, net)
+        # where an ACB checkpoint's folds go: its recorded layout, else the ACB options it was trained with
+        recorded = {k: cfg[k] for k in IDENTITY if k in cfg}
+        state = net_state(arrays, net, dict(recorded, **(meta or {})))
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
     problem = mismatch(state, shapes_of(net), allow_extra=True)
