@@ -256,7 +256,7 @@ def work_acb_layer(spec):
     return interleaved(calls, 2, spec["repeat"])
 
 
-WORKERS = {"onnx": work_onnx, "infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
+WORKERS = {"infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
 
 
 # ---------------------------------------------------------------- driver
@@ -303,6 +303,9 @@ def work_onnx(spec):
     xt = ms.Tensor(x)
     return interleaved({"onnxruntime": lambda: session.run(None, feed), "mindspore_folded": lambda: net(xt).asnumpy(),
                         "mindspore_stock": lambda: stock(xt).asnumpy()}, 3, spec["repeat"])
+
+
+WORKERS["onnx"] = work_onnx
 
 
 def med(values):

@@ -1,5 +1,5 @@
 """Model definitions; importing this package registers them."""
 from . import cifar_zoo, resnet, sknet  # noqa: F401  (registers our models; MindCV's come from MindCV)
-from .registry import ALIASES, create_model, list_models, model_entry
+from .registry import create_model, list_models, model_entry
 
-__all__ = ["create_model", "list_models", "model_entry", "ALIASES"]
+__all__ = ["create_model", "list_models", "model_entry"]

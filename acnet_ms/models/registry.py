@@ -1,21 +1,19 @@
 """One registry that builds every model for every entry point.
 
 Every model is defined once, in its plain (``base``) form: the networks
-written here and every model of MindCV (``mindcv.list_models()``).  The ACB
+written here and every model of MindCV (``mindcv.list_models()``); where a
+network written here is MindCV's (``mindcv=`` at registration: the same names,
+shapes and function), MindCV's name builds ours.  The ACB
 form and the fully folded form are made from it by
 :mod:`acnet_ms.transform`, which learns the conv/BN structure from the
 network itself, so any CNN gets them the same way.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from .. import fold
 
 BLOCK_TYPES = ("base", "acb")
-
-#: names the project documented before MindCV's models were all registered; each is MindCV's model
-ALIASES = {"sres18": "resnet18", "sres34": "resnet34", "sres50": "resnet50", "sres101": "resnet101",
-           "sres152": "resnet152"}
 
 #: input sizes tried, in order, when tracing a model's structure (small first: it is faster)
 TRACE_SIZES = (64, 224, 299)
@@ -61,17 +59,19 @@ def _mindcv_builder(name):
 
 
 def list_models():
-    """Names of all models: ours, MindCV's, and the aliases, sorted."""
-    return sorted(set(_REGISTRY) | _mindcv_models() | set(ALIASES))
+    """Names of all models, ours and MindCV's, sorted."""
+    return sorted(set(_REGISTRY) | _mindcv_models())
 
 
 def model_entry(name):
     """The :class:`ModelEntry` of ``name``; ValueError suggesting close names otherwise."""
     if name in _REGISTRY:
         return _REGISTRY[name]
-    target = ALIASES.get(name, name)
-    if target in _mindcv_models():
-        return ModelEntry(name, _mindcv_builder(target), "imagenet", 1000, target)
+    twins = [e for e in _REGISTRY.values() if e.mindcv == name]
+    if twins:  # one implementation per network: ours, where it is MindCV's network (names, shapes, function)
+        return replace(twins[0], name=name)
+    if name in _mindcv_models():
+        return ModelEntry(name, _mindcv_builder(name), "imagenet", 1000, name)
     import difflib
 
     close = difflib.get_close_matches(str(name), list_models(), n=3, cutoff=0.6)

@@ -1,10 +1,13 @@
-"""ResNets for CIFAR (``src*``), and the ResNet skeleton of the SK-ResNets.
+"""ResNets for ImageNet (``sres*``, the registry's ``resnet18`` ... ``resnet152``) and CIFAR (``src*``).
 
-The cells mirror MindCV's ``ResNet`` cell for cell (``conv1.weight``,
-``layer1.0.bn1.gamma``, ``layer2.0.down_sample.0.weight``, ``classifier.weight``,
-...); the ImageNet ResNets themselves are MindCV's (``sres18`` is an alias of
-``resnet18``).  Models are plain: ``acnet_ms.transform`` makes the ACB form
-(every 3 x 3 conv an ACB under the conv's name) and the fully folded form.
+The ImageNet models are MindCV's ``resnet18`` ... ``resnet152`` cell for cell
+(``conv1.weight``, ``layer1.0.bn1.gamma``, ``layer2.0.down_sample.0.weight``,
+``classifier.weight``, ...: the same names, shapes and function, tested).  They
+are written here, and built for MindCV's names too, because MindCV's blocks add
+the shortcut in place (``out += identity``), which MindSpore's ONNX exporter
+cannot convert; these export.  Models are plain: ``acnet_ms.transform`` makes
+the ACB form (every 3 x 3 conv an ACB under the conv's name) and the fully
+folded form.
 """
 import mindspore.common.initializer as init
 from mindspore import nn, ops
@@ -137,11 +140,45 @@ class ResNet(nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
+def _imagenet(block, layers, **kwargs):
+    return ResNet(block, layers, **kwargs)
+
+
 def _cifar(depth, **kwargs):
     if (depth - 2) % 6:
         raise ValueError(f"a CIFAR ResNet has depth 6n + 2, got {depth}")
     n = (depth - 2) // 6
     return ResNet(BasicBlock, (n, n, n), widths=(16, 32, 64), stem="cifar", **kwargs)
+
+
+@register_model(family="imagenet", mindcv="resnet18")
+def sres18(**kwargs):
+    """ResNet-18 (ImageNet); = MindCV ``resnet18``."""
+    return _imagenet(BasicBlock, (2, 2, 2, 2), **kwargs)
+
+
+@register_model(family="imagenet", mindcv="resnet34")
+def sres34(**kwargs):
+    """ResNet-34 (ImageNet); = MindCV ``resnet34``."""
+    return _imagenet(BasicBlock, (3, 4, 6, 3), **kwargs)
+
+
+@register_model(family="imagenet", mindcv="resnet50")
+def sres50(**kwargs):
+    """ResNet-50 (ImageNet); = MindCV ``resnet50``."""
+    return _imagenet(Bottleneck, (3, 4, 6, 3), **kwargs)
+
+
+@register_model(family="imagenet", mindcv="resnet101")
+def sres101(**kwargs):
+    """ResNet-101 (ImageNet); = MindCV ``resnet101``."""
+    return _imagenet(Bottleneck, (3, 4, 23, 3), **kwargs)
+
+
+@register_model(family="imagenet", mindcv="resnet152")
+def sres152(**kwargs):
+    """ResNet-152 (ImageNet); = MindCV ``resnet152``."""
+    return _imagenet(Bottleneck, (3, 8, 36, 3), **kwargs)
 
 
 @register_model(family="cifar", num_classes=10)
