@@ -121,18 +121,21 @@ def work_train_memory(spec):
 
 
 def work_make_ckpt(spec):
-    """A training-form ACB checkpoint with optimizer state (moments, step, lr), as train.py writes them."""
+    """A training-form ACB checkpoint with optimizer state (moments, step, lr) and the ACB layout in its
+    metadata, as train.py writes them."""
     _quiet()
     import numpy as np
 
     from acnet_ms.checkpoint import write_checkpoint
+
+    from acnet_ms import acb_layout
 
     net = build(spec["model"], "acb")
     arrays = {p.name: p.asnumpy() for p in net.get_parameters()}
     arrays.update({"moments." + k: np.zeros_like(v) for k, v in list(arrays.items()) if "moving_" not in k})
     arrays.update(global_step=np.array([1000], np.int32), learning_rate=np.full(1000, 0.1, np.float32))
     write_checkpoint(spec["path"], arrays, dict(model=spec["model"], block_type="acb", num_classes=1000,
-                                                epoch=1, step=1000))
+                                                acb_layout=acb_layout(net), epoch=1, step=1000))
     return {"bytes": os.path.getsize(spec["path"])}
 
 

@@ -33,6 +33,7 @@ def stock_error(name):
 
     size = {"inception_v3": 299, "vgg11": 224}.get(name, 64)
     x = ms.Tensor(np.zeros((1, 3, size, size), np.float32))
+    errors = []
     for mode, label in ((ms.GRAPH_MODE, "graph"), (ms.PYNATIVE_MODE, "PyNative")):
         ms.set_context(mode=mode)
         try:
@@ -40,9 +41,14 @@ def stock_error(name):
             net.set_train(False)
             net(x)
         except Exception as err:  # noqa: BLE001  (any failure of the stock model is what we report)
-            text = str(err).strip().splitlines()
-            return f"{label} mode: {type(err).__name__}: {text[0] if text else ''}"[:160]
-    return None
+            # the message up to MindSpore's call stack, on one line
+            text = " ".join(str(err).split("----")[0].split())
+            errors.append((label, f"{type(err).__name__}: {text.split(' Maybe ')[0]}"[:200]))
+    if not errors:
+        return None
+    if len(errors) == 2 and errors[0][1] == errors[1][1]:
+        return f"graph and PyNative mode: {errors[0][1]}"
+    return "; ".join(f"{label} mode: {e}" for label, e in errors)
 
 
 def main():

@@ -185,7 +185,27 @@ class ACBlock(nn.Cell):
         dh, dw = self.dilation
         ph = max(0, ((h + sh - 1) // sh - 1) * sh + dh * (k - 1) + 1 - h)
         pw = max(0, ((w + sw - 1) // sw - 1) * sw + dw * (k - 1) + 1 - w)
-        return ops.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        # zeros concatenated on each side (ops.pad's backward stalled MindSpore 2.8's CPU graph in whole models)
+        n, c = x.shape[0], x.shape[1]
+        top, left = ph // 2, pw // 2
+        if ph:
+            x = self._concat_zeros(x, n, c, (top, ph - top), (w,), 2)
+        if pw:
+            x = self._concat_zeros(x, n, c, (left, pw - left), (h + ph,), 3)
+        return x
+
+    @staticmethod
+    def _concat_zeros(x, n, c, sizes, other, axis):
+        """``x`` with ``sizes[0]`` zero rows (axis 2) or columns (axis 3) before it and ``sizes[1]`` after."""
+        parts = ()
+        if sizes[0]:
+            shape = (n, c, sizes[0]) + other if axis == 2 else (n, c) + other + (sizes[0],)
+            parts += (ops.zeros(shape, x.dtype),)
+        parts += (x,)
+        if sizes[1]:
+            shape = (n, c, sizes[1]) + other if axis == 2 else (n, c) + other + (sizes[1],)
+            parts += (ops.zeros(shape, x.dtype),)
+        return ops.concat(parts, axis)
 
     @staticmethod
     def _crop(x, crop):
