@@ -159,3 +159,29 @@ def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits,
     arrays, _ = read_checkpoint(plain)
     params = {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()}
     assert ms.load_param_into_net(stock, params, strict_load=True) == ([], [])
+
+
+def test_same_padded_acb_model_keeps_training_past_its_first_step():
+    """MobileNetV3's stride-2 'same' depthwise convs as ACBs: three graph-mode train steps (a padding op whose
+    backward stalled the whole graph from the second step on once did not return)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import numpy as np, mindspore as ms\n"
+        "from mindspore import nn, Tensor\n"
+        "ms.set_context(mode=ms.GRAPH_MODE); ms.set_device('CPU')\n"
+        "from acnet_ms import create_model\n"
+        "net = create_model('mobilenet_v3_small_075', num_classes=10, block_type='acb')\n"
+        "step = nn.TrainOneStepCell(nn.WithLossCell(net, nn.CrossEntropyLoss()),"
+        " nn.Momentum(net.trainable_params(), 0.01, 0.9))\n"
+        "step.set_train()\n"
+        "x, y = Tensor(np.random.rand(4, 3, 32, 32).astype(np.float32)), Tensor(np.zeros(4, np.int32))\n"
+        "print([round(float(step(x, y).asnumpy()), 3) for _ in range(3)])\n"
+        "import os; os._exit(0)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                         env=dict(__import__("os").environ, GLOG_v="4"))
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().startswith("[") and res.stdout.count(",") == 2
