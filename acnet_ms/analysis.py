@@ -336,9 +336,7 @@ def sparsity(subjects, ratios=DEFAULT_RATIOS, groups=GROUPS, seeds=DEFAULT_SEEDS
     """
     ratios, groups, seeds = [float(r) for r in ratios], list(groups), [int(s) for s in seeds]
     check_ratios(ratios)
-    for g in groups:
-        if g not in GROUPS:
-            raise UserError(f"unknown position group '{g}'; known: {', '.join(GROUPS)}")
+    check_known(groups, GROUPS, "position group")
     check_kernels(subjects)
     check_data(subjects)
     rows = []
@@ -367,6 +365,13 @@ def sparsity(subjects, ratios=DEFAULT_RATIOS, groups=GROUPS, seeds=DEFAULT_SEEDS
             "metric": "top1", "checkpoints": rows}
 
 
+def check_known(values, known, what):
+    """UserError naming the first of ``values`` that ``known`` does not hold."""
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise UserError(f"unknown {what} '{unknown[0]}'; known: {', '.join(known)}")
+
+
 def check_ratios(ratios):
     if not ratios:
         raise UserError("--ratios: give at least one ratio")
@@ -382,9 +387,7 @@ def robustness(subjects, transforms=tuple(TRANSFORMS), log=print):
     transforms = list(transforms)
     if not transforms:
         raise UserError("give at least one transform")
-    unknown = [t for t in transforms if t not in TRANSFORMS]
-    if unknown:
-        raise UserError(f"unknown transform '{unknown[0]}'; known: {', '.join(TRANSFORMS)}")
+    check_known(transforms, TRANSFORMS, "transform")
     check_kernels(subjects)
     check_data(subjects)
     rows = []
