@@ -246,6 +246,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.epochs < 1 or not 1 <= args.per_class <= 140:
         sys.exit("study: --seeds must be >= 2, --epochs >= 1, --per_class in 1..140")
+    args.out, args.data = os.path.abspath(args.out), os.path.abspath(args.data)  # train.py runs from the root
     os.environ.setdefault("GLOG_v", "4")
     from . import analysis
 
