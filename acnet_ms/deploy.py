@@ -24,8 +24,8 @@ from .transform import layout_for
 EXPORT_FORMATS = {"mindir": ("MINDIR", ".mindir"), "onnx": ("ONNX", ".onnx")}
 
 
-def uninitialised_model(model, num_classes, deploy=False):
-    """The plain (or fully folded) model with its parameters left uninitialised.
+def uninitialised_model(model, num_classes):
+    """The plain model with its parameters left uninitialised.
 
     Its names and shapes are all the converter checks, and an export fills
     every parameter from the checkpoint: drawing random weights first would
@@ -36,7 +36,7 @@ def uninitialised_model(model, num_classes, deploy=False):
     from .models import create_model
 
     with no_init_parameters():
-        return create_model(model, num_classes=num_classes, deploy=deploy)
+        return create_model(model, num_classes=num_classes)
 
 
 def expected_shapes(model, num_classes):

@@ -205,10 +205,6 @@ def replace_cell(net, name, new):
         setattr(parent, key, new)
 
 
-def input_shape_for(in_channels, size):
-    return (1, in_channels, size, size)
-
-
 def to_acb(net, sites, gamma_init=None, branches="hv", branch_bn=True, position="center"):
     """Turn ``net``'s eligible convs into ACBs in place (see :func:`acb_plan`); returns ``net``.
 

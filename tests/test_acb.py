@@ -65,32 +65,30 @@ def test_gamma_init_sets_all_three_bns():
         np.testing.assert_allclose(getattr(block, branch + "_bn").gamma.asnumpy(), 1 / 3, rtol=1e-6)
 
 
+class Grads(nn.Cell):
+    """Gradients of mean(net(x) ** 2) with respect to ``weights``."""
+
+    def __init__(self, net, weights):
+        super().__init__()
+        self.net = net
+        self.grad = ops.GradOperation(get_by_list=True)
+        self.weights = ms.ParameterTuple(weights)
+
+    def loss(self, x):
+        return (self.net(x) ** 2).mean()
+
+    def construct(self, x):
+        return self.grad(self.loss, self.weights)(x)
+
+
 def test_training_mode_gradients_reach_all_six_branches():
     block = ACBlock(3, 4, 3, stride=2, padding=0)
     weights = block.trainable_params()
 
-    class Loss(nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def construct(self, x):
-            return (self.net(x) ** 2).mean()
-
-    class Grads(nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-            self.grad = ops.GradOperation(get_by_list=True)
-            self.weights = ms.ParameterTuple(weights)
-
-        def construct(self, x):
-            return self.grad(self.net, self.weights)(x)
-
     block.set_train(True)
     before = {b: getattr(block, b + "_bn").moving_mean.asnumpy().copy() for b in ("square", "hor", "ver")}
     x = Tensor(np.random.default_rng(0).normal(1.0, 1.0, size=(4, 3, 9, 9)).astype(np.float32))
-    grads = Grads(Loss(block))(x)
+    grads = Grads(block, weights)(x)
     names = [w.name for w in weights]
     assert len(names) == 9  # 3 conv kernels + 3 x (gamma, beta)
     for name, g in zip(names, grads):
@@ -186,24 +184,8 @@ def test_one_conv_form_has_the_three_conv_forms_gradients():
     weights = ms.ParameterTuple(block.trainable_params())
     assert len(weights) == 3
 
-    class Loss(nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def construct(self, inp):
-            return (self.net(inp) ** 2).mean()
-
-    class Grads(nn.Cell):
-        def __init__(self, net):
-            super().__init__()
-            self.loss, self.grad, self.weights = Loss(net), ops.GradOperation(get_by_list=True), weights
-
-        def construct(self, inp):
-            return self.grad(self.loss, self.weights)(inp)
-
     def grads_of(net):
-        return Grads(net)(x)
+        return Grads(net, weights)(x)
 
     assert_close(block(x).asnumpy(), ThreeConvs(block)(x).asnumpy(), TOL, "outputs")
     for w, g1, g2 in zip(weights, grads_of(block), grads_of(ThreeConvs(block))):

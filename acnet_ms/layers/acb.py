@@ -96,9 +96,10 @@ class ACBlock(nn.Cell):
         if not self.branch_bn:
             # one conv over the summed kernel: the square conv's own geometry, 'same' included
             self.square_conv = self._native_conv(has_bias=self.has_bias)
+            # the asymmetric convs only hold their kernels here
+            kernels = {"hor": (1, kernel_size), "ver": (kernel_size, 1)}
             for name in BRANCH_SETS[branches]:
-                setattr(self, name + "_conv", self._conv(*self._branch_shape(name)[:1], (0, 0, 0, 0),
-                                                         (1, 1)))
+                setattr(self, name + "_conv", self._conv(kernels[name], 0, 1))
             return
         # with 'same' the input is padded explicitly first (the amount depends on its size)
         t, b, l, r = self.padding
@@ -122,10 +123,6 @@ class ACBlock(nn.Cell):
         self.crop_hor, self.crop_ver = any(self.hor_crop), any(self.ver_crop)
 
     # ------------------------------------------------------------ construction helpers
-
-    def _branch_shape(self, name):
-        k = self.kernel_size
-        return {"square": ((k, k),), "hor": ((1, k),), "ver": ((k, 1),)}[name]
 
     def _conv(self, kernel, padding, dilation, has_bias=False):
         return nn.Conv2d(self.in_channels, self.out_channels, kernel, stride=self.stride, pad_mode="pad",

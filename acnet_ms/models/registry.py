@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from .. import fold
+from ..cli import first_line
 
 BLOCK_TYPES = ("base", "acb")
 
@@ -114,7 +115,7 @@ def structure(name, net, kwargs):
                 _SITES[key] = trace(net, (1, in_channels, size, size))
                 break
             except (RuntimeError, ValueError, TypeError) as err:
-                errors.append(f"{size}x{size}: {str(err).strip().splitlines()[0] if str(err).strip() else err}")
+                errors.append(f"{size}x{size}: {first_line(err)}")
         else:
             raise ValueError(f"{name}: cannot run a forward pass to learn its structure ({'; '.join(errors)})")
     return _SITES[key]
@@ -122,7 +123,7 @@ def structure(name, net, kwargs):
 
 def create_model(name, num_classes=None, block_type="base", deploy=False, gamma_init=None, acb_branches="hv",
                  acb_branch_bn=True, acb_position="center", **kwargs):
-    """Build model ``name`` (ours, MindCV's, or an alias).
+    """Build model ``name`` (ours or MindCV's).
 
     Args:
         num_classes: classifier outputs; ``None`` takes the model's default
