@@ -20,6 +20,10 @@ table of layer names is involved, so MindCV's ``conv1``/``bn1``,
   BNs, which folds to a bias-free kernel;
 * anything else stays plain, with the reason.
 
+Only plain ``nn.Conv2d`` cells are taken: a subclass may compute otherwise
+(MindCV's BiT standardises its weights in ``StdConv2d.construct``), so its
+k x k convs stay plain, reported under their class's name.
+
 With ``branch_bn=False`` every ACB is of the BN-free kind and a BN after it stays.
 """
 from dataclasses import dataclass, field
@@ -54,6 +58,23 @@ def _is_conv(cell):
 def _is_bn(cell):
     from mindspore import nn
     return type(cell) is nn.BatchNorm2d and cell.gamma.requires_grad and cell.use_batch_statistics is None
+
+
+def _not_taken(cell):
+    """Why a k x k conv of an ``nn.Conv2d`` subclass stays plain (its class named)."""
+    from mindspore import nn
+
+    kind = type(cell)
+    differs = " whose construct differs" if kind.construct is not nn.Conv2d.construct else ""
+    return f"{kind.__name__}, an nn.Conv2d subclass{differs}: ACBs replace only plain nn.Conv2d"
+
+
+def subclass_convs(net):
+    """``{cell path: reason}`` for the k x k convs (k > 1) of ``net`` that are ``nn.Conv2d`` subclasses."""
+    from mindspore import nn
+
+    return {name: _not_taken(cell) for name, cell in net.cells_and_names()
+            if isinstance(cell, nn.Conv2d) and not _is_conv(cell) and tuple(cell.kernel_size) != (1, 1)}
 
 
 def _leaves(net):
@@ -216,6 +237,7 @@ def to_acb(net, sites, gamma_init=None, branches="hv", branch_bn=True, position=
     from .layers.reparam import name_params, refresh_graph
 
     acbs, plain = acb_plan(sites, branch_bn)
+    plain.update(subclass_convs(net))
     cells = dict(net.cells_and_names())
     for i, (name, slot) in enumerate(acbs.items()):
         bn = cells[slot["bn_cell"]] if slot["slot"] == "bn" else None

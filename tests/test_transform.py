@@ -118,6 +118,52 @@ def test_a_model_without_eligible_convs_is_a_clear_error():
         create_model("mlp_mixer_s_p32", block_type="acb")
 
 
+class StandardisedConv(nn.Conv2d):
+    """A conv computing with standardised weights (as MindCV's BiT StdConv2d): not a plain nn.Conv2d."""
+
+    def construct(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keep_dims=True)) / (w.std((1, 2, 3), keepdims=True) + 1e-5)
+        return self.conv2d(x, w)
+
+
+class RenamedConv(nn.Conv2d):
+    """A subclass with nn.Conv2d's own construct."""
+
+
+class Mixed(nn.Cell):
+    def __init__(self):
+        super().__init__()
+        self.plain, self.bn = nn.Conv2d(3, 4, 3, pad_mode="pad", padding=1), nn.BatchNorm2d(4)
+        self.std = StandardisedConv(4, 4, 3, pad_mode="pad", padding=1)
+        self.std_1x1 = StandardisedConv(4, 4, 1)
+        self.renamed = RenamedConv(4, 4, 3, pad_mode="pad", padding=1)
+
+    def construct(self, x):
+        return self.renamed(self.std_1x1(self.std(self.bn(self.plain(x)))))
+
+
+def test_conv_subclasses_stay_plain_and_the_summary_names_their_class():
+    net = Mixed()
+    to_acb(net, trace(net, (1, 3, 8, 8)))
+    s = acb_summary(net)
+    assert s["acbs"] == 1 and isinstance(net.plain, ACBlock)
+    assert s["plain"] == {  # the 1 x 1 one is no k x k conv
+        "std": "StandardisedConv, an nn.Conv2d subclass whose construct differs: ACBs replace only plain nn.Conv2d",
+        "renamed": "RenamedConv, an nn.Conv2d subclass: ACBs replace only plain nn.Conv2d"}
+    assert isinstance(net.std, StandardisedConv) and isinstance(net.renamed, RenamedConv)
+
+
+def test_a_model_of_conv_subclasses_only_says_which_class_kept_its_convs():
+    """MindCV's BiT computes with weight-standardised StdConv2d cells: none of its convs can take an ACB."""
+    with pytest.raises(ValueError) as err:
+        create_model("BiT_resnet50", num_classes=10, block_type="acb")
+    assert str(err.value) == (
+        "BiT_resnet50 has no k x k conv that can become an ACB (0 k x k convs became ACBs; stayed plain: 17 "
+        "(StdConv2d, an nn.Conv2d subclass whose construct differs: ACBs replace only plain nn.Conv2d)); "
+        "use block_type 'base'")  # 16 3 x 3 convs and the 7 x 7 stem
+
+
 def test_layout_records_where_each_fold_goes():
     net = create_model("src20", block_type="acb", acb_position="corner")
     layout = acb_layout(net)
