@@ -4,25 +4,32 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_close, randomize_bn, run_script
+from conftest import assert_clean_exit, assert_close, randomize_bn, run_script
 
 import mindspore as ms
 from mindspore import Tensor
 
-from acnet_ms import create_model, switch_to_deploy
+from acnet_ms import acb_layout, create_model, switch_to_deploy
 from acnet_ms.checkpoint import META_KEY, read_checkpoint, write_checkpoint
 
 TOL = 1e-4  # float32 through a whole network, relative to the largest logit
 
 
-def training_checkpoint(path, name, num_classes, seed, meta=True, **kwargs):
-    """An ACB model with random weights and BN statistics, saved with optimizer state."""
+def training_checkpoint(path, name, num_classes, seed, meta=True, as_trained=False, **kwargs):
+    """An ACB model with random weights and BN statistics, saved with optimizer state.
+
+    ``as_trained``: its metadata also records what train.py records: the ACB options and layout, the epoch.
+    """
     ms.set_seed(seed)
     net = randomize_bn(create_model(name, num_classes=num_classes, block_type="acb", **kwargs), seed=seed)
     arrays = {p.name: p.asnumpy() for p in net.get_parameters()}
     arrays.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(arrays.items())})
     arrays.update({"learning_rate": np.float32(0.1), "global_step": np.int32(7), "momentum": np.float32(0.9)})
-    write_checkpoint(path, arrays, dict(model=name, block_type="acb", num_classes=num_classes) if meta else None)
+    record = dict(model=name, block_type="acb", num_classes=num_classes)
+    if as_trained:
+        record.update(gamma_init=None, acb_branches="hv", acb_branch_bn=True, acb_position="center",
+                      acb_layout=acb_layout(net), epoch=1, step=7)
+    write_checkpoint(path, arrays, record if meta else None)
     net.set_train(False)
     return net
 
@@ -85,6 +92,23 @@ def test_src56_folds_into_the_base_model(tmp_path):
     assert "folded 55 ACBs" in res.stdout  # 3x3 stem + 27 basic blocks x two 3x3 convs
     base = load_strict(create_model("src56"), out)
     assert_close(base(x).asnumpy(), acb(x).asnumpy(), TOL, "src56 base vs ACB")
+
+
+def test_edgenext_whose_init_scales_its_head_converts_into_mindcvs(tmp_path):
+    """EdgeNeXt's __init__ multiplies its head's weights: the converter still builds the model to check against."""
+    import mindcv
+
+    src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
+    acb = training_checkpoint(src, "edgenext_xx_small", 10, seed=3, as_trained=True)
+    res = run_script("convert.py", "--ckpt_path", src, "--output", out)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert_clean_exit(res)
+    assert "edgenext_xx_small: folded 9 ACBs" in res.stdout
+    x = Tensor(np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    expected = acb(x).asnumpy()
+    assert np.abs(expected).max() > 0.1
+    theirs = load_strict(mindcv.create_model("edgenext_xx_small", num_classes=10), out)
+    assert_close(theirs(x).asnumpy(), expected, TOL, "MindCV's edgenext_xx_small vs ACB")
 
 
 def digest(path):
