@@ -6,7 +6,8 @@
 --fold_bn also folds every BatchNorm into the conv before it: the output is a
 checkpoint of the fully folded model (convs with bias, no BN), which
 acnet_ms.create_model(name, deploy=True) builds and validate.py recognises.
---export writes the converted model as a graph next to --output (same stem).
+--export writes the converted model as a graph next to --output (same stem),
+by default for one image of the size the checkpoint was trained at.
 """
 import argparse
 
@@ -24,7 +25,8 @@ def main(argv=None):
     parser.add_argument("--export", metavar="FORMAT",
                         help="also write the converted model as a graph: mindir or onnx (next to --output)")
     parser.add_argument("--input_shape", metavar="N,C,H,W",
-                        help="the exported graph's input shape (default: 1,3,S,S at the model's input size S)")
+                        help="the exported graph's input shape (default: 1,3,S,S with S the checkpoint's "
+                             "training image_resize, else the model's input size)")
     args = parser.parse_args(argv)
     quiet_mindspore()
     from acnet_ms.config import read_yaml

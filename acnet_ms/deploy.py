@@ -134,6 +134,13 @@ def same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def trained_size(meta):
+    """The input size a training checkpoint records (its config's ``image_resize``), or None."""
+    config = meta.get("config")
+    size = config.get("image_resize") if isinstance(config, dict) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+
+
 def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, log=print):
     """Fold every ACB of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
 
@@ -142,7 +149,8 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     ``deploy: true``).  A plain checkpoint (no ACB) is then fine as input.
     ``export`` (``"mindir"`` or ``"onnx"``): also write the converted model as
     a graph next to ``dst`` (same stem), for an input of ``input_shape``
-    (``"N,C,H,W"``; default batch 1 at the model's input size).
+    (``"N,C,H,W"``; default batch 1 at the size the checkpoint was trained at,
+    its config's ``image_resize``, else the model's input size).
 
     Returns a summary dict (model, acbs, bns, params_in, params_out, seconds,
     graph, input_shape).  Nothing is written unless the whole result has been
@@ -202,7 +210,13 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
         from .models import model_entry
 
         channels = next(p.shape[1] for p in net.get_parameters() if len(p.shape) == 4)  # the stem's input
-        size = model_entry(name).input_size
+        if shape:
+            origin = "from --input_shape"
+        elif trained_size(meta):
+            size, origin = trained_size(meta), "the checkpoint's training image_resize"
+        else:
+            size = model_entry(name).input_size
+            origin = f"{name}'s input size: the checkpoint records no image_resize"
         shape = shape or (1, channels, size, size)
         if shape[1] != channels:
             raise UserError(f"--input_shape {','.join(map(str, shape))}: {name} takes {channels} input channels, "
@@ -230,5 +244,6 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     log(f"{name}: {folded}; {summary['params_in']} parameters in, "
         f"{summary['params_out']} out; wrote {dst} in {summary['seconds']:.2f} s")
     if fmt:
-        log(f"exported {EXPORT_FORMATS[fmt][0]} graph {graph}: input shape {list(shape)} (float32, NCHW)")
+        log(f"exported {EXPORT_FORMATS[fmt][0]} graph {graph}: input shape {list(shape)} (float32, NCHW; "
+            f"{origin})")
     return summary

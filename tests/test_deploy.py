@@ -143,7 +143,8 @@ def test_acb_checkpoint_folds_fully_and_exports(name, size, export, tmp_path):
     acbs = {"sres18": 16, "skresnet18": 24}[name]
     assert f"{name}: folded {acbs} ACBs, then {n_bn} BatchNorms into their convs" in res.stdout
     graph = str(tmp_path / f"deploy.{export}")
-    assert f"exported {export.upper()} graph {graph}: input shape [1, 3, {size}, {size}]" in res.stdout
+    assert f"exported {export.upper()} graph {graph}: input shape [1, 3, {size}, {size}] (float32, NCHW; " \
+           f"from --input_shape)" in res.stdout
     assert sorted(os.listdir(tmp_path)) == sorted(["acb.ckpt", "deploy.ckpt", f"deploy.{export}"])
 
     deploy = load_deploy(out, name)
@@ -166,14 +167,17 @@ def test_acb_checkpoint_folds_fully_and_exports(name, size, export, tmp_path):
 
 @pytest.fixture(scope="module")
 def src20(tmp_path_factory):
-    """A src20 ACB checkpoint recording the digits demo recipe, its plain and its fully folded conversions."""
+    """A src20 ACB checkpoint recording the digits demo recipe (16 px images), its plain and its fully folded
+    conversions."""
     folder = tmp_path_factory.mktemp("src20")
     cfg = dict(defaults(), **load_config(os.path.join(ROOT, "configs", "demo_digits.yaml")))
     src, plain, deploy = (str(folder / n) for n in ("acb.ckpt", "plain.ckpt", "deploy.ckpt"))
     acb = write_model(src, "src20", "acb", seed=8, meta=dict(config=cfg))
     res = convert("--ckpt_path", src, "--output", plain, "--export", "onnx")  # plain, BNs kept, exported
     assert "src20: folded 19 ACBs; " in res.stdout
-    assert f"exported ONNX graph {folder / 'plain.onnx'}: input shape [1, 3, 32, 32]" in res.stdout
+    assert cfg["image_resize"] == 16  # src20's own input size is 32: the export takes the trained size
+    assert (f"exported ONNX graph {folder / 'plain.onnx'}: input shape [1, 3, 16, 16] "
+            f"(float32, NCHW; the checkpoint's training image_resize)") in res.stdout
     convert("--ckpt_path", src, "--output", deploy, "--fold_bn")
     return acb, plain, deploy
 
@@ -186,11 +190,12 @@ def test_src20_acb_and_plain_checkpoints_fold_fully(src20, tmp_path):
     ref = acb(x).asnumpy()
     assert np.abs(ref).max() > 0.1
     assert_close(load_deploy(deploy, "src20")(x).asnumpy(), ref, TOL, "fully folded vs ACB")
-    # the plain model's export, at the CIFAR default input size
+    # the plain model's export, at the size the checkpoint was trained at
     session = ort.InferenceSession(plain[:-len(".ckpt")] + ".onnx", providers=["CPUExecutionProvider"])
     (inp,) = session.get_inputs()
-    assert inp.shape == [1, 3, 32, 32]
-    assert_close(session.run(None, {inp.name: x.asnumpy()[:1]})[0], ref[:1], TOL, "plain ONNX vs ACB")
+    assert inp.shape == [1, 3, 16, 16]
+    small = images(3, 16, batch=1)
+    assert_close(session.run(None, {inp.name: small.asnumpy()})[0], acb(small).asnumpy(), TOL, "plain ONNX vs ACB")
 
     # a plain checkpoint has no ACB, but with --fold_bn it still has BNs to fold
     out = str(tmp_path / "from_plain.ckpt")
@@ -203,6 +208,18 @@ def test_src20_acb_and_plain_checkpoints_fold_fully(src20, tmp_path):
     base_logits = base(x).asnumpy()
     assert_close(base_logits, ref, TOL, "plain vs ACB")
     assert_close(load_deploy(out, "src20")(x).asnumpy(), base_logits, TOL, "fully folded from plain vs plain")
+
+
+def test_export_without_a_recorded_size_takes_the_models_input_size(tmp_path):
+    import onnxruntime as ort
+
+    src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
+    write_model(src, "src20", "acb", seed=4)  # no training config recorded
+    res = convert("--ckpt_path", src, "--output", out, "--export", "onnx")
+    assert "input shape [1, 3, 32, 32] (float32, NCHW; src20's input size: the checkpoint records no image_resize)" \
+        in res.stdout
+    graph = str(tmp_path / "plain.onnx")
+    assert ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).get_inputs()[0].shape == [1, 3, 32, 32]
 
 
 def test_validate_picks_the_deploy_model_with_the_same_top1(src20, digits, tmp_path):
