@@ -1,13 +1,14 @@
 """Fold a trained ACB checkpoint into a checkpoint of the plain model.
 
     python convert.py --ckpt_path TRAINED.ckpt --output DEPLOY.ckpt [--model NAME | --config CFG]
-                      [--fold_bn] [--export mindir|onnx [--input_shape N,C,H,W]]
+                      [--fold_bn] [--export mindir|onnx [--input_shape N,C,H,W]] [--overwrite]
 
 --fold_bn also folds every BatchNorm into the conv before it: the output is a
 checkpoint of the fully folded model (convs with bias, no BN), which
 acnet_ms.create_model(name, deploy=True) builds and validate.py recognises.
 --export writes the converted model as a graph next to --output (same stem),
-by default for one image of the size the checkpoint was trained at.
+by default for one image of the size the checkpoint was trained at.  An
+existing --output (or graph) is left alone unless --overwrite is given.
 """
 import argparse
 
@@ -27,6 +28,8 @@ def main(argv=None):
     parser.add_argument("--input_shape", metavar="N,C,H,W",
                         help="the exported graph's input shape (default: 1,3,S,S with S the checkpoint's "
                              "training image_resize, else the model's input size)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --output (and the exported graph) if it exists; without it, refuse")
     args = parser.parse_args(argv)
     quiet_mindspore()
     from acnet_ms.config import read_yaml
@@ -38,7 +41,7 @@ def main(argv=None):
         if not model:
             raise UserError(f"{args.config}: no 'model' key")
     convert_checkpoint(args.ckpt_path, args.output, model=model, fold_bn=args.fold_bn, export=args.export,
-                       input_shape=args.input_shape)
+                       input_shape=args.input_shape, overwrite=args.overwrite)
     return 0
 
 

@@ -134,6 +134,14 @@ def same_file(a, b):
     return os.path.realpath(a) == os.path.realpath(b)
 
 
+def check_replaceable(path, what, overwrite):
+    """UserError unless ``path`` is free to write: absent, or (with ``overwrite``) an existing file."""
+    if os.path.isdir(path):
+        raise UserError(f"{path}: {what} is a folder; give a file name")
+    if os.path.lexists(path) and not overwrite:
+        raise UserError(f"{path}: {what} already exists; pass --overwrite to replace it")
+
+
 def trained_size(meta):
     """The input size a training checkpoint records (its config's ``image_resize``), or None."""
     config = meta.get("config")
@@ -141,7 +149,8 @@ def trained_size(meta):
     return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
-def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, log=print):
+def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, overwrite=False,
+                       log=print):
     """Fold every ACB of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
 
     ``fold_bn``: fold every BatchNorm too, into a checkpoint of the fully
@@ -151,6 +160,8 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     a graph next to ``dst`` (same stem), for an input of ``input_shape``
     (``"N,C,H,W"``; default batch 1 at the size the checkpoint was trained at,
     its config's ``image_resize``, else the model's input size).
+    ``overwrite``: replace ``dst`` (and the graph) if they exist; without it an
+    existing file is a UserError and is left as it is.
 
     Returns a summary dict (model, acbs, bns, params_in, params_out, seconds,
     graph, input_shape).  Nothing is written unless the whole result has been
@@ -171,6 +182,9 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
                   or os.path.exists(src) and same_file(src, graph)):
         raise UserError(f"{graph}: the exported graph would overwrite --output or the input; "
                         f"give --output another name")
+    check_replaceable(dst, "--output", overwrite)
+    if graph:
+        check_replaceable(graph, "the exported graph (next to --output)", overwrite)
     state, meta = read_checkpoint(src)
     name = resolve_model(meta, model, src)
     if meta.get("deploy"):

@@ -179,3 +179,20 @@ def test_bad_input_is_one_line_and_writes_nothing(kind, sres18_ckpt, tmp_path):
     assert set(os.listdir(folder)) == listing  # no output, no temporary file left behind
     assert set(os.listdir(os.path.dirname(good))) == {"acb.ckpt"}
     assert not os.path.exists("/proc/acnet_ms_out.ckpt")
+
+
+def test_an_existing_output_is_kept_unless_overwrite(sres18_ckpt, tmp_path):
+    good, out = sres18_ckpt[0], tmp_path / "deploy.ckpt"
+    out.write_bytes(b"an earlier conversion\n")
+    os.chmod(out, 0o400)  # as MindSpore leaves the checkpoints it writes
+    res = run_script("convert.py", "--ckpt_path", good, "--output", out)
+    assert_one_line_error(res, f"{out}: --output already exists", "pass --overwrite to replace it")
+    assert out.read_bytes() == b"an earlier conversion\n"
+    assert os.listdir(tmp_path) == ["deploy.ckpt"]
+
+    res = run_script("convert.py", "--ckpt_path", good, "--output", out, "--overwrite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"wrote {out}" in res.stdout
+    assert os.listdir(tmp_path) == ["deploy.ckpt"]  # replaced in place, no temporary file left
+    assert read_checkpoint(str(out))[1]["model"] == "sres18"
+    load_strict(create_model("sres18", num_classes=10), str(out))

@@ -222,6 +222,30 @@ def test_export_without_a_recorded_size_takes_the_models_input_size(tmp_path):
     assert ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).get_inputs()[0].shape == [1, 3, 32, 32]
 
 
+def test_an_existing_graph_is_kept_unless_overwrite(src20, tmp_path):
+    import onnxruntime as ort
+
+    plain, out, graph = src20[1], tmp_path / "deploy.ckpt", tmp_path / "deploy.onnx"
+    graph.write_bytes(b"an earlier export\n")
+    os.chmod(graph, 0o400)  # as MindSpore leaves the graphs it writes
+    args = ["--ckpt_path", plain, "--output", out, "--fold_bn", "--export", "onnx"]
+    res = run_script("convert.py", *args)
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {graph}: the exported graph (next to --output) already exists; "
+                     f"pass --overwrite to replace it"], res.stderr
+    assert graph.read_bytes() == b"an earlier export\n"
+    assert os.listdir(tmp_path) == ["deploy.onnx"]  # no checkpoint either
+
+    res = convert(*args, "--overwrite")
+    assert sorted(os.listdir(tmp_path)) == ["deploy.ckpt", "deploy.onnx"]
+    assert graph.read_bytes() != b"an earlier export\n"
+    assert ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).get_inputs()[0].shape == \
+        [1, 3, 16, 16]
+    res = convert(*args, "--overwrite")  # both exist now, both read-only: replaced again
+    assert "wrote" in res.stdout and sorted(os.listdir(tmp_path)) == ["deploy.ckpt", "deploy.onnx"]
+
+
 def test_validate_picks_the_deploy_model_with_the_same_top1(src20, digits, tmp_path):
     _, plain, deploy = src20
     runs = {}
