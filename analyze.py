@@ -14,10 +14,22 @@ option is validate.py's (--model, --num_classes, --data_dir, --val_list,
 and applies to every checkpoint over what it recorded.  The figures need
 matplotlib: pip install -r requirements-study.txt.  See docs/analysis.md.
 """
+import argparse
 import sys
+import textwrap
 
-from acnet_ms.analysis import COMMANDS
+from acnet_ms.analysis import COMMANDS, DEFAULT_RATIOS, DEFAULT_SEEDS, GROUPS
 from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
+
+#: what each sub-command computes (its help line)
+ABOUT = {"magnitude": "mean |kernel| per k x k position, per layer normalised (Fig. 7); no data needed",
+         "sparsity": "top-1 with a fraction of the skeleton / corner / all kernel entries zeroed (Fig. 6)",
+         "robustness": "top-1 on the validation images as they are, flipped and rotated"}
+
+VALIDATE_OPTIONS = textwrap.fill(
+    "Any other option is validate.py's and applies to every checkpoint over what it recorded (--model, "
+    "--num_classes, --data_dir, --val_list, --image_resize, --batch_size, --config FILE, ...; "
+    "see python validate.py --help).", 79)
 
 
 def _numbers(values, kind, option):
@@ -33,23 +45,50 @@ def _numbers(values, kind, option):
     return out
 
 
+def make_parser(command=None):
+    """The options of ``command`` (of every sub-command if None, with the sub-command as an argument)."""
+    prog = "analyze.py" if command is None else f"analyze.py {command}"
+    parser = ArgumentParser(prog=prog, add_help=False, allow_abbrev=False, epilog=VALIDATE_OPTIONS if command else None,
+                            description=__doc__ if command is None else ABOUT[command],
+                            formatter_class=argparse.RawDescriptionHelpFormatter,
+                            usage=f"%(prog)s{' {' + ','.join(COMMANDS) + '}' if command is None else ''} "
+                                  f"--ckpt_path CKPT [CKPT ...] [options] [validate.py options]")
+    if command is None:
+        parser.add_argument("command", choices=COMMANDS, metavar="{" + ",".join(COMMANDS) + "}",
+                            help="; ".join(f"{c}: {ABOUT[c]}" for c in COMMANDS))
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    parser.add_argument("--ckpt_path", nargs="+", default=None, metavar="CKPT",
+                        help="one or several checkpoints (any form: ACB, plain, fully folded, stock MindCV)")
+    parser.add_argument("--labels", nargs="+", default=None, metavar="LABEL",
+                        help="one name per checkpoint for the table and figure (default: the file names)")
+    parser.add_argument("--out", default="analysis_out", metavar="DIR",
+                        help="folder for <sub-command>.json and .png (default: analysis_out)")
+    shown = command in (None, "sparsity")  # parsed for every sub-command, to say where they apply
+    sparsity = "sparsity only: " if command is None else ""
+    parser.add_argument("--ratios", nargs="+", default=None, metavar="R",
+                        help=f"{sparsity}fractions of entries to zero (default: "
+                             f"{' '.join(f'{r:g}' for r in DEFAULT_RATIOS)})" if shown else argparse.SUPPRESS)
+    parser.add_argument("--seeds", nargs="+", default=None, metavar="S",
+                        help=f"{sparsity}random seeds to average over (default: "
+                             f"{' '.join(map(str, DEFAULT_SEEDS))})" if shown else argparse.SUPPRESS)
+    parser.add_argument("--groups", nargs="+", default=None, metavar="G",
+                        help=f"{sparsity}kernel positions to zero: {', '.join(GROUPS)} (default: {' '.join(GROUPS)})"
+                        if shown else argparse.SUPPRESS)
+    return parser
+
+
 def parse(argv):
     """(command, our arguments, the rest: validate.py's options)."""
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__.strip())
+        make_parser().print_help()
         return None, None, None
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise UserError(f"analyze.py: unknown sub-command {command!r}; choose from {', '.join(COMMANDS)}")
-    parser = ArgumentParser(prog=f"analyze.py {command}", add_help=False, allow_abbrev=False)
-    parser.add_argument("--ckpt_path", nargs="+", default=None)
-    parser.add_argument("--labels", nargs="+", default=None)
-    parser.add_argument("--out", default="analysis_out")
-    for name in ("--ratios", "--seeds", "--groups"):
-        parser.add_argument(name, nargs="+", default=None)
+    parser = make_parser(command)
     args, rest = parser.parse_known_args(rest)
-    if any(a in ("-h", "--help") for a in rest):
-        print(__doc__.strip())
+    if args.help or any(a in ("-h", "--help") for a in rest):
+        parser.print_help()
         return None, None, None
     if not args.ckpt_path:
         raise UserError("--ckpt_path is required (one or several checkpoint files)")

@@ -25,7 +25,10 @@ def main(argv=None):
 
     pre = ArgumentParser(add_help=False)
     pre.add_argument("--ckpt_path")
+    pre.add_argument("-h", "--help", action="store_true")
     known, _ = pre.parse_known_args(argv)
+    if known.help:  # the whole parser prints every option and exits; no checkpoint needed
+        config.parse(argv, __doc__, extra=extra)
     quiet_mindspore()
     from acnet_ms.checkpoint import read_checkpoint
     from acnet_ms.engine import classifier_classes, recorded_options, validate
