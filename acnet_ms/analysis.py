@@ -75,7 +75,7 @@ def _fold_acbs(subject):
 
     arrays = subject.arrays
     if not state_map.acb_prefixes(arrays):
-        return {k: v for k, v in arrays.items() if not state_map.is_training_state(k)}, []
+        return state_map.network_entries(arrays), []
     model, num_classes = _model_of(subject)
     return state_map.fold_state(arrays, layout_for(model, num_classes, subject.meta))
 
@@ -87,11 +87,6 @@ def _fold_bns(subject, state):
     model, num_classes = _model_of(subject)
     pairs = create_model(model, num_classes=num_classes, deploy=True)._fused_pairs
     return state_map.fold_bns(state, [p for p in pairs if p[0] + ".weight" in state])[0]
-
-
-def _is_trainer_entry(name):
-    """True for optimizer / trainer entries of a checkpoint (not part of the network)."""
-    return state_map.is_training_state(name)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -116,7 +111,7 @@ class Subject:
         """``(state, acb_names)``: the checkpoint as plain-model entries (ACBs folded, trainer entries dropped)."""
         if "_plain" not in self.__dict__:
             if self.meta.get("deploy"):
-                self._plain = {k: v for k, v in self.arrays.items() if not _is_trainer_entry(k)}, []
+                self._plain = state_map.network_entries(self.arrays), []
             else:
                 try:
                     self._plain = _fold_acbs(self)
@@ -145,13 +140,13 @@ def load_subject(path, label=None, argv=()):
 
 def is_square_kernel(name, shape):
     """True for a k x k conv kernel: a 4-d ``*.weight`` with equal spatial sizes k > 1."""
-    return (name.endswith(".weight") and len(shape) == 4 and shape[2] == shape[3] > 1
-            and not _is_trainer_entry(name))
+    return name.endswith(".weight") and len(shape) == 4 and shape[2] == shape[3] > 1
 
 
 def square_kernel_names(state):
     """Names of the k x k conv kernels of a checkpoint dict, in its order."""
-    return [name for name, value in state.items() if is_square_kernel(name, np.shape(value))]
+    return [name for name, value in state_map.network_entries(state).items()
+            if is_square_kernel(name, np.shape(value))]
 
 
 def folded_kernels(subject):

@@ -217,7 +217,7 @@ def net_state(state, net, meta=None):
     """
     from .transform import acb_layout, layout_for
 
-    arrays = {k: v for k, v in state.items() if not state_map.is_training_state(k)}
+    arrays = state_map.network_entries(state)
     mine = acb_layout(net)
     if state_map.acb_prefixes(arrays) and not mine:
         spec = getattr(net, "_acnet_spec", {})

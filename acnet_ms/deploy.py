@@ -108,8 +108,7 @@ def check_against(state, shapes, model, path):
 
 def classes_of(state):
     """The number of classes, from the last 2-d weight of a checkpoint (the classifier), or None."""
-    dense = [v for k, v in state.items() if k.endswith(".weight") and np.ndim(v) == 2
-             and not state_map.is_training_state(k)]
+    dense = [v for k, v in state_map.network_entries(state).items() if k.endswith(".weight") and np.ndim(v) == 2]
     return int(dense[-1].shape[0]) if dense else None
 
 
@@ -193,16 +192,17 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if not has_acbs and not fold_bn:
         raise UserError(f"{src}: no ACB in this checkpoint: it is already plain (nothing to convert)")
     num_classes = meta.get("num_classes") or classes_of(state)
+    shapes = expected_shapes(name, num_classes)
     try:
         layout = layout_for(name, num_classes, meta) if has_acbs else {}
         absent = [p for p in layout if p not in state_map.acb_prefixes(state)]
         if absent:
             raise UserError(f"{src}: not a checkpoint of {name}: its ACB '{absent[0]}' is missing "
                             f"({len(absent)} of {len(layout)})")
-        plain, acbs = state_map.fold_state(state, layout)
+        # the network's entries are the model's names in training form; all else is optimizer/trainer state
+        plain, acbs = state_map.fold_state(state, layout, network=state_map.training_names(shapes, layout))
     except ValueError as err:
         raise UserError(f"{src}: {err}") from None
-    shapes = expected_shapes(name, num_classes)
     check_against(plain, shapes, name, src)
     plain = {k: plain[k] for k in shapes}  # the stock model's order
     bns = []

@@ -19,25 +19,53 @@ import numpy as np
 
 from . import fold
 
-#: entries a training checkpoint may hold beside the network's parameters:
-#: optimizer slots (by prefix) and optimizer / trainer scalars (by name)
-TRAINER_PREFIXES = ("moments.", "accum.", "adam_m.", "adam_v.", "ema.")
-TRAINER_NAMES = frozenset({
-    "learning_rate", "global_step", "momentum", "weight_decay", "beta1_power", "beta2_power",
+#: scalars that MindSpore's optimizers and trainers (ours and MindCV's) keep beside the network's parameters
+TRAINER_SCALARS = frozenset({
+    "learning_rate", "global_step", "momentum", "weight_decay", "beta1_power", "beta2_power", "mu_schedule",
     "scale_sense", "loss_scale", "current_iterator_step", "last_overflow_iterator_step",
-    "epoch_num", "step_num",
+    "epoch_num", "step_num", "accum.micro_step", "ema.updates",
 })
 
 
-def is_training_state(name):
-    """True for checkpoint entries that belong to the optimizer or the trainer, not the network."""
-    return name in TRAINER_NAMES or name.startswith(TRAINER_PREFIXES)
+def _is_copy(name, state):
+    """``<slot>.<entry>`` holding one value per value of another entry of ``state``: an optimizer slot
+    (``moments.``, ``stat.``, ``mean_square.``, ``adam_m.``, ...) or an EMA copy.  A numeric head is a
+    SequentialCell index (``1.0.weight``), which is the network's own."""
+    head, dot, rest = name.partition(".")
+    if not dot or head.isdigit() or rest not in state:
+        return False
+    return np.shape(state[name]) == np.shape(state[rest])
+
+
+def trainer_entries(state, network=None):
+    """The names of ``state``'s entries that belong to the optimizer or the trainer, not the network.
+
+    ``network``: the model's own parameter names (in the checkpoint's form);
+    every other entry is then trainer state.  Without it the checkpoint
+    tells by itself: an optimizer keeps one slot per parameter under the
+    parameter's own name behind a prefix, whatever the optimizer, so an
+    entry that is another entry's copy under a prefix is a slot; and the
+    trainers' scalars (:data:`TRAINER_SCALARS`).
+    """
+    if network is not None:
+        network = set(network)
+        return {name for name in state if name not in network}
+    return {name for name in state if name in TRAINER_SCALARS or _is_copy(name, state)}
+
+
+def network_entries(state, network=None):
+    """``state`` without its optimizer and trainer entries (see :func:`trainer_entries`), in file order."""
+    trainer = trainer_entries(state, network)
+    return {name: value for name, value in state.items() if name not in trainer}
 
 
 def acb_prefixes(state):
-    """Names of the ACBs in a checkpoint dict, in file order (``X`` for ``X.square_conv.weight``)."""
+    """Names of the ACBs in a checkpoint dict, in file order (``X`` for ``X.square_conv.weight``);
+    optimizer slots of an ACB are not ACBs."""
     tail = ".square_conv.weight"
-    return [name[:-len(tail)] for name in state if name.endswith(tail) and not is_training_state(name)]
+    found = [name for name in state if name.endswith(tail)]
+    trainer = trainer_entries({name: state[name] for name in found})
+    return [name[:-len(tail)] for name in found if name not in trainer]
 
 
 def acb_entries(prefix, info):
@@ -72,18 +100,33 @@ def fold_acb_entries(state, prefix, info):
 FOLDERS = {"acb": fold_acb_entries}
 
 
-def fold_state(state, layout):
+def training_names(plain_names, layout):
+    """The parameter names of a model's training form, from its plain form's names and its layout."""
+    consumed, added = set(), []
+    for prefix, info in layout.items():
+        consumed.update({prefix + ".weight", prefix + ".bias"})
+        if info.get("slot") == "bn":
+            consumed.update(f"{info['bn']}.{f}" for f in fold.BN_FIELDS)
+        added += [n for names in acb_entries(prefix, info).values() for n in names]
+        if info.get("has_bias"):
+            added.append(f"{prefix}.square_conv.bias")
+    return [n for n in plain_names if n not in consumed] + added
+
+
+def fold_state(state, layout, network=None):
     """Fold every re-parameterizable block of a training-form checkpoint into plain-model entries.
 
     ``state`` maps parameter names to numpy arrays, ``layout`` block names to
     their info (see the module's docstring).  A block ``X`` becomes ``X.weight``
     and its bias goes where ``info["slot"]`` says.  Optimizer and trainer
-    entries are dropped; every other entry is copied unchanged.
+    entries are dropped (``network``: the model's own names in training
+    form, see :func:`trainer_entries`); every other entry is copied unchanged.
 
     Returns ``(new_state, block_names)``; ValueError on an incomplete block, a
     block the layout does not know, or a folded entry that would overwrite one
     already in ``state``.
     """
+    state = network_entries(state, network)
     unknown = [p for p in acb_prefixes(state) if p not in layout]
     if unknown:
         raise ValueError(f"ACB '{unknown[0]}' is not part of this model")
@@ -100,7 +143,7 @@ def fold_state(state, layout):
                 folded[f"{info['bn']}.{field}"] = value
         elif bias is not None:
             folded[prefix + ".bias"] = bias
-    out = {name: value for name, value in state.items() if name not in consumed and not is_training_state(name)}
+    out = {name: value for name, value in state.items() if name not in consumed}
     clash = sorted(set(out) & set(folded))
     if clash:
         raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding an ACB")
@@ -162,6 +205,7 @@ def fold_bns(state, pairs):
     Returns ``(new_state, pairs)``; ValueError when a pair is incomplete,
     folded twice, or its BN does not match its conv's output channels.
     """
+    state = network_entries(state)
     folded, dropped = {}, set()
     for pair in pairs:
         conv, bn = pair[:2]
@@ -181,7 +225,7 @@ def fold_bns(state, pairs):
         dropped.update(names + [conv + ".bias"])
     out = {}
     for name, value in state.items():
-        if name in dropped or is_training_state(name):
+        if name in dropped:
             continue
         conv = name[:-len(".weight")]
         if name.endswith(".weight") and conv in folded:
