@@ -30,6 +30,30 @@ def _pads(padding, kernel_size, dilation):
     return pads
 
 
+class Kernel(nn.Cell):
+    """A conv's parameters without its computation (``weight``, and ``bias`` if any).
+
+    The one-conv form of an ACB sums its branches' kernels and convolves once:
+    its branches hold parameters only.  Not being convolutions, mixed
+    precision leaves them alone (MindCV's O1 would wrap a ``nn.Conv2d`` in a
+    casting cell that has no ``weight``).
+    """
+
+    def __init__(self, out_channels, in_per_group, kernel, has_bias=False):
+        super().__init__()
+        from mindspore.common.initializer import HeUniform, Uniform, initializer
+
+        fan_in = in_per_group * kernel[0] * kernel[1]
+        self.weight = Parameter(initializer(HeUniform(negative_slope=5 ** 0.5),
+                                            (out_channels, in_per_group) + tuple(kernel)), name="weight")
+        self.has_bias = has_bias
+        if has_bias:
+            self.bias = Parameter(initializer(Uniform(1 / fan_in ** 0.5), (out_channels,)), name="bias")
+
+    def construct(self, x):
+        return x
+
+
 class ACBlock(nn.Cell):
     """k x k conv + BN, trained as parallel k x k, 1 x k and k x 1 branches, deployed as one conv.
 
@@ -95,11 +119,12 @@ class ACBlock(nn.Cell):
             return
         if not self.branch_bn:
             # one conv over the summed kernel: the square conv's own geometry, 'same' included
-            self.square_conv = self._native_conv(has_bias=self.has_bias)
-            # the asymmetric convs only hold their kernels here
-            kernels = {"hor": (1, kernel_size), "ver": (kernel_size, 1)}
-            for name in BRANCH_SETS[branches]:
-                setattr(self, name + "_conv", self._conv(kernels[name], 0, 1))
+            native = self._native_conv(has_bias=self.has_bias)
+            self.conv2d, self.bias_add = native.conv2d, native.bias_add
+            kernels = {"square": (kernel_size, kernel_size), "hor": (1, kernel_size), "ver": (kernel_size, 1)}
+            for name in ("square",) + BRANCH_SETS[branches]:
+                setattr(self, name + "_conv", Kernel(out_channels, in_channels // groups, kernels[name],
+                                                     has_bias=self.has_bias and name == "square"))
             return
         # with 'same' the input is padded explicitly first (the amount depends on its size)
         t, b, l, r = self.padding
@@ -223,9 +248,11 @@ class ACBlock(nn.Cell):
         if self.deploy:
             return self.fused_conv(x)
         if not self.branch_bn:
-            out = self.square_conv.conv2d(x, self.summed_kernel())
+            # the kernel is built here, outside any conv cell, so mixed precision (O2/O3 cast the
+            # input to float16) does not cast it: it takes the input's type, as a conv cell's weight would
+            out = self.conv2d(x, ops.cast(self.summed_kernel(), x.dtype))
             if self.has_bias:
-                out = self.square_conv.bias_add(out, self.square_conv.bias)
+                out = self.bias_add(out, ops.cast(self.square_conv.bias, out.dtype))
             return out
         if self.same:
             x = self._pad_same(x)
