@@ -1,0 +1,162 @@
+"""Off the tested path: every optimizer MindCV builds, every AMP level, each kind of ACB.
+
+A training checkpoint holds the optimizer's slots beside the network (``moments.*``,
+``stat.*``, ``mean_square.*``, ``lion_m.*``, ...): converting, finetuning and
+validating must take the network's entries only, whichever optimizer wrote it.
+"""
+import re
+
+import numpy as np
+import pytest
+from conftest import assert_close, randomize_bn
+
+import mindspore as ms
+from mindspore import Tensor, nn
+
+from acnet_ms import create_model
+from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.cli import UserError
+from acnet_ms.config import defaults
+from acnet_ms.deploy import convert_checkpoint
+from acnet_ms.engine import build_train_step, classifier_classes, train_call
+from acnet_ms.state import fold_state, network_entries
+from acnet_ms.transform import acb_layout, to_acb, trace
+
+#: every name mindcv 0.3.0's create_optimizer accepts (test_the_optimizer_list_is_mindcvs checks it)
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "nadam", "adan", "rmsprop", "adagrad", "lamb")
+#: optimizers MindSpore 2.8 has no CPU kernel for
+NO_CPU_KERNEL = {"lamb"}
+
+
+def test_the_optimizer_list_is_mindcvs():
+    import inspect
+
+    from mindcv.optim import optim_factory
+
+    source = inspect.getsource(optim_factory.create_optimizer)
+    accepted = set(re.findall(r'opt == "(\w+)"', source))
+    for group in re.findall(r"opt in \[([^\]]*)\]", source):
+        accepted.update(re.findall(r'"(\w+)"', group))
+    assert accepted == set(OPTIMIZERS)
+
+
+def batch(seed=0, size=16, n=2):
+    rng = np.random.default_rng(seed)
+    return (Tensor(rng.normal(size=(n, 3, size, size)).astype(np.float32)),
+            Tensor(rng.integers(0, 10, n).astype(np.int32)))
+
+
+def train_one_step(net, opt="momentum", amp_level="O0", model="src20"):
+    cfg = dict(defaults(), device_target="CPU", model=model, block_type="acb", opt=opt, amp_level=amp_level,
+               weight_decay=1e-4, lr=0.05)
+    step, _ = build_train_step(net, cfg, [0.05] * 4)
+    loss = train_call(step, *batch(), True, cfg)[0]
+    return step, float(loss.asnumpy())
+
+
+@pytest.fixture
+def pynative():
+    """One step in PyNative mode: the checkpoint's names are the same, without a graph to compile per optimizer."""
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=mode)
+
+
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+def test_a_checkpoint_of_every_optimizer_converts_finetunes_and_validates(opt, tmp_path, pynative):
+    ms.set_seed(0)
+    net = randomize_bn(create_model("src20", num_classes=10, block_type="acb"), seed=1)
+    if opt in NO_CPU_KERNEL:
+        with pytest.raises(UserError) as err:
+            train_one_step(net, opt)
+        assert re.fullmatch(rf"the train step of src20 .* opt {opt}\) does not compile or run on CPU: "
+                            rf"Unsupported op \[\w+\] on CPU", str(err.value)), str(err.value)
+        return
+    step, loss = train_one_step(net, opt)
+    assert np.isfinite(loss)
+    src, dst = str(tmp_path / "train.ckpt"), str(tmp_path / "plain.ckpt")
+    meta = dict(model="src20", block_type="acb", num_classes=10, epoch=1, step=1, acb_layout=acb_layout(net))
+    write_checkpoint(src, step, meta)
+    arrays, _ = read_checkpoint(src)
+    network = {p.name for p in net.get_parameters()}
+    slots = [k for k in arrays if k not in network]
+    assert any(k.endswith(".square_conv.weight") for k in slots)  # the optimizer keeps slots of the ACBs
+    assert set(network_entries(arrays)) == network  # told apart by the checkpoint alone
+
+    summary = convert_checkpoint(src, dst, log=lambda *_: None)
+    assert summary["acbs"] == len(meta["acb_layout"])
+    plain = create_model("src20", num_classes=10)
+    folded, _ = read_checkpoint(dst)
+    assert list(folded) == [p.name for p in plain.get_parameters()]
+    ms.load_param_into_net(plain, {k: ms.Parameter(Tensor(v), name=k) for k, v in folded.items()},
+                           strict_load=True)
+    x, _ = batch(seed=3)
+    net.set_train(False)
+    plain.set_train(False)
+    assert_close(plain(x).asnumpy(), net(x).asnumpy(), 1e-4, opt)
+
+    finetuned = create_model("src20", num_classes=10)  # finetuning a plain model from the training checkpoint
+    loaded = load_pretrained(finetuned, src, log=lambda *_: None)
+    assert len(loaded) == len(list(finetuned.get_parameters()))
+    finetuned.set_train(False)
+    assert_close(finetuned(x).asnumpy(), net(x).asnumpy(), 1e-4, opt + " finetune start")
+    assert classifier_classes(arrays) == 10
+
+
+class ThreeKinds(nn.Cell):
+    """One conv of each ACB kind: into a BN slot, with its own bias, and with neither (pre-activation)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_bn = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv_bias = nn.Conv2d(8, 8, 3, stride=2, pad_mode="pad", padding=1, has_bias=True)
+        self.pre_bn = nn.BatchNorm2d(8)
+        self.conv_plain = nn.Conv2d(8, 8, 3, pad_mode="same")
+        self.relu = nn.ReLU()
+        self.head = nn.Dense(8, 10)
+
+    def construct(self, x):
+        x = self.relu(self.bn(self.conv_bn(x)))
+        x = self.relu(self.conv_bias(x))
+        x = self.conv_plain(self.relu(self.pre_bn(x)))
+        return self.head(x.mean(axis=(2, 3)))
+
+
+def three_kinds(branch_bn=True):
+    ms.set_seed(0)
+    net = ThreeKinds()
+    return to_acb(net, trace(net, (1, 3, 16, 16)), branch_bn=branch_bn)
+
+
+def test_the_model_has_one_acb_of_each_kind():
+    layout = acb_layout(three_kinds())
+    assert {k: v["slot"] for k, v in layout.items()} == dict(conv_bn="bn", conv_bias="bias", conv_plain="none")
+    assert [v["branch_bn"] for v in layout.values()] == [True, True, False]  # a bias goes into a BN slot
+
+
+@pytest.mark.parametrize("amp_level", ["O0", "O1", "O2", "O3"])
+@pytest.mark.parametrize("branch_bn", [True, False], ids=["branch_bn", "one_conv"])
+def test_each_acb_kind_trains_evaluates_and_folds_at_every_amp_level(amp_level, branch_bn):
+    net = randomize_bn(three_kinds(branch_bn), seed=2)
+    _, loss = train_one_step(net, "momentum", amp_level)
+    assert np.isfinite(loss)
+    x, _ = batch(seed=4)
+    net.set_train(False)
+    amp_out = net(x).asnumpy().astype(np.float32)  # evaluation at the training's AMP level
+    assert np.isfinite(amp_out).all()
+
+    params = {p.name: p.asnumpy().astype(np.float32) for p in net.get_parameters()}  # float32 master weights
+    reference = randomize_bn(three_kinds(branch_bn))
+    ms.load_param_into_net(reference, {k: ms.Parameter(Tensor(v), name=k) for k, v in params.items()},
+                           strict_load=True)
+    plain = ThreeKinds()
+    folded, _ = fold_state(params, acb_layout(reference))
+    ms.load_param_into_net(plain, {k: ms.Parameter(Tensor(v), name=k) for k, v in folded.items()},
+                           strict_load=True)
+    reference.set_train(False)
+    plain.set_train(False)
+    expected = reference(x).asnumpy()
+    assert_close(plain(x).asnumpy(), expected, 1e-4, f"fold at {amp_level}")
+    assert_close(amp_out, expected, 0.05 if amp_level != "O0" else 1e-5, f"{amp_level} vs float32")
