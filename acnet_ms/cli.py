@@ -3,16 +3,34 @@ import argparse
 import gc
 import os
 import sys
+import tempfile
 
 
 class UserError(Exception):
-    """A problem with the user's input: reported as one line, exit status 2, no traceback."""
+    """A problem with the user's input: reported as one line, exit status ``code`` (2), no traceback."""
+
+    def __init__(self, message, code=2):
+        super().__init__(message)
+        self.code = code
+
+
+class Interrupted(UserError):
+    """The run was stopped by a signal: its one line (where it stood) is printed as it is."""
 
 
 def first_line(err):
-    """The first line of an exception's message (its type's name if the message is empty)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The first line of an exception's message (its type's name if the message is empty).
+
+    MindSpore's framework errors open with rules (``-----``) and headings
+    (``- Kernel select failed:``): the first line of the message proper is taken,
+    without MindSpore's advice to confirm the device target.
+    """
+    for line in str(err).splitlines():
+        line = line.strip()
+        if not line or set(line) <= set("-= ") or (line.startswith("- ") and line.endswith(":")):
+            continue
+        return line.split(", Please confirm")[0]
+    return type(err).__name__
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -30,21 +48,28 @@ def quiet_mindspore():
     own format.  ``GLOG_v=2`` (or lower) in the environment brings its logs back.
     """
     os.environ.setdefault("GLOG_v", "4")
+    # MindSpore writes its report of a failed compilation under ./rank_N/om/: keep the user's folder clean
+    os.environ.setdefault("MS_DEV_SAVE_GRAPHS_PATH", os.path.join(tempfile.gettempdir(), "acnet_ms-graphs"))
 
 
 def run(main, argv=None):
     """Run ``main(argv)`` and exit with its status.
 
-    A :class:`UserError` prints ``error: <message>`` on stderr and exits 2.
+    A :class:`UserError` prints ``error: <message>`` on stderr and exits 2 (an
+    :class:`Interrupted` prints its line and exits 128 + the signal's number).
     Everything ``main`` built is released and collected while the interpreter
     is still whole, so no Cell finalizer complains at exit.
     """
     try:
         code = main(argv) or 0
+    except Interrupted as err:
+        print(err, file=sys.stderr)
+        code = err.code
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
-        code = 2
+        code = err.code
     except KeyboardInterrupt:
+        print("stopped by SIGINT", file=sys.stderr)
         code = 130
     gc.collect()
     sys.stdout.flush()

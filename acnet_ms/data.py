@@ -4,8 +4,10 @@ Built on mindcv's ``create_dataset`` / ``create_transforms`` / ``create_loader``
 what this module adds is checking the data before a long run starts (each
 problem one clear error naming the path) and exact validation sharding.
 """
+import glob
 import os
 import re
+import time
 
 import numpy as np
 
@@ -224,8 +226,23 @@ def create_loader(cfg, spec, training, rank=0, world=1, num_workers=None):
 _BAD_FILE = re.compile(r"corresponding data file is: (.+?)\. (.*?)(?:\n|$)")
 
 
+_STARTED = time.time()
+
+
+def remove_image_dump():
+    """MindSpore's decoder copies an image it cannot decode to ``./abnormal_image.*``: the error names the
+    file already, so the copy (made by this process) goes."""
+    for path in glob.glob("abnormal_image.*"):
+        try:
+            if os.path.getmtime(path) >= _STARTED:
+                os.remove(path)
+        except OSError:
+            pass
+
+
 def pipeline_error(err):
     """A one-line UserError for a data pipeline failure (e.g. an image that does not decode), else None."""
+    remove_image_dump()
     text = str(err)
     match = _BAD_FILE.search(text)
     if match:

@@ -10,7 +10,7 @@ import numpy as np
 
 from . import data
 from .checkpoint import load_pretrained, mismatch, read_checkpoint, shapes_of, write_checkpoint
-from .cli import UserError, first_line
+from .cli import Interrupted, UserError, first_line
 from .config import IDENTITY, dump
 
 
@@ -47,9 +47,10 @@ def setup(cfg, log=print):
 
         try:
             init()
-        except RuntimeError as err:
-            raise UserError(f"distribute: True needs a launcher such as msrun ({first_line(err)})") \
-                from None
+        except RuntimeError:
+            raise UserError("option 'distribute' is True but no launcher started this process: pass "
+                            "--distribute False for one device, or launch with msrun (msrun --worker_num N "
+                            "--local_worker_num N python train.py ...)") from None
         rank, world = get_rank(), get_group_size()
         ms.reset_auto_parallel_context()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
@@ -198,18 +199,22 @@ def build_train_step(net, cfg, lrs, scale_window=2000):
     return step, optimizer
 
 
-def evaluate(net, loader, world=1, transform=None):
+def evaluate(net, loader, world=1, transform=None, progress=None, every=100):
     """Top-1 / top-5 counts, summed loss and sample count over the whole split (summed over ranks).
 
     ``transform``, if given, maps each batch of images (a numpy NCHW array, after
-    the loader's own transforms) to the batch the network sees.
+    the loader's own transforms) to the batch the network sees.  ``progress``,
+    if given, is called with a line (batches, samples/s, ETA) every ``every``
+    batches and after the last.
     """
     import mindspore as ms
 
     net.set_train(False)
     totals = np.zeros(4)
+    batches = loader.get_dataset_size() if progress is not None else None
+    start = time.perf_counter()
     try:
-        for image, label in loader.create_tuple_iterator(num_epochs=1):
+        for i, (image, label) in enumerate(loader.create_tuple_iterator(num_epochs=1), 1):
             if transform is not None:
                 image = ms.Tensor(np.ascontiguousarray(transform(image.asnumpy())))
             logits = net(image).asnumpy().astype(np.float64)
@@ -220,6 +225,10 @@ def evaluate(net, loader, world=1, transform=None):
             logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
             totals += (np.sum(topk[:, 0] == y), np.sum((topk == y[:, None]).any(axis=1)),
                        -logp[np.arange(len(y)), y].sum(), len(y))
+            if progress is not None and (i % max(1, every) == 0 or i == batches):
+                seconds = time.perf_counter() - start
+                progress(f"validation batch {i}/{batches}: {int(totals[3])} samples, "
+                         f"{totals[3] / seconds:.1f} samples/s, eta {_fmt_time(seconds / i * (batches - i))}")
     except RuntimeError as err:
         raise data.pipeline_error(err) or err from None
     if world > 1:
@@ -532,7 +541,135 @@ def check_inputs(cfg):
         data.check_num_classes(val_spec, cfg["num_classes"], "validation")
     if cfg["resume"]:
         check_resume(cfg)
+    check_run_folder(cfg)
     return train_spec, val_spec
+
+
+#: what a run writes into its folder (besides its temporary files)
+RUN_FILE = re.compile(r"(.+\.ckpt|summary\.jsonl|config\.yaml|train_rank\d+\.log)$")
+
+
+def check_run_folder(cfg):
+    """A run writes only into a folder of its own: UserError if ``ckpt_save_dir`` holds another run.
+
+    Without ``--resume`` the folder must hold no run's files; with it, only
+    the files of the run being resumed (the folder of the ``--resume`` checkpoint).
+    Checked on every rank before any of them writes (collective initialisation
+    waits for all of them).
+    """
+    folder = cfg["ckpt_save_dir"]
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f"{folder}: ckpt_save_dir is a file")
+    if not os.path.isdir(folder):
+        return
+    if cfg["resume"] and os.path.samefile(os.path.dirname(os.path.abspath(cfg["resume"])), folder):
+        return
+    earlier = sorted((not f.endswith(".ckpt"), f) for f in os.listdir(folder) if RUN_FILE.match(f))
+    earlier = [f for _, f in earlier]  # checkpoints first
+    if earlier:
+        more = f" and {len(earlier) - 1} more" if len(earlier) > 1 else ""
+        raise UserError(f"{folder}: ckpt_save_dir holds an earlier run ({earlier[0]}{more}), which this run would "
+                        f"overwrite; choose another --ckpt_save_dir, or continue that run with --resume "
+                        f"{os.path.join(folder, '<its last -eNNN.ckpt>')}")
+
+
+#: write_checkpoint's temporary files: ``.<name>.<pid>.tmp.ckpt``
+TMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp\.ckpt$")
+
+
+def remove_stale_temporaries(folder, log):
+    """Remove the temporary checkpoint files a killed process left behind (those of no running process)."""
+    for name in sorted(os.listdir(folder)):
+        match = TMP_FILE.match(name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+            if pid != os.getpid():
+                continue  # a live process is writing it
+        except (ProcessLookupError, PermissionError):
+            pass
+        os.remove(os.path.join(folder, name))
+        log(f"removed {name}, a partial checkpoint of an earlier, interrupted process")
+
+
+def keep_summary_until(folder, epoch):
+    """Drop ``summary.jsonl``'s lines after ``epoch`` (a resumed run writes them again), atomically."""
+    path = os.path.join(folder, "summary.jsonl")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("epoch", 0) <= epoch:
+                kept.append(line)
+        except ValueError:
+            continue  # a line cut short by a kill
+    if kept != lines:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+
+
+class Stopped(Exception):
+    """The run stopped on SIGINT or SIGTERM; ``code`` is the exit status (128 + signal number)."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum, self.code = signum, 128 + signum
+
+
+class StopSignals:
+    """SIGINT / SIGTERM during training: the step in flight (and a save) completes, then :class:`Stopped`.
+
+    A second signal stops at once.  Outside the main thread nothing is
+    installed (signals are the main thread's).  MindSpore's runtime puts its
+    own SIGINT handler in place when it first compiles a graph (it turns
+    SIGINT into SIGTERM), so the loop calls :meth:`install` again after that.
+    """
+
+    def __init__(self):
+        self.signum = None
+        self.previous = {}
+
+    def __enter__(self):
+        self.install()
+        return self
+
+    def install(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.signal(sig, self._handle)
+                self.previous.setdefault(sig, previous)
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise Stopped(signum)
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False
+
+    def check(self):
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+
+def epoch_seed(seed, epoch):
+    """The data pipeline's seed for ``epoch``: its order and random augmentations depend on the run's
+    seed and the epoch only, so a resumed run sees the same batches as an uninterrupted one."""
+    return (int(seed) * 100003 + int(epoch)) % (2 ** 32)
 
 
 def train(cfg):
@@ -543,24 +680,48 @@ def train(cfg):
     """
     train_spec, val_spec = check_inputs(cfg)
     folder = cfg["ckpt_save_dir"]
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        raise UserError(f"{folder}: ckpt_save_dir is a file")
-    early = []
-    rank, world = setup(cfg, log=early.append)
-    run = _build(cfg, rank, world, train_spec, val_spec, early.append)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{folder}: cannot create ckpt_save_dir ({err.strerror})") from None
-    log = RunLog(folder, rank, echo=rank == 0)
-    for line in early:
+    early, run = [], dict(last_path=cfg["resume"])
+    with StopSignals() as stop:
+        try:
+            rank, world = setup(cfg, log=early.append)
+            run.update(_build(cfg, rank, world, train_spec, val_spec, early.append), stop=stop)
+            stop.check()
+        except Stopped as stopped:
+            raise Interrupted(stopped_line(stopped, run, None), code=stopped.code) from None
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"{folder}: cannot create ckpt_save_dir ({err.strerror})") from None
+        log = RunLog(folder, rank, echo=rank == 0)
+        for line in early:
+            log(line)
+        try:
+            if rank == 0:
+                remove_stale_temporaries(folder, log)
+                if cfg["resume"]:
+                    keep_summary_until(folder, run["plan"].start_epoch)
+                dump(cfg, os.path.join(folder, "config.yaml"))
+            return _train(cfg, rank, world, run, log)
+        except Stopped as stopped:
+            raise Interrupted(stopped_line(stopped, run, log), code=stopped.code) from None
+        finally:
+            log.close()
+
+
+def stopped_line(stopped, run, log):
+    """Log where a stopped run stands and return the one line to print: where to resume."""
+    import signal
+
+    name = signal.Signals(stopped.signum).name
+    at = run.get("position") or "before its first step"
+    last = run.get("last_path")
+    where = (f"continue with --resume {last}" if last else
+             "no checkpoint was written yet: start it again")
+    line = f"stopped by {name} at {at}; {where}"
+    if log is not None:
+        log.echo = False  # the entry point prints it
         log(line)
-    try:
-        if rank == 0:
-            dump(cfg, os.path.join(folder, "config.yaml"))
-        return _train(cfg, rank, world, run, log)
-    finally:
-        log.close()
+    return line
 
 
 def _build(cfg, rank, world, train_spec, val_spec, log):
@@ -599,8 +760,6 @@ def _build(cfg, rank, world, train_spec, val_spec, log):
 
 
 def _train(cfg, rank, world, run, log):
-    import mindspore.dataset as ds
-
     plan, net, step_cell = run["plan"], run["net"], run["step_cell"]
     folder = cfg["ckpt_save_dir"]
     ckpts = Checkpoints(folder, f"{cfg['model']}_{cfg['block_type']}", cfg["keep_checkpoint_max"],
@@ -609,13 +768,12 @@ def _train(cfg, rank, world, run, log):
                    eval_net=run["eval_net"])
     if plan.start_epoch >= plan.epochs:
         log(f"nothing to do: the checkpoint already has {plan.start_epoch} of {plan.epochs} epochs")
-    ds.config.set_seed(cfg["seed"] + plan.start_epoch)  # a resumed run does not replay epoch 0's order
     images_per_step = cfg["batch_size"] * world
     gstep = plan.start_step
     if run["sink"]:
-        gstep = _run_sunk(cfg, plan, step_cell, run["train_loader"], end, images_per_step, log)
+        gstep = _run_sunk(cfg, plan, step_cell, run["train_loader"], end, images_per_step, log, run)
     else:
-        gstep = _run_loop(cfg, plan, step_cell, run["train_loader"], end, images_per_step, log)
+        gstep = _run_loop(cfg, plan, step_cell, run["train_loader"], end, images_per_step, log, run)
     final_lr = plan.lr_at(gstep)
     log(f"finished: {gstep} steps ({plan.epochs} epochs x {plan.steps_per_epoch}), final lr {final_lr:.8f}; "
         f"weights sha256 {weights_digest(net)}")
@@ -627,19 +785,33 @@ def _train(cfg, rank, world, run, log):
     return dict(steps=gstep, lr=final_lr, last=None, best=None)
 
 
-def _run_loop(cfg, plan, step_cell, loader, end, images_per_step, log):
-    """The ordinary loop: one call of the compiled step per batch, progress every ``log_interval`` steps."""
+def _run_loop(cfg, plan, step_cell, loader, end, images_per_step, log, run):
+    """The ordinary loop: one call of the compiled step per batch, progress every ``log_interval`` steps.
+
+    Each epoch reads the data through a pipeline seeded for that epoch
+    (:func:`epoch_seed`).  A stop signal ends the loop after the step in
+    flight (:class:`StopSignals`); ``run["position"]`` and ``run["last_path"]``
+    say where it stood.
+    """
+    import mindspore.dataset as ds
+
     spe, gstep = plan.steps_per_epoch, plan.start_step
-    todo = plan.epochs_to_run()
-    iterator = loader.create_tuple_iterator(num_epochs=max(1, len(todo)))
+    stop = run["stop"]
     run_start, run_steps = time.perf_counter(), 0
     total = plan.step_after(plan.epochs)
-    for epoch in todo:
+    for epoch in plan.epochs_to_run():
+        ds.config.set_seed(epoch_seed(cfg["seed"], epoch))
+        iterator = loader.create_tuple_iterator(num_epochs=1)
         epoch_start = tick = time.perf_counter()
         loss_sum, i = None, 0
         try:
             for i, (image, label) in enumerate(iterator, 1):
-                loss = step_cell(image, label)[0]
+                first = gstep == plan.start_step
+                loss = train_call(step_cell, image, label, first, cfg)[0]
+                run["position"] = f"epoch {epoch}/{plan.epochs} step {i}/{spe}"
+                if first:
+                    stop.install()
+                stop.check()
                 loss_sum = loss if loss_sum is None else loss_sum + loss
                 gstep += 1
                 run_steps += 1
@@ -652,12 +824,40 @@ def _run_loop(cfg, plan, step_cell, loader, end, images_per_step, log):
                         f"eta {_fmt_time(eta)}")
                     tick = now
         except RuntimeError as err:
+            stop.check()  # a signal also reaches the pipeline's worker processes
             raise data.pipeline_error(err) or err from None
         end(epoch, gstep, float(loss_sum.asnumpy()) / max(i, 1), time.perf_counter() - epoch_start)
+        run["last_path"] = end.last_path or run.get("last_path")
+        run["position"] = f"the end of epoch {epoch}/{plan.epochs}"
+        stop.install()  # validation may have compiled a graph
+        stop.check()
     return gstep
 
 
-def _run_sunk(cfg, plan, step_cell, loader, end, images_per_step, log):
+def train_call(step_cell, image, label, first, cfg):
+    """One call of the train step; the first call compiles it, and a failure there is one line."""
+    if not first:
+        return step_cell(image, label)
+    try:
+        return step_cell(image, label)
+    except (TypeError, ValueError, RuntimeError) as err:
+        if data.pipeline_error(err):
+            raise
+        raise UserError(f"the train step of {cfg['model']} (block_type {cfg['block_type']}, amp_level "
+                        f"{cfg['amp_level']}, opt {cfg['opt']}) does not compile or run on {cfg['device_target']}: "
+                        f"{first_line(err)}{graph_report()}") from None
+
+
+def graph_report():
+    """Where MindSpore wrote its report of a failed compilation (``analyze_fail.ir``), as a suffix."""
+    folder = os.environ.get("MS_DEV_SAVE_GRAPHS_PATH")
+    if not folder:
+        return ""
+    found = glob.glob(os.path.join(folder, "rank_*", "om", "analyze_fail.ir"))
+    return f" (MindSpore's report: {max(found, key=os.path.getmtime)})" if found else ""
+
+
+def _run_sunk(cfg, plan, step_cell, loader, end, images_per_step, log, run):
     """Ascend/GPU: ``mindspore.data_sink`` over the same compiled step, one launch per epoch.
 
     Untested on hardware (MindSpore refuses sinking on CPU).  One progress line
@@ -665,6 +865,11 @@ def _run_sunk(cfg, plan, step_cell, loader, end, images_per_step, log):
     """
     import mindspore as ms
 
+    import mindspore.dataset as ds
+
+    # one pipeline for all launches: its order is seeded at the first epoch run (a resume is not
+    # batch-exact on this path, unlike the step loop's per-epoch pipelines)
+    ds.config.set_seed(epoch_seed(cfg["seed"], plan.start_epoch + 1))
     sunk = ms.data_sink(step_cell, loader, sink_size=plan.sink_size)
     run_start = time.perf_counter()
     gstep = plan.start_step
@@ -680,6 +885,10 @@ def _run_sunk(cfg, plan, step_cell, loader, end, images_per_step, log):
         log(f"epoch {epoch}/{plan.epochs} step {steps}/{plan.steps_per_epoch} loss {loss:.4f} "
             f"lr {plan.lr_at(gstep):.6f} images/s {steps * images_per_step / (now - tick):.1f} eta {_fmt_time(eta)}")
         end(epoch, gstep, loss, now - tick)
+        run["last_path"] = end.last_path or run.get("last_path")
+        run["position"] = f"the end of epoch {epoch}/{plan.epochs}"
+        run["stop"].install()
+        run["stop"].check()
     return gstep
 
 
@@ -705,12 +914,12 @@ def classifier_classes(arrays):
     (``classifier.weight``, ``fc.weight``, ``head.weight``, ``head.fc.weight``, ...);
     optimizer and EMA copies are not looked at.
     """
-    from .state import is_training_state
+    from .state import network_entries
 
     found = None
-    for name, value in arrays.items():
+    for name, value in network_entries(arrays).items():
         parts = name.split(".")
-        if (is_training_state(name) or len(parts) < 2 or parts[-1] != "weight" or np.ndim(value) != 2
+        if (len(parts) < 2 or parts[-1] != "weight" or np.ndim(value) != 2
                 or parts[-2] not in CLASSIFIER_NAMES):
             continue
         found = int(np.shape(value)[0])
@@ -726,7 +935,7 @@ def validate(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):
     network runs at ``val_amp_level``.
     """
     net, loader, world = eval_setup(cfg, arrays, deploy, folded_bn, log, meta)
-    return evaluate(net, loader, world)
+    return evaluate(net, loader, world, progress=log, every=cfg["log_interval"])
 
 
 def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):

@@ -83,8 +83,12 @@ def test_validate_gives_identical_top1_for_acb_deploy_and_converted(trained, tmp
     assert {data["samples"] for _, data in runs.values()} == {60}
     assert 0.0 < runs["acb"][1]["top1"] <= 1.0
     # on the full split (359 images of the ImageFolder), with validate.py options overriding the recorded ones
-    res = run_script("validate.py", "--ckpt_path", plain, "--val_list", "none", "--batch_size", 64)
+    res = run_script("validate.py", "--ckpt_path", plain, "--val_list", "none", "--batch_size", 64,
+                     "--log_interval", 2)
     assert metrics_of(res).endswith("samples=359")
+    progress = re.findall(r"^validation batch (\d+)/6: (\d+) samples, [\d.]+ samples/s, eta \d+:\d\d:\d\d$",
+                          res.stdout, re.M)
+    assert progress == [("2", "128"), ("4", "256"), ("6", "359")], res.stdout
 
 
 def test_finetuning_a_plain_checkpoint_into_acb_starts_from_the_same_function(tmp_path):
@@ -189,12 +193,82 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits, tmp_
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout and "epoch 1, step 5" in resumed.stdout
     assert [m[0] for m in PROGRESS.findall(resumed.stdout)] == ["2"] * 5 + ["3"] * 5
-    assert FINISHED.search(resumed.stdout).groups()[:2] == (steps, lr)
+    assert FINISHED.search(resumed.stdout).groups() == FINISHED.search(full.stdout).groups()  # the same weights
     _, meta_full = read_checkpoint(os.path.join(str(tmp_path / "full"), "src20_acb-e003.ckpt"))
     arrays, meta = read_checkpoint(os.path.join(save, "src20_acb-e003.ckpt"))
     assert (meta["step"], meta["lr"]) == (meta_full["step"], meta_full["lr"])
     assert meta["step"] == 15 and meta["lr"] == pytest.approx(float(lr), abs=1e-8)
     assert int(arrays["global_step"].reshape(-1)[0]) == 15
+    straight, _ = read_checkpoint(os.path.join(str(tmp_path / "full"), "src20_acb-e003.ckpt"))
+    assert list(arrays) == list(straight)  # network, optimizer slots and all: bit for bit
+    for name, value in straight.items():
+        assert np.array_equal(arrays[name], value), name
+
+
+def test_a_second_run_into_a_used_folder_is_refused_and_changes_nothing(trained, digits):
+    save, _ = trained
+    before = {f: os.path.getmtime(os.path.join(save, f)) for f in os.listdir(save)}
+    res = run_script("train.py", *small_run(digits, save, "--epoch_size", 1))
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        rf"error: {re.escape(save)}: ckpt_save_dir holds an earlier run \(src20_acb-best.ckpt and \d+ more\), "
+        rf"which this run would overwrite; choose another --ckpt_save_dir, or continue that run with "
+        rf"--resume .*", lines[0]), lines
+    assert {f: os.path.getmtime(os.path.join(save, f)) for f in os.listdir(save)} == before
+
+
+def test_a_resume_from_another_folder_into_a_used_folder_is_refused(trained, digits, tmp_path):
+    save, _ = trained
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "summary.jsonl").write_text('{"epoch": 1}\n')
+    res = run_script("train.py", *small_run(digits, str(other), "--epoch_size", 3, "--resume",
+                                            os.path.join(save, "src20_acb-e002.ckpt")))
+    assert res.returncode == 2 and "ckpt_save_dir holds an earlier run (summary.jsonl)" in res.stderr
+    assert (other / "summary.jsonl").read_text() == '{"epoch": 1}\n'
+
+
+def test_a_signal_stops_after_the_step_with_where_to_resume_then_resume_leaves_no_trace(digits, tmp_path):
+    """SIGINT mid-epoch: one line, exit 130/143, no partial files; a stale temporary of an earlier kill is
+    removed and resuming from an earlier epoch than the summary reached writes each epoch once."""
+    save = str(tmp_path / "run")
+    args = ["--val_while_train", "False", "--keep_checkpoint_max", 5]
+    first = run_script("train.py", *small_run(digits, save, "--epoch_size", 2, *args))
+    assert first.returncode == 0, first.stderr[-2000:]
+    stale = os.path.join(save, ".src20_acb-e002.ckpt.4194999.tmp.ckpt")  # a pid above Linux's limit: dead
+    open(stale, "wb").write(b"half a checkpoint")
+
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"),
+           *map(str, small_run(digits, save, "--epoch_size", 3, *args, "--resume",
+                               os.path.join(save, "src20_acb-e001.ckpt")))]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    lines = []
+    try:
+        assert read_until(proc, r"^epoch 3/3 step 2/5 ", lines), "".join(lines)
+        os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C in a terminal: the whole process group
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # MindSpore's runtime turns SIGINT during a running graph into SIGTERM: either is a clean stop
+    assert proc.returncode in (130, 143), (proc.returncode, err[-2000:])
+    assert "Traceback" not in err
+    err_lines = [line for line in err.splitlines() if line.strip()]
+    assert len(err_lines) == 1 and re.fullmatch(
+        rf"stopped by SIG(INT|TERM) at epoch 3/3 step [2-5]/5; continue with --resume "
+        rf"{re.escape(os.path.join(save, 'src20_acb-e002.ckpt'))}", err_lines[0]), err_lines
+    assert not os.path.exists(stale)
+    assert sorted(f for f in os.listdir(save) if "ckpt" in f) == ["src20_acb-e001.ckpt", "src20_acb-e002.ckpt"]
+    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(save, "summary.jsonl"))]
+    assert epochs == [1, 2]  # epoch 2 was run again, and is there once
+
+    done = run_script("train.py", *small_run(digits, save, "--epoch_size", 3, *args, "--resume",
+                                             os.path.join(save, "src20_acb-e002.ckpt")))
+    assert done.returncode == 0, done.stderr[-2000:]
+    epochs = [json.loads(line)["epoch"] for line in open(os.path.join(save, "summary.jsonl"))]
+    assert epochs == [1, 2, 3]
 
 
 def make_bad(kind, digits, tmp_path):
@@ -252,6 +326,8 @@ def make_bad(kind, digits, tmp_path):
     if kind == "bad_amp_cast_list":
         return "train.py", small_run(digits, save, "--amp_level", "O2", "--amp_cast_list", "[os.system]"), \
             ["amp_cast_list"]
+    if kind == "distribute_without_launcher":
+        return "train.py", small_run(digits, save, "--distribute", "True"), ["--distribute False", "msrun"]
     if kind == "validate_missing":
         return "validate.py", ["--ckpt_path", tmp_path / "gone.ckpt"], ["gone.ckpt", "no such file"]
     if kind == "validate_no_split":
@@ -266,7 +342,8 @@ def make_bad(kind, digits, tmp_path):
 
 BAD = ["no_data_dir", "no_split", "empty_class", "bad_image", "class_count", "unknown_key", "resume_other_model",
        "missing_ckpt_path", "missing_resume", "pretrained", "download_missing", "odd_batch_mixup",
-       "top_k_without_validation", "model_option_not_taken", "bad_amp_cast_list", "validate_missing",
+       "top_k_without_validation", "model_option_not_taken", "bad_amp_cast_list", "distribute_without_launcher",
+       "validate_missing",
        "validate_no_split"]
 
 
@@ -275,12 +352,13 @@ def test_bad_input_is_one_line_with_nothing_lost(kind, digits, tmp_path):
     script, args, fragments = make_bad(kind, digits, tmp_path)
     save = tmp_path / "run"
     save.mkdir(exist_ok=True)
-    (save / "keep.ckpt").write_bytes(b"an earlier checkpoint")  # must survive
+    (save / "notes.txt").write_bytes(b"the user's own file")  # must survive (an earlier run is refused first)
     res = run_script(script, *args)
     assert res.returncode == 2, (res.returncode, res.stdout[-1500:], res.stderr[-1500:])
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
-    assert (save / "keep.ckpt").read_bytes() == b"an earlier checkpoint"
-    assert not [f for f in os.listdir(save) if f.endswith(".ckpt") and f != "keep.ckpt"]
+    assert (save / "notes.txt").read_bytes() == b"the user's own file"
+    assert not [f for f in os.listdir(save) if f.endswith(".ckpt")]
+    assert not [f for f in os.listdir(ROOT) if f.startswith(("abnormal_image", "rank_"))]  # no stray files
