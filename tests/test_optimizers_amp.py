@@ -160,3 +160,17 @@ def test_each_acb_kind_trains_evaluates_and_folds_at_every_amp_level(amp_level, 
     expected = reference(x).asnumpy()
     assert_close(plain(x).asnumpy(), expected, 1e-4, f"fold at {amp_level}")
     assert_close(amp_out, expected, 0.05 if amp_level != "O0" else 1e-5, f"{amp_level} vs float32")
+
+
+def test_trainer_entries_are_copies_under_a_prefix_or_scalars_and_the_model_decides_when_given():
+    from acnet_ms.state import trainer_entries
+
+    w, b = np.zeros((4, 3, 3, 3)), np.zeros(4)
+    state = {"conv.weight": w, "conv.bias": b, "0.weight": w, "1.0.weight": w,  # SequentialCell indices: network
+             "head.conv.weight": np.zeros((2, 2)),  # same name tail, another shape: network
+             "stat.conv.weight": w, "mean_square.conv.bias": b, "lion_m.conv.weight": w, "ema.conv.bias": b,
+             "global_step": np.zeros(1), "mu_schedule": np.zeros(1), "learning_rate": np.zeros(1)}
+    assert trainer_entries(state) == {"stat.conv.weight", "mean_square.conv.bias", "lion_m.conv.weight",
+                                      "ema.conv.bias", "global_step", "mu_schedule", "learning_rate"}
+    network = ["conv.weight", "conv.bias", "0.weight", "1.0.weight", "head.conv.weight", "mu_schedule"]
+    assert trainer_entries(state, network) == set(state) - set(network)
