@@ -32,7 +32,11 @@ def _ema_update_tensor(decay, average, weight):
 
 
 class _WithLoss(nn.Cell):
-    """Network + loss, with logits and (soft) labels in float32 whatever the AMP level."""
+    """Network + loss, with logits and (soft) labels in float32 whatever the AMP level.
+
+    A network with auxiliary heads (Inception v3 in training) returns a tuple
+    of logits; each is cast, and the loss (MindCV's, with ``aux_factor``) takes the tuple.
+    """
 
     def __init__(self, network, loss_fn):
         super().__init__(auto_prefix=False)
@@ -42,7 +46,13 @@ class _WithLoss(nn.Cell):
         logits = self.network(image)
         if F.dtype(label) == ms.float16:
             label = F.cast(label, ms.float32)
+        if isinstance(logits, tuple):
+            return self.loss_fn(self.to_float32(logits), label)
         return self.loss_fn(F.cast(logits, ms.float32), label)
+
+    @staticmethod
+    def to_float32(logits):
+        return tuple([F.cast(x, ms.float32) for x in logits])
 
 
 class TrainStep(nn.Cell):

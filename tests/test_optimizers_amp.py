@@ -174,3 +174,36 @@ def test_trainer_entries_are_copies_under_a_prefix_or_scalars_and_the_model_deci
                                       "ema.conv.bias", "global_step", "mu_schedule", "learning_rate"}
     network = ["conv.weight", "conv.bias", "0.weight", "1.0.weight", "head.conv.weight", "mu_schedule"]
     assert trainer_entries(state, network) == set(state) - set(network)
+
+
+class TwoHeads(nn.Cell):
+    """A network with an auxiliary head in training (as Inception v3): it returns (logits, aux logits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.head, self.aux = nn.Dense(8, 10), nn.Dense(8, 10)
+
+    def construct(self, x):
+        x = self.conv(x).mean(axis=(2, 3))
+        if self.training:
+            return self.head(x), self.aux(x)
+        return self.head(x)
+
+
+@pytest.mark.parametrize("amp_level", ["O0", "O2"])
+def test_a_network_with_an_auxiliary_head_trains_with_mindcvs_aux_loss(amp_level):
+    ms.set_seed(0)
+    net = TwoHeads()
+    cfg = dict(defaults(), device_target="CPU", model="twoheads", block_type="base", opt="momentum",
+               amp_level=amp_level, aux_factor=0.4)
+    step, _ = build_train_step(net, cfg, [0.0] * 4)  # lr 0: the loss is the initial weights'
+    x, y = batch()
+    loss = float(train_call(step, x, y, True, cfg)[0].asnumpy())
+    main, aux = (l.asnumpy().astype(np.float64) for l in net(x))
+
+    def ce(z):
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(z)), y.asnumpy()]))
+
+    assert loss == pytest.approx(ce(main) + 0.4 * ce(aux), rel=2e-3 if amp_level == "O2" else 1e-5)
