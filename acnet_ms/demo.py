@@ -15,6 +15,8 @@ import time
 
 import numpy as np
 
+from .engine import clear_run
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -75,14 +77,13 @@ def main(argv=None):
     print(f"digits: {counts['train']} training and {counts['val']} validation images in {args.data}")
     config = os.path.join(ROOT, "configs", "demo_digits.yaml")
     extra = ["--epoch_size", args.epochs] if args.epochs else []
+    clear_run(args.workdir)  # the demo's own folder: a second make demo starts afresh
     _, t_train = step("train", "train.py", "--config", config, "--data_dir", args.data,
                       "--ckpt_save_dir", args.workdir, *extra)
     trained = os.path.join(args.workdir, "src20_acb-best.ckpt")
     folded = os.path.join(args.workdir, "src20_deploy.ckpt")
     out, t_val = step("validate the ACB checkpoint", "validate.py", "--ckpt_path", trained)
     before = last_line_metrics(out)
-    if os.path.exists(folded):
-        os.remove(folded)
     _, t_conv = step("fold it into a plain src20", "convert.py", "--ckpt_path", trained, "--output", folded)
     out, t_val2 = step("validate the plain checkpoint", "validate.py", "--ckpt_path", folded)
     after = last_line_metrics(out)

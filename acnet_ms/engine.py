@@ -573,6 +573,14 @@ def check_run_folder(cfg):
                         f"{os.path.join(folder, '<its last -eNNN.ckpt>')}")
 
 
+def clear_run(folder):
+    """Remove a run's files from ``folder`` (for drivers that own it, such as make demo); other files stay."""
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            if RUN_FILE.match(name) and os.path.isfile(os.path.join(folder, name)):
+                os.remove(os.path.join(folder, name))
+
+
 #: write_checkpoint's temporary files: ``.<name>.<pid>.tmp.ckpt``
 TMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp\.ckpt$")
 

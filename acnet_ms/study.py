@@ -28,6 +28,7 @@ import time
 import numpy as np
 
 from .demo import ROOT, write_digits
+from .engine import clear_run
 
 #: the forms trained, and the train.py options that make each
 VARIANTS = {
@@ -261,6 +262,7 @@ def main(argv=None):
         for variant in VARIANTS:
             t = time.perf_counter()
             run_dir = os.path.join(args.out, "runs", f"{variant}-s{seed}")
+            clear_run(run_dir)  # the study's own folder: a second make study starts afresh
             runs[f"{variant}/s{seed}"] = train_run(args.data, train_list, run_dir, variant, seed + 1, args.epochs)
             print(f"trained {variant} seed {seed} in {time.perf_counter() - t:.0f} s", flush=True)
     options = ["--data_dir", args.data, "--num_parallel_workers", 2, "--batch_size", 64]
