@@ -309,8 +309,9 @@ def test_classifier_classes_takes_the_last_classifier_weight():
     from acnet_ms.engine import classifier_classes
 
     z = np.zeros
-    assert classifier_classes({"conv.weight": z((8, 3, 3, 3)), "head.fc.weight": z((7, 8)),
-                               "moments.head.fc.weight": z((9, 8))}) == 7
+    # an optimizer slot (a copy of another entry under a prefix) is not the classifier, even when last
+    assert classifier_classes({"conv.weight": z((8, 3, 3, 3)), "fc.weight": z((5, 8)), "head.fc.weight": z((7, 8)),
+                               "moments.fc.weight": z((5, 8)), "stat.fc.weight": z((5, 8))}) == 7
     assert classifier_classes({"fc.weight": z((5, 8)), "classifier.weight": z((3, 5))}) == 3
     assert classifier_classes({"conv.weight": z((8, 3, 3, 3))}) is None
 
