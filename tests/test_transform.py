@@ -231,3 +231,10 @@ def test_same_padded_acb_model_keeps_training_past_its_first_step():
                          env=dict(__import__("os").environ, GLOG_v="4"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().startswith("[") and res.stdout.count(",") == 2
+
+
+def test_a_model_that_asserts_its_input_size_is_traced_at_a_size_it_takes():
+    # cmt_small asserts (AssertionError) that its input is 224 px: tracing goes on to the next size
+    from acnet_ms import acb_summary, create_model
+
+    assert acb_summary(create_model("cmt_small", num_classes=10, block_type="acb"))["acbs"] == 53

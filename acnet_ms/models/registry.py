@@ -114,7 +114,7 @@ def structure(name, net, kwargs):
             try:
                 _SITES[key] = trace(net, (1, in_channels, size, size))
                 break
-            except (RuntimeError, ValueError, TypeError) as err:
+            except (RuntimeError, ValueError, TypeError, AssertionError) as err:  # models assert their input size
                 errors.append(f"{size}x{size}: {first_line(err)}")
         else:
             raise ValueError(f"{name}: cannot run a forward pass to learn its structure ({'; '.join(errors)})")
