@@ -18,7 +18,7 @@ hang or memory blow-up of one model does not end the sweep; it is killed at
 5. convert it (``acnet_ms.deploy.convert_checkpoint``);
 6. strict-load the result into the stock ``mindcv.create_model(name, num_classes=10)``;
 7. compare, in eval mode and float32, the logits of that stock model with those of a
-   fresh ACB model holding the training checkpoint's weights (tolerance 1e-4 of the largest logit).
+   fresh ACB model holding the training checkpoint's weights (tolerance 1e-4 of max(1, the largest logit)).
 
 One JSON line per model is appended to ``--jsonl`` as soon as the model is
 done (``--resume`` skips models already there; without it the selected models
@@ -42,8 +42,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_CLASSES = 10
 BATCH = 2
 SIZES = (64, 224, 299)  # tried in order: the first the stock model trains at is used (vgg: 224, inception_v3: 299)
-TOL = 1e-4  # logits: max |stock - acb| relative to the largest |acb| logit, as tests/test_mindcv_families.py
+TOL = 1e-4  # logits: max |stock - acb| over max(1, largest |acb| logit), as tests/test_mindcv_families.py
 LR = 0.01
+
+#: what is known of a failure (glob pattern -> explanation), printed after its error line
+WHY = {
+    "hrnet_w*": "HRNet's ACB form (272 ACBs) needs more memory than the cap for one training step even in "
+                "PyNative mode, and its graph compilation needs more than this machine's 24 GB; the plain "
+                "model trains. Not solved yet: the ACB graph form's memory is an open problem",
+    "efficientnet_v2_xl": "the largest EfficientNet: the comparison holds three copies of it (the trained ACB "
+                          "model, a fresh one and the stock one) besides the step's memory; a sweep cap, not "
+                          "a defect: rerun with --models efficientnet_v2_xl --mem_gb 16",
+}
 
 #: where the recipe table comes from
 RECIPES_SOURCE = ("MindCV's Ascend recipes, `configs/<family>/*_ascend.yaml` of mindspore-lab/mindcv "
@@ -323,7 +333,9 @@ def worker(name, result_path, workdir):
             raise FloatingPointError(f"eval-mode logits not usable: {np.sum(~np.isfinite(expected))} of the ACB "
                                      f"model's and {np.sum(~np.isfinite(got))} of the stock model's are not "
                                      f"finite (max |ACB logit| {scale:.3g}; the step's loss {rec.get('loss')})")
-        rec["logits_rel_err"] = float(np.abs(got - expected).max() / scale)
+        # relative to the largest logit, absolute below 1 (as the tests' assert_close: float32 rounding of
+        # logits near zero is not a fold error)
+        rec["logits_rel_err"] = float(np.abs(got - expected).max() / max(1.0, scale))
         if rec["logits_rel_err"] > TOL:
             rec["errors"]["logits"] = f"max relative error {rec['logits_rel_err']:.2e} > {TOL:.0e}"
     except Exception as err:  # noqa: BLE001
@@ -544,8 +556,8 @@ def write_report(path, records, all_models, versions, family_of):
         "6. **strict load**: the converted file goes into the stock `mindcv.create_model(name, num_classes=10)` "
         "with `mindspore.load_param_into_net(..., strict_load=True)`: nothing missing, nothing unused.",
         "7. **logits**: in eval mode and float32, a fresh ACB model holding the training checkpoint's weights "
-        "and the stock model holding the converted ones, on the same batch: max |difference| relative to the "
-        f"largest logit; above {TOL:.0e} is a failure (as in `tests/test_mindcv_families.py`).",
+        "and the stock model holding the converted ones, on the same batch: max |difference| over max(1, the "
+        f"largest |logit|); above {TOL:.0e} is a failure (as in `tests/test_mindcv_families.py`).",
         "",
         "**s**: wall time of the model's process (start-up and model builds included); **RSS**: its peak "
         "resident memory.",
@@ -587,8 +599,10 @@ def write_report(path, records, all_models, versions, family_of):
                     later = " (convert and strict load then ran on these weights; logits not compared)"
                 elif stage == "train" and rec.get("stage") in ("convert", "load", "logits"):
                     later = " (convert, load and logits then ran on the initial weights)"
+                why = next((text for pattern, text in WHY.items() if fnmatch.fnmatch(rec["model"], pattern)), None)
                 lines.append(f"- `{rec['model']}` ({rec.get('amp')}, {rec.get('opt')}), "
-                             f"{STAGE_TEXT.get(stage, stage)}: {_md(rec['errors'][stage])}{later}")
+                             f"{STAGE_TEXT.get(stage, stage)}: {_md(rec['errors'][stage])}{later}"
+                             + (f". *Why:* {why}." if why else ""))
     stock = [r for r in recs if r["status"] == "stock_fails"]
     if stock:
         lines += ["", f"## Stock MindCV model does not run ({len(stock)})", ""]
