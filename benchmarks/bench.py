@@ -259,7 +259,25 @@ def work_acb_layer(spec):
     return interleaved(calls, 2, spec["repeat"])
 
 
-WORKERS = {"infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline}
+def work_step_memory(spec):
+    """One training step of the project's train step in PyNative mode (64 px, batch 2), alone in this process."""
+    ms = _quiet()
+    import numpy as np
+
+    from acnet_ms import create_model
+    from acnet_ms.config import defaults
+    from acnet_ms.engine import build_train_step
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    cfg = dict(defaults(), device_target="CPU", model=spec["model"], block_type=spec["variant"], opt="momentum")
+    step, _ = build_train_step(create_model(spec["model"], num_classes=10, block_type=spec["variant"]), cfg,
+                               [0.01] * 4)
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    step(x, ms.Tensor(np.zeros(2, np.int32)))[0].asnumpy()
+    return {}
+
+
+WORKERS = {"infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline, "step_memory": work_step_memory}
 
 
 # ---------------------------------------------------------------- driver
@@ -273,6 +291,29 @@ def run_worker(spec):
         raise SystemExit(f"benchmark worker {spec} failed:\n{err[-3000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     return result
+
+
+def run_capped_worker(spec, cap_mb):
+    """Peak RSS (MB) of one worker, watched twice a second; the worker is killed past ``cap_mb`` (returns None)."""
+    proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        try:
+            with open(f"/proc/{proc.pid}/status") as f:
+                rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+        except (OSError, StopIteration):
+            rss = 0.0
+        peak = max(peak, rss)
+        if rss > cap_mb:
+            proc.kill()
+            proc.wait()
+            return None
+        time.sleep(0.5)
+    out = proc.stdout.read()
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark worker {spec} failed")
+    return json.loads(out.strip().splitlines()[-1])["peak_mb"]
 
 
 def run_timed_command(cmd):
@@ -383,6 +424,23 @@ def train_section(quick, batch):
             "\n\n| ratio | value |\n|---|---|\n" + ratio)
 
 
+def memory_section(cap_gb=14):
+    """Peak memory of one training step, ACB / base, for a small and a large graph (HRNet: 272 ACBs)."""
+    rows = []
+    for model in ("sres18", "hrnet_w32"):
+        peaks = {v: run_capped_worker(dict(kind="step_memory", model=model, variant=v), cap_gb * 1024)
+                 for v in ("base", "acb")}
+        shown = {v: f"{p / 1024:.2f}" if p else f"> {cap_gb} (stopped)" for v, p in peaks.items()}
+        ratio = (f"{peaks['acb'] / peaks['base']:.2f}" if peaks["acb"] and peaks["base"] else
+                 f"> {cap_gb * 1024 / peaks['base']:.2f}" if peaks["base"] else "—")
+        rows.append(f"| `{model}` | {shown['base']} | {shown['acb']} | {ratio} |")
+    return ("### Memory of one training step (PyNative, 64 px, batch 2)\n\n"
+            "Peak RSS of a process that builds the model and runs one step of the train step; the graph "
+            "compiler's memory grows with the graph the same way (HRNet's ACB graph does not compile in 24 GB "
+            f"on CPU). A process past {cap_gb} GB is stopped. Target: ACB ÷ base ≤ 1.5.\n\n"
+            "| model | base, GB | ACB, GB | ACB ÷ base |\n|---|---|---|---|\n" + "\n".join(rows))
+
+
 def onnx_section(quick, tmp):
     res = run_worker(dict(kind="onnx", model="sres18", dir=tmp, repeat=10 if quick else 60))
     res.pop("peak_mb")
@@ -459,7 +517,8 @@ def main():
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--train_batch", type=int, default=16, help="batch of the training-step benchmark")
-    parser.add_argument("--only", choices=("infer", "families", "train", "onnx", "acb_layer", "convert", "pipeline"),
+    parser.add_argument("--only", choices=("infer", "families", "train", "memory", "onnx", "acb_layer", "convert",
+                                           "pipeline"),
                         help="one section")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
     args = parser.parse_args()
@@ -477,6 +536,7 @@ def main():
         sections = [("infer", lambda: inference_section(args.quick)),
                     ("families", lambda: families_section(args.quick)),
                     ("train", lambda: train_section(args.quick, args.train_batch)),
+                    ("memory", lambda: memory_section()),
                     ("onnx", lambda: onnx_section(args.quick, tmp)),
                     ("acb_layer", lambda: acb_layer_section(args.quick)),
                     ("convert", lambda: convert_section(args.quick, tmp)),
