@@ -51,7 +51,7 @@ WHY = {
                 "PyNative mode, and its graph compilation needs more than this machine's 24 GB; the plain "
                 "model trains. Not solved yet: the ACB graph form's memory is an open problem",
     "res2net152*": "the fold is exact on this model (1.2e-6 with randomised BN statistics, by hand), but its "
-                   "eval-mode logits are huge (7e26 at initialisation): each ACB starts as three branches at the "
+                   "eval-mode logits are huge (7e26 at initialisation with those statistics): each ACB starts as three branches at the "
                    "conv's own scale, 50 blocks multiply that, and one step moves the BN moving statistics only "
                    "10 % towards the batch's, so float32 rounding dominates; training mode normalises it away",
     "resnest101": "the plain model diverges the same way at O2 with the sweep's fixed loss scale of 1 (191 of "
