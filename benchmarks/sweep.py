@@ -60,6 +60,15 @@ WHY = {
     "resnest2*": "as resnest101: a float16 overflow at O2 without loss scaling, not an ACB fault",
     "pvt_v2_b5": "the largest PVTv2 passes the sweep's 9 GB cap in its training step; a sweep cap, not a "
                  "defect: rerun with --mem_gb 16",
+    "vgg19": "VGG-19 with its 224 px input passes the sweep's 9 GB cap while three copies are compared; a "
+             "sweep cap: rerun with --mem_gb 16",
+    "seresnet1[05]*": "not yet checked; the logits differ by a fraction of their size, as in res2net152 "
+                      "(deep, eval mode after one step), which is the first thing to check",
+    "skresnet50": "not yet checked; as seresnet101 (deep, eval mode after one step) is the first thing to check",
+    "skresnext50_32x4d": "not yet explained: the converted checkpoint's layer1.0.conv1.0 has 128 output "
+                         "channels, MindCV 0.3.0's model 64 (the family's tests convert it into our own model)",
+    "ghostnet_050": "not yet explained: 1.7e-4, just above the tolerance, after one step at O3",
+    "visformer*": "not yet explained: a small mismatch (2e-4 to 3e-3), above the tolerance",
     "efficientnet_v2_xl": "the largest EfficientNet: the comparison holds three copies of it (the trained ACB "
                           "model, a fresh one and the stock one) besides the step's memory; a sweep cap, not "
                           "a defect: rerun with --models efficientnet_v2_xl --mem_gb 16",
