@@ -7,6 +7,7 @@ report that entry as "not loaded" and otherwise ignore it.
 """
 import json
 import os
+import re
 
 import numpy as np
 
@@ -14,6 +15,8 @@ from . import state as state_map
 from .cli import UserError, first_line
 
 META_KEY = "acnet_ms_meta"
+#: the temporary file :func:`write_checkpoint` writes first: ``.<name>.<pid>.tmp.ckpt`` (group 1: the pid)
+TMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp\.ckpt$")
 
 
 class _NotPlain(Exception):
@@ -166,7 +169,7 @@ def write_checkpoint(path, data, meta=None):
     if not os.path.isdir(folder):
         raise UserError(f"{path}: output folder {folder} does not exist")
     # MindSpore appends ".ckpt" to names that lack it, so the temporary name keeps the suffix
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")  # matches TMP_FILE
     if isinstance(data, dict):
         data = [{"name": name, "data": ms.Tensor(np.ascontiguousarray(value))} for name, value in data.items()]
     append = {META_KEY: json.dumps(meta, sort_keys=True)} if meta else None

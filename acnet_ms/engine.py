@@ -9,7 +9,7 @@ import time
 import numpy as np
 
 from . import data
-from .checkpoint import load_pretrained, mismatch, read_checkpoint, shapes_of, write_checkpoint
+from .checkpoint import TMP_FILE, load_pretrained, mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import Interrupted, UserError, first_line
 from .config import IDENTITY, dump
 
@@ -579,10 +579,6 @@ def clear_run(folder):
         for name in os.listdir(folder):
             if RUN_FILE.match(name) and os.path.isfile(os.path.join(folder, name)):
                 os.remove(os.path.join(folder, name))
-
-
-#: write_checkpoint's temporary files: ``.<name>.<pid>.tmp.ckpt``
-TMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp\.ckpt$")
 
 
 def remove_stale_temporaries(folder, log):
