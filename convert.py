@@ -2,6 +2,15 @@
 
     python convert.py --ckpt_path TRAINED.ckpt --output DEPLOY.ckpt [--model NAME | --config CFG]
                       [--fold_bn] [--export mindir|onnx [--input_shape N,C,H,W]] [--overwrite]
+                      [--num_classes N] [--block_type KIND] [--block_options '{branches: h}']
+
+A checkpoint written by train.py records its model, classes, block kind and
+options.  One that records nothing (``mindspore.save_checkpoint`` in a loop of
+your own, MindCV's trainer) needs --model (or --config); its class count is
+read from the model's classifier entries, its block kind and the options its
+entries show (ACB: which branches, branch BNs) from the entries, and the
+others (ACB: position) from --block_options or --config, else the defaults,
+said in one line.
 
 --fold_bn also folds every BatchNorm into the conv before it: the output is a
 checkpoint of the fully folded model (convs with bias, no BN), which
@@ -30,18 +39,20 @@ def main(argv=None):
                              "training image_resize, else the model's input size)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output (and the exported graph) if it exists; without it, refuse")
+    parser.add_argument("--num_classes", type=int, help="classes, where the checkpoint does not record them "
+                        "(default: read from the model's classifier entries)")
+    parser.add_argument("--block_type", help="block kind, where the checkpoint does not record it (default: "
+                        "the kind whose entries it holds)")
+    parser.add_argument("--block_options", metavar="YAML", help="the kind's options, where the checkpoint does "
+                        "not record them, e.g. '{position: corner}'")
     args = parser.parse_args(argv)
     quiet_mindspore()
-    from acnet_ms.config import read_yaml
+    from acnet_ms.config import conversion_options
     from acnet_ms.deploy import convert_checkpoint
 
-    model = args.model
-    if model is None and args.config:
-        model = read_yaml(args.config).get("model")
-        if not model:
-            raise UserError(f"{args.config}: no 'model' key")
-    convert_checkpoint(args.ckpt_path, args.output, model=model, fold_bn=args.fold_bn, export=args.export,
-                       input_shape=args.input_shape, overwrite=args.overwrite)
+    explicit, from_config = conversion_options(args.config, vars(args))
+    convert_checkpoint(args.ckpt_path, args.output, fold_bn=args.fold_bn, export=args.export,
+                       input_shape=args.input_shape, overwrite=args.overwrite, fallback=from_config, **explicit)
     return 0
 
 

@@ -5,7 +5,7 @@
 The model, its block type, classes and data recipe are read from the
 checkpoint; options given here (or in --config) override them.  A checkpoint
 without that record (e.g. one written by MindCV) takes num_classes from its
-classifier's shape and needs --model.  A checkpoint written by convert.py
+classifier entries (dense or conv) and needs --model.  A checkpoint written by convert.py
 --fold_bn (meta "deploy": true) is evaluated in the fully folded model (convs
 with bias, no BN).
 """
@@ -31,8 +31,9 @@ def main(argv=None):
         config.parse(argv, __doc__, extra=extra)
     quiet_mindspore()
     from acnet_ms.checkpoint import read_checkpoint
-    from acnet_ms.engine import classifier_classes, recorded_options, validate
-    from acnet_ms.models import list_models
+    from acnet_ms.engine import recorded_options, validate
+    from acnet_ms.models import list_models, num_classes_of
+    from acnet_ms.state import network_entries
 
     if not known.ckpt_path:
         raise UserError("--ckpt_path is required")
@@ -43,10 +44,10 @@ def main(argv=None):
         raise UserError(f"{known.ckpt_path}: the checkpoint does not record its model; pass --model NAME "
                         f"(models: {', '.join(list_models())})")
     if cfg["num_classes"] is None:
-        cfg["num_classes"] = classifier_classes(arrays)
+        cfg["num_classes"] = num_classes_of(cfg["model"], network_entries(arrays))
         if cfg["num_classes"] is None:
-            raise UserError(f"{known.ckpt_path}: no classifier weight found to read the class count from; "
-                            f"pass --num_classes N")
+            raise UserError(f"{known.ckpt_path}: no classifier entry of {cfg['model']} found to read the class "
+                            f"count from; pass --num_classes N")
     metrics = validate(cfg, arrays, deploy=args.deploy, folded_bn=bool(meta.get("deploy")), meta=meta)
     line = (f"top1={metrics['top1']:.4f} top5={metrics['top5']:.4f} loss={metrics['loss']:.4f} "
             f"samples={metrics['samples']}")

@@ -1,4 +1,4 @@
-"""acnet_ms: re-parameterizable CNNs (ACNet) for MindSpore.
+"""acnet_ms: re-parameterizable CNNs (ACNet and its family) for MindSpore.
 
 The model and layer API is loaded lazily so that the pure-numpy parts
 (``acnet_ms.fold``) import without MindSpore.
@@ -11,8 +11,17 @@ _LAZY = {
     "model_entry": "acnet_ms.models",
     "ACBlock": "acnet_ms.layers",
     "switch_to_deploy": "acnet_ms.layers",
+    "block_summary": "acnet_ms.transform",
+    "block_layout": "acnet_ms.transform",
+    "summary_line": "acnet_ms.transform",
     "acb_summary": "acnet_ms.transform",
     "acb_layout": "acnet_ms.transform",
+    "BlockKind": "acnet_ms.kinds",
+    "KindOption": "acnet_ms.kinds",
+    "register_kind": "acnet_ms.kinds",
+    "get_kind": "acnet_ms.kinds",
+    "block_types": "acnet_ms.kinds",
+    "BuildRecord": "acnet_ms.record",
 }
 
 __all__ = sorted(_LAZY)

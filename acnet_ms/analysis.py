@@ -70,14 +70,14 @@ def _model_of(subject):
 def _fold_acbs(subject):
     """Fold every ACB of a checkpoint into plain conv + BN entries; returns (state, ACB names).
 
-    Where each ACB's fold goes comes from the model (``transform.layout_for``)."""
-    from .transform import layout_for
+    Where each ACB's fold goes comes from the model (``models.layout_for``)."""
+    from .models import layout_for
 
     arrays = subject.arrays
-    if not state_map.acb_prefixes(arrays):
+    if not state_map.block_prefixes(arrays):
         return state_map.network_entries(arrays), []
     model, num_classes = _model_of(subject)
-    return state_map.fold_state(arrays, layout_for(model, num_classes, subject.meta))
+    return state_map.fold_state(arrays, layout_for(model, num_classes, subject.meta, state=arrays))
 
 
 def _fold_bns(subject, state):
@@ -85,7 +85,7 @@ def _fold_bns(subject, state):
     from .models import create_model
 
     model, num_classes = _model_of(subject)
-    pairs = create_model(model, num_classes=num_classes, deploy=True)._fused_pairs
+    pairs = create_model(model, num_classes=num_classes, deploy=True).acnet.fused_pairs
     return state_map.fold_bns(state, [p for p in pairs if p[0] + ".weight" in state])[0]
 
 

@@ -211,25 +211,27 @@ def mismatch(state, shapes, allow_extra=False):
 def net_state(state, net, meta=None):
     """Adapt a checkpoint's arrays to ``net``'s block type, by the fold identities.
 
-    Optimizer state is dropped.  A training-form ACB checkpoint loaded into a
-    plain model is folded (where its ACBs' folds go: its metadata, or the ACB
-    form of ``net``'s model); a plain checkpoint loaded into an ACB model puts
-    each conv + BN into the ACB's square branch with the asymmetric branches
-    switched off (:func:`state.plain_to_acb`), so the ACB model computes the
-    plain one's function.
+    Optimizer state is dropped.  A training-form checkpoint (re-parameterizable
+    blocks) loaded into a plain model is folded (where the blocks' folds go: its
+    metadata, or the block form of ``net``'s model); a plain checkpoint loaded
+    into a model with blocks turns each conv + BN into a block that computes
+    the same function (each kind's ``from_plain``, :func:`state.plain_to_blocks`).
     """
-    from .transform import acb_layout, layout_for
+    from .models.factory import layout_for
+    from .record import record_of
+    from .transform import block_layout
 
     arrays = state_map.network_entries(state)
-    mine = acb_layout(net)
-    if state_map.acb_prefixes(arrays) and not mine:
-        spec = getattr(net, "_acnet_spec", {})
-        layout = layout_for(spec.get("model"), spec.get("num_classes"), meta or {}) if spec or meta else None
+    mine = block_layout(net)
+    if state_map.block_prefixes(arrays) and not mine:
+        record = record_of(net)
+        layout = layout_for(record.model, record.num_classes, meta or {}, state=arrays) if record.model else None
         if not layout:
-            raise ValueError("an ACB checkpoint, but where its folds go is unknown (no model recorded)")
+            raise ValueError("a checkpoint with re-parameterizable blocks, but where their folds go is unknown "
+                             "(no model recorded)")
         arrays, _ = state_map.fold_state(arrays, layout)
     elif mine:
-        arrays = state_map.plain_to_acb(arrays, mine)
+        arrays = state_map.plain_to_blocks(arrays, mine)
     return arrays
 
 

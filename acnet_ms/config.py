@@ -2,8 +2,10 @@
 
 Every option of MindCV's ``config.py`` is here under MindCV's name, with its
 meaning and default, in MindCV's groups, so MindCV's recipe files run as they
-are; ``block_type``, ``gamma_init``, ``acb_branches``, ``acb_branch_bn``, ``acb_position``, ``jit_level``, ``resume``, ``dist_bn``,
-``train_list`` and ``val_list`` are ours.  Keys of older MindCV recipes
+are; ``block_type``, ``block_options``, ``jit_level``, ``resume``, ``dist_bn``,
+``train_list`` and ``val_list`` are ours, and the older flat keys of the ACB
+kind's options (``gamma_init``, ``acb_branches``, ``acb_branch_bn``,
+``acb_position``) still work.  Keys of older MindCV recipes
 (``filter_bias_and_bn``, ``dynamic_loss_scale``, the ModelArts keys) are read
 and translated.  A key that no option knows is an error that suggests the
 closest valid name.  ``docs/options.md`` lists every option.
@@ -93,6 +95,22 @@ def _text(value):
 
 
 _str_opt = _opt(str)
+
+
+def _mapping(value):
+    """A mapping given as YAML: ``{branches: h, branch_bn: false}`` (command line) or a YAML mapping."""
+    if isinstance(value, str):
+        import yaml
+
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ValueError(f"not a YAML mapping ({first_line(err)})") from None
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping such as {{branches: h}}, got {value!r}")
+    return dict(value)
 
 
 @dataclass(frozen=True)
@@ -223,14 +241,21 @@ _TABLE = [
     Option("loss_scale", 1.0, _float, AMP, "(initial) loss scale"),
     Option("drop_overflow_update", False, _bool, AMP, "skip updates whose gradients overflow"),
     # ours
-    Option("block_type", "base", str, OURS, "plain conv + BN, or ACBs", ("base", "acb"), True),
-    Option("gamma_init", None, _opt(_float), OURS, "initial gamma of the ACBs' branch BNs (default 1)", None, True),
-    Option("acb_branches", "hv", str, OURS, "asymmetric branches of each ACB: both, 1 x k only, k x 1 only",
-           ("hv", "h", "v"), True),
-    Option("acb_branch_bn", True, _bool, OURS, "a BN per ACB branch (False: the branch convs are summed and one "
-           "BN follows the sum; trains as one conv)", None, True),
-    Option("acb_position", "center", str, OURS, "asymmetric kernels on the centre row/column or on the "
-           "bottom row/right column (the paper's border variant)", ("center", "corner"), True),
+    Option("block_type", "base", str, OURS, "plain conv + BN, or a re-parameterizable block kind (acb, ...)",
+           None, True),
+    Option("block_options", None, _opt(_mapping), OURS, "the block kind's options as a mapping, e.g. "
+           "{branches: h, branch_bn: false, position: corner, gamma_init: 0.33} for acb (docs/models.md)",
+           None, True),
+    Option("gamma_init", None, _opt(_float), OURS, "older key of acb's block option gamma_init: initial gamma of "
+           "the branch BNs (default 1)", None, True),
+    Option("acb_branches", None, _str_opt, OURS, "older key of acb's block option branches: hv (both), h (1 x k "
+           "only), v (k x 1 only); default hv", (None, "hv", "h", "v"), True),
+    Option("acb_branch_bn", None, _opt(_bool), OURS, "older key of acb's block option branch_bn: a BN per branch "
+           "(False: the branch convs are summed and one BN follows the sum; trains as one conv); default True",
+           None, True),
+    Option("acb_position", None, _str_opt, OURS, "older key of acb's block option position: asymmetric kernels "
+           "on the centre row/column or the bottom row/right column (the paper's border variant); default center",
+           (None, "center", "corner"), True),
     Option("jit_level", "O2", str, OURS, "graph compile level (O2: Ascend whole-graph sinking)", ("O0", "O1", "O2"), True),
     Option("resume", None, _str_opt, OURS, "training checkpoint to resume from (weights, optimizer, epoch, step)",
            None, True),
@@ -253,7 +278,10 @@ OPTIONS = {o.name: o for o in _TABLE}
 GROUPS = list(dict.fromkeys(o.group for o in _TABLE))
 
 #: the options that identify a trained model; stored with every checkpoint
-IDENTITY = ("model", "block_type", "num_classes", "gamma_init", "acb_branches", "acb_branch_bn", "acb_position")
+IDENTITY = ("model", "block_type", "num_classes", "block_options")
+
+#: the older flat keys of a kind's options, which checkpoints written before ``block_options`` record
+FLAT_BLOCK_KEYS = ("gamma_init", "acb_branches", "acb_branch_bn", "acb_position")
 
 #: names other trainers use for our options, for "did you mean" hints
 ALIASES = {
@@ -343,8 +371,24 @@ def add_options(parser):
                                **extra)
 
 
+def resolve_block(cfg, where="config"):
+    """``block_type`` checked against the registered kinds, and ``block_options`` with the kind's defaults
+    filled in (the older flat keys folded in and then cleared: one place holds the options)."""
+    from . import kinds
+
+    try:
+        block_type, options = kinds.check_block(cfg["block_type"], cfg.get("block_options"), cfg)
+    except ValueError as err:
+        raise UserError(f"{where}: {err}") from None
+    cfg["block_type"], cfg["block_options"] = block_type, options
+    for key in FLAT_BLOCK_KEYS:
+        cfg[key] = None
+    return cfg
+
+
 def resolve(cfg, where="config"):
     """Translate the keys of older MindCV recipes and check what no single option can check alone."""
+    resolve_block(cfg, where)
     if cfg.get("filter_bias_and_bn") is not None and cfg["weight_decay_filter"] == "disable":
         cfg["weight_decay_filter"] = "norm_and_bias" if cfg["filter_bias_and_bn"] else "disable"
     if cfg.get("dynamic_loss_scale") and cfg["loss_scale_type"] == "fixed":
@@ -379,6 +423,32 @@ def resolve(cfg, where="config"):
             raise UserError(f"{where}: option '{key}' has {len(cfg[key])} values for {cfg['in_channels']} "
                             f"input channels")
     return cfg
+
+
+def conversion_options(config_path, given):
+    """``(explicit, from_config)``: ``model``, ``num_classes``, ``block_type`` and ``block_options`` for
+    ``convert.py`` as the command line gives them (``given``; absent: None), and as its ``--config``
+    file sets them (older flat keys folded into ``block_options``; absent keys left out)."""
+    explicit = {}
+    for key in ("model", "num_classes", "block_type", "block_options"):
+        value = given.get(key)
+        explicit[key] = coerce(key, value, "command line") if value is not None else None
+    if explicit["num_classes"] is not None and explicit["num_classes"] < 1:
+        raise UserError(f"command line: --num_classes must be >= 1, got {explicit['num_classes']}")
+    if not config_path:
+        return explicit, {}
+    cfg = load_config(config_path)
+    if explicit["model"] is None and not cfg.get("model"):
+        raise UserError(f"{config_path}: no 'model' key")
+    from_config = {k: cfg[k] for k in ("model", "num_classes", "block_type", "block_options") if cfg.get(k)}
+    if cfg.get("block_type") not in (None, "base"):
+        from . import kinds
+
+        try:
+            from_config["block_options"] = kinds.check_block(cfg["block_type"], cfg.get("block_options"), cfg)[1]
+        except ValueError as err:
+            raise UserError(f"{config_path}: {err}") from None
+    return explicit, from_config
 
 
 def parse(argv, description, extra=None, base=None):

@@ -1,4 +1,4 @@
-"""Checkpoint conversion: a training-form ACB checkpoint becomes a plain-model checkpoint.
+"""Checkpoint conversion: a training-form checkpoint (re-parameterizable blocks) becomes a plain-model one.
 
 With ``fold_bn`` every BatchNorm is folded too, into a checkpoint of the fully
 folded model (``create_model(name, deploy=True)``); with ``export`` that model
@@ -14,10 +14,12 @@ import time
 
 import numpy as np
 
+from . import kinds
 from . import state as state_map
 from .checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import UserError, first_line
-from .transform import layout_for
+from .models import list_models, model_entry
+from .models.factory import create_model, layout_for, num_classes_of, recorded_block
 
 
 #: graph formats of ``--export``: name -> (MindSpore's file_format, file suffix)
@@ -35,8 +37,6 @@ def uninitialised_model(model, num_classes):
     """
     from mindspore.nn.utils import no_init_parameters
 
-    from .models import create_model
-
     try:
         with no_init_parameters():
             return create_model(model, num_classes=num_classes)
@@ -51,10 +51,8 @@ def expected_shapes(model, num_classes):
 
 def fused_model(model, num_classes):
     """The fully folded model (initialised: its structure is traced) and its ``(conv, bn, eps)`` pairs."""
-    from .models import create_model
-
     net = create_model(model, num_classes=num_classes, deploy=True)
-    return net, net._fused_pairs
+    return net, net.acnet.fused_pairs
 
 
 def export_format(name):
@@ -106,16 +104,62 @@ def check_against(state, shapes, model, path):
         raise UserError(f"{path}: not a checkpoint of {model}: {problem}")
 
 
-def classes_of(state):
-    """The number of classes, from the last 2-d weight of a checkpoint (the classifier), or None."""
-    dense = [v for k, v in state_map.network_entries(state).items() if k.endswith(".weight") and np.ndim(v) == 2]
-    return int(dense[-1].shape[0]) if dense else None
+def block_of(state, meta, block_type=None, block_options=None, path="", log=print):
+    """``(block_type, options)`` of a training checkpoint's blocks.
+
+    What the metadata records wins; ``block_type``/``block_options`` given
+    must agree with it.  A checkpoint that records nothing (saved by
+    ``mindspore.save_checkpoint`` in a loop of one's own, or by MindCV's
+    trainer): the kind is the one whose blocks its entries hold, the options
+    the entries show are read from them, the others come from
+    ``block_options``, and those still absent take the kind's defaults, said
+    in one line through ``log``.
+    """
+    try:
+        if meta.get("block_type") and meta["block_type"] != kinds.BASE:
+            recorded, options = recorded_block(meta)
+            if block_type and block_type != recorded:
+                raise UserError(f"{path}: --block_type {block_type}, but the checkpoint records {recorded}")
+            given = kinds.get_kind(recorded).check_options(block_options)
+            differ = [k for k in (block_options or {}) if given[k] != options[k]]
+            if differ:
+                raise UserError(f"{path}: block option '{differ[0]}' is {given[differ[0]]!r} in the options given, "
+                                f"but the checkpoint records {options[differ[0]]!r}")
+            return recorded, options
+        found, shown, unseen = state_map.infer_block(state)
+        if found == kinds.BASE:
+            return kinds.BASE, {}
+        if block_type and block_type != found:
+            raise UserError(f"{path}: --block_type {block_type}, but the checkpoint holds {found} blocks")
+        kind = kinds.get_kind(found)
+        given = kind.check_options(block_options)
+        clash = [k for k in shown if k in (block_options or {}) and given[k] != shown[k]]
+        if clash:
+            raise UserError(f"{path}: block option '{clash[0]}' is {given[clash[0]]!r} in the options given, "
+                            f"but the checkpoint's entries show {shown[clash[0]]!r}")
+        options = kind.check_options(dict(block_options or {}, **shown))
+        assumed = [k for k in unseen if k not in (block_options or {})]
+        if assumed:
+            log(f"{path}: the checkpoint records no block options; assumed the defaults "
+                f"{', '.join(f'{k}={options[k]!r}' for k in assumed)} (pass --block_options to say otherwise)")
+        return kind.name, options
+    except ValueError as err:
+        raise UserError(f"{path}: {err}") from None
+
+
+def classes_of(model, state, meta, num_classes=None, fallback=None, path=""):
+    """The class count: the one recorded (``num_classes`` given must agree), else the one given, else
+    ``fallback``'s (a config's), else the one the model's classifier entries in ``state`` show (dense or
+    conv classifier alike); None if none of those tells."""
+    recorded = meta.get("num_classes")
+    if recorded and num_classes and recorded != num_classes:
+        raise UserError(f"{path}: --num_classes {num_classes}, but the checkpoint records {recorded} classes")
+    return (recorded or num_classes or (fallback or {}).get("num_classes")
+            or num_classes_of(model, state_map.network_entries(state)))
 
 
 def resolve_model(meta, model, path):
     """The model name: the one given, else the one recorded in the checkpoint."""
-    from .models import list_models, model_entry
-
     name = model or meta.get("model")
     if not name:
         raise UserError(f"{path}: the checkpoint does not record its model; pass --model NAME or --config CFG "
@@ -149,12 +193,18 @@ def trained_size(meta):
 
 
 def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, overwrite=False,
-                       log=print):
-    """Fold every ACB of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
+                       log=print, num_classes=None, block_type=None, block_options=None, fallback=None):
+    """Fold every re-parameterizable block of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
+
+    ``model``, ``num_classes``, ``block_type``, ``block_options``: for a
+    checkpoint that does not record them (given ones must agree with what it
+    records; see :func:`block_of`, :func:`classes_of`); ``fallback``: the same
+    keys from a config file, used only where the checkpoint records nothing
+    and nothing is given.
 
     ``fold_bn``: fold every BatchNorm too, into a checkpoint of the fully
     folded model (``create_model(name, deploy=True)``; its meta says
-    ``deploy: true``).  A plain checkpoint (no ACB) is then fine as input.
+    ``deploy: true``).  A plain checkpoint (no block) is then fine as input.
     ``export`` (``"mindir"`` or ``"onnx"``): also write the converted model as
     a graph next to ``dst`` (same stem), for an input of ``input_shape``
     (``"N,C,H,W"``; default batch 1 at the size the checkpoint was trained at,
@@ -185,19 +235,29 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if graph:
         check_replaceable(graph, "the exported graph (next to --output)", overwrite)
     state, meta = read_checkpoint(src)
-    name = resolve_model(meta, model, src)
+    fallback = fallback or {}
+    name = resolve_model(meta, model or fallback.get("model"), src)
     if meta.get("deploy"):
         raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
-    has_acbs = bool(state_map.acb_prefixes(state))
-    if not has_acbs and not fold_bn:
-        raise UserError(f"{src}: no ACB in this checkpoint: it is already plain (nothing to convert)")
-    num_classes = meta.get("num_classes") or classes_of(state)
+    found = state_map.block_prefixes(state)
+    if not found and not fold_bn:
+        raise UserError(f"{src}: no re-parameterizable block in this checkpoint: it is already plain "
+                        f"(nothing to convert)")
+    num_classes = classes_of(name, state, meta, num_classes, fallback, src)
+    if num_classes is None:
+        raise UserError(f"{src}: no classifier entry of {name} found to read the class count from; "
+                        f"pass --num_classes N")
     shapes = expected_shapes(name, num_classes)
+    if not (meta.get("block_type") or block_type or block_options):
+        block_type, block_options = fallback.get("block_type"), fallback.get("block_options")
+    kind, options = block_of(state, meta, block_type, block_options, src, log) if found else (kinds.BASE, {})
     try:
-        layout = layout_for(name, num_classes, meta) if has_acbs else {}
-        absent = [p for p in layout if p not in state_map.acb_prefixes(state)]
+        layout = layout_for(name, num_classes, dict(meta, block_type=kind, block_options=options)) \
+            if found else {}
+        absent = [p for p in layout if p not in found]
         if absent:
-            raise UserError(f"{src}: not a checkpoint of {name}: its ACB '{absent[0]}' is missing "
+            label = kinds.get_kind(layout[absent[0]]["kind"]).label
+            raise UserError(f"{src}: not a checkpoint of {name}: its {label} '{absent[0]}' is missing "
                             f"({len(absent)} of {len(layout)})")
         # the network's entries are the model's names in training form; all else is optimizer/trainer state
         plain, acbs = state_map.fold_state(state, layout, network=state_map.training_names(shapes, layout))
@@ -221,8 +281,6 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if fmt:
         import mindspore as ms
 
-        from .models import model_entry
-
         channels = next(p.shape[1] for p in net.get_parameters() if len(p.shape) == 4)  # the stem's input
         if shape:
             origin = "from --input_shape"
@@ -240,7 +298,8 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
         net.set_train(False)
         tmp_graph = export_graph(net, shape, graph, fmt)
     out_meta = {k: v for k, v in meta.items() if k not in ("block_type", "deploy")}
-    out_meta.update(model=name, block_type="base", num_classes=num_classes, folded_from=os.path.basename(src))
+    out_meta.update(model=name, block_type=kinds.BASE, block_options={}, num_classes=num_classes,
+                    folded_from=os.path.basename(src))
     if fold_bn:
         out_meta["deploy"] = True
     try:
@@ -252,9 +311,11 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     finally:
         if tmp_graph and os.path.exists(tmp_graph):
             os.remove(tmp_graph)
-    summary = dict(model=name, acbs=len(acbs), bns=len(bns), params_in=len(state), params_out=len(plain),
-                   seconds=time.perf_counter() - start, graph=graph, input_shape=shape if fmt else None)
-    folded = f"folded {len(acbs)} ACBs" + (f", then {len(bns)} BatchNorms into their convs" if fold_bn else "")
+    summary = dict(model=name, acbs=len(acbs), blocks=len(acbs), bns=len(bns), params_in=len(state),
+                   params_out=len(plain), seconds=time.perf_counter() - start, graph=graph,
+                   input_shape=shape if fmt else None)
+    label = kinds.get_kind(kind).label if kind != kinds.BASE else "block"
+    folded = f"folded {len(acbs)} {label}s" + (f", then {len(bns)} BatchNorms into their convs" if fold_bn else "")
     log(f"{name}: {folded}; {summary['params_in']} parameters in, "
         f"{summary['params_out']} out; wrote {dst} in {summary['seconds']:.2f} s")
     if fmt:

@@ -11,7 +11,7 @@ import numpy as np
 from . import data
 from .checkpoint import TMP_FILE, load_pretrained, mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import Interrupted, UserError, first_line
-from .config import IDENTITY, dump
+from .config import FLAT_BLOCK_KEYS, IDENTITY, dump
 
 
 # ---------------------------------------------------------------- context
@@ -111,8 +111,8 @@ def model_kwargs(cfg):
     they differ from MindCV's defaults, so models that do not take them build
     as long as the recipe leaves them alone.
     """
-    kwargs = dict(block_type=cfg["block_type"], gamma_init=cfg["gamma_init"], acb_branches=cfg["acb_branches"],
-                  acb_branch_bn=cfg["acb_branch_bn"], acb_position=cfg["acb_position"])
+    base = cfg["block_type"] == "base"  # a caller may turn a block config into its plain model
+    kwargs = dict(block_type=cfg["block_type"], block_options=None if base else cfg.get("block_options"))
     for key, default in (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3)):
         if cfg.get(key, default) != default:
             kwargs[key] = cfg[key]
@@ -437,9 +437,9 @@ class EpochEnd:
         self.eval_net = eval_net or net
         self.val_loader, self.ckpts, self.rank, self.world, self.log = val_loader, ckpts, rank, world, log
         self.best = best
-        from .transform import acb_layout
+        from .transform import block_layout
 
-        self.layout = acb_layout(net) or None  # where each ACB's fold goes: convert.py needs nothing else
+        self.layout = block_layout(net) or None  # where each block's fold goes: convert.py needs nothing else
         self.last_path = None
         self.best_path = None
         best_file = os.path.join(ckpts.folder, f"{ckpts.prefix}-best.ckpt")
@@ -471,7 +471,7 @@ class EpochEnd:
                 improved = "val_top1" in summary and (self.best is None or summary["val_top1"] > self.best)
                 if improved:
                     self.best = summary["val_top1"]
-                meta = dict(identity_of(cfg), acb_layout=self.layout, epoch=epoch, step=step, lr=plan.lr_at(step),
+                meta = dict(identity_of(cfg), block_layout=self.layout, epoch=epoch, step=step, lr=plan.lr_at(step),
                             best_top1=self.best,
                             val_top1=summary.get("val_top1"), ema_in_model_slots=bool(cfg["ema"]), config=cfg,
                             **self.step_cell.scaler_state())
@@ -741,7 +741,7 @@ def _build(cfg, rank, world, train_spec, val_spec, log):
                         f"{cfg['batch_size']} per device")
     val_loader = data.create_loader(cfg, val_spec, False, rank, world, workers) if val_spec else None
     net = build_model(cfg)
-    if cfg["block_type"] == "acb":
+    if cfg["block_type"] != "base":
         from .transform import summary_line
 
         log(f"{cfg['model']}: {summary_line(net)}")
@@ -903,7 +903,7 @@ def recorded_options(meta):
     from .config import OPTIONS
 
     recorded = dict(meta.get("config") or {})
-    recorded.update({k: meta[k] for k in IDENTITY if k in meta})
+    recorded.update({k: meta[k] for k in IDENTITY + FLAT_BLOCK_KEYS if k in meta})
     skip = ("ckpt_path", "resume", "distribute", "device_target")
     return {k: v for k, v in recorded.items() if k in OPTIONS and k not in skip}
 

@@ -2,10 +2,10 @@
 
 The arithmetic is :mod:`acnet_ms.fold`; this module only maps names.  What
 goes where comes from a *layout*, ``{block name: info}``, which the model
-reports for itself (``acnet_ms.transform.acb_layout``) and training
-checkpoints record in their metadata: ``info["kind"]`` picks the folding
-function from :data:`FOLDERS` (``"acb"``), ``info["slot"]`` says where the
-folded bias goes:
+reports for itself (``acnet_ms.transform.block_layout``) and training
+checkpoints record in their metadata: ``info["kind"]`` names the block kind
+(:mod:`acnet_ms.kinds`) whose ``fold`` turns the block's entries into one
+kernel and bias, ``info["slot"]`` says where that bias goes:
 
 * ``"bn"``: into the BatchNorm ``info["bn"]`` that followed the conv in the
   plain model (identity statistics, :func:`fold.bias_as_bn`);
@@ -17,7 +17,7 @@ This module must not import MindSpore.
 """
 import numpy as np
 
-from . import fold
+from . import fold, kinds
 
 #: scalars that MindSpore's optimizers and trainers (ours and MindCV's) keep beside the network's parameters
 TRAINER_SCALARS = frozenset({
@@ -59,45 +59,45 @@ def network_entries(state, network=None):
     return {name: value for name, value in state.items() if name not in trainer}
 
 
-def acb_prefixes(state):
-    """Names of the ACBs in a checkpoint dict, in file order (``X`` for ``X.square_conv.weight``);
-    optimizer slots of an ACB are not ACBs."""
-    tail = ".square_conv.weight"
-    found = [name for name in state if name.endswith(tail)]
-    trainer = trainer_entries({name: state[name] for name in found})
-    return [name[:-len(tail)] for name in found if name not in trainer]
+def find_blocks(state):
+    """``{prefix: kind name}`` of the re-parameterizable blocks of every kind in ``state``, in file order
+    (each kind recognises its own by an entry suffix); optimizer slots and EMA copies are not blocks."""
+    found = {}
+    for kind in map(kinds.get_kind, kinds.kind_names()):
+        markers = {p + kind.marker: p for p in kind.find(state)}
+        copies = trainer_entries({m: state[m] for m in markers})
+        found.update({prefix: (marker, kind.name) for marker, prefix in markers.items() if marker not in copies})
+    order = {name: i for i, name in enumerate(state)}
+    return {p: k for p, (m, k) in sorted(found.items(), key=lambda item: order[item[1][0]])}
 
 
-def acb_entries(prefix, info):
-    """Checkpoint names of one ACB's parameters, by branch: ``{"square": [...], "hor": [...], ...}``."""
-    out = {}
-    for branch in ("square",) + fold.BRANCH_SETS[info.get("branches", "hv")]:
-        names = [f"{prefix}.{branch}_conv.weight"]
-        if info.get("branch_bn", True):
-            names += [f"{prefix}.{branch}_bn.{f}" for f in fold.BN_FIELDS]
-        out[branch] = names
-    return out
+def block_prefixes(state):
+    """The names of the blocks in a checkpoint dict (see :func:`find_blocks`), in file order."""
+    return list(find_blocks(state))
 
 
-def fold_acb_entries(state, prefix, info):
-    """``(kernel, bias, consumed names)`` of the ACB stored at ``prefix``."""
-    entries = acb_entries(prefix, info)
-    bias_name = f"{prefix}.square_conv.bias"
-    for names in entries.values():
-        missing = [n for n in names if n not in state]
-        if missing:
-            raise ValueError(f"ACB '{prefix}' is incomplete: '{missing[0]}' is missing")
-    branches = {b: tuple(state[n] for n in names) for b, names in entries.items()}
-    bias = state.get(bias_name) if info.get("has_bias") else None
-    kernel, bias = fold.fold_acb(branches["square"], branches.get("hor"), branches.get("ver"),
-                                 eps=info.get("eps", fold.BN_EPS), position=info.get("position", "center"),
-                                 bias=bias)
-    consumed = [n for names in entries.values() for n in names] + ([bias_name] if info.get("has_bias") else [])
-    return kernel, bias, consumed
+acb_prefixes = block_prefixes  # the name analyses used before kinds were plug-ins
 
 
-#: block kind -> function(state, prefix, info) -> (kernel, bias or None, consumed entry names)
-FOLDERS = {"acb": fold_acb_entries}
+def infer_block(state):
+    """``(block_type, shown options, unseen option names)`` of a checkpoint that records nothing: the
+    kind whose blocks ``state`` holds and the options their entries show; ``("base", {}, [])`` without
+    blocks; ValueError for blocks of several kinds."""
+    found = find_blocks(state)
+    names = sorted(set(found.values()))
+    if not names:
+        return kinds.BASE, {}, []
+    if len(names) > 1:
+        raise ValueError(f"blocks of several kinds ({', '.join(names)}) in one checkpoint")
+    shown, unseen = kinds.get_kind(names[0]).infer_options(state, list(found))
+    return names[0], shown, unseen
+
+
+def _kind(prefix, info):
+    try:
+        return kinds.get_kind(info.get("kind"))
+    except ValueError:
+        raise ValueError(f"block '{prefix}': unknown kind {info.get('kind')!r}") from None
 
 
 def training_names(plain_names, layout):
@@ -107,9 +107,7 @@ def training_names(plain_names, layout):
         consumed.update({prefix + ".weight", prefix + ".bias"})
         if info.get("slot") == "bn":
             consumed.update(f"{info['bn']}.{f}" for f in fold.BN_FIELDS)
-        added += [n for names in acb_entries(prefix, info).values() for n in names]
-        if info.get("has_bias"):
-            added.append(f"{prefix}.square_conv.bias")
+        added += _kind(prefix, info).entries(prefix, info)
     return [n for n in plain_names if n not in consumed] + added
 
 
@@ -127,15 +125,12 @@ def fold_state(state, layout, network=None):
     already in ``state``.
     """
     state = network_entries(state, network)
-    unknown = [p for p in acb_prefixes(state) if p not in layout]
+    unknown = [p for p in block_prefixes(state) if p not in layout]
     if unknown:
-        raise ValueError(f"ACB '{unknown[0]}' is not part of this model")
+        raise ValueError(f"block '{unknown[0]}' is not part of this model")
     consumed, folded = set(), {}
     for prefix, info in layout.items():
-        kind = info.get("kind", "acb")
-        if kind not in FOLDERS:
-            raise ValueError(f"block '{prefix}': unknown kind {kind!r}")
-        kernel, bias, names = FOLDERS[kind](state, prefix, info)
+        kernel, bias, names = _kind(prefix, info).fold(state, prefix, info)
         consumed.update(names)
         folded[prefix + ".weight"] = kernel
         if info["slot"] == "bn":
@@ -146,48 +141,17 @@ def fold_state(state, layout, network=None):
     out = {name: value for name, value in state.items() if name not in consumed}
     clash = sorted(set(out) & set(folded))
     if clash:
-        raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding an ACB")
+        raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding a block")
     out.update(folded)
     return out, list(layout)
 
 
-def plain_to_acb(state, layout):
-    """Map a plain checkpoint onto ACBs so that they compute the plain function.
-
-    For each ACB ``X``, the plain conv ``X.weight`` becomes ``X.square_conv.weight``;
-    with branch BNs, the BN slot (or the conv's bias, as an identity BN) becomes
-    ``X.square_bn`` and the asymmetric BNs get gamma = beta = 0; without branch
-    BNs the asymmetric kernels are zero and the conv's bias is the square conv's.
-    Either way each asymmetric branch adds exactly zero until training moves it.
-    ACBs without a plain conv in ``state`` are left alone.
-    """
+def plain_to_blocks(state, layout):
+    """Map a plain checkpoint onto a model's blocks so that they compute the plain function (each
+    kind's ``from_plain``); blocks without a plain conv in ``state`` are left alone."""
     out = dict(state)
-    for x, info in layout.items():
-        conv = f"{x}.weight"
-        if conv not in state:
-            continue
-        weight = out.pop(conv)
-        out[f"{x}.square_conv.weight"] = weight
-        asym = fold.BRANCH_SETS[info.get("branches", "hv")]
-        if not info.get("branch_bn", True):
-            if f"{x}.bias" in out:
-                out[f"{x}.square_conv.bias"] = out.pop(f"{x}.bias")
-            for branch in asym:
-                shape = np.shape(weight)[:2] + ((1, weight.shape[3]) if branch == "hor" else (weight.shape[2], 1))
-                out[f"{x}.{branch}_conv.weight"] = np.zeros(shape, weight.dtype)
-            continue
-        if info["slot"] == "bn":
-            for field in fold.BN_FIELDS:
-                if f"{info['bn']}.{field}" in out:
-                    out[f"{x}.square_bn.{field}"] = out.pop(f"{info['bn']}.{field}")
-        elif f"{x}.bias" in out:
-            bias = out.pop(f"{x}.bias")
-            for field, value in fold.bias_as_bn(bias, info.get("eps", fold.BN_EPS)).items():
-                out[f"{x}.square_bn.{field}"] = value
-        zeros = np.zeros(np.shape(weight)[0], weight.dtype)
-        for branch in asym:
-            out[f"{x}.{branch}_bn.gamma"] = zeros
-            out[f"{x}.{branch}_bn.beta"] = zeros
+    for prefix, info in layout.items():
+        out = _kind(prefix, info).from_plain(out, prefix, info)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Turn any network's convs into ACBs (or fold its BNs), learning its structure from the network itself.
+"""Turn any network's convs into re-parameterizable blocks (or fold its BNs), learning its structure from the network itself.
 
 :func:`trace` runs one forward pass in PyNative mode with hooks on every
 leaf cell and records, for each ``nn.Conv2d``, which cells consume its
@@ -10,29 +10,30 @@ see (a functional op in ``construct``) and that conv loses its partner.  No
 table of layer names is involved, so MindCV's ``conv1``/``bn1``,
 ``features.0``/``.1`` and ``conv.0``/``.1`` families are all found the same way.
 
-:func:`acb_plan` decides per conv (ACNet's rule: every square k x k conv with
-1 < k < 7 becomes an ACB):
+:func:`plan_blocks` decides per conv, asking the block kind
+(:mod:`acnet_ms.kinds`) which sites it takes and where each fold goes:
 
-* output only into a BN: the ACB takes the conv's place and the BN's place
-  becomes an identity (the fold writes its bias into that BN slot);
-* its own bias and no BN after it: the fold's bias goes into the conv's bias;
-* no bias and no BN after it (pre-activation networks): an ACB without branch
-  BNs, which folds to a bias-free kernel;
-* anything else stays plain, with the reason.
+* output only into a BN (slot ``"bn"``): the block takes the conv's place and
+  the BN's place becomes an identity (the fold writes its bias into that slot);
+* its own bias and no BN after it (``"bias"``): the fold's bias goes into the
+  conv's bias;
+* no bias and no BN after it (``"none"``, pre-activation networks): the block
+  folds to a bias-free kernel;
+* a conv called more than once, or whose output also goes somewhere else,
+  stays plain, as does any site the kind refuses, with the reason.
 
 Only plain ``nn.Conv2d`` cells are taken: a subclass may compute otherwise
 (MindCV's BiT standardises its weights in ``StdConv2d.construct``), so its
 k x k convs stay plain, reported under their class's name.
-
-With ``branch_bn=False`` every ACB is of the BN-free kind and a BN after it stays.
 """
 from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
 
-#: ACNet converts square k x k convs with MIN_K <= k <= MAX_K (the 7 x 7 stems and 1 x 1 convs stay)
-MIN_K, MAX_K = 3, 5
+from . import kinds
+from .layers.reparam import name_params, refresh_graph, reparam_blocks
+from .record import BuildRecord, record_of, set_record
 
 
 @dataclass
@@ -60,20 +61,20 @@ def _is_bn(cell):
     return type(cell) is nn.BatchNorm2d and cell.gamma.requires_grad and cell.use_batch_statistics is None
 
 
-def _not_taken(cell):
+def _not_taken(cell, what="blocks"):
     """Why a k x k conv of an ``nn.Conv2d`` subclass stays plain (its class named)."""
     from mindspore import nn
 
     kind = type(cell)
     differs = " whose construct differs" if kind.construct is not nn.Conv2d.construct else ""
-    return f"{kind.__name__}, an nn.Conv2d subclass{differs}: ACBs replace only plain nn.Conv2d"
+    return f"{kind.__name__}, an nn.Conv2d subclass{differs}: {what} replace only plain nn.Conv2d"
 
 
-def subclass_convs(net):
+def subclass_convs(net, what="blocks"):
     """``{cell path: reason}`` for the k x k convs (k > 1) of ``net`` that are ``nn.Conv2d`` subclasses."""
     from mindspore import nn
 
-    return {name: _not_taken(cell) for name, cell in net.cells_and_names()
+    return {name: _not_taken(cell, what) for name, cell in net.cells_and_names()
             if isinstance(cell, nn.Conv2d) and not _is_conv(cell) and tuple(cell.kernel_size) != (1, 1)}
 
 
@@ -179,30 +180,28 @@ def _perturbation_keeps(net, x, reference, names, sites, cells):
         np.allclose(a, b, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(b).max()))) for a, b in zip(out, reference))
 
 
-def acb_plan(sites, branch_bn=True):
-    """``(acbs, plain)``: ``{conv: {"slot": "bn"|"bias"|"none", "bn": BN prefix or None, "prefix": ...}}``
-    for the convs that become ACBs (by cell path; ``prefix``: the names of their parameters), and
-    ``{conv: reason}`` for the k x k convs (k > 1) that stay plain."""
-    acbs, plain = {}, {}
+def plan_blocks(sites, block_type, options):
+    """``(blocks, plain)``: ``{conv: {"slot": "bn"|"bias"|"none", "bn": BN prefix or None, "bn_cell": ...,
+    "prefix": ...}}`` for the convs that become blocks of kind ``block_type`` (by cell path; ``prefix``:
+    the names of their parameters), and ``{conv: reason}`` for the k x k convs (k > 1) that stay plain."""
+    kind = kinds.get_kind(block_type)
+    blocks, plain = {}, {}
     for name, site in sites.items():
-        kh, kw = site.kernel
-        if kh == 1 and kw == 1:
+        verdict = kind.eligible(site, options)
+        if verdict is False:
             continue
-        if kh != kw:
-            plain[name] = f"non-square kernel {kh}x{kw}"
-        elif not MIN_K <= kh <= MAX_K or kh % 2 == 0:
-            plain[name] = f"kernel {kh}x{kh} (ACNet converts odd k with 1 < k < 7)"
+        if verdict is not True:
+            plain[name] = verdict
         elif site.calls != 1:
             plain[name] = "not used in a forward pass" if site.calls == 0 else f"called {site.calls} times"
         elif site.leaks or (site.feeds_bn and not site.bn):
             plain[name] = "its output feeds a BatchNorm and something else"
-        elif site.bn and branch_bn:
-            acbs[name] = dict(slot="bn", bn=site.bn_prefix, bn_cell=site.bn, prefix=site.prefix)
-        elif site.has_bias:
-            acbs[name] = dict(slot="bias", bn=None, prefix=site.prefix)
         else:
-            acbs[name] = dict(slot="none", bn=None, prefix=site.prefix)
-    return acbs, plain
+            slot = kind.slot(site, options)
+            bn = slot == "bn"
+            blocks[name] = dict(slot=slot, bn=site.bn_prefix if bn else None, bn_cell=site.bn if bn else None,
+                                prefix=site.prefix)
+    return blocks, plain
 
 
 def _parent_and_key(net, name):
@@ -226,30 +225,29 @@ def replace_cell(net, name, new):
         setattr(parent, key, new)
 
 
-def to_acb(net, sites, gamma_init=None, branches="hv", branch_bn=True, position="center"):
-    """Turn ``net``'s eligible convs into ACBs in place (see :func:`acb_plan`); returns ``net``.
+def to_blocks(net, sites, block_type, options=None):
+    """Turn ``net``'s eligible convs into blocks of kind ``block_type`` in place (see :func:`plan_blocks`;
+    ``options``: the kind's, defaults filled in); returns ``net``.
 
-    The report (``acbs``/``plain``) is kept on the network for :func:`acb_summary`.
+    What became of each conv is kept in the network's record (``net.acnet``, :func:`block_summary`).
     """
     from mindspore import nn
 
-    from .layers.acb import ACBlock
-    from .layers.reparam import name_params, refresh_graph
-
-    acbs, plain = acb_plan(sites, branch_bn)
-    plain.update(subclass_convs(net))
+    block_type, options = kinds.check_block(block_type, options)
+    kind = kinds.get_kind(block_type)
+    blocks, plain = plan_blocks(sites, block_type, options)
+    plain.update(subclass_convs(net, kind.label + "s"))
     cells = dict(net.cells_and_names())
-    for i, (name, slot) in enumerate(acbs.items()):
+    for i, (name, slot) in enumerate(blocks.items()):
         bn = cells[slot["bn_cell"]] if slot["slot"] == "bn" else None
-        with_bn = branch_bn and slot["slot"] != "none"
-        block = ACBlock.from_conv(cells[name], bn if with_bn else None, gamma_init=gamma_init,
-                                  branches=branches, branch_bn=with_bn, position=position, seed=i)
+        block = kind.build(cells[name], bn, slot["slot"], options, seed=i)
         replace_cell(net, name, block)
         name_params(block, slot["prefix"])
         if slot["slot"] == "bn":
             replace_cell(net, slot["bn_cell"], nn.Identity())
     refresh_graph(net)
-    object.__setattr__(net, "_acb_report", dict(acbs=acbs, plain=plain))
+    record = getattr(net, "acnet", None) or set_record(net, BuildRecord())
+    record.block_type, record.block_options, record.blocks, record.plain = block_type, options, blocks, plain
     return net
 
 
@@ -257,8 +255,6 @@ def to_fused(net, sites):
     """The fully folded structure in place: every conv whose output goes only into a BN becomes a conv
     with bias, and that BN an identity.  Returns the ``[(conv, bn, eps), ...]`` pairs."""
     from mindspore import nn
-
-    from .layers.reparam import name_params, refresh_graph
 
     cells = dict(net.cells_and_names())
     pairs = []
@@ -279,60 +275,48 @@ def to_fused(net, sites):
     return pairs
 
 
-def acb_layout(net):
-    """``{acb name: info}`` of a network's re-parameterizable blocks: each block's own
-    ``reparam_info()`` plus where its fold goes (``slot``, ``bn``), as recorded by :func:`to_acb`."""
-    from .layers.reparam import reparam_blocks
-
-    report = getattr(net, "_acb_report", {"acbs": {}})
+def block_layout(net):
+    """``{block name: info}`` of a network's re-parameterizable blocks: each block's own
+    ``reparam_info()`` plus where its fold goes (``slot``, ``bn``), as recorded by :func:`to_blocks`."""
+    blocks = record_of(net).blocks
     layout = {}
     for name, cell in reparam_blocks(net):
         if getattr(cell, "deploy", False):
             continue
         info = dict(cell.reparam_info())
-        slot = report["acbs"].get(name, dict(slot="none", bn=None, prefix=name))
+        slot = blocks.get(name, dict(slot="none", bn=None, prefix=name))
         info.update(slot=slot["slot"], bn=slot["bn"])
         layout[slot["prefix"]] = info
     return layout
 
 
-def acb_summary(net):
-    """How many k x k convs became ACBs, of which kind, and which stayed plain and why (a dict)."""
-    report = getattr(net, "_acb_report", None)
-    if report is None:
-        return dict(acbs=0, kinds={}, plain={})
-    kinds = {}
-    for slot in report["acbs"].values():
-        kind = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}[slot["slot"]]
-        kinds[kind] = kinds.get(kind, 0) + 1
-    return dict(acbs=len(report["acbs"]), kinds=kinds, plain=dict(report["plain"]))
+def block_summary(net):
+    """How many k x k convs became blocks, where their folds go, which stayed plain and why (a dict)."""
+    record = record_of(net)
+    if record.block_type == kinds.BASE:
+        return dict(block_type=kinds.BASE, blocks=0, acbs=0, kinds={}, plain={})
+    words = kinds.get_kind(record.block_type).slot_words
+    counts = {}
+    for slot in record.blocks.values():
+        word = words.get(slot["slot"], slot["slot"])
+        counts[word] = counts.get(word, 0) + 1
+    n = len(record.blocks)
+    return dict(block_type=record.block_type, blocks=n, acbs=n, kinds=counts, plain=dict(record.plain))
 
 
 def summary_line(net):
-    """One line for logs: ``16 ACBs (16 BN slot); plain: 1 (kernel 7x7 ...)``."""
-    s = acb_summary(net)
-    kinds = ", ".join(f"{n} {k}" for k, n in s["kinds"].items())
-    line = f"{s['acbs']} k x k convs became ACBs" + (f" ({kinds})" if kinds else "")
-    if s["plain"]:
+    """One line for logs: ``16 k x k convs became ACBs (16 BN slot); stayed plain: 1 (kernel 7x7 ...)``."""
+    record = record_of(net)
+    if record.block_type == kinds.BASE:
+        return "no re-parameterizable block (block_type base)"
+    line = kinds.get_kind(record.block_type).summary_words([s["slot"] for s in record.blocks.values()])
+    if record.plain:
         reasons = {}
-        for reason in s["plain"].values():
+        for reason in record.plain.values():
             reasons[reason] = reasons.get(reason, 0) + 1
         line += "; stayed plain: " + ", ".join(f"{n} ({r})" for r, n in reasons.items())
     return line
 
 
-#: checkpoint metadata keys of the ACB options, and the ``create_model`` argument each sets
-ACB_OPTIONS = {"gamma_init": "gamma_init", "acb_branches": "acb_branches", "acb_branch_bn": "acb_branch_bn",
-               "acb_position": "acb_position"}
-
-
-def layout_for(model, num_classes, meta, in_channels=3):
-    """The ACB layout of a training checkpoint of ``model``: the one its metadata records
-    (``acb_layout``), else the layout of the ACB model built with the options it records."""
-    if meta.get("acb_layout"):
-        return meta["acb_layout"]
-    from .models import create_model
-
-    options = {arg: meta[key] for key, arg in ACB_OPTIONS.items() if meta.get(key) is not None}
-    kwargs = {"in_channels": in_channels} if in_channels != 3 else {}
-    return acb_layout(create_model(model, num_classes=num_classes, block_type="acb", **options, **kwargs))
+#: the names these functions had when ACB was the only kind (``acnet_ms.acb_layout``, ``acb_summary``)
+acb_layout, acb_summary = block_layout, block_summary

@@ -67,7 +67,7 @@ def test_every_model_has_a_deploy_form_and_every_bn_folds_into_it():
         deploy = create_model(name, num_classes=10, deploy=True)
         cells = dict(deploy.cells_and_names())
         bns = [n for n, c in base.cells_and_names() if isinstance(c, nn.BatchNorm2d)]
-        state, pairs = state_map.fold_bns(arrays_of(base), deploy._fused_pairs)
+        state, pairs = state_map.fold_bns(arrays_of(base), deploy.acnet.fused_pairs)
         # every BN that follows a conv (stem, blocks, shortcuts, SK paths and attention) is folded into it;
         # only pre-activation BNs (which follow no conv) remain, as BNs
         folded = [p[1] for p in pairs]
@@ -80,7 +80,7 @@ def test_every_model_has_a_deploy_form_and_every_bn_folds_into_it():
         # ... and the folded checkpoint is exactly the deploy model's parameters, in its order
         expected = [(p.name, tuple(p.shape)) for p in deploy.get_parameters()]
         assert sorted((k, v.shape) for k, v in state.items()) == sorted(expected), name
-    assert any(bn.endswith(".attn.bn") for _, bn, _ in create_model("skresnet18", deploy=True)._fused_pairs)
+    assert any(bn.endswith(".attn.bn") for _, bn, _ in create_model("skresnet18", deploy=True).acnet.fused_pairs)
 
 
 def test_deploy_needs_the_base_block_type():

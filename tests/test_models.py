@@ -39,7 +39,7 @@ def test_acb_replaces_exactly_the_kxk_convs_with_1_lt_k_lt_7(name):
         if 1 < k < 7:
             assert isinstance(target, ACBlock) and target.kernel_size == k, cname
             assert target.stride == tuple(conv.stride[-2:]) and target.groups == conv.group
-            bn = acb._acb_report["acbs"][cname]["bn_cell"]
+            bn = acb.acnet.blocks[cname]["bn_cell"]
             assert isinstance(acb_cells[bn], nn.Identity) and isinstance(dict(base.cells_and_names())[bn],
                                                                            nn.BatchNorm2d)
             n_acb += 1

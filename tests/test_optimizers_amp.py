@@ -20,7 +20,7 @@ from acnet_ms.config import defaults
 from acnet_ms.deploy import convert_checkpoint
 from acnet_ms.engine import build_train_step, classifier_classes, train_call
 from acnet_ms.state import fold_state, network_entries
-from acnet_ms.transform import acb_layout, to_acb, trace
+from acnet_ms.transform import acb_layout, to_blocks, trace
 
 #: every name mindcv 0.3.0's create_optimizer accepts (test_the_optimizer_list_is_mindcvs checks it)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "nadam", "adan", "rmsprop", "adagrad", "lamb")
@@ -127,7 +127,7 @@ class ThreeKinds(nn.Cell):
 def three_kinds(branch_bn=True):
     ms.set_seed(0)
     net = ThreeKinds()
-    return to_acb(net, trace(net, (1, 3, 16, 16)), branch_bn=branch_bn)
+    return to_blocks(net, trace(net, (1, 3, 16, 16)), "acb", dict(branch_bn=branch_bn))
 
 
 def test_the_model_has_one_acb_of_each_kind():

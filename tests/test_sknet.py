@@ -11,7 +11,7 @@ from mindspore import Tensor, nn
 
 from acnet_ms import acb_layout, create_model, list_models, model_entry, switch_to_deploy
 from acnet_ms import state as state_map
-from acnet_ms.transform import to_acb, trace
+from acnet_ms.transform import to_blocks, trace
 from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.layers import ACBlock, SelectiveKernel
 from acnet_ms.layers.selective_kernel import attn_channels_for
@@ -52,7 +52,7 @@ def test_acb_sk_block_equals_its_folded_forms(stride, split, groups):
     kwargs = dict(stride=stride, split_input=split, groups=groups, rd_ratio=1 / 4, rd_divisor=8)
     ms.set_seed(stride * 10 + groups)
     sk = SelectiveKernel(16, 24, **kwargs)
-    sk = randomize_bn(to_acb(sk, trace(sk, (1, 16, 13, 13))), seed=stride + 2 * split)
+    sk = randomize_bn(to_blocks(sk, trace(sk, (1, 16, 13, 13)), "acb"), seed=stride + 2 * split)
     sk.set_train(False)
     # paths are ACBs with their own dilation (3x3 and 3x3 dilated 2 = 5x5), BN slots are identities
     assert [(type(p.features[0]), p.features[0].dilation, p.features[0].stride, p.features[0].groups)
@@ -198,7 +198,7 @@ def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
             assert (target.kernel_size, target.stride, target.dilation, target.groups, target.padding) == \
                 (conv.kernel_size[0], tuple(conv.stride[-2:]), tuple(conv.dilation[-2:]), conv.group,
                  padding), cname
-            assert isinstance(acb_cells[acb._acb_report["acbs"][cname]["bn_cell"]], nn.Identity), cname
+            assert isinstance(acb_cells[acb.acnet.blocks[cname]["bn_cell"]], nn.Identity), cname
             n_acb += 1
         else:  # stem, 1x1 convs, attention convs
             assert type(target) is nn.Conv2d and target.kernel_size == conv.kernel_size, cname

@@ -10,7 +10,7 @@ from acnet_ms import acb_layout, acb_summary, create_model
 from acnet_ms import state as state_map
 from acnet_ms.checkpoint import load_pretrained, write_checkpoint
 from acnet_ms.layers import ACBlock, switch_to_deploy
-from acnet_ms.transform import summary_line, to_acb, trace
+from acnet_ms.transform import summary_line, to_blocks, trace
 
 TOL = 1e-4
 
@@ -49,7 +49,7 @@ def test_trace_finds_pairs_and_refuses_shared_outputs():
     assert sites["conv_b"].bn is None and sites["conv_b"].leaks  # the add is invisible to hooks
     assert sites["conv_c"].bn is None and sites["conv_c"].feeds_bn
     assert sites["conv_d"].bn is None and sites["conv_d"].has_bias
-    to_acb(net, sites)
+    to_blocks(net, sites, "acb")
     s = acb_summary(net)
     assert s["acbs"] == 3 and s["kinds"] == {"BN slot": 1, "conv bias": 1, "no BN (bias-free)": 1}
     assert s["plain"] == {"conv_b": "its output feeds a BatchNorm and something else",
@@ -145,7 +145,7 @@ class Mixed(nn.Cell):
 
 def test_conv_subclasses_stay_plain_and_the_summary_names_their_class():
     net = Mixed()
-    to_acb(net, trace(net, (1, 3, 8, 8)))
+    to_blocks(net, trace(net, (1, 3, 8, 8)), "acb")
     s = acb_summary(net)
     assert s["acbs"] == 1 and isinstance(net.plain, ACBlock)
     assert s["plain"] == {  # the 1 x 1 one is no k x k conv
@@ -170,7 +170,7 @@ def test_layout_records_where_each_fold_goes():
     assert len(layout) == 19
     assert layout["conv1"] == dict(kind="acb", branches="hv", branch_bn=True, position="corner", eps=1e-5,
                                    has_bias=False, slot="bn", bn="bn1")
-    plain = state_map.plain_to_acb({"conv1.weight": np.ones((16, 3, 3, 3), np.float32)}, layout)
+    plain = state_map.plain_to_blocks({"conv1.weight": np.ones((16, 3, 3, 3), np.float32)}, layout)
     assert "conv1.square_conv.weight" in plain and np.all(plain["conv1.hor_bn.gamma"] == 0)
 
 
@@ -191,7 +191,7 @@ def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits,
     assert "ghostnet_050: 42 k x k convs became ACBs (42 BN slot)" in res.stdout
     ckpt = os.path.join(save, "ghostnet_050_acb-best.ckpt")
     _, meta = read_checkpoint(ckpt)
-    assert len(meta["acb_layout"]) == 42 and meta["acb_branches"] == "hv"
+    assert len(meta["block_layout"]) == 42 and meta["block_options"]["branches"] == "hv"
     plain = str(tmp_path / "plain.ckpt")
     conv = run_script("convert.py", "--ckpt_path", ckpt, "--output", plain)
     assert conv.returncode == 0, conv.stderr

@@ -1,23 +1,13 @@
-"""One registry that builds every model for every entry point.
+"""The table of models: every model is defined once, in its plain (``base``) form.
 
-Every model is defined once, in its plain (``base``) form: the networks
-written here and every model of MindCV (``mindcv.list_models()``); where a
-network written here is MindCV's (``mindcv=`` at registration: the same names,
-shapes and function), MindCV's name builds ours.  The ACB
-form and the fully folded form are made from it by
-:mod:`acnet_ms.transform`, which learns the conv/BN structure from the
-network itself, so any CNN gets them the same way.
+The table holds the networks written here and every model of MindCV
+(``mindcv.list_models()``); where a network written here is MindCV's
+(``mindcv=`` at registration: the same names, shapes and function), MindCV's
+name builds ours.  Building, with a block kind or fully folded, is
+:mod:`acnet_ms.models.factory`'s.
 """
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
-
-from .. import fold
-from ..cli import first_line
-
-BLOCK_TYPES = ("base", "acb")
-
-#: input sizes tried, in order, when tracing a model's structure (small first: it is faster)
-TRACE_SIZES = (64, 224, 299)
 
 
 @dataclass(frozen=True)
@@ -78,89 +68,3 @@ def model_entry(name):
     close = difflib.get_close_matches(str(name), list_models(), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; ours: {', '.join(sorted(_REGISTRY))}"
     raise ValueError(f"unknown model {name!r} (neither ours nor MindCV's{hint})")
-
-
-def check_block_type(block_type, deploy=False):
-    if block_type not in BLOCK_TYPES:
-        raise ValueError(f"block_type must be one of {', '.join(BLOCK_TYPES)}, got {block_type!r}")
-    if deploy and block_type != "base":
-        raise ValueError(f"deploy=True builds the fully folded form (convs with bias, no BN, no ACB): "
-                         f"block_type must be 'base', got {block_type!r}")
-
-
-def check_acb_options(branches, branch_bn, position):
-    if branches not in fold.BRANCH_SETS:
-        raise ValueError(f"acb_branches must be one of {', '.join(fold.BRANCH_SETS)}, got {branches!r}")
-    if not isinstance(branch_bn, bool):
-        raise ValueError(f"acb_branch_bn must be True or False, got {branch_bn!r}")
-    if position not in fold.POSITIONS:
-        raise ValueError(f"acb_position must be one of {', '.join(fold.POSITIONS)}, got {position!r}")
-
-
-_SITES = {}
-
-
-def structure(name, net, kwargs):
-    """The traced conv/BN structure (``transform.trace``) of model ``name`` built as ``net`` with
-    ``kwargs`` (cached per process: the structure does not depend on the weights)."""
-    from ..transform import trace
-
-    in_channels = kwargs.get("in_channels", 3)
-    key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
-    if key not in _SITES:
-        sizes = (32,) if model_entry(name).family == "cifar" else TRACE_SIZES
-        errors = []
-        for size in sizes:
-            try:
-                _SITES[key] = trace(net, (1, in_channels, size, size))
-                break
-            except (RuntimeError, ValueError, TypeError, AssertionError) as err:  # models assert their input size
-                errors.append(f"{size}x{size}: {first_line(err)}")
-        else:
-            raise ValueError(f"{name}: cannot run a forward pass to learn its structure ({'; '.join(errors)})")
-    return _SITES[key]
-
-
-def create_model(name, num_classes=None, block_type="base", deploy=False, gamma_init=None, acb_branches="hv",
-                 acb_branch_bn=True, acb_position="center", **kwargs):
-    """Build model ``name`` (ours or MindCV's).
-
-    Args:
-        num_classes: classifier outputs; ``None`` takes the model's default
-            (1000 for the ImageNet models, 10 for the CIFAR ones).
-        block_type: ``"base"`` (the plain model; for MindCV names exactly
-            MindCV's) or ``"acb"`` (every square k x k conv with 1 < k < 7 an ACB
-            where the model allows it; :func:`acnet_ms.acb_summary` tells which).
-        deploy: the fully folded inference form of the base model: every
-            conv + BN is one conv with bias under the conv's name, every BN
-            slot an ``nn.Identity`` (``convert.py --fold_bn`` writes its
-            checkpoints).  Needs ``block_type="base"``; ValueError otherwise.
-        gamma_init, acb_branches, acb_branch_bn, acb_position: the ACBs' options
-            (see :class:`acnet_ms.ACBlock`: ``gamma_init``, ``branches``,
-            ``branch_bn``, ``position``).
-        **kwargs: passed to the model (``in_channels``, MindCV's ``drop_rate``, ...).
-    """
-    entry = model_entry(name)
-    check_block_type(block_type, deploy)
-    check_acb_options(acb_branches, acb_branch_bn, acb_position)
-    if num_classes is None:
-        num_classes = entry.num_classes
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    net = entry.builder(num_classes=num_classes, **kwargs)
-    object.__setattr__(net, "_acnet_spec", dict(model=name, num_classes=num_classes, **kwargs))
-    if block_type == "base" and not deploy:
-        return net
-    from ..transform import summary_line, to_acb, to_fused
-
-    sites = structure(name, net, dict(kwargs, num_classes=num_classes))
-    if deploy:
-        pairs = to_fused(net, sites)
-        object.__setattr__(net, "_fused_pairs", pairs)
-        return net
-    to_acb(net, sites, gamma_init=gamma_init, branches=acb_branches, branch_bn=acb_branch_bn,
-           position=acb_position)
-    if not net._acb_report["acbs"]:
-        raise ValueError(f"{name} has no k x k conv that can become an ACB ({summary_line(net)}); "
-                         f"use block_type 'base'")
-    return net

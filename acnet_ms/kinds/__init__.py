@@ -1,0 +1,11 @@
+"""Re-parameterizable block kinds: the table (:mod:`.base`) and the kinds this package ships.
+
+``block_type`` names a kind (or ``base``, the plain model); see
+``docs/models.md`` for how to add one.
+"""
+from . import acb  # noqa: F401  (registers the ACB kind)
+from .base import (BASE, BlockKind, KindOption, block_types, check_block, get_kind, kind_names, register_kind,
+                   unregister_kind)
+
+__all__ = ["BASE", "BlockKind", "KindOption", "block_types", "check_block", "get_kind", "kind_names",
+           "register_kind", "unregister_kind"]

@@ -1,0 +1,146 @@
+"""One factory builds every model for every entry point: plain, with a block kind, or fully folded.
+
+The plain network comes from the table (:mod:`.registry`); a block kind's
+form and the fully folded form are made from it by :mod:`acnet_ms.transform`,
+which learns the conv/BN structure from the network itself, so any CNN gets
+them the same way.  Every built network carries its record, ``net.acnet``
+(:class:`acnet_ms.record.BuildRecord`).
+"""
+from .. import kinds
+from ..cli import first_line
+from ..record import BuildRecord, set_record
+from ..state import infer_block
+from ..transform import block_layout, summary_line, to_blocks, to_fused, trace
+from .registry import model_entry
+
+#: input sizes tried, in order, when tracing a model's structure (small first: it is faster)
+TRACE_SIZES = (64, 224, 299)
+
+_SITES = {}
+
+
+def structure(name, net, kwargs):
+    """The traced conv/BN structure (``transform.trace``) of model ``name`` built as ``net`` with
+    ``kwargs`` (cached per process: the structure does not depend on the weights)."""
+    in_channels = kwargs.get("in_channels", 3)
+    key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    if key not in _SITES:
+        sizes = (32,) if model_entry(name).family == "cifar" else TRACE_SIZES
+        errors = []
+        for size in sizes:
+            try:
+                _SITES[key] = trace(net, (1, in_channels, size, size))
+                break
+            except (RuntimeError, ValueError, TypeError, AssertionError) as err:  # models assert their input size
+                errors.append(f"{size}x{size}: {first_line(err)}")
+        else:
+            raise ValueError(f"{name}: cannot run a forward pass to learn its structure ({'; '.join(errors)})")
+    return _SITES[key]
+
+
+def flat_keys():
+    """The older flat option keys of every kind (``gamma_init``, ``acb_branches``, ...)."""
+    return {key for name in kinds.kind_names() for key in kinds.get_kind(name).flat}
+
+
+def create_model(name, num_classes=None, block_type="base", block_options=None, deploy=False, **kwargs):
+    """Build model ``name`` (ours or MindCV's).
+
+    Args:
+        num_classes: classifier outputs; ``None`` takes the model's default
+            (1000 for the ImageNet models, 10 for the CIFAR ones).
+        block_type: ``"base"`` (the plain model; for MindCV names exactly
+            MindCV's) or a block kind (``"acb"``: every square k x k conv with
+            1 < k < 7 an ACB where the model allows it); ``net.acnet`` and
+            :func:`acnet_ms.block_summary` tell which convs became blocks.
+        block_options: the kind's options (``acb``: ``branches``,
+            ``branch_bn``, ``position``, ``gamma_init``; see ``docs/models.md``).
+            The older flat keywords (``acb_branches=...``) still work.
+        deploy: the fully folded inference form of the base model: every
+            conv + BN is one conv with bias under the conv's name, every BN
+            slot an ``nn.Identity`` (``convert.py --fold_bn`` writes its
+            checkpoints).  Needs ``block_type="base"``; ValueError otherwise.
+        **kwargs: passed to the model (``in_channels``, MindCV's ``drop_rate``, ...).
+    """
+    entry = model_entry(name)
+    flat = {k: kwargs.pop(k) for k in list(kwargs) if k in flat_keys()}
+    block_type, options = kinds.check_block(block_type, block_options, flat)
+    if deploy and block_type != kinds.BASE:
+        raise ValueError(f"deploy=True builds the fully folded form (convs with bias, no BN, no block): "
+                         f"block_type must be 'base', got {block_type!r}")
+    if num_classes is None:
+        num_classes = entry.num_classes
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    net = entry.builder(num_classes=num_classes, **kwargs)
+    record = set_record(net, BuildRecord(model=name, num_classes=num_classes, kwargs=dict(kwargs)))
+    if block_type == kinds.BASE and not deploy:
+        return net
+    sites = structure(name, net, dict(kwargs, num_classes=num_classes))
+    if deploy:
+        record.fused_pairs = to_fused(net, sites)
+        return net
+    to_blocks(net, sites, block_type, options)
+    if not record.blocks:
+        label = kinds.get_kind(block_type).label
+        raise ValueError(f"{name} has no k x k conv that can become an {label} ({summary_line(net)}); "
+                         f"use block_type 'base'")
+    return net
+
+
+def recorded_block(meta):
+    """``(block_type, options)`` a checkpoint's metadata records (its ``block_options``, or the older flat
+    keys), checked, defaults filled in; ``("base", {})`` when it records none."""
+    block_type = meta.get("block_type") or kinds.BASE
+    if block_type == kinds.BASE:
+        return kinds.BASE, {}
+    return kinds.check_block(block_type, meta.get("block_options"), meta)
+
+
+def layout_for(model, num_classes, meta, in_channels=3, state=None):
+    """The block layout of a training checkpoint of ``model``: the one its metadata records
+    (``block_layout``; ``acb_layout`` in older checkpoints), else the layout of the model built with the
+    block type and options it records, else (given its entries, ``state``) with the kind and options
+    its entries show (:func:`acnet_ms.state.infer_block`)."""
+    for key in ("block_layout", "acb_layout"):
+        if meta.get(key):
+            return meta[key]
+    block_type, options = recorded_block(meta)
+    if block_type == kinds.BASE and state is not None:
+        block_type, options, _ = infer_block(state)
+    kwargs = {"in_channels": in_channels} if in_channels != 3 else {}
+    return block_layout(create_model(model, num_classes=num_classes, block_type=block_type,
+                                     block_options=options, **kwargs))
+
+
+def classifier_entries(model, **kwargs):
+    """``{name: axis}``: the plain model's parameters whose shape follows ``num_classes`` (the classifier,
+    a dense or a 1 x 1 conv one), and along which axis; found by building the model at two class counts."""
+    from mindspore.nn.utils import no_init_parameters
+
+    shapes = []
+    for n in (7, 11):
+        try:
+            with no_init_parameters():
+                net = model_entry(model).builder(num_classes=n, **kwargs)
+        except Exception:  # noqa: BLE001  (a model that reads its parameters while building: build it plainly)
+            net = model_entry(model).builder(num_classes=n, **kwargs)
+        shapes.append({p.name: tuple(p.shape) for p in net.get_parameters()})
+    out = {}
+    for name, a in shapes[0].items():
+        b = shapes[1].get(name)
+        if b is not None and a != b and len(a) == len(b):
+            axes = [i for i, (x, y) in enumerate(zip(a, b)) if (x, y) == (7, 11)]
+            if axes:
+                out[name] = axes[0]
+    return out
+
+
+def num_classes_of(model, state, **kwargs):
+    """The class count of checkpoint dict ``state`` of ``model``, read from the entries the model's
+    classifier has (whatever its kind: dense or conv); None if the checkpoint has none of them."""
+    import numpy as np
+
+    found = [int(np.shape(state[name])[axis]) for name, axis in classifier_entries(model, **kwargs).items()
+             if name in state and np.ndim(state[name]) > axis]
+    return found[-1] if found else None
