@@ -20,8 +20,10 @@ family of training-time blocks, in one object:
 
 :func:`register_kind` adds a kind; every module of the package looks kinds up
 here by name and never names one.  Kinds in other packages register when
-their module is imported, or through the ``acnet_ms.block_kinds`` entry-point
-group (loaded on first lookup), so the command-line scripts find them too.
+their module is imported: by your own code, through the ``acnet_ms.block_kinds``
+entry-point group of an installed package, or by naming the module in the
+environment variable ``ACNET_MS_KINDS`` (comma-separated; both are loaded on
+the first lookup), so the command-line scripts find them too.
 
 This module must not import MindSpore.
 """
@@ -33,6 +35,9 @@ BASE = "base"
 
 #: entry-point group through which installed packages add kinds
 ENTRY_POINT_GROUP = "acnet_ms.block_kinds"
+
+#: environment variable naming modules (comma-separated) that register kinds when imported
+ENV_VAR = "ACNET_MS_KINDS"
 
 
 @dataclass(frozen=True)
@@ -161,10 +166,17 @@ def _load_plugins():
     if _PLUGINS_LOADED:
         return
     _PLUGINS_LOADED = True
+    import importlib
+    import os
     from importlib.metadata import entry_points
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
         point.load()
+    for module in filter(None, (m.strip() for m in os.environ.get(ENV_VAR, "").split(","))):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ValueError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({err})") from None
 
 
 def kind_names():
