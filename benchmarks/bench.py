@@ -480,7 +480,7 @@ def acb_layer_section(quick):
 
 def convert_section(quick, tmp):
     rows = []
-    for model in ("sres50", "resnext50_32x4d", "skresnext50_32x4d"):
+    for model in ("sres50", "resnext50_32x4d", "sknet50"):
         src = os.path.join(tmp, f"{model}_acb.ckpt")
         made = run_worker(dict(kind="make_ckpt", model=model, path=src))
         walls, rss = [], []

@@ -18,9 +18,12 @@ from acnet_ms.layers.selective_kernel import attn_channels_for
 from acnet_ms.models.resnet import ResNet
 from acnet_ms.models.sknet import SKBottleneck
 
-SK_MODELS = ["skresnet18", "skresnet34", "skresnet50", "skresnext50_32x4d"]
+SK_MODELS = ["skresnet18", "skresnet34", "skresnet50_relu", "sknet50"]
 #: ACBs per model: basic blocks have two SK paths + conv2, bottlenecks two SK paths
-ACB_COUNT = {"skresnet18": 8 * 3, "skresnet34": 16 * 3, "skresnet50": 16 * 2, "skresnext50_32x4d": 16 * 2}
+ACB_COUNT = {"skresnet18": 8 * 3, "skresnet34": 16 * 3, "skresnet50_relu": 16 * 2, "sknet50": 16 * 2}
+#: MindCV's model of the same structure as ours (names and shapes; sknet50 is grouped, MindCV's not)
+MINDCV_OF = {"skresnet18": "skresnet18", "skresnet34": "skresnet34", "skresnet50_relu": "skresnet50",
+             "sknet50": "skresnext50_32x4d"}
 BLOCK_TOL = 2e-5  # one block in float32, relative to the largest output
 TOL = 1e-4        # a whole network in float32, relative to the largest logit
 
@@ -125,18 +128,18 @@ def test_unknown_model_lists_the_known_ones():
 
 # ---------------------------------------------------------------- names and shapes against MindCV
 
-@pytest.mark.parametrize("name", ["skresnet18", "skresnet34", "skresnet50"])
+@pytest.mark.parametrize("name", ["skresnet18", "skresnet34", "skresnet50_relu"])
 def test_base_model_has_mindcvs_names_and_shapes(name):
     import mindcv
 
     ours = shapes(create_model(name, num_classes=17))
-    theirs = shapes(mindcv.create_model(name, num_classes=17))
+    theirs = shapes(mindcv.create_model(MINDCV_OF[name], num_classes=17))
     assert list(ours) == list(theirs)  # same names in the same order
     assert ours == theirs
 
 
 def expected_grouped_shape(name, shape):
-    """Our skresnext50_32x4d shape of a MindCV skresnext50_32x4d parameter (width 64 -> 32 groups x 4)."""
+    """Our sknet50 shape of a MindCV skresnext50_32x4d parameter (width 64 -> 32 groups x 4)."""
     if not name.startswith("layer") or ".down_sample." in name:
         return shape
     stage = int(name[len("layer")])
@@ -159,11 +162,11 @@ def expected_grouped_shape(name, shape):
     return shape
 
 
-def test_skresnext50_differs_from_mindcv_exactly_by_the_grouping():
+def test_sknet50_differs_from_mindcvs_skresnext50_32x4d_exactly_by_the_grouping():
     import mindcv
 
     theirs = shapes(mindcv.create_model("skresnext50_32x4d", num_classes=17))
-    ours = shapes(create_model("skresnext50_32x4d", num_classes=17))
+    ours = shapes(create_model("sknet50", num_classes=17))
     assert list(ours) == list(theirs)
     assert ours == {k: expected_grouped_shape(k, v) for k, v in theirs.items()}
     differing = {k for k in ours if ours[k] != theirs[k]}
@@ -228,15 +231,15 @@ def test_base_model_equals_mindcv_with_shared_weights(name):
     assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs base")
 
 
-def test_skresnet50_differs_from_mindcv_only_by_the_relu_after_conv1():
+def test_skresnet50_relu_differs_from_mindcvs_skresnet50_only_by_the_relu_after_conv1():
     import mindcv
 
     ms.set_seed(4)
-    ours = randomize_bn(create_model("skresnet50", num_classes=5), seed=4)
+    ours = randomize_bn(create_model("skresnet50_relu", num_classes=5), seed=4)
     ours.set_train(False)
     state = arrays(ours)
     theirs = load_arrays(mindcv.create_model("skresnet50", num_classes=5), state)
-    no_act1 = create_model("skresnet50", num_classes=5)
+    no_act1 = create_model("skresnet50_relu", num_classes=5)
     for _, cell in no_act1.cells_and_names():
         if isinstance(cell, SKBottleneck):
             cell.act1 = nn.Identity()
@@ -267,13 +270,13 @@ def test_ungrouped_skresnext_without_relu_after_conv1_is_mindcvs_skresnext50_32x
     assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs ours ungrouped")
 
 
-def test_grouped_skresnext50_acb_folds_into_the_base_model():
+def test_grouped_sknet50_acb_folds_into_the_base_model():
     ms.set_seed(7)
-    acb = randomize_bn(create_model("skresnext50_32x4d", num_classes=10, block_type="acb"), seed=7)
+    acb = randomize_bn(create_model("sknet50", num_classes=10, block_type="acb"), seed=7)
     acb.set_train(False)
     plain, folded = state_map.fold_state(arrays(acb), acb_layout(acb))
     assert len(folded) == 32
-    base = load_arrays(create_model("skresnext50_32x4d", num_classes=10), plain)
+    base = load_arrays(create_model("sknet50", num_classes=10), plain)
     x = images(4, size=32)
     acb_logits = acb(x).asnumpy()
     assert np.abs(acb_logits).max() > 0.1
@@ -321,9 +324,40 @@ def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
 
 def test_registry_records_the_mindcv_twins():
     assert model_entry("skresnet18").mindcv == "skresnet18" and model_entry("skresnet34").mindcv == "skresnet34"
-    # same names, but another function (skresnet50) or other shapes (skresnext50_32x4d): no shared checkpoints
-    assert model_entry("skresnet50").mindcv is None and model_entry("skresnext50_32x4d").mindcv is None
+    # same structure as MindCV's skresnet50 / skresnext50_32x4d, but another function or other shapes
+    assert model_entry("skresnet50_relu").mindcv is None and model_entry("sknet50").mindcv is None
     assert all(model_entry(n).family == "imagenet" and model_entry(n).num_classes == 1000 for n in SK_MODELS)
+
+
+def test_a_mindcv_name_builds_mindcvs_network():
+    """A name MindCV has is ours only where ours is MindCV's network (names, shapes, function):
+    otherwise a converted checkpoint would load into MindCV's model of that name and compute
+    another function, or not load."""
+    from mindcv.models.registry import list_models as mindcv_models
+
+    from acnet_ms.models.registry import _REGISTRY
+
+    shadowed = {n: e.mindcv for n, e in _REGISTRY.items() if n in set(mindcv_models()) and e.mindcv != n}
+    assert shadowed == {}
+    assert model_entry("skresnet50").mindcv == "skresnet50"
+    assert model_entry("skresnext50_32x4d").mindcv == "skresnext50_32x4d"
+
+
+@pytest.mark.parametrize("name", ["skresnet50", "skresnext50_32x4d"])
+def test_mindcv_sk_bottleneck_models_convert_into_stock_mindcv(name, tmp_path):
+    import mindcv
+
+    from acnet_ms.deploy import convert_checkpoint
+
+    src, dst = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
+    acb = training_checkpoint(src, name, 10, seed=8)
+    assert sum(isinstance(c, ACBlock) for _, c in acb.cells_and_names()) == 16 * 2
+    assert convert_checkpoint(src, dst, log=lambda *_: None)["acbs"] == 16 * 2
+    stock = load_arrays(mindcv.create_model(name, num_classes=10), read_checkpoint(dst)[0])  # strict
+    x = images(5, size=32)
+    acb_logits = acb(x).asnumpy()
+    assert np.abs(acb_logits).max() > 0.1
+    assert_close(stock(x).asnumpy(), acb_logits, TOL, f"stock MindCV {name} vs ACB")
 
 
 def test_skresnet18_acb_trains_converts_and_validates(digits, tmp_path):

@@ -10,12 +10,15 @@ The models are plain; ``acnet_ms.transform`` makes every SK path (the dilated
 one too) and every other 3 x 3 conv an ACB; the 7 x 7 stem, the 1 x 1 convs and
 the attention's convs stay plain.
 
-Where we differ from MindCV 0.3.0 (``mindcv.models.sknet``):
+Two networks here differ from MindCV 0.3.0's (``mindcv.models.sknet``) and so have
+names of their own (MindCV's names, ``skresnet50`` and ``skresnext50_32x4d``, build
+MindCV's networks, whose checkpoints ours would load into while computing another function):
 
-* bottleneck: ReLU after the first 1 x 1 conv + BN, as in the paper (MindCV has none);
-* ``skresnext50_32x4d`` is grouped, 32 groups x 4 channels per group at the
-  first stage (MindCV builds it with groups=1 and base width 64, i.e. as
-  ``skresnet50`` with other attention settings and no input split).
+* ``skresnet50_relu``: MindCV's ``skresnet50`` with a ReLU after the first 1 x 1 conv + BN
+  of every bottleneck, as in the paper (MindCV has none);
+* ``sknet50``: the paper's SKNet-50, grouped, 32 groups x 4 channels per group at the
+  first stage, with that ReLU (MindCV's ``skresnext50_32x4d`` has groups=1 and base
+  width 64, i.e. is ``skresnet50`` with other attention settings and no input split).
 
 ``skresnet18`` and ``skresnet34`` are MindCV's models exactly (names, shapes, function), written
 here because MindCV's ``SelectiveKernel`` builds a Python list in ``construct``, which MindSpore's
@@ -92,19 +95,20 @@ def skresnet34(**kwargs):
 
 
 @register_model(family="imagenet")
-def skresnet50(**kwargs):
-    """SK-ResNet-50: SK bottlenecks [3, 4, 6, 3], split input, attention 1/16 rounded to 8s.
+def skresnet50_relu(**kwargs):
+    """SK-ResNet-50 with the paper's ReLU after the first 1 x 1 conv: SK bottlenecks [3, 4, 6, 3],
+    split input, attention 1/16 rounded to 8s.
 
     MindCV's ``skresnet50`` has the same names and shapes but no ReLU after the
-    first 1 x 1 conv, so its checkpoints compute another function here.
+    first 1 x 1 conv, so its checkpoints load into this model and compute another function.
     """
     return _sknet(SKBottleneck, (3, 4, 6, 3), dict(rd_ratio=1 / 16, rd_divisor=8, split_input=True), **kwargs)
 
 
 @register_model(family="imagenet")
-def skresnext50_32x4d(**kwargs):
-    """SK-ResNeXt-50 32x4d: grouped SK bottlenecks [3, 4, 6, 3], whole input to each path,
-    attention 1/16 rounded to 32s.
+def sknet50(**kwargs):
+    """SKNet-50 (SK-ResNeXt-50 32x4d as in the paper): grouped SK bottlenecks [3, 4, 6, 3], whole
+    input to each path, attention 1/16 rounded to 32s.
 
     MindCV's ``skresnext50_32x4d`` is not grouped (groups=1, width 64 per stage-1
     block), so shapes differ wherever the block width enters.
