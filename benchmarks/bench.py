@@ -260,7 +260,8 @@ def work_acb_layer(spec):
 
 
 def work_step_memory(spec):
-    """One training step of the project's train step in PyNative mode (64 px, batch 2), alone in this process."""
+    """One training step of the project's train step (64 px, batch 2), alone in this process: in graph mode
+    (``spec["mode"] == "graph"``: compilation plus the step) or PyNative mode."""
     ms = _quiet()
     import numpy as np
 
@@ -268,10 +269,13 @@ def work_step_memory(spec):
     from acnet_ms.config import defaults
     from acnet_ms.engine import build_train_step
 
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    cfg = dict(defaults(), device_target="CPU", model=spec["model"], block_type=spec["variant"], opt="momentum")
-    step, _ = build_train_step(create_model(spec["model"], num_classes=10, block_type=spec["variant"]), cfg,
-                               [0.01] * 4)
+    if spec.get("mode") != "graph":
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+    variant = spec["variant"]
+    block = dict(block_type="acb", block_options=dict(branch_bn=False)) if variant == "acb_onebn" else \
+        dict(block_type=variant)
+    cfg = dict(defaults(), device_target="CPU", model=spec["model"], opt="momentum", **block)
+    step, _ = build_train_step(create_model(spec["model"], num_classes=10, **block), cfg, [0.01] * 4)
     x = ms.Tensor(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
     step(x, ms.Tensor(np.zeros(2, np.int32)))[0].asnumpy()
     return {}
@@ -424,21 +428,29 @@ def train_section(quick, batch):
             "\n\n| ratio | value |\n|---|---|\n" + ratio)
 
 
-def memory_section(cap_gb=14):
-    """Peak memory of one training step, ACB / base, for a small and a large graph (HRNet: 272 ACBs)."""
+def memory_section(cap_gb=20):
+    """Peak memory of graph compilation plus one training step, ACB / base, for a small and a large graph
+    (HRNet: 272 ACBs), and of one PyNative step."""
     rows = []
     for model in ("sres18", "hrnet_w32"):
-        peaks = {v: run_capped_worker(dict(kind="step_memory", model=model, variant=v), cap_gb * 1024)
-                 for v in ("base", "acb")}
-        shown = {v: f"{p / 1024:.2f}" if p else f"> {cap_gb} (stopped)" for v, p in peaks.items()}
-        ratio = (f"{peaks['acb'] / peaks['base']:.2f}" if peaks["acb"] and peaks["base"] else
-                 f"> {cap_gb * 1024 / peaks['base']:.2f}" if peaks["base"] else "—")
-        rows.append(f"| `{model}` | {shown['base']} | {shown['acb']} | {ratio} |")
-    return ("### Memory of one training step (PyNative, 64 px, batch 2)\n\n"
-            "Peak RSS of a process that builds the model and runs one step of the train step; the graph "
-            "compiler's memory grows with the graph the same way (HRNet's ACB graph does not compile in 24 GB "
-            f"on CPU). A process past {cap_gb} GB is stopped. Target: ACB ÷ base ≤ 1.5.\n\n"
-            "| model | base, GB | ACB, GB | ACB ÷ base |\n|---|---|---|---|\n" + "\n".join(rows))
+        for mode in ("graph", "pynative"):
+            peaks = {v: run_capped_worker(dict(kind="step_memory", model=model, variant=v, mode=mode),
+                                          cap_gb * 1024) for v in ("base", "acb", "acb_onebn")}
+            shown = {v: f"{p / 1024:.2f}" if p else f"> {cap_gb} (stopped)" for v, p in peaks.items()}
+
+            def ratio(v):
+                if peaks[v] and peaks["base"]:
+                    return f"{peaks[v] / peaks['base']:.2f}"
+                return f"> {cap_gb * 1024 / peaks['base']:.2f}" if peaks["base"] else "—"
+            rows.append(f"| `{model}` | {mode} | {shown['base']} | {shown['acb']} | {ratio('acb')} | "
+                        f"{shown['acb_onebn']} | {ratio('acb_onebn')} |")
+    return ("### Memory of compiling and running one training step (64 px, batch 2)\n\n"
+            "Peak RSS of a process that builds the model and runs one step of the project's train step "
+            "(momentum): in graph mode that includes compiling the step's graph. `acb_onebn` = ACB without "
+            f"branch BNs (one conv over the summed kernel). A process past {cap_gb} GB is stopped. "
+            "Target: ACB ÷ base ≤ 1.5.\n\n"
+            "| model | mode | base, GB | ACB, GB | ACB ÷ base | ACB one-conv, GB | one-conv ÷ base |\n"
+            "|---|---|---|---|---|---|---|\n" + "\n".join(rows))
 
 
 def onnx_section(quick, tmp):

@@ -196,3 +196,101 @@ def test_an_existing_output_is_kept_unless_overwrite(sres18_ckpt, tmp_path):
     assert os.listdir(tmp_path) == ["deploy.ckpt"]  # replaced in place, no temporary file left
     assert read_checkpoint(str(out))[1]["model"] == "sres18"
     load_strict(create_model("sres18", num_classes=10), str(out))
+
+
+def _saved_without_record(net, path):
+    """What ``mindspore.save_checkpoint(net)`` in a loop of one's own writes: parameters, no metadata."""
+    ms.save_checkpoint(net, path)
+
+
+def _logits(net, x):
+    net.set_train(False)
+    return net(Tensor(x)).asnumpy()
+
+
+@pytest.mark.parametrize("options", [dict(branches="h"), dict(branch_bn=False), dict(position="corner")],
+                         ids=["h", "nobn", "corner"])
+def test_a_checkpoint_that_records_nothing_converts_given_its_options(options, tmp_path):
+    """What the entries show (branches, branch BNs) is read from them; the position is taken from the
+    options given, and without them the assumed default is said in one line."""
+    from acnet_ms.deploy import convert_checkpoint
+
+    ms.set_seed(5)
+    acb = randomize_bn(create_model("src20", num_classes=10, block_type="acb", block_options=options), seed=6)
+    src = str(tmp_path / "own_loop.ckpt")
+    _saved_without_record(acb, src)
+    x = np.random.default_rng(2).normal(size=(2, 3, 32, 32)).astype(np.float32)
+    expected = _logits(acb, x)
+    lines = []
+    given = {"position": options["position"]} if "position" in options else None
+    dst = str(tmp_path / "plain.ckpt")
+    summary = convert_checkpoint(src, dst, model="src20", block_options=given, log=lines.append)
+    assert summary["blocks"] == 19
+    assumed = [line for line in lines if "assumed the defaults" in line]
+    assert assumed == ([] if given else [f"{src}: the checkpoint records no block options; assumed the defaults "
+                                         f"position='center' (pass --block_options to say otherwise)"])
+    base = create_model("src20", num_classes=10)
+    arrays, meta = read_checkpoint(dst)
+    assert ms.load_param_into_net(base, {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()},
+                                  strict_load=True) == ([], [])
+    assert meta["num_classes"] == 10 and meta["block_type"] == "base"
+    assert_close(_logits(base, x), expected, TOL, f"converted {options}")
+    if given:  # the same checkpoint without its position folds to another function, and says what it assumed
+        wrong = str(tmp_path / "assumed.ckpt")
+        convert_checkpoint(src, wrong, model="src20", log=lines.append)
+        arrays, _ = read_checkpoint(wrong)
+        ms.load_param_into_net(base, {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()})
+        assert np.abs(_logits(base, x) - expected).max() > 10 * TOL * max(1.0, np.abs(expected).max())
+
+
+def test_a_conv_classifier_tells_the_class_count_of_a_checkpoint_that_records_nothing(tmp_path):
+    """squeezenet1_0's classifier is a 1 x 1 conv: the class count comes from the model's own classifier
+    entries (found by building it at two class counts), for convert.py and validate.py alike."""
+    import mindcv
+
+    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.models import num_classes_of
+
+    ms.set_seed(7)
+    acb = randomize_bn(create_model("squeezenet1_0", num_classes=10, block_type="acb"), seed=8)
+    src = str(tmp_path / "sq.ckpt")
+    _saved_without_record(acb, src)
+    arrays, _ = read_checkpoint(src)
+    assert num_classes_of("squeezenet1_0", arrays) == 10
+    assert num_classes_of("resnet18", {"classifier.weight": np.zeros((12, 512))}) == 12
+    assert num_classes_of("resnet18", {"conv1.weight": np.zeros((64, 3, 7, 7))}) is None
+    dst = str(tmp_path / "plain.ckpt")
+    convert_checkpoint(src, dst, model="squeezenet1_0", log=lambda *_: None)
+    stock = mindcv.create_model("squeezenet1_0", num_classes=10)
+    folded, meta = read_checkpoint(dst)
+    assert ms.load_param_into_net(stock, {k: ms.Parameter(Tensor(v), name=k) for k, v in folded.items()},
+                                  strict_load=True) == ([], [])
+    x = np.random.default_rng(3).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    assert_close(_logits(stock, x), _logits(acb, x), TOL, "squeezenet1_0")
+    from acnet_ms.cli import UserError
+
+    with pytest.raises(UserError, match="--num_classes 5, but the checkpoint records 10 classes"):
+        convert_checkpoint(dst, str(tmp_path / "x.ckpt"), fold_bn=True, num_classes=5, log=lambda *_: None)
+
+
+def test_options_given_that_contradict_the_entries_or_the_record_are_one_line(tmp_path):
+    from acnet_ms.cli import UserError
+    from acnet_ms.deploy import convert_checkpoint
+
+    acb = create_model("src20", num_classes=10, block_type="acb", block_options=dict(branches="h"))
+    src = str(tmp_path / "h.ckpt")
+    _saved_without_record(acb, src)
+    with pytest.raises(UserError, match="block option 'branches' is 'hv' in the options given, but the "
+                                        "checkpoint's entries show 'h'"):
+        convert_checkpoint(src, str(tmp_path / "a.ckpt"), model="src20", block_options={"branches": "hv"},
+                           log=lambda *_: None)
+    with pytest.raises(UserError, match="has no option 'branchs'"):
+        convert_checkpoint(src, str(tmp_path / "a.ckpt"), model="src20", block_options={"branchs": "h"},
+                           log=lambda *_: None)
+    recorded = str(tmp_path / "recorded.ckpt")
+    training_checkpoint(recorded, "src20", 10, seed=1)
+    with pytest.raises(UserError, match="block option 'position' is 'corner' in the options given, but the "
+                                        "checkpoint records 'center'"):
+        convert_checkpoint(recorded, str(tmp_path / "b.ckpt"), block_options={"position": "corner"},
+                           log=lambda *_: None)
+    assert not os.path.exists(tmp_path / "a.ckpt") and not os.path.exists(tmp_path / "b.ckpt")
