@@ -128,7 +128,7 @@ def load_subject(path, label=None, argv=()):
     """
     from . import config
     from .checkpoint import read_checkpoint
-    from .engine import recorded_options
+    from .evaluation import recorded_options
 
     arrays, meta = read_checkpoint(path)
     cfg, _ = config.parse(list(argv), "analysis options", base=recorded_options(meta))
@@ -272,7 +272,7 @@ class Evaluator:
     """
 
     def __init__(self, subject, log=print):
-        from .engine import eval_setup
+        from .evaluation import eval_setup
 
         cfg = dict(subject.cfg)
         if not subject.meta.get("deploy"):
@@ -291,7 +291,7 @@ class Evaluator:
         The checkpoint's kernels are put back afterwards; ``transform`` maps
         each NCHW image batch (see :func:`acnet_ms.engine.evaluate`).
         """
-        from .engine import evaluate
+        from .evaluation import evaluate
 
         try:
             self._load(kernels or {})

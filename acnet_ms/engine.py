@@ -12,53 +12,12 @@ from . import data
 from .checkpoint import TMP_FILE, load_pretrained, mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import Interrupted, UserError, first_line
 from .config import IDENTITY, dump
+from .evaluation import classifier_classes, eval_setup, evaluate, recorded_options, validate  # noqa: F401
+from .runtime import amp_cast_classes, apply_amp, build_model, fmt_time, model_kwargs  # noqa: F401
+from .runtime import setup
 
 
 # ---------------------------------------------------------------- context
-
-def setup(cfg, log=print):
-    """Configure MindSpore from ``cfg``; initialise collectives when distributed. Returns (rank, world)."""
-    import mindspore as ms
-    import mindspore.dataset as ds
-
-    graph = cfg["mode"] == 0
-    ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
-    target = cfg["device_target"] or ms.get_context("device_target")
-    try:
-        ms.set_device(target)
-    except (RuntimeError, ValueError) as err:
-        # a second setup in one process (several evaluations) finds the device already running: fine if it is ours
-        if ms.get_context("device_target") != target:
-            raise UserError(f"device_target {target} is not usable here ({first_line(err)})") from None
-    cfg["device_target"] = target
-    if graph:
-        level = cfg["jit_level"]
-        if level == "O2" and target == "GPU":
-            log("jit_level O2 is Ascend's whole-graph level; GPU runs O1")
-            level = "O1"
-        try:
-            ms.set_context(jit_config={"jit_level": level})
-        except (RuntimeError, ValueError, TypeError) as err:
-            log(f"jit_level {level} not accepted on {target} ({first_line(err)}); using O0")
-            ms.set_context(jit_config={"jit_level": "O0"})
-    rank, world = 0, 1
-    if cfg["distribute"]:
-        from mindspore.communication import get_group_size, get_rank, init
-
-        try:
-            init()
-        except RuntimeError:
-            raise UserError("option 'distribute' is True but no launcher started this process: pass "
-                            "--distribute False for one device, or launch with msrun (msrun --worker_num N "
-                            "--local_worker_num N python train.py ...)") from None
-        rank, world = get_rank(), get_group_size()
-        ms.reset_auto_parallel_context()
-        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
-                                     device_num=world)
-    ms.set_seed(cfg["seed"])  # the same on every rank: identical initial weights
-    ds.config.set_seed(cfg["seed"])
-    return rank, world
-
 
 class RunLog:
     """One log file per rank in the run folder; rank 0 also prints."""
@@ -104,56 +63,6 @@ def lr_schedule(cfg, steps_per_epoch, log=None):
     return [float(v) for v in lrs]
 
 
-def model_kwargs(cfg):
-    """Keyword arguments for ``create_model`` beyond name and classes.
-
-    ``drop_rate``, ``drop_path_rate`` and ``in_channels`` are passed only when
-    they differ from MindCV's defaults, so models that do not take them build
-    as long as the recipe leaves them alone.
-    """
-    kwargs = dict(block_type=cfg["block_type"], gamma_init=cfg["gamma_init"], acb_branches=cfg["acb_branches"],
-                  acb_branch_bn=cfg["acb_branch_bn"], acb_position=cfg["acb_position"])
-    for key, default in (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3)):
-        if cfg.get(key, default) != default:
-            kwargs[key] = cfg[key]
-    return kwargs
-
-
-def build_model(cfg, num_classes=None):
-    """The model ``cfg`` names, with one-line errors for options the model does not take."""
-    from .models import create_model
-
-    kwargs = model_kwargs(cfg)
-    try:
-        return create_model(cfg["model"], num_classes=num_classes or cfg["num_classes"], **kwargs)
-    except TypeError as err:
-        given = [k for k in ("drop_rate", "drop_path_rate", "in_channels") if k in kwargs]
-        raise UserError(f"model {cfg['model']} does not take option(s) {', '.join(given) or 'given'} "
-                        f"({first_line(err)})") from None
-    except ValueError as err:
-        raise UserError(f"model {cfg['model']}: {first_line(err)}") from None
-
-
-def amp_cast_classes(text):
-    """``amp_cast_list`` ("[nn.Conv2d, nn.Dense]") checked against ``mindspore.nn``; UserError otherwise."""
-    from mindspore import nn
-
-    names = [n.strip() for n in text.strip().strip("[]()").split(",") if n.strip()]
-    bad = [n for n in names if not (n.startswith("nn.") and isinstance(getattr(nn, n[3:], None), type))]
-    if not names or bad:
-        raise UserError(f"option 'amp_cast_list': expected a list of mindspore.nn cells such as [nn.Conv2d], "
-                        f"got {text!r}")
-    return "[" + ", ".join(names) + "]"
-
-
-def apply_amp(net, level, cast_list=None):
-    """Cast ``net`` for mixed precision with mindcv's rules (``amp_cast_list`` overrides its cell lists)."""
-    from mindcv.utils.amp import auto_mixed_precision
-
-    auto_mixed_precision(net, level, amp_cast_classes(cast_list) if cast_list else None)
-    return net
-
-
 def loss_scaling(cfg):
     """(initial scale, dynamic?, skips overflowing steps?) for ``loss_scale_type`` fixed / dynamic / auto.
 
@@ -197,46 +106,6 @@ def build_train_step(net, cfg, lrs, scale_window=2000):
                      accumulation=cfg["gradient_accumulation_steps"], ema=cfg["ema"], ema_decay=cfg["ema_decay"])
     step.set_train()
     return step, optimizer
-
-
-def evaluate(net, loader, world=1, transform=None, progress=None, every=100):
-    """Top-1 / top-5 counts, summed loss and sample count over the whole split (summed over ranks).
-
-    ``transform``, if given, maps each batch of images (a numpy NCHW array, after
-    the loader's own transforms) to the batch the network sees.  ``progress``,
-    if given, is called with a line (batches, samples/s, ETA) every ``every``
-    batches and after the last.
-    """
-    import mindspore as ms
-
-    net.set_train(False)
-    totals = np.zeros(4)
-    batches = loader.get_dataset_size() if progress is not None else None
-    start = time.perf_counter()
-    try:
-        for i, (image, label) in enumerate(loader.create_tuple_iterator(num_epochs=1), 1):
-            if transform is not None:
-                image = ms.Tensor(np.ascontiguousarray(transform(image.asnumpy())))
-            logits = net(image).asnumpy().astype(np.float64)
-            y = label.asnumpy().astype(np.int64)
-            k = min(5, logits.shape[1])
-            topk = np.argsort(-logits, axis=1)[:, :k]
-            shifted = logits - logits.max(axis=1, keepdims=True)
-            logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-            totals += (np.sum(topk[:, 0] == y), np.sum((topk == y[:, None]).any(axis=1)),
-                       -logp[np.arange(len(y)), y].sum(), len(y))
-            if progress is not None and (i % max(1, every) == 0 or i == batches):
-                seconds = time.perf_counter() - start
-                progress(f"validation batch {i}/{batches}: {int(totals[3])} samples, "
-                         f"{totals[3] / seconds:.1f} samples/s, eta {_fmt_time(seconds / i * (batches - i))}")
-    except RuntimeError as err:
-        raise data.pipeline_error(err) or err from None
-    if world > 1:
-        totals = ms.ops.AllReduce()(ms.Tensor(totals.astype(np.float32))).asnumpy().astype(np.float64)
-    correct1, correct5, loss_sum, n = totals
-    n = int(round(n))
-    return dict(top1=correct1 / n, top5=correct5 / n, loss=loss_sum / n, samples=n,
-                correct1=int(round(correct1)))
 
 
 def weights_digest(net):
@@ -491,11 +360,6 @@ class EpochEnd:
 
 # ---------------------------------------------------------------- training
 
-def _fmt_time(seconds):
-    seconds = int(max(0, seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
 def uses_sink(cfg, log):
     """Whether to sink the data: ``dataset_sink_mode`` on Ascend or GPU; on CPU one logged line and the loop."""
     if not cfg["dataset_sink_mode"]:
@@ -687,7 +551,9 @@ def train(cfg):
     early, run = [], dict(last_path=cfg["resume"])
     with StopSignals() as stop:
         try:
-            rank, world = setup(cfg, log=early.append)
+            context = setup(cfg, log=early.append)
+            cfg["device_target"] = context.device_target
+            rank, world = context.rank, context.world
             run.update(_build(cfg, rank, world, train_spec, val_spec, early.append), stop=stop)
             stop.check()
         except Stopped as stopped:
@@ -825,7 +691,7 @@ def _run_loop(cfg, plan, step_cell, loader, end, images_per_step, log, run):
                     eta = (now - run_start) / run_steps * (total - gstep)
                     log(f"epoch {epoch}/{plan.epochs} step {i}/{spe} loss {float(loss.asnumpy()):.4f} "
                         f"lr {plan.lr_at(gstep):.6f} images/s {n * images_per_step / (now - tick):.1f} "
-                        f"eta {_fmt_time(eta)}")
+                        f"eta {fmt_time(eta)}")
                     tick = now
         except RuntimeError as err:
             stop.check()  # a signal also reaches the pipeline's worker processes
@@ -887,96 +753,10 @@ def _run_sunk(cfg, plan, step_cell, loader, end, images_per_step, log, run):
         now = time.perf_counter()
         eta = (now - run_start) / (gstep - plan.start_step) * (plan.step_after(plan.epochs) - gstep)
         log(f"epoch {epoch}/{plan.epochs} step {steps}/{plan.steps_per_epoch} loss {loss:.4f} "
-            f"lr {plan.lr_at(gstep):.6f} images/s {steps * images_per_step / (now - tick):.1f} eta {_fmt_time(eta)}")
+            f"lr {plan.lr_at(gstep):.6f} images/s {steps * images_per_step / (now - tick):.1f} eta {fmt_time(eta)}")
         end(epoch, gstep, loss, now - tick)
         run["last_path"] = end.last_path or run.get("last_path")
         run["position"] = f"the end of epoch {epoch}/{plan.epochs}"
         run["stop"].install()
         run["stop"].check()
     return gstep
-
-
-# ---------------------------------------------------------------- validation
-
-def recorded_options(meta):
-    """The options a checkpoint recorded (its training config and identity), as defaults for validate.py."""
-    from .config import OPTIONS
-
-    recorded = dict(meta.get("config") or {})
-    recorded.update({k: meta[k] for k in IDENTITY if k in meta})
-    skip = ("ckpt_path", "resume", "distribute", "device_target")
-    return {k: v for k, v in recorded.items() if k in OPTIONS and k not in skip}
-
-
-CLASSIFIER_NAMES = ("classifier", "fc", "head", "heads", "linear", "logits", "last_linear", "dense")
-
-
-def classifier_classes(arrays):
-    """The class count a checkpoint's classifier gives: rows of its last 2-d ``<classifier>.weight``, else None.
-
-    The classifier is the last 2-d weight whose cell is named like one
-    (``classifier.weight``, ``fc.weight``, ``head.weight``, ``head.fc.weight``, ...);
-    optimizer and EMA copies are not looked at.
-    """
-    from .state import network_entries
-
-    found = None
-    for name, value in network_entries(arrays).items():
-        parts = name.split(".")
-        if (len(parts) < 2 or parts[-1] != "weight" or np.ndim(value) != 2
-                or parts[-2] not in CLASSIFIER_NAMES):
-            continue
-        found = int(np.shape(value)[0])
-    return found
-
-
-def validate(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):
-    """Evaluate the checkpoint ``arrays`` (name -> numpy) on the ``val`` split; returns the metrics dict.
-
-    ``deploy``: fold the ACBs in memory first.  ``folded_bn``: the checkpoint is
-    of the fully folded model (``convert.py --fold_bn``), which has one form:
-    ``create_model(..., deploy=True)``, whatever ``block_type`` says.  The
-    network runs at ``val_amp_level``.
-    """
-    net, loader, world = eval_setup(cfg, arrays, deploy, folded_bn, log, meta)
-    return evaluate(net, loader, world, progress=log, every=cfg["log_interval"])
-
-
-def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):
-    """What :func:`validate` evaluates: ``(net, loader, world)``, the loaded network in eval mode.
-
-    The analyses (``acnet_ms.analysis``) evaluate through this and
-    :func:`evaluate`, so their numbers are validate.py's.
-    """
-    import mindspore as ms
-
-    from .checkpoint import net_state
-    from .layers import switch_to_deploy
-    from .models import create_model
-
-    path = cfg["ckpt_path"]
-    spec = data.inspect(cfg, "val")
-    data.check_num_classes(spec, cfg["num_classes"], "validation")
-    rank, world = setup(cfg, log=log)
-    try:
-        if folded_bn:
-            net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
-        else:
-            net = build_model(cfg)
-        # where an ACB checkpoint's folds go: its recorded layout, else the ACB options it was trained with
-        recorded = {k: cfg[k] for k in IDENTITY if k in cfg}
-        state = net_state(arrays, net, dict(recorded, **(meta or {})))
-    except ValueError as err:
-        raise UserError(f"{path}: {err}") from None
-    problem = mismatch(state, shapes_of(net), allow_extra=True)
-    if problem:
-        form = "deploy" if folded_bn else cfg["block_type"]
-        raise UserError(f"{path}: not a checkpoint of {cfg['model']} ({form}): {problem}")
-    for param in net.get_parameters():
-        param.set_data(ms.Tensor(state[param.name].astype(ms.dtype_to_nptype(param.dtype))))
-    net.set_train(False)
-    if deploy:
-        switch_to_deploy(net)
-    apply_amp(net, cfg["val_amp_level"], cfg["amp_cast_list"])
-    loader = data.create_loader(cfg, spec, False, rank, world, data.workers(cfg, log))
-    return net, loader, world
