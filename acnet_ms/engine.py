@@ -15,6 +15,8 @@ from .config import IDENTITY, dump
 from .evaluation import classifier_classes, eval_setup, evaluate, recorded_options, validate  # noqa: F401
 from .runtime import amp_cast_classes, apply_amp, build_model, fmt_time, model_kwargs  # noqa: F401
 from .runtime import setup
+from .training.checkpoints import Checkpoints, check_resume, identity_of, restore  # noqa: F401
+from .training.factories import build_train_step, loss_scaling, lr_schedule  # noqa: F401
 
 
 # ---------------------------------------------------------------- context
@@ -40,172 +42,12 @@ class RunLog:
 
 # ---------------------------------------------------------------- pieces
 
-def lr_schedule(cfg, steps_per_epoch, log=None):
-    """Per-step learning rates (a list, one per training step) from mindcv's scheduler factory."""
-    import logging
-
-    from mindcv.scheduler import create_scheduler
-
-    if cfg["warmup_epochs"] + cfg["decay_epochs"] > cfg["epoch_size"] and log:
-        log(f"warmup_epochs + decay_epochs ({cfg['warmup_epochs']} + {cfg['decay_epochs']}) > epoch_size "
-            f"({cfg['epoch_size']}): the schedule ends before reaching min_lr (as in MindCV)")
-    logging.getLogger("mindcv.scheduler.scheduler_factory").setLevel(logging.ERROR)  # said once, above
-    try:
-        lrs = create_scheduler(steps_per_epoch, scheduler=cfg["scheduler"], lr=cfg["lr"], min_lr=cfg["min_lr"],
-                               warmup_epochs=cfg["warmup_epochs"], warmup_factor=cfg["warmup_factor"],
-                               decay_epochs=cfg["decay_epochs"], decay_rate=cfg["decay_rate"],
-                               milestones=cfg["multi_step_decay_milestones"], num_epochs=cfg["epoch_size"],
-                               num_cycles=cfg["num_cycles"], cycle_decay=cfg["cycle_decay"],
-                               lr_epoch_stair=cfg["lr_epoch_stair"])
-    except (ValueError, TypeError, AssertionError, ZeroDivisionError) as err:
-        raise UserError(f"scheduler {cfg['scheduler']}: mindcv refuses the schedule options ({first_line(err)})") \
-            from None
-    return [float(v) for v in lrs]
-
-
-def loss_scaling(cfg):
-    """(initial scale, dynamic?, skips overflowing steps?) for ``loss_scale_type`` fixed / dynamic / auto.
-
-    ``auto`` does what MindSpore's ``build_train_network`` does by level:
-    dynamic scaling from 2**24 for O2, no scaling otherwise.
-    """
-    kind = cfg["loss_scale_type"]
-    if kind == "auto":
-        if cfg["amp_level"] == "O2":
-            return 2.0 ** 24, True, True
-        return 1.0, False, cfg["drop_overflow_update"]
-    if kind == "dynamic":
-        return cfg["loss_scale"], True, True  # MindCV: dynamic scaling always drops overflowing updates
-    return cfg["loss_scale"], False, cfg["drop_overflow_update"]
-
-
-def build_train_step(net, cfg, lrs, scale_window=2000):
-    """The compiled train step: loss, optimizer, AMP, loss scaling, clipping, accumulation, EMA, reduction.
-
-    Returns ``(step, optimizer)``.  ``step(image, label)`` returns ``(loss,
-    finite, scale)``; see :class:`TrainStep`.
-    """
-    from mindcv.loss import create_loss
-    from mindcv.optim import create_optimizer
-
-    from .train_step import TrainStep
-
-    apply_amp(net, cfg["amp_level"], cfg["amp_cast_list"])
-    try:
-        optimizer = create_optimizer(net, opt=cfg["opt"], lr=lrs, weight_decay=cfg["weight_decay"],
-                                     momentum=cfg["momentum"], nesterov=cfg["use_nesterov"],
-                                     weight_decay_filter=cfg["weight_decay_filter"], layer_decay=cfg["layer_decay"],
-                                     eps=cfg["eps"], loss_scale=1.0)
-        loss = create_loss(name=cfg["loss"], reduction=cfg["reduction"], label_smoothing=cfg["label_smoothing"],
-                           aux_factor=cfg["aux_factor"])
-    except (ValueError, TypeError, NotImplementedError, AssertionError) as err:
-        raise UserError(f"optimizer/loss options refused by mindcv ({first_line(err)})") from None
-    scale, dynamic, skip = loss_scaling(cfg)
-    step = TrainStep(net, loss, optimizer, scale=scale, dynamic=dynamic, skip_overflow=skip,
-                     scale_window=scale_window, clip_grad=cfg["clip_grad"], clip_value=cfg["clip_value"],
-                     accumulation=cfg["gradient_accumulation_steps"], ema=cfg["ema"], ema_decay=cfg["ema_decay"])
-    step.set_train()
-    return step, optimizer
-
-
 def weights_digest(net):
     """sha256 of the trainable parameters: equal on every rank of a data-parallel run."""
     h = hashlib.sha256()
     for param in net.trainable_params():
         h.update(param.asnumpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def identity_of(cfg):
-    return {k: cfg[k] for k in IDENTITY}
-
-
-# ---------------------------------------------------------------- checkpoints
-
-class Checkpoints:
-    """Rank 0's checkpoint folder: ``<model>_<block>-e<epoch>.ckpt`` and ``<model>_<block>-best.ckpt``.
-
-    ``policy`` (MindCV's ``ckpt_save_policy``): ``latest_k`` keeps the newest
-    ``keep`` epoch checkpoints, ``top_k`` the ``keep`` with the best validation
-    top-1 (the newer wins a tie), ``None`` all of them.  The ``-best`` file is
-    kept apart in every case.
-    """
-
-    def __init__(self, folder, prefix, keep, policy="latest_k"):
-        self.folder, self.prefix, self.keep, self.policy = folder, prefix, keep, policy
-        self.scores = {}  # path -> validation top-1, for top_k
-
-    def epoch_files(self):
-        pattern = re.compile(re.escape(self.prefix) + r"-e(\d+)\.ckpt$")
-        found = [(int(m.group(1)), f) for f in glob.glob(os.path.join(self.folder, self.prefix + "-e*.ckpt"))
-                 if (m := pattern.search(os.path.basename(f)))]
-        return [f for _, f in sorted(found)]
-
-    def to_remove(self, files, scores):
-        """The epoch files the policy drops, given all of them (oldest first) and their scores."""
-        if self.policy is None or self.keep <= 0 or len(files) <= self.keep:
-            return []
-        if self.policy == "top_k":
-            ranked = sorted(files, key=lambda f: (scores.get(f, float("-inf")), files.index(f)), reverse=True)
-            kept = set(ranked[:self.keep])
-            return [f for f in files if f not in kept]
-        return files[:-self.keep]
-
-    def save(self, cell, meta, best=False):
-        name = f"{self.prefix}-best.ckpt" if best else f"{self.prefix}-e{meta['epoch']:03d}.ckpt"
-        path = os.path.join(self.folder, name)
-        write_checkpoint(path, cell, meta)
-        if not best:
-            self.scores[path] = meta.get("val_top1")
-            if self.policy == "top_k":
-                for f in self.epoch_files():
-                    if f not in self.scores:
-                        self.scores[f] = read_checkpoint(f)[1].get("val_top1")
-            for old in self.to_remove(self.epoch_files(), {k: v for k, v in self.scores.items() if v is not None}):
-                os.remove(old)
-                self.scores.pop(old, None)
-        return path
-
-
-def check_resume(cfg):
-    """Read a ``--resume`` checkpoint's metadata and check it belongs to this run (before anything is written)."""
-    path = cfg["resume"]
-    _, meta = read_checkpoint(path)
-    if "epoch" not in meta or "step" not in meta:
-        raise UserError(f"{path}: not a training checkpoint (no epoch/step recorded); "
-                        f"use ckpt_path to start from plain weights")
-    mine = {k: cfg[k] for k in ("model", "block_type", "num_classes")}
-    theirs = {k: meta.get(k) for k in mine}
-    if mine != theirs:
-        raise UserError(f"{path}: checkpoint of {theirs['model']} (block_type {theirs['block_type']}, "
-                        f"{theirs['num_classes']} classes) but this run trains {mine['model']} "
-                        f"(block_type {mine['block_type']}, {mine['num_classes']} classes)")
-    return meta
-
-
-def restore(step_cell, cfg, steps_per_epoch, log):
-    """Load a ``--resume`` checkpoint into the train step; return (start_epoch, global_step, meta)."""
-    import mindspore as ms
-
-    path = cfg["resume"]
-    meta = check_resume(cfg)
-    arrays, _ = read_checkpoint(path)
-    # the schedule comes from the config; its position from the restored global_step
-    arrays = {k: v for k, v in arrays.items() if k != "learning_rate"}
-    shapes = {k: v for k, v in shapes_of(step_cell).items() if k != "learning_rate"}
-    problem = mismatch(arrays, shapes, allow_extra=True)
-    if problem:
-        raise UserError(f"{path}: cannot resume: {problem}")
-    ms.load_param_into_net(step_cell, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in arrays.items()})
-    if meta.get("ema_in_model_slots"):
-        step_cell.swap_ema()  # the file holds the EMA under the model's names, the online weights under ema.*
-    step_cell.load_scaler_state(meta)
-    epoch, step = int(meta["epoch"]), int(meta["step"])
-    if step != epoch * steps_per_epoch:
-        log(f"warning: the checkpoint has {step} steps after {epoch} epochs, this run has {steps_per_epoch} "
-            f"steps per epoch (batch size or device count changed); the schedule continues from step {step}")
-    log(f"resumed from {path}: epoch {epoch}, step {step}")
-    return epoch, step, meta
 
 
 # ---------------------------------------------------------------- bookkeeping shared by loop and sink
