@@ -266,7 +266,7 @@ def work_step_memory(spec):
 
     from acnet_ms import create_model
     from acnet_ms.config import defaults
-    from acnet_ms.engine import build_train_step
+    from acnet_ms.training.factories import build_train_step
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     cfg = dict(defaults(), device_target="CPU", model=spec["model"], block_type=spec["variant"], opt="momentum")

@@ -94,7 +94,7 @@ def _batch(n=8, seed=0, huge=False):
 
 
 def _step(net, window=2000, lrs=(0.1,) * 8, **options):
-    from acnet_ms.engine import build_train_step
+    from acnet_ms.training.factories import build_train_step
 
     cfg = dict(defaults(), device_target="CPU", opt="momentum", weight_decay=0.0)
     cfg.update(options)
@@ -210,7 +210,7 @@ def test_validation_keeps_every_sample_and_integer_labels_with_mixup(digits):
 # ------------------------------------------------------------------ bookkeeping shared by loop and sink
 
 def test_plan_launches_boundaries_schedule_position_and_cadence():
-    from acnet_ms.engine import Plan
+    from acnet_ms.training.run import Plan
 
     lrs = [0.1 * (i + 1) for i in range(5 * 6)]
     plan = Plan(6, 5, lrs, start_epoch=2, start_step=12, val_interval=2, save_interval=3, validating=True)
@@ -225,7 +225,7 @@ def test_plan_launches_boundaries_schedule_position_and_cadence():
 
 
 def test_checkpoint_policies_keep_the_newest_the_best_or_all(tmp_path):
-    from acnet_ms.engine import Checkpoints
+    from acnet_ms.training.checkpoints import Checkpoints
 
     files = [f"e{i}" for i in range(1, 6)]
     scores = {"e1": 0.5, "e2": 0.9, "e3": 0.7, "e4": 0.9, "e5": 0.1}
@@ -276,7 +276,9 @@ def test_ema_is_what_is_validated_and_saved_and_the_scale_is_recorded(ema_run, d
 
 
 def test_resume_restores_the_loss_scale(ema_run):
-    from acnet_ms.engine import build_model, build_train_step, restore
+    from acnet_ms.runtime import build_model
+    from acnet_ms.training.checkpoints import restore
+    from acnet_ms.training.factories import build_train_step
 
     save, _ = ema_run
     path = os.path.join(save, "src20_acb-best.ckpt")
@@ -306,7 +308,7 @@ def test_validate_on_a_stock_checkpoint_reads_classes_and_asks_for_the_model(dig
 
 
 def test_classifier_classes_takes_the_last_classifier_weight():
-    from acnet_ms.engine import classifier_classes
+    from acnet_ms.evaluation import classifier_classes
 
     z = np.zeros
     # an optimizer slot (a copy of another entry under a prefix) is not the classifier, even when last
@@ -359,7 +361,7 @@ def test_our_recipes_use_mindcvs_keys_plus_ours_only():
 def test_drop_path_rate_reaches_the_model_in_training_and_not_in_eval():
     """A MindCV model that takes drop_path_rate (stochastic depth): random in training, deterministic in eval."""
     from acnet_ms.config import defaults
-    from acnet_ms.engine import build_model
+    from acnet_ms.runtime import build_model
 
     cfg = dict(defaults(), model="convnextv2_atto", num_classes=10, drop_path_rate=0.5)
     mode = ms.get_context("mode")

@@ -18,8 +18,10 @@ from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoi
 from acnet_ms.cli import UserError
 from acnet_ms.config import defaults
 from acnet_ms.deploy import convert_checkpoint
-from acnet_ms.engine import build_train_step, classifier_classes, train_call
+from acnet_ms.evaluation import classifier_classes
 from acnet_ms.state import fold_state, network_entries
+from acnet_ms.training.factories import build_train_step
+from acnet_ms.training.loop import train_call
 from acnet_ms.transform import acb_layout, to_acb, trace
 
 #: every name mindcv 0.3.0's create_optimizer accepts (test_the_optimizer_list_is_mindcvs checks it)
