@@ -11,6 +11,7 @@ from ..checkpoint import load_pretrained
 from ..cli import Interrupted, UserError, first_line
 from ..config import dump
 from ..runtime import apply_amp, build_model, fmt_time, setup
+from ..transform import summary_line
 from .callbacks import EpochEnd, Saving, Summary, SyncBatchNorm, Validation
 from .checkpoints import Checkpoints, restore
 from .factories import build_train_step, lr_schedule
@@ -108,8 +109,6 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
     val_loader = data.create_loader(cfg, val_spec, False, rank, world, workers) if val_spec else None
     net = build_model(cfg)
     if cfg["block_type"] == "acb":
-        from ..transform import summary_line
-
         log(f"{cfg['model']}: {summary_line(net)}")
     eval_net = None
     if val_loader is not None and cfg["val_amp_level"] != cfg["amp_level"]:
