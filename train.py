@@ -11,7 +11,7 @@ def main(argv=None):
 
     cfg, _ = config.parse(argv, __doc__)
     quiet_mindspore()
-    from acnet_ms.engine import train
+    from acnet_ms.training import train
 
     train(cfg)
     return 0

@@ -31,7 +31,7 @@ def main(argv=None):
         config.parse(argv, __doc__, extra=extra)
     quiet_mindspore()
     from acnet_ms.checkpoint import read_checkpoint
-    from acnet_ms.engine import recorded_options, validate
+    from acnet_ms.evaluation import recorded_options, validate
     from acnet_ms.models import list_models, num_classes_of
     from acnet_ms.state import network_entries
 

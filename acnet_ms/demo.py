@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from .engine import clear_run
+from .training.setup import clear_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

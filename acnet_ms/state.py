@@ -76,9 +76,6 @@ def block_prefixes(state):
     return list(find_blocks(state))
 
 
-acb_prefixes = block_prefixes  # the name analyses used before kinds were plug-ins
-
-
 def infer_block(state):
     """``(block_type, shown options, unseen option names)`` of a checkpoint that records nothing: the
     kind whose blocks ``state`` holds and the options their entries show; ``("base", {}, [])`` without

@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from .demo import ROOT, write_digits
-from .engine import clear_run
+from .training.setup import clear_run
 
 #: the forms trained, and the train.py options that make each
 VARIANTS = {

@@ -267,7 +267,7 @@ def work_step_memory(spec):
 
     from acnet_ms import create_model
     from acnet_ms.config import defaults
-    from acnet_ms.engine import build_train_step
+    from acnet_ms.training.factories import build_train_step
 
     if spec.get("mode") != "graph":
         ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -12,7 +12,7 @@ hang or memory blow-up of one model does not end the sweep; it is killed at
 2. find the smallest input size (64, 224 or 299 px) at which stock MindCV's model runs
    a forward pass in training mode;
 3. one training step (batch of 2 random images, int32 labels) with the project's
-   train step (``acnet_ms.engine.build_train_step``) at the AMP level and with
+   train step (``acnet_ms.training.factories.build_train_step``) at the AMP level and with
    the optimizer of the model's MindCV recipe, in PyNative mode on CPU;
 4. save a training checkpoint (weights, optimizer slots, the metadata training records);
 5. convert it (``acnet_ms.deploy.convert_checkpoint``);
@@ -216,9 +216,12 @@ def worker(name, result_path, workdir):
     import mindspore as ms
     import numpy as np
 
-    from acnet_ms import acb_layout, acb_summary, config, create_model, engine
+    from acnet_ms import acb_layout, acb_summary, config, create_model
     from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
     from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.runtime import setup
+    from acnet_ms.training.checkpoints import training_meta
+    from acnet_ms.training.factories import build_train_step, lr_schedule
 
     family = families().get(name, "")
     amp, opt = recipe_for(name, family)
@@ -227,7 +230,7 @@ def worker(name, result_path, workdir):
     cfg.update(model=name, num_classes=NUM_CLASSES, block_type="acb", amp_level=amp, opt=opt, mode=1,
                device_target="CPU", batch_size=BATCH, epoch_size=1, warmup_epochs=0, decay_epochs=1,
                scheduler="constant", lr=LR, ckpt_save_dir=workdir)
-    engine.setup(cfg)  # PyNative, CPU, seed
+    setup(cfg)  # PyNative, CPU, seed
 
     # 1. the ACB form
     try:
@@ -267,8 +270,8 @@ def worker(name, result_path, workdir):
     rec.begin("train")
     step = None
     try:
-        lrs = engine.lr_schedule(cfg, 1)
-        step, _ = engine.build_train_step(net, cfg, lrs)
+        lrs = lr_schedule(cfg, 1)
+        step, _ = build_train_step(net, cfg, lrs)
         loss, finite, _ = step(x, y)
         rec.update(loss=float(loss.asnumpy()), finite=bool(finite.asnumpy()))
         if not np.isfinite(rec["loss"]):
@@ -286,14 +289,13 @@ def worker(name, result_path, workdir):
         rec.save()
         return
 
-    # 4. the training checkpoint, as EpochEnd writes it
+    # 4. the training checkpoint, as the epoch's end writes it
     rec.begin("save")
     src, dst = os.path.join(workdir, "train.ckpt"), os.path.join(workdir, "converted.ckpt")
     trained = "train" not in rec["errors"]
     try:
-        meta = dict(engine.identity_of(cfg), acb_layout=acb_layout(net) or None, epoch=1 if trained else 0,
-                    step=1 if trained else 0, lr=lrs[0], best_top1=None, val_top1=None, ema_in_model_slots=False,
-                    config=cfg, **step.scaler_state())
+        meta = training_meta(cfg, acb_layout(net) or None, epoch=1 if trained else 0, step=1 if trained else 0,
+                             lr=lrs[0], best_top1=None, val_top1=None, scaler_state=step.scaler_state())
         write_checkpoint(src, step, meta)
         rec["ckpt_mb"] = os.path.getsize(src) / 2 ** 20
     except Exception as err:  # noqa: BLE001
@@ -568,7 +570,7 @@ def write_report(path, records, all_models, versions, family_of):
         f"forward pass in training mode (most run at 64; vgg needs 224, its classifier expects 7 x 7 features; "
         f"inception_v3 299, for its auxiliary head, which only runs in training). The batch: {BATCH} random "
         f"images (normal noise, seed 0), int32 labels.",
-        "3. **train step**: one step of the project's train step (`acnet_ms.engine.build_train_step`, "
+        "3. **train step**: one step of the project's train step (`acnet_ms.training.factories.build_train_step`, "
         f"the options of `acnet_ms.config.defaults()` with the recipe's `amp_level` and `opt`, constant "
         f"lr {LR}, no warm-up, fixed loss scale 1) in **PyNative mode** on CPU (one step does not repay compiling "
         "a graph). *ok (overflow)*: the step ran but its gradients were not all finite. *diverged*: the step ran "

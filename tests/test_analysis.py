@@ -141,7 +141,7 @@ def test_evaluate_applies_each_transform_to_the_batch():
     """A "network" whose logits are the image's top row: each transform's top-1 is known."""
     import mindspore as ms
 
-    from acnet_ms.engine import evaluate
+    from acnet_ms.evaluation import evaluate
 
     class TopRow:
         def set_train(self, mode):

@@ -94,7 +94,7 @@ def _batch(n=8, seed=0, huge=False):
 
 
 def _step(net, window=2000, lrs=(0.1,) * 8, **options):
-    from acnet_ms.engine import build_train_step
+    from acnet_ms.training.factories import build_train_step
 
     cfg = dict(defaults(), device_target="CPU", opt="momentum", weight_decay=0.0)
     cfg.update(options)
@@ -210,7 +210,7 @@ def test_validation_keeps_every_sample_and_integer_labels_with_mixup(digits):
 # ------------------------------------------------------------------ bookkeeping shared by loop and sink
 
 def test_plan_launches_boundaries_schedule_position_and_cadence():
-    from acnet_ms.engine import Plan
+    from acnet_ms.training.run import Plan
 
     lrs = [0.1 * (i + 1) for i in range(5 * 6)]
     plan = Plan(6, 5, lrs, start_epoch=2, start_step=12, val_interval=2, save_interval=3, validating=True)
@@ -225,7 +225,7 @@ def test_plan_launches_boundaries_schedule_position_and_cadence():
 
 
 def test_checkpoint_policies_keep_the_newest_the_best_or_all(tmp_path):
-    from acnet_ms.engine import Checkpoints
+    from acnet_ms.training.checkpoints import Checkpoints
 
     files = [f"e{i}" for i in range(1, 6)]
     scores = {"e1": 0.5, "e2": 0.9, "e3": 0.7, "e4": 0.9, "e5": 0.1}
@@ -276,7 +276,9 @@ def test_ema_is_what_is_validated_and_saved_and_the_scale_is_recorded(ema_run, d
 
 
 def test_resume_restores_the_loss_scale(ema_run):
-    from acnet_ms.engine import build_model, build_train_step, restore
+    from acnet_ms.runtime import build_model
+    from acnet_ms.training.checkpoints import restore
+    from acnet_ms.training.factories import build_train_step
 
     save, _ = ema_run
     path = os.path.join(save, "src20_acb-best.ckpt")
@@ -305,16 +307,21 @@ def test_validate_on_a_stock_checkpoint_reads_classes_and_asks_for_the_model(dig
     assert res.stdout.strip().splitlines()[-1].endswith("samples=60")
 
 
-def test_classifier_classes_takes_the_last_classifier_weight():
-    from acnet_ms.engine import classifier_classes
+def test_the_class_count_comes_from_the_models_own_classifier_entries():
+    """One rule for every entry point: the entries whose shape follows num_classes (the model built at two
+    class counts), dense, conv or auxiliary heads alike; optimizer copies are not the network's."""
+    from acnet_ms.models import num_classes_of
+    from acnet_ms.models.factory import classifier_entries
+    from acnet_ms.state import network_entries
 
     z = np.zeros
-    # an optimizer slot (a copy of another entry under a prefix) is not the classifier, even when last
-    assert classifier_classes({"conv.weight": z((8, 3, 3, 3)), "fc.weight": z((5, 8)), "head.fc.weight": z((7, 8)),
-                               "moments.fc.weight": z((5, 8)), "stat.fc.weight": z((5, 8))}) == 7
-    assert classifier_classes({"fc.weight": z((5, 8)), "classifier.weight": z((3, 5))}) == 3
-    assert classifier_classes({"conv.weight": z((8, 3, 3, 3))}) is None
-
+    assert classifier_entries("squeezenet1_0") == {"classifier.1.weight": 0, "classifier.1.bias": 0}
+    assert set(classifier_entries("inception_v3")) == {"aux.fc.weight", "aux.fc.bias", "classifier.weight",
+                                                      "classifier.bias"}
+    state = {"conv1.weight": z((64, 3, 7, 7)), "classifier.weight": z((5, 512)), "moments.classifier.weight":
+             z((5, 512))}
+    assert num_classes_of("resnet18", network_entries(state)) == 5
+    assert num_classes_of("resnet18", {"conv1.weight": z((64, 3, 7, 7))}) is None
 
 def test_a_failing_resume_leaves_an_earlier_run_as_it_was(digits, tmp_path):
     from acnet_ms import create_model
@@ -359,7 +366,7 @@ def test_our_recipes_use_mindcvs_keys_plus_ours_only():
 def test_drop_path_rate_reaches_the_model_in_training_and_not_in_eval():
     """A MindCV model that takes drop_path_rate (stochastic depth): random in training, deterministic in eval."""
     from acnet_ms.config import defaults
-    from acnet_ms.engine import build_model
+    from acnet_ms.runtime import build_model
 
     cfg = dict(defaults(), model="convnextv2_atto", num_classes=10, drop_path_rate=0.5)
     mode = ms.get_context("mode")

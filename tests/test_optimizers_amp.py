@@ -18,8 +18,10 @@ from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoi
 from acnet_ms.cli import UserError
 from acnet_ms.config import defaults
 from acnet_ms.deploy import convert_checkpoint
-from acnet_ms.engine import build_train_step, classifier_classes, train_call
+from acnet_ms.models import num_classes_of
 from acnet_ms.state import fold_state, network_entries
+from acnet_ms.training.factories import build_train_step
+from acnet_ms.training.loop import train_call
 from acnet_ms.transform import acb_layout, to_blocks, trace
 
 #: every name mindcv 0.3.0's create_optimizer accepts (test_the_optimizer_list_is_mindcvs checks it)
@@ -101,7 +103,7 @@ def test_a_checkpoint_of_every_optimizer_converts_finetunes_and_validates(opt, t
     assert len(loaded) == len(list(finetuned.get_parameters()))
     finetuned.set_train(False)
     assert_close(finetuned(x).asnumpy(), net(x).asnumpy(), 1e-4, opt + " finetune start")
-    assert classifier_classes(arrays) == 10
+    assert num_classes_of("src20", network_entries(arrays)) == 10
 
 
 class ThreeKinds(nn.Cell):

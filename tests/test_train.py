@@ -129,7 +129,7 @@ def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
 def test_fixed_loss_scale_is_divided_back_out():
     """Loss scale 1024 with fixed scaling must update exactly like no scaling."""
     from acnet_ms.config import defaults
-    from acnet_ms.engine import build_train_step
+    from acnet_ms.training.factories import build_train_step
 
     rng = np.random.default_rng(0)
     x = Tensor(rng.normal(size=(8, 3, 16, 16)).astype(np.float32))
