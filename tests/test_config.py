@@ -30,7 +30,7 @@ def test_imagenet_recipe_is_the_original(depth, block):
                                                                                               0.9, 0.1)
     assert (cfg["scheduler"], cfg["min_lr"], cfg["epoch_size"], cfg["warmup_epochs"]) == ("cosine_decay", 0.0, 100, 0)
     assert (cfg["weight_decay"], cfg["label_smoothing"], cfg["dataset"]) == (1e-4, 0.0, "imagenet")
-    assert cfg["gamma_init"] == (1.0 if block == "acb" else None)
+    assert cfg["block_options"].get("gamma_init") == (1.0 if block == "acb" else None)
 
 
 @pytest.mark.parametrize("block", ["acb", "base"])
@@ -40,7 +40,7 @@ def test_cifar_recipe(block):
     assert (cfg["scheduler"], cfg["min_lr"], cfg["dataset"], cfg["image_resize"]) == ("cosine_decay", 0.0, "cifar10",
                                                                                       32)
     if block == "acb":
-        assert cfg["gamma_init"] == pytest.approx(1 / 3)
+        assert cfg["block_options"]["gamma_init"] == pytest.approx(1 / 3)
 
 
 def test_command_line_overrides_yaml_which_overrides_defaults(tmp_path):
@@ -82,3 +82,39 @@ def test_sk_recipe_is_mindcvs(model, suffix):
     assert (cfg["label_smoothing"], cfg["interpolation"], cfg["amp_level"]) == (0.1, "bicubic", "O2")
     assert (cfg["loss_scale_type"], cfg["loss_scale"]) == ("fixed", 1024)
     assert cfg["scheduler"] in ("cosine_decay", "warmup_cosine_decay")
+
+
+def test_block_options_are_one_mapping_and_the_flat_keys_still_work(tmp_path):
+    """YAML and the command line give the kind's options as one mapping; the older flat keys set the same
+    options; defaults fill the rest; a checkpoint records the resolved mapping."""
+    path = tmp_path / "c.yaml"
+    path.write_text("model: src20\nblock_type: acb\nblock_options: {branches: h, branch_bn: false}\n")
+    cfg, _ = parse(["--config", str(path)], "test")
+    assert cfg["block_options"] == dict(branches="h", branch_bn=False, position="center", gamma_init=None)
+    cfg, _ = parse(["--config", str(path), "--block_options", "{position: corner}"], "test")
+    # the command line's mapping replaces the file's, as any option's value does
+    assert cfg["block_options"] == dict(branches="hv", branch_bn=True, position="corner", gamma_init=None)
+    old = tmp_path / "old.yaml"  # a recipe written before block_options
+    old.write_text("model: src20\nblock_type: acb\nacb_branches: v\nacb_position: corner\ngamma_init: 0.5\n")
+    cfg, _ = parse(["--config", str(old)], "test")
+    assert cfg["block_options"] == dict(branches="v", branch_bn=True, position="corner", gamma_init=0.5)
+    assert cfg["acb_branches"] is None  # one place holds the options once resolved
+    cfg, _ = parse(["--config", str(old), "--block_type", "base"], "test")
+    assert cfg["block_options"] == {}
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--block_type", "acb", "--acb_branches", "h", "--block_options", "{branches: v}"],
+     "block option 'branches' is 'v' in block_options but 'h' by 'acb_branches'; set it once"),
+    (["--block_type", "acb", "--block_options", "{branchs: h}"],
+     "block_type acb has no option 'branchs' (did you mean 'branches'?)"),
+    (["--block_type", "acb", "--block_options", "{position: middle}"],
+     "block option 'position' of acb must be one of center, corner, got 'middle'"),
+    (["--block_type", "acb", "--block_options", "[h]"], "option 'block_options': expected a mapping"),
+    (["--block_type", "base", "--block_options", "{branches: h}"], "given for block_type base, which has none"),
+    (["--block_type", "dbbx"], "option 'block_type' must be one of base, acb"),
+])
+def test_bad_block_options_are_one_line_naming_the_option(args, fragment):
+    with pytest.raises(UserError) as err:
+        parse(["--model", "src20", *args], "test")
+    assert fragment in str(err.value) and "\n" not in str(err.value)

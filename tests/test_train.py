@@ -58,7 +58,7 @@ def test_training_writes_progress_checkpoints_config_and_summaries(trained):
     arrays, meta = read_checkpoint(os.path.join(save, "src20_acb-e002.ckpt"))
     assert {k: meta[k] for k in ("model", "block_type", "num_classes", "epoch", "step")} == \
         dict(model="src20", block_type="acb", num_classes=10, epoch=2, step=10)
-    assert meta["gamma_init"] == pytest.approx(1 / 3)
+    assert meta["block_options"]["gamma_init"] == pytest.approx(1 / 3)
     assert any(k.startswith("moments.") for k in arrays) and "global_step" in arrays  # optimizer state kept
     log = open(os.path.join(save, "train_rank0.log")).read()
     assert "epoch 2/2 done" in log and FINISHED.search(log)
