@@ -2,6 +2,7 @@
 
     python convert.py --ckpt_path TRAINED.ckpt --output DEPLOY.ckpt [--model NAME | --config CFG]
                       [--fold_bn] [--export mindir|onnx [--input_shape N,C,H,W]] [--overwrite]
+                      [--int8 --calib_data DIR [--calib_samples N] [--calib_method minmax|entropy|percentile]]
 
 --fold_bn also folds every BatchNorm into the conv before it: the output is a
 checkpoint of the fully folded model (convs with bias, no BN), which
@@ -9,6 +10,10 @@ acnet_ms.create_model(name, deploy=True) builds and validate.py recognises.
 --export writes the converted model as a graph next to --output (same stem),
 by default for one image of the size the checkpoint was trained at.  An
 existing --output (or graph) is left alone unless --overwrite is given.
+--int8 (with --export onnx) also writes <stem>.int8.onnx: the graph quantized
+by onnxruntime (QDQ, per-channel INT8 weights), calibrated on N images of DIR
+(DIR/<class>/<image>) through the transforms validate.py uses for this
+checkpoint.  Needs pip install -r requirements-onnx.txt; see docs/int8.md.
 """
 import argparse
 
@@ -30,6 +35,13 @@ def main(argv=None):
                              "training image_resize, else the model's input size)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace --output (and the exported graph) if it exists; without it, refuse")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --export onnx: also write <stem>.int8.onnx, quantized by onnxruntime")
+    parser.add_argument("--calib_data", metavar="DIR", help="calibration images for --int8 (DIR/<class>/<image>)")
+    parser.add_argument("--calib_samples", type=int, metavar="N",
+                        help="how many calibration images, spread evenly over DIR (default 256)")
+    parser.add_argument("--calib_method", choices=("minmax", "entropy", "percentile"),
+                        help="how activation ranges are chosen (default minmax)")
     args = parser.parse_args(argv)
     quiet_mindspore()
     from acnet_ms.config import read_yaml
@@ -41,7 +53,8 @@ def main(argv=None):
         if not model:
             raise UserError(f"{args.config}: no 'model' key")
     convert_checkpoint(args.ckpt_path, args.output, model=model, fold_bn=args.fold_bn, export=args.export,
-                       input_shape=args.input_shape, overwrite=args.overwrite)
+                       input_shape=args.input_shape, overwrite=args.overwrite, int8=args.int8,
+                       calib_data=args.calib_data, calib_samples=args.calib_samples, calib_method=args.calib_method)
     return 0
 
 
