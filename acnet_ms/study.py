@@ -171,7 +171,7 @@ def int8_section(quant, seeds):
     calib = quant["checkpoints"][0]["calibration"]
     lines = ["", "## INT8 (post-training quantization in onnxruntime)", "",
              f"Each checkpoint fully folded, exported to ONNX, quantized by onnxruntime's static quantization "
-             f"(QDQ, per-channel symmetric INT8 weights, INT8 activations; {calib['images']} calibration images "
+             f"(QDQ, per-channel symmetric INT8 weights, UINT8 activations; {calib['images']} calibration images "
              f"of the training split, {calib['method']}) and scored in onnxruntime on the validation images "
              f"(`analyze.py quantization`). Drop = FP32 − INT8 top-1.", "",
              "| form | FP32 top-1 (per seed) | INT8 top-1 (per seed) | drop, mean | drop range | "

@@ -486,7 +486,7 @@ def int8_section(quick, tmp):
                         f"{med(res['int8']) / med(res['fp32']):.2f} |")
     return ("### INT8 in onnxruntime (fully folded graph, 224×224, CPU provider)\n\n"
             "The exported FP32 graph and its static INT8 quantization (`convert.py --int8`: QDQ, per-channel "
-            "INT8 weights, INT8 activations; random weights and calibration images, which do not change the "
+            "INT8 weights, UINT8 activations; random weights and calibration images, which do not change the "
             "speed), timed round-robin. Target: INT8 ÷ FP32 ≤ 0.6 for `sres18` at batch 16.\n\n"
             "| model | batch | FP32, ms | INT8, ms | INT8 ÷ FP32 |\n|---|---|---|---|---|\n" + "\n".join(rows))
 
