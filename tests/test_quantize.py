@@ -217,6 +217,13 @@ def test_convert_bad_int8_input_is_one_line_and_writes_nothing(kind, graphs, dig
     assert os.listdir(tmp_path / "out") == []  # no checkpoint, no graph, no temporary file
 
 
+def test_calibration_options_belong_to_the_quantization_analysis(tmp_path):
+    res = run_script("analyze.py", "magnitude", "--ckpt_path", tmp_path / "a.ckpt", "--calib_data", tmp_path,
+                     "--out", tmp_path / "out")
+    assert res.returncode == 2 and not (tmp_path / "out").exists()
+    assert res.stderr.strip() == "error: --calib_data applies to the quantization sub-command only", res.stderr
+
+
 @pytest.mark.parametrize("kind", ["other classes", "not a classifier", "not onnx", "deploy"])
 def test_validate_bad_graph_is_one_line(kind, digits, tmp_path):
     path = str(tmp_path / "g.onnx")
