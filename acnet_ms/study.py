@@ -184,6 +184,7 @@ def int8_section(quant, seeds):
     for v in VARIANTS:
         if v != "base":
             d, inside = compare(drop[v], drop["base"])
+            d = round(d, 12) + 0.0  # equal drops print as +0.0000, not -0.0000
             obs.append(observation(f"{v} loses more top-1 under INT8 than base", d > 0, d, inside, unit="drop"))
     lines += ["", "| observation | difference of drops | here |", "|---|---|---|"] + obs
     lines += ["", "![quantization](analyses/quantization.png)"]
