@@ -13,7 +13,8 @@ PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt requirements-demo.txt requirements-study.txt requirements-test.txt | $(VENV)/bin/python
+$(VENV)/.installed: requirements.txt requirements-demo.txt requirements-study.txt requirements-onnx.txt \
+                   requirements-test.txt | $(VENV)/bin/python
 	$(PIP) -r requirements-test.txt
 	touch $@
 

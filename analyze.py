@@ -4,6 +4,8 @@
     python analyze.py sparsity   --ckpt_path A.ckpt [...] --data_dir DATA [--ratios 0 0.1 ... 0.9]
                                  [--seeds 0 1 2] [--groups skeleton corner all]
     python analyze.py robustness --ckpt_path A.ckpt [...] --data_dir DATA
+    python analyze.py quantization --ckpt_path A.ckpt [...] --data_dir DATA [--calib_data DIR]
+                                 [--calib_samples N] [--calib_method minmax|entropy|percentile]
 
 Each writes <sub-command>.json and <sub-command>.png into --out (default
 analysis_out/) and prints a table.  Every checkpoint form works: ACB training
@@ -12,7 +14,8 @@ checkpoints without metadata (name their model with --model).  Any other
 option is validate.py's (--model, --num_classes, --data_dir, --val_list,
 --image_resize, --batch_size, --config FILE, ...; see python validate.py -h)
 and applies to every checkpoint over what it recorded.  The figures need
-matplotlib: pip install -r requirements-study.txt.  See docs/analysis.md.
+matplotlib: pip install -r requirements-study.txt; quantization needs onnx and
+onnxruntime: pip install -r requirements-onnx.txt.  See docs/analysis.md.
 """
 import argparse
 import sys
@@ -24,7 +27,8 @@ from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
 #: what each sub-command computes (its help line)
 ABOUT = {"magnitude": "mean |kernel| per k x k position, per layer normalised (Fig. 7); no data needed",
          "sparsity": "top-1 with a fraction of the skeleton / corner / all kernel entries zeroed (Fig. 6)",
-         "robustness": "top-1 on the validation images as they are, flipped and rotated"}
+         "robustness": "top-1 on the validation images as they are, flipped and rotated",
+         "quantization": "INT8 weight SQNR and range per folded layer; FP32 and INT8 (onnxruntime) top-1"}
 
 VALIDATE_OPTIONS = textwrap.fill(
     "Any other option is validate.py's and applies to every checkpoint over what it recorded (--model, "
@@ -74,6 +78,17 @@ def make_parser(command=None):
     parser.add_argument("--groups", nargs="+", default=None, metavar="G",
                         help=f"{sparsity}kernel positions to zero: {', '.join(GROUPS)} (default: {' '.join(GROUPS)})"
                         if shown else argparse.SUPPRESS)
+    shown = command in (None, "quantization")
+    quant = "quantization only: " if command is None else ""
+    parser.add_argument("--calib_data", default=None, metavar="DIR",
+                        help=f"{quant}calibration images DIR/<class>/<image> (default: data_dir/train_split)"
+                        if shown else argparse.SUPPRESS)
+    parser.add_argument("--calib_samples", default=None, metavar="N",
+                        help=f"{quant}calibration images, spread evenly over DIR (default 256)"
+                        if shown else argparse.SUPPRESS)
+    parser.add_argument("--calib_method", default=None, metavar="M",
+                        help=f"{quant}activation ranges: minmax, entropy or percentile (default minmax)"
+                        if shown else argparse.SUPPRESS)
     return parser
 
 
@@ -102,6 +117,10 @@ def parse(argv):
         given = [n for n in ("ratios", "seeds", "groups") if getattr(args, n) is not None]
         if given:
             raise UserError(f"--{given[0]} applies to the sparsity sub-command only")
+    if command != "quantization":
+        given = [n for n in ("calib_data", "calib_samples", "calib_method") if getattr(args, n) is not None]
+        if given:
+            raise UserError(f"--{given[0]} applies to the quantization sub-command only")
     return command, args, rest
 
 
@@ -124,6 +143,11 @@ def main(argv=None):
             if g not in analysis.GROUPS:
                 raise UserError(f"--groups: unknown position group {g!r}; choose from {', '.join(analysis.GROUPS)}")
         kwargs = dict(ratios=ratios, seeds=seeds, groups=groups)
+    if command == "quantization":
+        samples = _numbers([args.calib_samples], int, "--calib_samples")[0] if args.calib_samples else None
+        if samples is not None and samples < 1:
+            raise UserError(f"--calib_samples: {samples} is not positive")
+        kwargs = dict(calib_data=args.calib_data, calib_samples=samples, calib_method=args.calib_method or "minmax")
     analysis.require_matplotlib()
     quiet_mindspore()
     labels = args.labels or _default_labels(args.ckpt_path)

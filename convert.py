@@ -3,6 +3,7 @@
     python convert.py --ckpt_path TRAINED.ckpt --output DEPLOY.ckpt [--model NAME | --config CFG]
                       [--fold_bn] [--export mindir|onnx [--input_shape N,C,H,W]] [--overwrite]
                       [--num_classes N] [--block_type KIND] [--block_options '{branches: h}']
+                      [--int8 --calib_data DIR [--calib_samples N] [--calib_method minmax|entropy|percentile]]
 
 A checkpoint written by train.py records its model, classes, block kind and
 options.  One that records nothing (``mindspore.save_checkpoint`` in a loop of
@@ -18,6 +19,10 @@ acnet_ms.create_model(name, deploy=True) builds and validate.py recognises.
 --export writes the converted model as a graph next to --output (same stem),
 by default for one image of the size the checkpoint was trained at.  An
 existing --output (or graph) is left alone unless --overwrite is given.
+--int8 (with --export onnx) also writes <stem>.int8.onnx: the graph quantized
+by onnxruntime (QDQ, per-channel INT8 weights), calibrated on N images of DIR
+(DIR/<class>/<image>) through the transforms validate.py uses for this
+checkpoint.  Needs pip install -r requirements-onnx.txt; see docs/int8.md.
 """
 import argparse
 
@@ -45,6 +50,13 @@ def main(argv=None):
                         "the kind whose entries it holds)")
     parser.add_argument("--block_options", metavar="YAML", help="the kind's options, where the checkpoint does "
                         "not record them, e.g. '{position: corner}'")
+    parser.add_argument("--int8", action="store_true",
+                        help="with --export onnx: also write <stem>.int8.onnx, quantized by onnxruntime")
+    parser.add_argument("--calib_data", metavar="DIR", help="calibration images for --int8 (DIR/<class>/<image>)")
+    parser.add_argument("--calib_samples", type=int, metavar="N",
+                        help="how many calibration images, spread evenly over DIR (default 256)")
+    parser.add_argument("--calib_method", choices=("minmax", "entropy", "percentile"),
+                        help="how activation ranges are chosen (default minmax)")
     args = parser.parse_args(argv)
     quiet_mindspore()
     from acnet_ms.config import conversion_options
@@ -52,7 +64,9 @@ def main(argv=None):
 
     explicit, from_config = conversion_options(args.config, vars(args))
     convert_checkpoint(args.ckpt_path, args.output, fold_bn=args.fold_bn, export=args.export,
-                       input_shape=args.input_shape, overwrite=args.overwrite, fallback=from_config, **explicit)
+                       input_shape=args.input_shape, overwrite=args.overwrite, fallback=from_config,
+                       int8=args.int8, calib_data=args.calib_data, calib_samples=args.calib_samples,
+                       calib_method=args.calib_method, **explicit)
     return 0
 
 

@@ -177,7 +177,7 @@ def _training_sampler(cfg, size, rank, world):
     return None
 
 
-def create_loader(cfg, spec, training, rank=0, world=1, num_workers=None):
+def create_loader(cfg, spec, training, rank=0, world=1, num_workers=None, indices=None):
     """Batched loader for ``spec``.
 
     Training: shuffled (``shuffle``), sharded by rank (MindSpore pads shards to
@@ -185,7 +185,8 @@ def create_loader(cfg, spec, training, rank=0, world=1, num_workers=None):
     (``num_samples``) through mindcv's samplers, ``drop_remainder``, mixup /
     cutmix (soft labels) through mindcv's loader.  Validation: every sample
     exactly once over all ranks (rank r takes samples r, r + world, ...), last
-    batch kept, in order unless ``eval_shuffle``.
+    batch kept, in order unless ``eval_shuffle``; ``indices`` (one rank) takes
+    those samples only, in that order (INT8 calibration).
     """
     import mindspore.dataset as ds
     from mindcv.data import create_loader as mindcv_loader
@@ -200,7 +201,9 @@ def create_loader(cfg, spec, training, rank=0, world=1, num_workers=None):
     else:
         if spec.num_samples < world:
             raise UserError(f"{spec.root}: {spec.num_samples} validation samples cannot be spread over {world} ranks")
-        if world > 1:
+        if indices is not None:
+            kwargs = dict(sampler=ds.SubsetSampler(list(indices)))
+        elif world > 1:
             indices = list(range(rank, spec.num_samples, world))
             cls = ds.SubsetRandomSampler if cfg["eval_shuffle"] else ds.SubsetSampler
             kwargs = dict(sampler=cls(indices))

@@ -192,8 +192,52 @@ def trained_size(meta):
     return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
 
 
+def check_int8(fmt, int8, calib_data, calib_samples, calib_method):
+    """UserError for INT8 options that do not go together (before anything is read)."""
+    from .quantize import check_method, check_samples
+
+    if not int8:
+        given = [n for n, v in (("calib_data", calib_data), ("calib_samples", calib_samples),
+                                ("calib_method", calib_method)) if v is not None]
+        if given:
+            raise UserError(f"--{given[0]} needs --int8")
+        return
+    if fmt != "onnx":
+        raise UserError("--int8 needs --export onnx (the INT8 graph is quantized from the exported ONNX graph)")
+    if not calib_data:
+        raise UserError("--int8 needs --calib_data DIR (a folder of calibration images, DIR/<class>/<image>)")
+    if calib_samples is not None:
+        check_samples(calib_samples)
+    if calib_method is not None:
+        check_method(calib_method)
+
+
+def calibration_recipe(meta):
+    """validate.py's options for this checkpoint: its recorded recipe over the defaults."""
+    from . import config
+    from .evaluation import recorded_options
+
+    cfg, _ = config.parse([], "calibration", base=recorded_options(meta))
+    return cfg
+
+
+def fit_calibration(cfg, meta, shape):
+    """The calibration recipe at the graph's input size: the recorded ``image_resize`` must be it."""
+    size = trained_size(meta)
+    if size and (shape[2], shape[3]) != (size, size):
+        raise UserError(f"--input_shape {','.join(map(str, shape))}: the checkpoint is validated at "
+                        f"{size}x{size} (its image_resize); calibration images would not fit the graph")
+    if not size:
+        if shape[2] != shape[3]:
+            raise UserError(f"--input_shape {','.join(map(str, shape))}: calibration needs square images "
+                            f"(the validation transforms make them)")
+        cfg = dict(cfg, image_resize=shape[2])
+    return cfg
+
+
 def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, overwrite=False,
-                       log=print, num_classes=None, block_type=None, block_options=None, fallback=None):
+                       log=print, num_classes=None, block_type=None, block_options=None, fallback=None,
+                       int8=False, calib_data=None, calib_samples=None, calib_method=None):
     """Fold every re-parameterizable block of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
 
     ``model``, ``num_classes``, ``block_type``, ``block_options``: for a
@@ -209,6 +253,11 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     a graph next to ``dst`` (same stem), for an input of ``input_shape``
     (``"N,C,H,W"``; default batch 1 at the size the checkpoint was trained at,
     its config's ``image_resize``, else the model's input size).
+    ``int8`` (with ``export="onnx"``): also write ``<stem>.int8.onnx``, the
+    graph quantized by onnxruntime (:mod:`acnet_ms.quantize`), calibrated on
+    ``calib_samples`` images of the folder ``calib_data`` through the
+    transforms validate.py applies to this checkpoint (``calib_method``:
+    minmax, entropy or percentile).
     ``overwrite``: replace ``dst`` (and the graph) if they exist; without it an
     existing file is a UserError and is left as it is.
 
@@ -221,6 +270,7 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if input_shape is not None and fmt is None:
         raise UserError("--input_shape needs --export")
     shape = parse_input_shape(input_shape) if input_shape is not None else None
+    check_int8(fmt, int8, calib_data, calib_samples, calib_method)
     if os.path.exists(src) and same_file(src, dst):
         raise UserError(f"{dst}: --output is the input checkpoint; choose another file")
     folder = os.path.dirname(os.path.abspath(dst))
@@ -234,6 +284,12 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     check_replaceable(dst, "--output", overwrite)
     if graph:
         check_replaceable(graph, "the exported graph (next to --output)", overwrite)
+    quantized = None
+    if int8:
+        from .quantize import int8_path
+
+        quantized = int8_path(graph)
+        check_replaceable(quantized, "the INT8 graph (next to --output)", overwrite)
     state, meta = read_checkpoint(src)
     fallback = fallback or {}
     name = resolve_model(meta, model or fallback.get("model"), src)
@@ -247,6 +303,11 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if num_classes is None:
         raise UserError(f"{src}: no classifier entry of {name} found to read the class count from; "
                         f"pass --num_classes N")
+    if int8:
+        from .quantize import check_calibration
+
+        calib_cfg = calibration_recipe(meta)
+        calib_spec = check_calibration(calib_cfg, calib_data, num_classes)
     shapes = expected_shapes(name, num_classes)
     if not (meta.get("block_type") or block_type or block_options):
         block_type, block_options = fallback.get("block_type"), fallback.get("block_options")
@@ -293,10 +354,24 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
         if shape[1] != channels:
             raise UserError(f"--input_shape {','.join(map(str, shape))}: {name} takes {channels} input channels, "
                             f"not {shape[1]}")
+        if int8:
+            calib_cfg = fit_calibration(calib_cfg, meta, shape)
         for param in net.get_parameters():
             param.set_data(ms.Tensor(plain[param.name]))
         net.set_train(False)
         tmp_graph = export_graph(net, shape, graph, fmt)
+    tmp_int8 = None
+    if int8:
+        from .quantize import DEFAULT_CALIB_SAMPLES, calibration_batches, quantize_graph
+
+        samples, method = calib_samples or DEFAULT_CALIB_SAMPLES, calib_method or "minmax"
+        try:
+            batches = calibration_batches(calib_cfg, calib_data, calib_spec, samples, batch=shape[0],
+                                          log=lambda *_: None)
+            tmp_int8 = quantize_graph(tmp_graph, quantized, batches, method)
+        except BaseException:
+            os.remove(tmp_graph)
+            raise
     out_meta = {k: v for k, v in meta.items() if k not in ("block_type", "deploy")}
     out_meta.update(model=name, block_type=kinds.BASE, block_options={}, num_classes=num_classes,
                     folded_from=os.path.basename(src))
@@ -306,14 +381,17 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
         write_checkpoint(dst, plain, out_meta)
         if tmp_graph:
             os.replace(tmp_graph, graph)
+        if tmp_int8:
+            os.replace(tmp_int8, quantized)
     except OSError as err:
         raise UserError(f"{graph}: cannot write ({err.strerror})") from None
     finally:
-        if tmp_graph and os.path.exists(tmp_graph):
-            os.remove(tmp_graph)
+        for tmp in (tmp_graph, tmp_int8):
+            if tmp and os.path.exists(tmp):
+                os.remove(tmp)
     summary = dict(model=name, acbs=len(acbs), blocks=len(acbs), bns=len(bns), params_in=len(state),
                    params_out=len(plain), seconds=time.perf_counter() - start, graph=graph,
-                   input_shape=shape if fmt else None)
+                   input_shape=shape if fmt else None, int8_graph=quantized)
     label = kinds.get_kind(kind).label if kind != kinds.BASE else "block"
     folded = f"folded {len(acbs)} {label}s" + (f", then {len(bns)} BatchNorms into their convs" if fold_bn else "")
     log(f"{name}: {folded}; {summary['params_in']} parameters in, "
@@ -321,4 +399,7 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if fmt:
         log(f"exported {EXPORT_FORMATS[fmt][0]} graph {graph}: input shape {list(shape)} (float32, NCHW; "
             f"{origin})")
+    if int8:
+        log(f"quantized INT8 graph {quantized}: onnxruntime static quantization (QDQ, per-channel INT8 weights), "
+            f"{sum(len(b) for b in batches)} calibration images of {calib_data} ({method})")
     return summary

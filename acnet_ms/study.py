@@ -2,8 +2,9 @@
 
 Trains the plain model, the ACB model and its variants (1 x k only, k x 1 only,
 no BN in the branches, asymmetric kernels on the border), several seeds each,
-through ``train.py``; runs ``analyze.py``'s three analyses on every checkpoint
-through :mod:`acnet_ms.analysis`; and writes ``report.md`` with tables,
+through ``train.py``; runs ``analyze.py``'s four analyses on every checkpoint
+through :mod:`acnet_ms.analysis` (the fourth, INT8 post-training quantization
+in onnxruntime, calibrated on the training split); and writes ``report.md`` with tables,
 figures and, for each of the paper's observations, whether this run shows it
 and whether the difference is larger than the seed-to-seed spread.
 
@@ -161,7 +162,42 @@ def _save(fig, plt, path):
     return path
 
 
-def report(out, runs, mag, sp, rob, seconds, args):
+def int8_section(quant, seeds):
+    """The report's INT8 table and, per re-parameterized form, whether it loses more than base under INT8."""
+    fp32 = by_variant(quant["checkpoints"], lambda r: r["fp32_top1"], seeds)
+    int8 = by_variant(quant["checkpoints"], lambda r: r["int8_top1"], seeds)
+    drop = by_variant(quant["checkpoints"], lambda r: r["drop"], seeds)
+    sqnr = by_variant(quant["checkpoints"], lambda r: analysis_sqnr_min(r), seeds)
+    calib = quant["checkpoints"][0]["calibration"]
+    lines = ["", "## INT8 (post-training quantization in onnxruntime)", "",
+             f"Each checkpoint fully folded, exported to ONNX, quantized by onnxruntime's static quantization "
+             f"(QDQ, per-channel symmetric INT8 weights, UINT8 activations; {calib['images']} calibration images "
+             f"of the training split, {calib['method']}) and scored in onnxruntime on the validation images "
+             f"(`analyze.py quantization`). Drop = FP32 − INT8 top-1.", "",
+             "| form | FP32 top-1 (per seed) | INT8 top-1 (per seed) | drop, mean | drop range | "
+             "min weight SQNR, dB |", "|---|---|---|---|---|---|"]
+    for v in VARIANTS:
+        lines.append(f"| {v} | " + ", ".join(f"{x:.4f}" for x in fp32[v]) + " | " +
+                     ", ".join(f"{x:.4f}" for x in int8[v]) +
+                     f" | {np.mean(drop[v]):+.4f} | {spread(drop[v]):.4f} | {np.mean(sqnr[v]):.1f} |")
+    obs = []
+    for v in VARIANTS:
+        if v != "base":
+            d, inside = compare(drop[v], drop["base"])
+            d = round(d, 12) + 0.0  # equal drops print as +0.0000, not -0.0000
+            obs.append(observation(f"{v} loses more top-1 under INT8 than base", d > 0, d, inside, unit="drop"))
+    lines += ["", "| observation | difference of drops | here |", "|---|---|---|"] + obs
+    lines += ["", "![quantization](analyses/quantization.png)"]
+    return lines
+
+
+def analysis_sqnr_min(row):
+    from .analysis import sqnr_summary
+
+    return sqnr_summary(row["layers"])[0]
+
+
+def report(out, runs, mag, sp, rob, seconds, args, quant=None):
     variants = list(VARIANTS)
     top1 = by_variant(rob["checkpoints"], lambda r: r["top1"]["identity"], args.seeds)
     ud = by_variant(rob["checkpoints"], lambda r: r["top1"]["flip_ud"], args.seeds)
@@ -227,6 +263,8 @@ def report(out, runs, mag, sp, rob, seconds, args):
     for v in variants:
         vals = by_variant(rob["checkpoints"], lambda r: [r["top1"][t] for t in rob["transforms"]], args.seeds)[v]
         lines.append(f"| {v} | " + " | ".join(f"{x:.4f}" for x in np.mean(vals, axis=0)) + " |")
+    if quant is not None:
+        lines += int8_section(quant, args.seeds)
     lines += ["", "Per-checkpoint numbers: `analyses/*.json` (the `analyze.py` format); checkpoints: "
               + ", ".join(f"`{os.path.relpath(p, out)}`" for p in runs.values()) + "."]
     path = os.path.join(out, "report.md")
@@ -252,6 +290,13 @@ def main(argv=None):
     from . import analysis
 
     analysis.require_matplotlib()
+    from .cli import UserError
+    from .quantize import runtime
+
+    try:
+        runtime()  # INT8 needs onnx and onnxruntime: say so before training
+    except UserError as err:
+        sys.exit(f"study: {err}")
     start = time.perf_counter()
     os.makedirs(args.out, exist_ok=True)
     counts = write_digits(args.data)
@@ -275,8 +320,11 @@ def main(argv=None):
     print("sparsity done", flush=True)
     rob = analysis.robustness(subjects, log=lambda *_: None)
     analysis.write(rob, folder)
+    quant = analysis.quantization(subjects, calib_data=os.path.join(args.data, "train"), log=lambda *_: None)
+    analysis.write(quant, folder)
+    print("quantization done", flush=True)
     figures(args.out, mag, sp, rob, list(VARIANTS))
-    path = report(args.out, runs, mag, sp, rob, time.perf_counter() - start, args)
+    path = report(args.out, runs, mag, sp, rob, time.perf_counter() - start, args, quant)
     with open(os.path.join(args.out, "study.json"), "w", encoding="utf-8") as f:
         json.dump(dict(runs=runs, seconds=time.perf_counter() - start, args=vars(args)), f, indent=1)
     print(open(path, encoding="utf-8").read())

@@ -356,6 +356,30 @@ def work_onnx(spec):
 WORKERS["onnx"] = work_onnx
 
 
+def work_int8(spec):
+    """Latency of the fully folded graph in onnxruntime, FP32 and INT8 (convert.py --int8's quantization)."""
+    _quiet()
+    import numpy as np
+
+    from acnet_ms.deploy import export_graph
+    from acnet_ms.quantize import Graph, quantize_graph
+
+    net = build(spec["model"], "deploy")
+    net.set_train(False)
+    rng = np.random.default_rng(0)
+    shape = (spec["batch"], 3, 224, 224)
+    fp32, int8 = (os.path.join(spec["dir"], f"{spec['model']}_b{spec['batch']}{s}.onnx") for s in ("", ".int8"))
+    os.replace(export_graph(net, shape, fp32, "onnx"), fp32)
+    calibration = [rng.normal(size=shape).astype(np.float32) for _ in range(max(1, 16 // spec["batch"]))]
+    os.replace(quantize_graph(fp32, int8, calibration), int8)
+    x = rng.normal(size=shape).astype(np.float32)
+    graphs = {"fp32": Graph(fp32), "int8": Graph(int8)}
+    return interleaved({name: (lambda g=g: g.run(x)) for name, g in graphs.items()}, 3, spec["repeat"])
+
+
+WORKERS["int8"] = work_int8
+
+
 def med(values):
     return statistics.median(values)
 
@@ -464,6 +488,21 @@ def onnx_section(quick, tmp):
             "| runtime | latency, ms | ÷ MindSpore stock `resnet18` |\n|---|---|---|\n" + "\n".join(rows))
 
 
+def int8_section(quick, tmp):
+    rows = []
+    for model in ("sres18", "mobilenet_v2_100"):
+        for batch in (1, 16):
+            res = run_worker(dict(kind="int8", model=model, batch=batch, dir=tmp,
+                                  repeat=(6 if quick else 30) if batch == 1 else (3 if quick else 12)))
+            rows.append(f"| `{model}` | {batch} | {fmt(res['fp32'], 1000)} | {fmt(res['int8'], 1000)} | "
+                        f"{med(res['int8']) / med(res['fp32']):.2f} |")
+    return ("### INT8 in onnxruntime (fully folded graph, 224×224, CPU provider)\n\n"
+            "The exported FP32 graph and its static INT8 quantization (`convert.py --int8`: QDQ, per-channel "
+            "INT8 weights, UINT8 activations; random weights and calibration images, which do not change the "
+            "speed), timed round-robin. Target: INT8 ÷ FP32 ≤ 0.6 for `sres18` at batch 16.\n\n"
+            "| model | batch | FP32, ms | INT8, ms | INT8 ÷ FP32 |\n|---|---|---|---|---|\n" + "\n".join(rows))
+
+
 def families_section(quick):
     rows = []
     for model in ("mobilenet_v2_100", "regnet_x_400mf", "efficientnet_b0", "densenet121", "ghostnet_100"):
@@ -529,8 +568,8 @@ def main():
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--train_batch", type=int, default=16, help="batch of the training-step benchmark")
-    parser.add_argument("--only", choices=("infer", "families", "train", "memory", "onnx", "acb_layer", "convert",
-                                           "pipeline"),
+    parser.add_argument("--only", choices=("infer", "families", "train", "memory", "onnx", "int8", "acb_layer",
+                                           "convert", "pipeline"),
                         help="one section")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
     args = parser.parse_args()
@@ -550,6 +589,7 @@ def main():
                     ("train", lambda: train_section(args.quick, args.train_batch)),
                     ("memory", lambda: memory_section()),
                     ("onnx", lambda: onnx_section(args.quick, tmp)),
+                    ("int8", lambda: int8_section(args.quick, tmp)),
                     ("acb_layer", lambda: acb_layer_section(args.quick)),
                     ("convert", lambda: convert_section(args.quick, tmp)),
                     ("pipeline", lambda: pipeline_section(args.quick, tmp))]

@@ -5,9 +5,12 @@ from conftest import assert_clean_exit, run_script
 HELP = {
     ("train.py",): ["--config", "--model", "--block_type", "--data_dir", "--ckpt_save_dir", "--image_resize"],
     ("validate.py",): ["--ckpt_path", "--data_dir", "--deploy", "--json", "--model", "--val_list"],
-    ("convert.py",): ["--ckpt_path", "--output", "--overwrite", "--fold_bn", "--export", "--input_shape"],
-    ("analyze.py",): ["magnitude", "sparsity", "robustness", "--ckpt_path", "--labels", "--out", "--ratios",
-                      "--seeds", "--groups", "validate.py"],
+    ("convert.py",): ["--ckpt_path", "--output", "--overwrite", "--fold_bn", "--export", "--input_shape", "--int8",
+                      "--calib_data", "--calib_samples", "--calib_method"],
+    ("analyze.py",): ["magnitude", "sparsity", "robustness", "quantization", "--ckpt_path", "--labels", "--out",
+                      "--ratios", "--seeds", "--groups", "--calib_data", "validate.py"],
+    ("analyze.py", "quantization"): ["--ckpt_path", "--labels", "--out", "--calib_data", "--calib_samples",
+                                     "--calib_method", "validate.py"],
     ("analyze.py", "sparsity"): ["--ckpt_path", "--labels", "--out", "--ratios", "--seeds", "--groups",
                                  "validate.py"],
 }
@@ -30,6 +33,7 @@ def test_a_sub_command_help_lists_only_its_options():
     assert res.returncode == 0 and res.stdout.startswith("usage: analyze.py magnitude ")
     assert "--ckpt_path" in res.stdout and "--out" in res.stdout
     assert "--ratios" not in res.stdout  # sparsity's
+    assert "--calib_data" not in res.stdout  # quantization's
 
 
 def test_validate_without_a_checkpoint_is_still_an_error():

@@ -1,12 +1,14 @@
 """Kernel analyses of trained checkpoints: ACNet's Fig. 6 and 7 and its flip / rotation test.
 
-Three analyses, one module each, on one or several checkpoints side by side:
+Four analyses, one module each, on one or several checkpoints side by side:
 
 ``magnitude``   (Fig. 7, ``kernel_magnitude``) mean |W| per k x k position of the BN-folded kernels,
                 per layer normalised
 ``sparsity``    (Fig. 6, ``kernel_sparsity``) top-1 with a fraction of the skeleton / corner / all
                 kernel entries zeroed
 ``robustness``  (``input_robustness``) top-1 on the validation images as they are, flipped and rotated
+``quantization`` (``weight_quantization``) INT8 weight SQNR and range per folded layer; FP32 and INT8
+                top-1 of the exported graph in onnxruntime
 
 ``common`` holds what they share (checkpoints as :class:`Subject`, folded
 kernels, positions, the :class:`Evaluator`); ``output`` the tables, figures
@@ -23,11 +25,14 @@ from .input_robustness import TRANSFORMS, robustness
 from .kernel_magnitude import MAGNITUDE_DEFINITION, group_means, kernel_magnitudes, layer_magnitude, magnitude
 from .kernel_sparsity import DEFAULT_RATIOS, DEFAULT_SEEDS, check_ratios, sparsify, sparsify_all, sparsity
 from .output import figure, table, write
+from .weight_quantization import (QUANTIZATION_DEFINITION, calibration_folder, export_graphs, folded_state,
+                                  quantization, sqnr_summary, weight_layers)
 
-COMMANDS = ("magnitude", "sparsity", "robustness")
+COMMANDS = ("magnitude", "sparsity", "robustness", "quantization")
 
 __all__ = ["_pyplot", "COMMANDS", "DEFAULT_RATIOS", "DEFAULT_SEEDS", "Evaluator", "GROUPS", "MAGNITUDE_DEFINITION", "Subject",
            "TRANSFORMS", "check_data", "check_kernels", "check_known", "check_ratios", "figure", "folded_kernels",
            "group_means", "is_square_kernel", "kernel_magnitudes", "layer_magnitude", "load_subject", "magnitude",
-           "position_mask", "require_matplotlib", "robustness", "sparsify", "sparsify_all", "sparsity",
+           "position_mask", "quantization", "QUANTIZATION_DEFINITION", "calibration_folder", "export_graphs",
+           "folded_state", "sqnr_summary", "weight_layers", "require_matplotlib", "robustness", "sparsify", "sparsify_all", "sparsity",
            "square_kernel_names", "table", "write"]

@@ -3,11 +3,12 @@ import json
 import os
 
 from ..cli import UserError
-from . import input_robustness, kernel_magnitude, kernel_sparsity
+from . import input_robustness, kernel_magnitude, kernel_sparsity, weight_quantization
 from .common import _pyplot
 
 #: the module of each analysis, by its result's ``analysis`` name
-ANALYSES = {"magnitude": kernel_magnitude, "sparsity": kernel_sparsity, "robustness": input_robustness}
+ANALYSES = {"magnitude": kernel_magnitude, "sparsity": kernel_sparsity, "robustness": input_robustness,
+            "quantization": weight_quantization}
 
 
 def table(result):
