@@ -35,10 +35,10 @@ from .training.setup import clear_run
 VARIANTS = {
     "base": ["--block_type", "base"],
     "acb": ["--block_type", "acb"],
-    "acb_h": ["--block_type", "acb", "--acb_branches", "h"],
-    "acb_v": ["--block_type", "acb", "--acb_branches", "v"],
-    "acb_nobn": ["--block_type", "acb", "--acb_branch_bn", "False"],
-    "acb_corner": ["--block_type", "acb", "--acb_position", "corner"],
+    "acb_h": ["--block_type", "acb", "--block_options", "{branches: h}"],
+    "acb_v": ["--block_type", "acb", "--block_options", "{branches: v}"],
+    "acb_nobn": ["--block_type", "acb", "--block_options", "{branch_bn: false}"],
+    "acb_corner": ["--block_type", "acb", "--block_options", "{position: corner}"],
 }
 RATIOS = tuple(i / 10 for i in range(10))
 

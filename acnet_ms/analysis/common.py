@@ -64,10 +64,12 @@ class Subject:
 
     @property
     def form(self):
-        """``folded`` (convert.py --fold_bn), ``acb`` (ACB training form) or ``plain``."""
+        """``folded`` (convert.py --fold_bn), the block kind of a training form (``acb``) or ``plain``."""
         if self.meta.get("deploy"):
             return "folded"
-        return "acb" if self.plain_state()[1] else "plain"
+        if not self.plain_state()[1]:
+            return "plain"
+        return state_map.infer_block(self.arrays)[0]
 
     def plain_state(self):
         """``(state, acb_names)``: the checkpoint as plain-model entries (ACBs folded, trainer entries dropped)."""
