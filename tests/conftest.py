@@ -6,12 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("GLOG_v", "3")
 
 import mindspore as ms  # noqa: E402
 from mindspore import Tensor, nn  # noqa: E402
+
+#: the checkout: its entry scripts and configs (acnet_ms itself is imported from here too: pyproject's pythonpath)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
