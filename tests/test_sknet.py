@@ -4,15 +4,16 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_clean_exit, assert_close, randomize_bn, run_script, small_run
+from conftest import (arrays_of, assert_clean_exit, assert_close, images, load_strict, randomize_bn, run_script, small_run,
+                      training_checkpoint)
 
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import nn
 
 from acnet_ms import acb_layout, create_model, list_models, model_entry, switch_to_deploy
 from acnet_ms import state as state_map
 from acnet_ms.transform import to_acb, trace
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.checkpoint import read_checkpoint
 from acnet_ms.layers import ACBlock, SelectiveKernel
 from acnet_ms.layers.selective_kernel import attn_channels_for
 from acnet_ms.models.resnet import ResNet
@@ -27,22 +28,6 @@ TOL = 1e-4        # a whole network in float32, relative to the largest logit
 
 def shapes(net):
     return {p.name: tuple(p.shape) for p in net.get_parameters()}
-
-
-def arrays(net):
-    return {p.name: p.asnumpy() for p in net.get_parameters()}
-
-
-def load_arrays(net, state):
-    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()}
-    not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
-    assert not_loaded == [] and unused == [], (not_loaded[:3], unused[:3])
-    net.set_train(False)
-    return net
-
-
-def images(seed, size=64, channels=3, batch=2):
-    return Tensor(np.random.default_rng(seed).normal(size=(batch, channels, size, size)).astype(np.float32))
 
 
 # ---------------------------------------------------------------- the layer
@@ -66,9 +51,9 @@ def test_acb_sk_block_equals_its_folded_forms(stride, split, groups):
     assert np.abs(y).max() > 0.1  # not a degenerate (all-zero) output
 
     # the converter's path: fold the state dict, load it into the plain block
-    plain_state, acbs = state_map.fold_state(arrays(sk), acb_layout(sk))
+    plain_state, acbs = state_map.fold_state(arrays_of(sk), acb_layout(sk))
     assert sorted(acbs) == ["paths.0.features.0", "paths.1.features.0"]
-    base = load_arrays(SelectiveKernel(16, 24, **kwargs), plain_state)
+    base = load_strict(SelectiveKernel(16, 24, **kwargs), plain_state)
     assert_close(base(x).asnumpy(), y, BLOCK_TOL, "folded checkpoint vs ACB")
 
     # the in-memory path
@@ -206,7 +191,7 @@ def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
     dilations = sorted({c.dilation for c in acb_cells.values() if isinstance(c, ACBlock)})
     assert dilations == [(1, 1), (2, 2)]
 
-    plain, folded = state_map.fold_state(arrays(acb), acb_layout(acb))
+    plain, folded = state_map.fold_state(arrays_of(acb), acb_layout(acb))
     assert len(folded) == ACB_COUNT[name]
     expected = shapes(base)
     assert {k: tuple(v.shape) for k, v in plain.items()} == expected
@@ -221,7 +206,7 @@ def test_base_model_equals_mindcv_with_shared_weights(name):
     ms.set_seed(3)
     ours = randomize_bn(create_model(name, num_classes=5), seed=3)
     ours.set_train(False)
-    theirs = load_arrays(mindcv.create_model(name, num_classes=5), arrays(ours))
+    theirs = load_strict(mindcv.create_model(name, num_classes=5), arrays_of(ours))
     x = images(0, size=64 if name == "skresnet18" else 32)
     logits = ours(x).asnumpy()
     assert np.abs(logits).max() > 0.1
@@ -234,13 +219,13 @@ def test_skresnet50_differs_from_mindcv_only_by_the_relu_after_conv1():
     ms.set_seed(4)
     ours = randomize_bn(create_model("skresnet50", num_classes=5), seed=4)
     ours.set_train(False)
-    state = arrays(ours)
-    theirs = load_arrays(mindcv.create_model("skresnet50", num_classes=5), state)
+    state = arrays_of(ours)
+    theirs = load_strict(mindcv.create_model("skresnet50", num_classes=5), state)
     no_act1 = create_model("skresnet50", num_classes=5)
     for _, cell in no_act1.cells_and_names():
         if isinstance(cell, SKBottleneck):
             cell.act1 = nn.Identity()
-    load_arrays(no_act1, state)
+    load_strict(no_act1, state)
     x = images(1)
     ref = theirs(x).asnumpy()
     assert_close(no_act1(x).asnumpy(), ref, 1e-6, "MindCV vs ours without the ReLU")
@@ -260,7 +245,7 @@ def test_ungrouped_skresnext_without_relu_after_conv1_is_mindcvs_skresnext50_32x
         if isinstance(cell, SKBottleneck):
             cell.act1 = nn.Identity()
     randomize_bn(ours, seed=6).set_train(False)
-    theirs = load_arrays(mindcv.create_model("skresnext50_32x4d", num_classes=5), arrays(ours))
+    theirs = load_strict(mindcv.create_model("skresnext50_32x4d", num_classes=5), arrays_of(ours))
     x = images(3, size=32)
     logits = ours(x).asnumpy()
     assert np.abs(logits).max() > 0.1
@@ -271,25 +256,13 @@ def test_grouped_skresnext50_acb_folds_into_the_base_model():
     ms.set_seed(7)
     acb = randomize_bn(create_model("skresnext50_32x4d", num_classes=10, block_type="acb"), seed=7)
     acb.set_train(False)
-    plain, folded = state_map.fold_state(arrays(acb), acb_layout(acb))
+    plain, folded = state_map.fold_state(arrays_of(acb), acb_layout(acb))
     assert len(folded) == 32
-    base = load_arrays(create_model("skresnext50_32x4d", num_classes=10), plain)
+    base = load_strict(create_model("skresnext50_32x4d", num_classes=10), plain)
     x = images(4, size=32)
     acb_logits = acb(x).asnumpy()
     assert np.abs(acb_logits).max() > 0.1
     assert_close(base(x).asnumpy(), acb_logits, TOL, "grouped base vs ACB")
-
-
-def training_checkpoint(path, name, num_classes, seed):
-    """An ACB model with random weights and BN statistics, saved with optimizer state."""
-    ms.set_seed(seed)
-    net = randomize_bn(create_model(name, num_classes=num_classes, block_type="acb"), seed=seed)
-    state = arrays(net)
-    state.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(state.items())})
-    state.update({"learning_rate": np.float32(0.1), "global_step": np.int32(7)})
-    write_checkpoint(path, state, dict(model=name, block_type="acb", num_classes=num_classes))
-    net.set_train(False)
-    return net
 
 
 def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
@@ -308,10 +281,10 @@ def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
 
     state, meta = read_checkpoint(out)
     assert meta["model"] == "skresnet18" and meta["block_type"] == "base" and meta["num_classes"] == 10
-    base = load_arrays(create_model("skresnet18", num_classes=10), state)
+    base = load_strict(create_model("skresnet18", num_classes=10), state)
     base_logits = base(x).asnumpy()
     assert_close(base_logits, acb_logits, TOL, "base vs ACB")
-    theirs = load_arrays(mindcv.create_model("skresnet18", num_classes=10), state)
+    theirs = load_strict(mindcv.create_model("skresnet18", num_classes=10), state)
     assert_close(theirs(x).asnumpy(), base_logits, 1e-6, "MindCV vs base")
 
     switch_to_deploy(acb)
