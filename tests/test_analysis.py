@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, run_script, small_run, user_env
+from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, small_run, user_env
 
 from acnet_ms import analysis
 from acnet_ms.analysis import Subject
@@ -287,11 +287,8 @@ BAD = {
 def test_bad_input_is_one_line_and_writes_nothing(kind, forms, digits, tmp_path):
     make, message = BAD[kind]
     out = tmp_path / "out"
-    res = run_script("analyze.py", *make(forms["folded"], digits, tmp_path), "--out", out)
-    assert res.returncode == 2, res.stderr[-2000:]
-    assert_clean_exit(res)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    # in this process; analyze.py's output and exit status end to end: the test without matplotlib below
+    assert_one_line_error(run_main("analyze.py", *make(forms["folded"], digits, tmp_path), "--out", out), message)
     assert not out.exists()
 
 

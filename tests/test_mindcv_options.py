@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, run_script, small_run
+from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, small_run
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -296,10 +296,7 @@ def test_validate_on_a_stock_checkpoint_reads_classes_and_asks_for_the_model(dig
     ckpt = str(tmp_path / "stock.ckpt")
     ms.save_checkpoint(net, ckpt)  # as MindCV writes it: no acnet_ms metadata
     args = ["--ckpt_path", ckpt, "--data_dir", digits, "--val_list", "val_small.txt", "--num_parallel_workers", 1]
-    res = run_script("validate.py", *args)
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "does not record its model; pass --model" in lines[0] and "src20" in lines[0]
+    assert_one_line_error(run_main("validate.py", *args), "does not record its model; pass --model", "src20")
     res = run_script("validate.py", *args, "--model", "src20")
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1].endswith("samples=60")
@@ -326,8 +323,7 @@ def test_a_failing_resume_leaves_an_earlier_run_as_it_was(digits, tmp_path):
     net = create_model("src56", block_type="acb")
     write_checkpoint(ckpt, {p.name: p.asnumpy() for p in net.get_parameters()},
                      dict(model="src56", block_type="acb", num_classes=10, epoch=1, step=5))
-    res = run_script("train.py", *small_run(digits, str(save), "--resume", ckpt))
-    assert res.returncode == 2 and "checkpoint of src56" in res.stderr
+    assert_one_line_error(run_main("train.py", *small_run(digits, str(save), "--resume", ckpt)), "checkpoint of src56")
     assert sorted(os.listdir(save)) == ["config.yaml"]
     assert (save / "config.yaml").read_text() == "earlier: run\n"
 
