@@ -119,6 +119,7 @@ def test_sparsify_zeroes_exactly_the_fraction_at_the_group_and_nests_over_ratios
     assert (kernel != 0).all()  # the input is not modified
 
 
+@pytest.mark.slow
 def test_sparsity_r1_on_all_positions_leaves_no_nonzero_kxk_weight(forms):
     for form in ("acb", "folded"):
         arrays, meta = read_checkpoint(forms[form])
@@ -162,6 +163,7 @@ def test_evaluate_applies_each_transform_to_the_batch():
 
 # ---------------------------------------------------------------- analyze.py end to end
 
+@pytest.mark.slow
 def test_magnitude_is_the_same_for_every_checkpoint_form(forms, tmp_path):
     out = str(tmp_path / "out")
     res = analyze("magnitude", "--ckpt_path", forms["acb"], forms["plain"], forms["folded"],
@@ -179,6 +181,7 @@ def test_magnitude_is_the_same_for_every_checkpoint_form(forms, tmp_path):
     assert open(os.path.join(out, "magnitude.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_sparsity_at_r0_is_validates_number_and_r1_on_all_positions_predicts_one_class(forms, digits, tmp_path):
     out = str(tmp_path / "out")
     analyze("sparsity", "--ckpt_path", forms["acb"], forms["folded"], "--labels", "acb", "folded",
@@ -219,6 +222,7 @@ def write_symmetric_digits(digits, root):
         f.write("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_robustness_on_images_that_every_transform_leaves_unchanged(forms, digits, tmp_path):
     sym = str(tmp_path / "sym")
     write_symmetric_digits(digits, sym)
@@ -232,6 +236,7 @@ def test_robustness_on_images_that_every_transform_leaves_unchanged(forms, digit
     assert "identity  flip_lr  flip_ud    rot90   rot180   rot270" in res.stdout
 
 
+@pytest.mark.slow
 def test_stock_mindcv_checkpoint_with_model_option(digits, tmp_path):
     import mindcv
     import mindspore as ms
@@ -284,6 +289,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(kind, forms, digits, tmp_path):
     make, message = BAD[kind]
     out = tmp_path / "out"
@@ -292,6 +298,7 @@ def test_bad_input_is_one_line_and_writes_nothing(kind, forms, digits, tmp_path)
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_without_matplotlib_one_line_says_how_to_install_it(forms, tmp_path):
     fake = tmp_path / "fake" / "matplotlib"
     fake.mkdir(parents=True)

@@ -23,6 +23,7 @@ def sres18_ckpt(tmp_path_factory):
     return path, net, x, net(x).asnumpy()
 
 
+@pytest.mark.slow
 def test_sres18_folds_into_our_base_model_and_mindcvs(sres18_ckpt, tmp_path):
     import mindcv
 
@@ -52,6 +53,7 @@ def test_sres18_folds_into_our_base_model_and_mindcvs(sres18_ckpt, tmp_path):
     assert_close(acb_net(x).asnumpy(), base_logits, TOL, "switch_to_deploy vs converted")
 
 
+@pytest.mark.slow
 def test_src56_folds_into_the_base_model(tmp_path):
     src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
     acb = training_checkpoint(src, "src56", 10, seed=11, meta=False, gamma_init=1 / 3)
@@ -63,6 +65,7 @@ def test_src56_folds_into_the_base_model(tmp_path):
     assert_close(base(x).asnumpy(), acb(x).asnumpy(), TOL, "src56 base vs ACB")
 
 
+@pytest.mark.slow
 def test_edgenext_whose_init_scales_its_head_converts_into_mindcvs(tmp_path):
     """EdgeNeXt's __init__ multiplies its head's weights: the converter still builds the model to check against."""
     import mindcv

@@ -108,6 +108,7 @@ def test_a_bn_after_no_conv_stays_and_a_misfit_pair_is_an_error():
 # ---------------------------------------------------------------- whole networks through convert.py
 
 @pytest.mark.parametrize("name,size,export", [("sres18", 64, "mindir"), ("skresnet18", 64, "onnx")])
+@pytest.mark.slow
 def test_acb_checkpoint_folds_fully_and_exports(name, size, export, tmp_path):
     src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "deploy.ckpt")
     acb = training_checkpoint(src, name, seed=5)
@@ -159,6 +160,7 @@ def src20(tmp_path_factory):
     return acb, plain, deploy
 
 
+@pytest.mark.slow
 def test_src20_acb_and_plain_checkpoints_fold_fully(src20, tmp_path):
     import onnxruntime as ort
 
@@ -187,6 +189,7 @@ def test_src20_acb_and_plain_checkpoints_fold_fully(src20, tmp_path):
     assert_close(load_deploy(out, "src20")(x).asnumpy(), base_logits, TOL, "fully folded from plain vs plain")
 
 
+@pytest.mark.slow
 def test_export_without_a_recorded_size_takes_the_models_input_size(tmp_path):
     import onnxruntime as ort
 
@@ -199,6 +202,7 @@ def test_export_without_a_recorded_size_takes_the_models_input_size(tmp_path):
     assert ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).get_inputs()[0].shape == [1, 3, 32, 32]
 
 
+@pytest.mark.slow
 def test_an_existing_graph_is_kept_unless_overwrite(src20, tmp_path):
     import onnxruntime as ort
 
@@ -223,6 +227,7 @@ def test_an_existing_graph_is_kept_unless_overwrite(src20, tmp_path):
     assert "wrote" in res.stdout and sorted(os.listdir(tmp_path)) == ["deploy.ckpt", "deploy.onnx"]
 
 
+@pytest.mark.slow
 def test_validate_picks_the_deploy_model_with_the_same_top1(src20, digits, tmp_path):
     _, plain, deploy = src20
     runs = {}

@@ -249,12 +249,14 @@ def ema_run(digits, tmp_path_factory):
     return save, res
 
 
+@pytest.mark.slow
 def test_sink_mode_on_cpu_runs_the_loop_with_one_line(ema_run):
     _, res = ema_run
     assert res.stdout.count("dataset_sink_mode") == 1 and "running the step loop on CPU" in res.stdout
     assert "epoch 2/2 step 5/5" in res.stdout
 
 
+@pytest.mark.slow
 def test_ema_is_what_is_validated_and_saved_and_the_scale_is_recorded(ema_run, digits):
     import re
 
@@ -275,6 +277,7 @@ def test_ema_is_what_is_validated_and_saved_and_the_scale_is_recorded(ema_run, d
     assert out.stdout.strip().splitlines()[-1].startswith(f"top1={top1} ")
 
 
+@pytest.mark.slow
 def test_resume_restores_the_loss_scale(ema_run):
     from acnet_ms.engine import build_model, build_train_step, restore
 
@@ -289,6 +292,7 @@ def test_resume_restores_the_loss_scale(ema_run):
                                        loss_scale_counter=meta["loss_scale_counter"])
 
 
+@pytest.mark.slow
 def test_validate_on_a_stock_checkpoint_reads_classes_and_asks_for_the_model(digits, tmp_path):
     from acnet_ms import create_model
 
@@ -328,6 +332,7 @@ def test_a_failing_resume_leaves_an_earlier_run_as_it_was(digits, tmp_path):
     assert (save / "config.yaml").read_text() == "earlier: run\n"
 
 
+@pytest.mark.slow
 def test_many_workers_are_lowered_with_one_line(digits, tmp_path):
     res = run_script("train.py", *small_run(digits, str(tmp_path / "run"), "--epoch_size", 1, "--val_while_train",
                                             "False", "--num_parallel_workers", 64, "--log_interval", 5))

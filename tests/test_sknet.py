@@ -265,6 +265,7 @@ def test_grouped_skresnext50_acb_folds_into_the_base_model():
     assert_close(base(x).asnumpy(), acb_logits, TOL, "grouped base vs ACB")
 
 
+@pytest.mark.slow
 def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
     import mindcv
 
@@ -299,6 +300,7 @@ def test_registry_records_the_mindcv_twins():
     assert all(model_entry(n).family == "imagenet" and model_entry(n).num_classes == 1000 for n in SK_MODELS)
 
 
+@pytest.mark.slow
 def test_skresnet18_acb_trains_converts_and_validates(digits, tmp_path):
     """The SK models go through the same entry points: train.py, convert.py, validate.py."""
     save = str(tmp_path / "sk")

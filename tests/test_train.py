@@ -40,6 +40,7 @@ def trained(digits, tmp_path_factory):
     return save, res
 
 
+@pytest.mark.slow
 def test_training_writes_progress_checkpoints_config_and_summaries(trained):
     save, res = trained
     assert_clean_exit(res)
@@ -65,6 +66,7 @@ def test_training_writes_progress_checkpoints_config_and_summaries(trained):
     assert "epoch 2/2 done" in log and FINISHED.search(log)
 
 
+@pytest.mark.slow
 def test_validate_gives_identical_top1_for_acb_deploy_and_converted(trained, tmp_path):
     save, _ = trained
     ckpt = os.path.join(save, "src20_acb-best.ckpt")
@@ -116,6 +118,7 @@ def test_finetuning_a_plain_checkpoint_into_acb_starts_from_the_same_function(tm
                                   base.layer1[0].conv1.weight.asnumpy())
 
 
+@pytest.mark.slow
 def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
     base = create_model("src20", num_classes=7)
     path = str(tmp_path / "pretrained.ckpt")
@@ -127,6 +130,7 @@ def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
     assert "skipped (shape differs): classifier.weight [7, 64] (model: [10, 64])" in res.stdout
 
 
+@pytest.mark.slow
 def test_fixed_loss_scale_is_divided_back_out():
     """Loss scale 1024 with fixed scaling must update exactly like no scaling."""
     from acnet_ms.config import defaults
@@ -150,6 +154,7 @@ def test_fixed_loss_scale_is_divided_back_out():
 
 @pytest.mark.parametrize("extra,mode", [(["--mode", 1], "PyNative"), (["--amp_level", "O2", "--loss_scale", 1024], "graph")],
                          ids=["pynative", "amp_o2_loss_scale_1024"])
+@pytest.mark.slow
 def test_pynative_and_mixed_precision_runs(extra, mode, digits, tmp_path):
     res = run_script("train.py", *small_run(digits, str(tmp_path / "run"), "--epoch_size", 1,
                                             "--val_while_train", "False", *extra))
@@ -169,6 +174,7 @@ def read_until(proc, pattern, lines):
     return False
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits, tmp_path):
     args = ["--epoch_size", 3, "--val_while_train", "False", "--keep_checkpoint_max", 5]
     full = run_script("train.py", *small_run(digits, str(tmp_path / "full"), *args))
@@ -206,6 +212,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits, tmp_
         assert np.array_equal(arrays[name], value), name
 
 
+@pytest.mark.slow
 def test_a_second_run_into_a_used_folder_is_refused_and_changes_nothing(trained, digits):
     save, _ = trained
     before = {f: os.path.getmtime(os.path.join(save, f)) for f in os.listdir(save)}
@@ -219,6 +226,7 @@ def test_a_second_run_into_a_used_folder_is_refused_and_changes_nothing(trained,
     assert {f: os.path.getmtime(os.path.join(save, f)) for f in os.listdir(save)} == before
 
 
+@pytest.mark.slow
 def test_a_resume_from_another_folder_into_a_used_folder_is_refused(trained, digits, tmp_path):
     save, _ = trained
     other = tmp_path / "other"
@@ -230,6 +238,7 @@ def test_a_resume_from_another_folder_into_a_used_folder_is_refused(trained, dig
     assert (other / "summary.jsonl").read_text() == '{"epoch": 1}\n'
 
 
+@pytest.mark.slow
 def test_a_signal_stops_after_the_step_with_where_to_resume_then_resume_leaves_no_trace(digits, tmp_path):
     """SIGINT mid-epoch: one line, exit 130/143, no partial files; a stale temporary of an earlier kill is
     removed and resuming from an earlier epoch than the summary reached writes each epoch once."""

@@ -92,6 +92,7 @@ def test_every_variant_folds_into_the_stock_model(name, variant, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small_075", "densenet121"])
+@pytest.mark.slow
 def test_finetuning_from_a_stock_mindcv_checkpoint_starts_from_its_function(name, tmp_path):
     """Square branch = pretrained kernel (+ BN), asymmetric branches switched off: same logits."""
     import mindcv
@@ -174,6 +175,7 @@ def test_layout_records_where_each_fold_goes():
     assert "conv1.square_conv.weight" in plain and np.all(plain["conv1.hor_bn.gamma"] == 0)
 
 
+@pytest.mark.slow
 def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits, tmp_path):
     """ghostnet_050 (MindCV; 'same'-padded depthwise convs): train.py -> validate -> convert -> validate."""
     import json
