@@ -172,6 +172,18 @@ def digits(tmp_path_factory):
     return root
 
 
+@pytest.fixture(scope="session")
+def trained_run(digits, tmp_path_factory):
+    """train.py: two epochs of the demo recipe (ACB src20) with validation, keeping one epoch checkpoint.
+
+    (its folder, the CompletedProcess); run once for every test file that reads it, which must not write there.
+    """
+    save = str(tmp_path_factory.mktemp("run"))
+    res = run_script("train.py", *small_run(digits, save, "--epoch_size", 2, "--keep_checkpoint_max", 1))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return save, res
+
+
 def small_run(digits, save_dir, *extra):
     """train.py arguments for a short run of the demo recipe on the small lists."""
     return ["--config", os.path.join(ROOT, "configs", "demo_digits.yaml"), "--data_dir", digits,

@@ -31,18 +31,9 @@ def metrics_of(res):
     return last
 
 
-@pytest.fixture(scope="module")
-def trained(digits, tmp_path_factory):
-    """Two epochs of the demo recipe (ACB src20) with validation, keeping one epoch checkpoint."""
-    save = str(tmp_path_factory.mktemp("run"))
-    res = run_script("train.py", *small_run(digits, save, "--epoch_size", 2, "--keep_checkpoint_max", 1))
-    assert res.returncode == 0, res.stderr[-3000:]
-    return save, res
-
-
 @pytest.mark.slow
-def test_training_writes_progress_checkpoints_config_and_summaries(trained):
-    save, res = trained
+def test_training_writes_progress_checkpoints_config_and_summaries(trained_run):
+    save, res = trained_run  # conftest: two epochs of the demo recipe, one epoch checkpoint kept
     assert_clean_exit(res)
     steps = PROGRESS.findall(res.stdout)
     assert len(steps) == 10 and steps[-1] == ("2", "2", "5", "5")  # 160 images / 32 = 5 steps an epoch
@@ -67,8 +58,8 @@ def test_training_writes_progress_checkpoints_config_and_summaries(trained):
 
 
 @pytest.mark.slow
-def test_validate_gives_identical_top1_for_acb_deploy_and_converted(trained, tmp_path):
-    save, _ = trained
+def test_validate_gives_identical_top1_for_acb_deploy_and_converted(trained_run, tmp_path):
+    save, _ = trained_run
     ckpt = os.path.join(save, "src20_acb-best.ckpt")
     runs = {}
     for name, args in (("acb", []), ("deploy", ["--deploy"])):
@@ -213,8 +204,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(digits, tmp_
 
 
 @pytest.mark.slow
-def test_a_second_run_into_a_used_folder_is_refused_and_changes_nothing(trained, digits):
-    save, _ = trained
+def test_a_second_run_into_a_used_folder_is_refused_and_changes_nothing(trained_run, digits):
+    save, _ = trained_run
     before = {f: os.path.getmtime(os.path.join(save, f)) for f in os.listdir(save)}
     res = run_main("train.py", *small_run(digits, save, "--epoch_size", 1))
     assert res.returncode == 2
@@ -227,8 +218,8 @@ def test_a_second_run_into_a_used_folder_is_refused_and_changes_nothing(trained,
 
 
 @pytest.mark.slow
-def test_a_resume_from_another_folder_into_a_used_folder_is_refused(trained, digits, tmp_path):
-    save, _ = trained
+def test_a_resume_from_another_folder_into_a_used_folder_is_refused(trained_run, digits, tmp_path):
+    save, _ = trained_run
     other = tmp_path / "other"
     other.mkdir()
     (other / "summary.jsonl").write_text('{"epoch": 1}\n')
