@@ -184,6 +184,11 @@ def trained_run(digits, tmp_path_factory):
     return save, res
 
 
+def slow_except(values, *kept):
+    """Parameter values for a sweep: those in ``kept`` run in the fast lane, the others are marked slow."""
+    return [v if v in kept else pytest.param(v, marks=pytest.mark.slow) for v in values]
+
+
 def small_run(digits, save_dir, *extra):
     """train.py arguments for a short run of the demo recipe on the small lists."""
     return ["--config", os.path.join(ROOT, "configs", "demo_digits.yaml"), "--data_dir", digits,

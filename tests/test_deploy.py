@@ -36,6 +36,7 @@ def convert(*args):
 
 # ---------------------------------------------------------------- every model, structure only
 
+@pytest.mark.slow
 def test_every_model_has_a_deploy_form_and_every_bn_folds_into_it():
     from acnet_ms.models.registry import _REGISTRY
 

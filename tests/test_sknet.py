@@ -4,8 +4,8 @@ import os
 
 import numpy as np
 import pytest
-from conftest import (arrays_of, assert_clean_exit, assert_close, images, load_strict, randomize_bn, run_script, small_run,
-                      training_checkpoint)
+from conftest import (arrays_of, assert_clean_exit, assert_close, images, load_strict, randomize_bn, run_script, slow_except,
+                      small_run, training_checkpoint)
 
 import mindspore as ms
 from mindspore import nn
@@ -144,6 +144,7 @@ def expected_grouped_shape(name, shape):
     return shape
 
 
+@pytest.mark.slow
 def test_skresnext50_differs_from_mindcv_exactly_by_the_grouping():
     import mindcv
 
@@ -199,7 +200,7 @@ def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
 
 # ---------------------------------------------------------------- whole networks
 
-@pytest.mark.parametrize("name", ["skresnet18", "skresnet34"])
+@pytest.mark.parametrize("name", slow_except(["skresnet18", "skresnet34"], "skresnet18"))
 def test_base_model_equals_mindcv_with_shared_weights(name):
     import mindcv
 
@@ -213,6 +214,7 @@ def test_base_model_equals_mindcv_with_shared_weights(name):
     assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs base")
 
 
+@pytest.mark.slow
 def test_skresnet50_differs_from_mindcv_only_by_the_relu_after_conv1():
     import mindcv
 
@@ -233,6 +235,7 @@ def test_skresnet50_differs_from_mindcv_only_by_the_relu_after_conv1():
     assert err > 1e-2 * max(1.0, np.abs(ref).max()), err  # the ReLU does change the function
 
 
+@pytest.mark.slow
 def test_ungrouped_skresnext_without_relu_after_conv1_is_mindcvs_skresnext50_32x4d():
     """MindCV's skresnext50_32x4d (no input split, attention 1/16 in 32s) is our SK bottleneck
     with groups=1, base width 64 and no ReLU after conv1."""
@@ -252,6 +255,7 @@ def test_ungrouped_skresnext_without_relu_after_conv1_is_mindcvs_skresnext50_32x
     assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs ours ungrouped")
 
 
+@pytest.mark.slow
 def test_grouped_skresnext50_acb_folds_into_the_base_model():
     ms.set_seed(7)
     acb = randomize_bn(create_model("skresnext50_32x4d", num_classes=10, block_type="acb"), seed=7)
