@@ -1,21 +1,26 @@
 # `make demo`: set up .venv on a fresh machine and run the digits demo (train, validate, fold, validate).
-# `make test`: set up .venv and run the test suite.        (Python 3.9-3.11)
+# `make test`: set up .venv and run the whole test suite (CI's command).        (Python 3.9-3.11)
+# `make test-fast`: the suite without the tests marked slow or msrun (pyproject.toml): a few minutes.
 # `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
 # `make study`: set up .venv and reproduce ACNet's ablations and kernel analyses on the digits (study_out/).
 # `make sweep`: set up .venv; train one step, convert and strict-load every MindCV model with ACBs (docs/sweep.md; hours).
+# `make install`: set up .venv only: acnet_ms installed editable with its test extra (pyproject.toml).
+# `make clean`: remove .venv and every output folder.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: demo test bench study sweep install clean
+.PHONY: demo test test-fast bench study sweep install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: requirements.txt requirements-demo.txt requirements-study.txt requirements-onnx.txt \
+# the package itself, editable (the checkout's acnet_ms is the one imported), with every extra the tests need;
+# the dependencies are listed once, in the requirements files that pyproject.toml reads
+$(VENV)/.installed: pyproject.toml requirements.txt requirements-demo.txt requirements-study.txt requirements-onnx.txt \
                    requirements-test.txt | $(VENV)/bin/python
-	$(PIP) -r requirements-test.txt
+	$(PIP) -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,6 +30,9 @@ demo: install
 
 test: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
+
+test-fast: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -m "not slow and not msrun" tests
 
 bench: install
 	$(PY) benchmarks/bench.py --out benchmarks/results.md
@@ -36,4 +44,4 @@ sweep: install
 	$(PY) benchmarks/sweep.py --out docs/sweep.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache demo_out study_out analysis_out data/digits
+	rm -rf $(VENV) .pytest_cache build acnet_ms.egg-info demo_out study_out analysis_out data/digits

@@ -2,6 +2,8 @@
 
     python benchmarks/bench.py [--quick] [--out benchmarks/results.md]
 
+(acnet_ms installed: `make bench` sets that up, or `pip install -e .`.)
+
 Each measurement runs in its own process (so its peak memory is its own) and
 prints one JSON line; this driver collects them and prints markdown tables.
 Every figure is the median over repeated runs with [min-max]; every ratio is
@@ -26,7 +28,6 @@ MINDCV_NAME = {"sres18": "resnet18", "sres50": "resnet50"}  # other names are Mi
 
 def _quiet():
     os.environ.setdefault("GLOG_v", "4")
-    sys.path.insert(0, ROOT)
     import mindspore as ms
 
     ms.set_context(mode=ms.GRAPH_MODE)

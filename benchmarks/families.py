@@ -2,6 +2,8 @@
 
     python benchmarks/families.py [--out docs/families.md]
 
+(acnet_ms installed: `make install`, or `pip install -e .`.)
+
 For one small member of every MindCV CNN family, builds the ACB form through
 the same registry as every entry point (``acnet_ms.create_model``) and prints
 its ``acb_summary``; a model that does not run as shipped in MindSpore (stock
@@ -11,7 +13,6 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: family -> one small member (the members tests/test_mindcv_families.py converts end to end), plus rexnet
 FAMILIES = {
@@ -56,7 +57,6 @@ def main():
     parser.add_argument("--out", help="also write the table to this markdown file")
     args = parser.parse_args()
     os.environ.setdefault("GLOG_v", "4")
-    sys.path.insert(0, ROOT)
     import mindspore as ms
 
     ms.set_device("CPU")

@@ -3,6 +3,8 @@
     python benchmarks/sweep.py [--models resnet18,'mobilenet_v3_*'] [--resume] [--timeout 600] [--mem_gb 10]
                                [--jsonl sweep_out/sweep.jsonl] [--out docs/sweep.md]
 
+(acnet_ms installed: `make sweep` sets that up, or `pip install -e .`.)
+
 For each model of ``mindcv.list_models()``, in a process of its own (a crash,
 hang or memory blow-up of one model does not end the sweep; it is killed at
 ``--timeout`` seconds or when its resident memory passes ``--mem_gb``):
@@ -211,7 +213,6 @@ def stock_size(name, ms, np):
 
 def worker(name, result_path, workdir):
     os.environ.setdefault("GLOG_v", "3")
-    sys.path.insert(0, ROOT)
     import mindcv
     import mindspore as ms
     import numpy as np

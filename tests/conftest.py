@@ -1,17 +1,21 @@
 import gc
+import importlib.util
+import io
 import os
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault("GLOG_v", "3")
 
 import mindspore as ms  # noqa: E402
 from mindspore import Tensor, nn  # noqa: E402
+
+#: the checkout: its entry scripts and configs (acnet_ms itself is imported from here too: pyproject's pythonpath)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ms.set_context(mode=ms.GRAPH_MODE)
 ms.set_device("CPU")
@@ -44,10 +48,111 @@ def run_script(script, *args, timeout=600):
                           env=user_env(), capture_output=True, text=True, timeout=timeout)
 
 
+def run_main(script, *args):
+    """Run an entry point's ``main`` in this process as ``python script args`` would run it.
+
+    The same CompletedProcess as :func:`run_script` (exit status, stdout,
+    stderr), without the interpreter and MindSpore start-up: for the many
+    error cases.  ``acnet_ms.cli.run`` turns the errors into lines and exit
+    statuses, as in a real run; only what MindSpore prints from C++ is not
+    seen (each entry point keeps a subprocess test for that).  The working
+    folder is the checkout, as in :func:`run_script`, and MindSpore's mode and
+    compile level are put back afterwards.
+    """
+    from acnet_ms.cli import run
+
+    argv = [str(a) for a in args]
+    main = _entry(script).main
+    mode, jit = ms.get_context("mode"), ms.get_context("jit_config")
+    out, err = io.StringIO(), io.StringIO()
+    saved_argv, cwd = sys.argv, os.getcwd()
+    sys.argv = [os.path.join(ROOT, script), *argv]  # argparse names the program after it
+    os.chdir(ROOT)
+    try:
+        with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as stop:
+            run(main, argv)
+    finally:
+        sys.argv = saved_argv
+        os.chdir(cwd)
+        ms.set_context(mode=mode, jit_config=jit)
+    code = stop.value.code
+    return subprocess.CompletedProcess([script, *argv], 0 if code is None else code, out.getvalue(), err.getvalue())
+
+
+_ENTRIES = {}
+
+
+def _entry(script):
+    """The module of an entry script at the checkout's root, loaded once (not as __main__)."""
+    if script not in _ENTRIES:
+        spec = importlib.util.spec_from_file_location(f"entry_{script[:-3]}", os.path.join(ROOT, script))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _ENTRIES[script] = module
+    return _ENTRIES[script]
+
+
+def assert_one_line_error(res, *fragments, code=2):
+    """``res`` failed with status ``code`` and one line on stderr, ``error: ...`` naming every fragment."""
+    assert res.returncode == code, (res.returncode, res.stdout[-1500:], res.stderr[-1500:])
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr[-3000:]
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
 def assert_clean_exit(res):
     """No traceback and no finalizer noise from the interpreter's exit."""
     assert "Exception ignored" not in res.stderr, res.stderr[-2000:]
     assert "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def images(seed, size=64, batch=2, channels=3):
+    """A batch of standard-normal float32 images, NCHW."""
+    return Tensor(np.random.default_rng(seed).normal(size=(batch, channels, size, size)).astype(np.float32))
+
+
+def arrays_of(net):
+    """A network's parameters as a dict of numpy arrays."""
+    return {p.name: p.asnumpy() for p in net.get_parameters()}
+
+
+def training_checkpoint(path, name, num_classes=10, seed=0, block_type="acb", meta=True, as_trained=False, **kwargs):
+    """A model with random weights and BN statistics, saved as training saves one: with optimizer state.
+
+    ``meta``: True records the model, block type and classes; a dict records
+    those and its own entries; False records nothing.  ``as_trained``: the
+    record also holds what train.py records: the ACB options and layout, the
+    epoch and step.  Returns the model, in eval mode.
+    """
+    from acnet_ms import acb_layout, create_model
+    from acnet_ms.checkpoint import write_checkpoint
+
+    ms.set_seed(seed)
+    net = randomize_bn(create_model(name, num_classes=num_classes, block_type=block_type, **kwargs), seed=seed)
+    arrays = arrays_of(net)
+    arrays.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(arrays.items())})
+    arrays.update({"learning_rate": np.float32(0.1), "global_step": np.int32(7), "momentum": np.float32(0.9)})
+    record = dict(meta if isinstance(meta, dict) else {}, model=name, block_type=block_type, num_classes=num_classes)
+    if as_trained:
+        record.update(gamma_init=None, acb_branches="hv", acb_branch_bn=True, acb_position="center",
+                      acb_layout=acb_layout(net), epoch=1, step=7)
+    write_checkpoint(path, arrays, record if meta is not False else None)
+    net.set_train(False)
+    return net
+
+
+def load_strict(net, source):
+    """Load a checkpoint file (or a dict of arrays) into ``net``: every parameter, nothing left over; eval mode."""
+    from acnet_ms.checkpoint import read_checkpoint
+
+    arrays = read_checkpoint(source)[0] if isinstance(source, (str, os.PathLike)) else source
+    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()}
+    not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
+    assert not_loaded == [] and unused == [], (not_loaded[:3], unused[:3])
+    net.set_train(False)
+    return net
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +170,23 @@ def digits(tmp_path_factory):
         with open(os.path.join(root, f"{split}_small.txt"), "w") as f:
             f.write("\n".join(lines) + "\n")
     return root
+
+
+@pytest.fixture(scope="session")
+def trained_run(digits, tmp_path_factory):
+    """train.py: two epochs of the demo recipe (ACB src20) with validation, keeping one epoch checkpoint.
+
+    (its folder, the CompletedProcess); run once for every test file that reads it, which must not write there.
+    """
+    save = str(tmp_path_factory.mktemp("run"))
+    res = run_script("train.py", *small_run(digits, save, "--epoch_size", 2, "--keep_checkpoint_max", 1))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return save, res
+
+
+def slow_except(values, *kept):
+    """Parameter values for a sweep: those in ``kept`` run in the fast lane, the others are marked slow."""
+    return [v if v in kept else pytest.param(v, marks=pytest.mark.slow) for v in values]
 
 
 def small_run(digits, save_dir, *extra):

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, run_script, small_run, user_env
+from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, training_checkpoint, user_env
 
 from acnet_ms import analysis
 from acnet_ms.analysis import Subject
@@ -19,18 +19,27 @@ EPS = 1e-5  # BatchNorm epsilon of every model
 # ---------------------------------------------------------------- fixtures
 
 @pytest.fixture(scope="module")
-def forms(digits, tmp_path_factory):
+def forms(trained_run, tmp_path_factory):
     """A trained ACB src20 checkpoint (two epochs on the small digits lists) and its plain and fully folded forms."""
-    save = str(tmp_path_factory.mktemp("analysis_run"))
-    res = run_script("train.py", *small_run(digits, save, "--epoch_size", 2, "--keep_checkpoint_max", 1))
-    assert res.returncode == 0, res.stderr[-3000:]
-    acb = os.path.join(save, "src20_acb-e002.ckpt")
+    acb = os.path.join(trained_run[0], "src20_acb-e002.ckpt")
+    folder = str(tmp_path_factory.mktemp("analysis_forms"))
     out = {"acb": acb}
     for form, extra in (("plain", []), ("folded", ["--fold_bn"])):
-        out[form] = os.path.join(save, f"{form}.ckpt")
+        out[form] = os.path.join(folder, f"{form}.ckpt")
         conv = run_script("convert.py", "--ckpt_path", acb, "--output", out[form], *extra)
         assert conv.returncode == 0, conv.stderr[-2000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory):
+    """A fully folded src20 checkpoint of random weights: enough for the input checks."""
+    from acnet_ms.deploy import convert_checkpoint
+
+    folder = tmp_path_factory.mktemp("folded")
+    training_checkpoint(str(folder / "acb.ckpt"), "src20", seed=3)
+    convert_checkpoint(str(folder / "acb.ckpt"), str(folder / "folded.ckpt"), fold_bn=True, log=lambda line: None)
+    return str(folder / "folded.ckpt")
 
 
 def analyze(*args):
@@ -119,6 +128,7 @@ def test_sparsify_zeroes_exactly_the_fraction_at_the_group_and_nests_over_ratios
     assert (kernel != 0).all()  # the input is not modified
 
 
+@pytest.mark.slow
 def test_sparsity_r1_on_all_positions_leaves_no_nonzero_kxk_weight(forms):
     for form in ("acb", "folded"):
         arrays, meta = read_checkpoint(forms[form])
@@ -162,6 +172,7 @@ def test_evaluate_applies_each_transform_to_the_batch():
 
 # ---------------------------------------------------------------- analyze.py end to end
 
+@pytest.mark.slow
 def test_magnitude_is_the_same_for_every_checkpoint_form(forms, tmp_path):
     out = str(tmp_path / "out")
     res = analyze("magnitude", "--ckpt_path", forms["acb"], forms["plain"], forms["folded"],
@@ -179,6 +190,7 @@ def test_magnitude_is_the_same_for_every_checkpoint_form(forms, tmp_path):
     assert open(os.path.join(out, "magnitude.png"), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_sparsity_at_r0_is_validates_number_and_r1_on_all_positions_predicts_one_class(forms, digits, tmp_path):
     out = str(tmp_path / "out")
     analyze("sparsity", "--ckpt_path", forms["acb"], forms["folded"], "--labels", "acb", "folded",
@@ -219,6 +231,7 @@ def write_symmetric_digits(digits, root):
         f.write("\n".join(lines) + "\n")
 
 
+@pytest.mark.slow
 def test_robustness_on_images_that_every_transform_leaves_unchanged(forms, digits, tmp_path):
     sym = str(tmp_path / "sym")
     write_symmetric_digits(digits, sym)
@@ -232,6 +245,7 @@ def test_robustness_on_images_that_every_transform_leaves_unchanged(forms, digit
     assert "identity  flip_lr  flip_ud    rot90   rot180   rot270" in res.stdout
 
 
+@pytest.mark.slow
 def test_stock_mindcv_checkpoint_with_model_option(digits, tmp_path):
     import mindcv
     import mindspore as ms
@@ -284,25 +298,22 @@ BAD = {
 
 
 @pytest.mark.parametrize("kind", sorted(BAD))
-def test_bad_input_is_one_line_and_writes_nothing(kind, forms, digits, tmp_path):
+def test_bad_input_is_one_line_and_writes_nothing(kind, folded, digits, tmp_path):
     make, message = BAD[kind]
     out = tmp_path / "out"
-    res = run_script("analyze.py", *make(forms["folded"], digits, tmp_path), "--out", out)
-    assert res.returncode == 2, res.stderr[-2000:]
-    assert_clean_exit(res)
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    # in this process; analyze.py's output and exit status end to end: the test without matplotlib below
+    assert_one_line_error(run_main("analyze.py", *make(folded, digits, tmp_path), "--out", out), message)
     assert not out.exists()
 
 
-def test_without_matplotlib_one_line_says_how_to_install_it(forms, tmp_path):
+def test_without_matplotlib_one_line_says_how_to_install_it(folded, tmp_path):
     fake = tmp_path / "fake" / "matplotlib"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("raise ImportError('No module named matplotlib')\n")
     env = dict(user_env(), PYTHONPATH=str(tmp_path / "fake"))
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, os.path.join(ROOT, "analyze.py"), "magnitude", "--ckpt_path",
-                          forms["folded"], "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          folded, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and not out.exists()
     assert res.stderr.strip() == ("error: the figures need matplotlib, which is not installed: "

@@ -4,56 +4,26 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_clean_exit, assert_close, randomize_bn, run_script
+from conftest import (assert_clean_exit, assert_close, assert_one_line_error, images, load_strict, run_main, run_script,
+                      training_checkpoint)
 
 import mindspore as ms
-from mindspore import Tensor
 
-from acnet_ms import acb_layout, create_model, switch_to_deploy
+from acnet_ms import create_model, switch_to_deploy
 from acnet_ms.checkpoint import META_KEY, read_checkpoint, write_checkpoint
 
 TOL = 1e-4  # float32 through a whole network, relative to the largest logit
-
-
-def training_checkpoint(path, name, num_classes, seed, meta=True, as_trained=False, **kwargs):
-    """An ACB model with random weights and BN statistics, saved with optimizer state.
-
-    ``as_trained``: its metadata also records what train.py records: the ACB options and layout, the epoch.
-    """
-    ms.set_seed(seed)
-    net = randomize_bn(create_model(name, num_classes=num_classes, block_type="acb", **kwargs), seed=seed)
-    arrays = {p.name: p.asnumpy() for p in net.get_parameters()}
-    arrays.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(arrays.items())})
-    arrays.update({"learning_rate": np.float32(0.1), "global_step": np.int32(7), "momentum": np.float32(0.9)})
-    record = dict(model=name, block_type="acb", num_classes=num_classes)
-    if as_trained:
-        record.update(gamma_init=None, acb_branches="hv", acb_branch_bn=True, acb_position="center",
-                      acb_layout=acb_layout(net), epoch=1, step=7)
-    write_checkpoint(path, arrays, record if meta else None)
-    net.set_train(False)
-    return net
-
-
-def plain_params(path):
-    arrays, _ = read_checkpoint(path)
-    return {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()}
-
-
-def load_strict(net, path):
-    not_loaded, unused = ms.load_param_into_net(net, plain_params(path), strict_load=True)
-    assert not_loaded == [] and unused == [], (not_loaded[:3], unused[:3])
-    net.set_train(False)
-    return net
 
 
 @pytest.fixture(scope="module")
 def sres18_ckpt(tmp_path_factory):
     path = str(tmp_path_factory.mktemp("sres18") / "acb.ckpt")
     net = training_checkpoint(path, "sres18", 10, seed=5)
-    x = Tensor(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    x = images(0)
     return path, net, x, net(x).asnumpy()
 
 
+@pytest.mark.slow
 def test_sres18_folds_into_our_base_model_and_mindcvs(sres18_ckpt, tmp_path):
     import mindcv
 
@@ -83,10 +53,11 @@ def test_sres18_folds_into_our_base_model_and_mindcvs(sres18_ckpt, tmp_path):
     assert_close(acb_net(x).asnumpy(), base_logits, TOL, "switch_to_deploy vs converted")
 
 
+@pytest.mark.slow
 def test_src56_folds_into_the_base_model(tmp_path):
     src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
     acb = training_checkpoint(src, "src56", 10, seed=11, meta=False, gamma_init=1 / 3)
-    x = Tensor(np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32))
+    x = images(1, 32)
     res = run_script("convert.py", "--ckpt_path", src, "--output", out, "--model", "src56")
     assert res.returncode == 0, res.stderr
     assert "folded 55 ACBs" in res.stdout  # 3x3 stem + 27 basic blocks x two 3x3 convs
@@ -94,6 +65,7 @@ def test_src56_folds_into_the_base_model(tmp_path):
     assert_close(base(x).asnumpy(), acb(x).asnumpy(), TOL, "src56 base vs ACB")
 
 
+@pytest.mark.slow
 def test_edgenext_whose_init_scales_its_head_converts_into_mindcvs(tmp_path):
     """EdgeNeXt's __init__ multiplies its head's weights: the converter still builds the model to check against."""
     import mindcv
@@ -104,7 +76,7 @@ def test_edgenext_whose_init_scales_its_head_converts_into_mindcvs(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert_clean_exit(res)
     assert "edgenext_xx_small: folded 9 ACBs" in res.stdout
-    x = Tensor(np.random.default_rng(2).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    x = images(2)
     expected = acb(x).asnumpy()
     assert np.abs(expected).max() > 0.1
     theirs = load_strict(mindcv.create_model("edgenext_xx_small", num_classes=10), out)
@@ -114,15 +86,6 @@ def test_edgenext_whose_init_scales_its_head_converts_into_mindcvs(tmp_path):
 def digest(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
-
-
-def assert_one_line_error(res, *fragments):
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("error: ")
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 def bad_case(kind, folder, good):
@@ -173,7 +136,7 @@ def test_bad_input_is_one_line_and_writes_nothing(kind, sres18_ckpt, tmp_path):
         training_checkpoint(str(folder / "anon.ckpt"), "src56", 10, seed=1, meta=False)
     args, fragments = bad_case(kind, folder, good)
     before, listing = digest(good), set(os.listdir(folder))
-    res = run_script("convert.py", *args)
+    res = (run_script if kind == "truncated" else run_main)("convert.py", *args)  # one through a real process
     assert_one_line_error(res, *fragments)
     assert digest(good) == before
     assert set(os.listdir(folder)) == listing  # no output, no temporary file left behind
@@ -185,12 +148,12 @@ def test_an_existing_output_is_kept_unless_overwrite(sres18_ckpt, tmp_path):
     good, out = sres18_ckpt[0], tmp_path / "deploy.ckpt"
     out.write_bytes(b"an earlier conversion\n")
     os.chmod(out, 0o400)  # as MindSpore leaves the checkpoints it writes
-    res = run_script("convert.py", "--ckpt_path", good, "--output", out)
+    res = run_main("convert.py", "--ckpt_path", good, "--output", out)
     assert_one_line_error(res, f"{out}: --output already exists", "pass --overwrite to replace it")
     assert out.read_bytes() == b"an earlier conversion\n"
     assert os.listdir(tmp_path) == ["deploy.ckpt"]
 
-    res = run_script("convert.py", "--ckpt_path", good, "--output", out, "--overwrite")
+    res = run_main("convert.py", "--ckpt_path", good, "--output", out, "--overwrite")
     assert res.returncode == 0, res.stderr[-2000:]
     assert f"wrote {out}" in res.stdout
     assert os.listdir(tmp_path) == ["deploy.ckpt"]  # replaced in place, no temporary file left

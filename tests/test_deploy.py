@@ -4,49 +4,26 @@ import os
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, assert_close, randomize_bn, run_script
+from conftest import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
+                      run_main, run_script, training_checkpoint)
 
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from acnet_ms import create_model, fold, list_models
+from acnet_ms import create_model, fold
 from acnet_ms import state as state_map
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.checkpoint import read_checkpoint
 from acnet_ms.config import defaults, load_config
 
 TOL = 1e-4  # float32 through a whole network (and through another runtime), relative to the largest logit
-
-
-def arrays_of(net):
-    return {p.name: p.asnumpy() for p in net.get_parameters()}
-
-
-def images(seed, size, batch=2):
-    return Tensor(np.random.default_rng(seed).normal(size=(batch, 3, size, size)).astype(np.float32))
-
-
-def write_model(path, name, block_type, seed, meta=None):
-    """A model with random weights, BN statistics and affine parameters, saved with optimizer state."""
-    ms.set_seed(seed)
-    net = randomize_bn(create_model(name, num_classes=10, block_type=block_type), seed=seed)
-    state = arrays_of(net)
-    state.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(state.items())})
-    state.update({"learning_rate": np.float32(0.1), "global_step": np.int32(3)})
-    write_checkpoint(path, state, dict(meta or {}, model=name, block_type=block_type, num_classes=10))
-    net.set_train(False)
-    return net
 
 
 def load_deploy(path, name):
     """The deploy model, loaded strictly (every parameter, nothing left over) from a --fold_bn checkpoint."""
     state, meta = read_checkpoint(path)
     assert meta["deploy"] is True and meta["block_type"] == "base" and meta["model"] == name
-    net = create_model(name, num_classes=meta["num_classes"], deploy=True)
-    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()}
-    not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
-    assert not_loaded == [] and unused == [], (not_loaded[:3], unused[:3])
+    net = load_strict(create_model(name, num_classes=meta["num_classes"], deploy=True), state)
     assert not any(isinstance(c, nn.BatchNorm2d) for _, c in net.cells_and_names())
-    net.set_train(False)
     return net
 
 
@@ -59,6 +36,7 @@ def convert(*args):
 
 # ---------------------------------------------------------------- every model, structure only
 
+@pytest.mark.slow
 def test_every_model_has_a_deploy_form_and_every_bn_folds_into_it():
     from acnet_ms.models.registry import _REGISTRY
 
@@ -131,9 +109,10 @@ def test_a_bn_after_no_conv_stays_and_a_misfit_pair_is_an_error():
 # ---------------------------------------------------------------- whole networks through convert.py
 
 @pytest.mark.parametrize("name,size,export", [("sres18", 64, "mindir"), ("skresnet18", 64, "onnx")])
+@pytest.mark.slow
 def test_acb_checkpoint_folds_fully_and_exports(name, size, export, tmp_path):
     src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "deploy.ckpt")
-    acb = write_model(src, name, "acb", seed=5)
+    acb = training_checkpoint(src, name, seed=5)
     x = images(1, size)
     ref = acb(x).asnumpy()
     assert np.abs(ref).max() > 0.1
@@ -172,7 +151,7 @@ def src20(tmp_path_factory):
     folder = tmp_path_factory.mktemp("src20")
     cfg = dict(defaults(), **load_config(os.path.join(ROOT, "configs", "demo_digits.yaml")))
     src, plain, deploy = (str(folder / n) for n in ("acb.ckpt", "plain.ckpt", "deploy.ckpt"))
-    acb = write_model(src, "src20", "acb", seed=8, meta=dict(config=cfg))
+    acb = training_checkpoint(src, "src20", seed=8, meta=dict(config=cfg))
     res = convert("--ckpt_path", src, "--output", plain, "--export", "onnx")  # plain, BNs kept, exported
     assert "src20: folded 19 ACBs; " in res.stdout
     assert cfg["image_resize"] == 16  # src20's own input size is 32: the export takes the trained size
@@ -182,6 +161,7 @@ def src20(tmp_path_factory):
     return acb, plain, deploy
 
 
+@pytest.mark.slow
 def test_src20_acb_and_plain_checkpoints_fold_fully(src20, tmp_path):
     import onnxruntime as ort
 
@@ -210,11 +190,12 @@ def test_src20_acb_and_plain_checkpoints_fold_fully(src20, tmp_path):
     assert_close(load_deploy(out, "src20")(x).asnumpy(), base_logits, TOL, "fully folded from plain vs plain")
 
 
+@pytest.mark.slow
 def test_export_without_a_recorded_size_takes_the_models_input_size(tmp_path):
     import onnxruntime as ort
 
     src, out = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
-    write_model(src, "src20", "acb", seed=4)  # no training config recorded
+    training_checkpoint(src, "src20", seed=4)  # no training config recorded
     res = convert("--ckpt_path", src, "--output", out, "--export", "onnx")
     assert "input shape [1, 3, 32, 32] (float32, NCHW; src20's input size: the checkpoint records no image_resize)" \
         in res.stdout
@@ -222,6 +203,7 @@ def test_export_without_a_recorded_size_takes_the_models_input_size(tmp_path):
     assert ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).get_inputs()[0].shape == [1, 3, 32, 32]
 
 
+@pytest.mark.slow
 def test_an_existing_graph_is_kept_unless_overwrite(src20, tmp_path):
     import onnxruntime as ort
 
@@ -229,7 +211,7 @@ def test_an_existing_graph_is_kept_unless_overwrite(src20, tmp_path):
     graph.write_bytes(b"an earlier export\n")
     os.chmod(graph, 0o400)  # as MindSpore leaves the graphs it writes
     args = ["--ckpt_path", plain, "--output", out, "--fold_bn", "--export", "onnx"]
-    res = run_script("convert.py", *args)
+    res = run_main("convert.py", *args)
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
     lines = [line for line in res.stderr.splitlines() if line.strip()]
     assert lines == [f"error: {graph}: the exported graph (next to --output) already exists; "
@@ -246,6 +228,7 @@ def test_an_existing_graph_is_kept_unless_overwrite(src20, tmp_path):
     assert "wrote" in res.stdout and sorted(os.listdir(tmp_path)) == ["deploy.ckpt", "deploy.onnx"]
 
 
+@pytest.mark.slow
 def test_validate_picks_the_deploy_model_with_the_same_top1(src20, digits, tmp_path):
     _, plain, deploy = src20
     runs = {}
@@ -310,11 +293,6 @@ def bad_case(kind, folder, src20):
 def test_bad_input_is_one_line_and_writes_nothing(kind, src20, tmp_path):
     args, fragments = bad_case(kind, tmp_path, src20)
     inputs = sorted(os.listdir(os.path.dirname(src20[1])))
-    res = run_script("convert.py", *args)
-    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
-    lines = [line for line in res.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), res.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+    assert_one_line_error(run_main("convert.py", *args), *fragments)
     assert os.listdir(tmp_path) == []  # no checkpoint, no graph, no temporary file
     assert sorted(os.listdir(os.path.dirname(src20[1]))) == inputs

@@ -6,7 +6,10 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT, small_run, user_env
+
+pytestmark = [pytest.mark.msrun, pytest.mark.slow]  # every test launches training processes under msrun
 
 MSRUN = os.path.join(os.path.dirname(sys.executable), "msrun")
 

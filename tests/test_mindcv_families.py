@@ -25,6 +25,7 @@ FAMILIES = {
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.slow
 def test_acb_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
     import mindcv
 

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, run_script, small_run
+from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, small_run
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -249,12 +249,14 @@ def ema_run(digits, tmp_path_factory):
     return save, res
 
 
+@pytest.mark.slow
 def test_sink_mode_on_cpu_runs_the_loop_with_one_line(ema_run):
     _, res = ema_run
     assert res.stdout.count("dataset_sink_mode") == 1 and "running the step loop on CPU" in res.stdout
     assert "epoch 2/2 step 5/5" in res.stdout
 
 
+@pytest.mark.slow
 def test_ema_is_what_is_validated_and_saved_and_the_scale_is_recorded(ema_run, digits):
     import re
 
@@ -275,6 +277,7 @@ def test_ema_is_what_is_validated_and_saved_and_the_scale_is_recorded(ema_run, d
     assert out.stdout.strip().splitlines()[-1].startswith(f"top1={top1} ")
 
 
+@pytest.mark.slow
 def test_resume_restores_the_loss_scale(ema_run):
     from acnet_ms.runtime import build_model
     from acnet_ms.training.checkpoints import restore
@@ -291,6 +294,7 @@ def test_resume_restores_the_loss_scale(ema_run):
                                        loss_scale_counter=meta["loss_scale_counter"])
 
 
+@pytest.mark.slow
 def test_validate_on_a_stock_checkpoint_reads_classes_and_asks_for_the_model(digits, tmp_path):
     from acnet_ms import create_model
 
@@ -298,10 +302,7 @@ def test_validate_on_a_stock_checkpoint_reads_classes_and_asks_for_the_model(dig
     ckpt = str(tmp_path / "stock.ckpt")
     ms.save_checkpoint(net, ckpt)  # as MindCV writes it: no acnet_ms metadata
     args = ["--ckpt_path", ckpt, "--data_dir", digits, "--val_list", "val_small.txt", "--num_parallel_workers", 1]
-    res = run_script("validate.py", *args)
-    assert res.returncode == 2
-    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "does not record its model; pass --model" in lines[0] and "src20" in lines[0]
+    assert_one_line_error(run_main("validate.py", *args), "does not record its model; pass --model", "src20")
     res = run_script("validate.py", *args, "--model", "src20")
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1].endswith("samples=60")
@@ -333,12 +334,12 @@ def test_a_failing_resume_leaves_an_earlier_run_as_it_was(digits, tmp_path):
     net = create_model("src56", block_type="acb")
     write_checkpoint(ckpt, {p.name: p.asnumpy() for p in net.get_parameters()},
                      dict(model="src56", block_type="acb", num_classes=10, epoch=1, step=5))
-    res = run_script("train.py", *small_run(digits, str(save), "--resume", ckpt))
-    assert res.returncode == 2 and "checkpoint of src56" in res.stderr
+    assert_one_line_error(run_main("train.py", *small_run(digits, str(save), "--resume", ckpt)), "checkpoint of src56")
     assert sorted(os.listdir(save)) == ["config.yaml"]
     assert (save / "config.yaml").read_text() == "earlier: run\n"
 
 
+@pytest.mark.slow
 def test_many_workers_are_lowered_with_one_line(digits, tmp_path):
     res = run_script("train.py", *small_run(digits, str(tmp_path / "run"), "--epoch_size", 1, "--val_while_train",
                                             "False", "--num_parallel_workers", 64, "--log_interval", 5))

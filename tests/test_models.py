@@ -1,7 +1,7 @@
 """Registry and ResNets: MindCV's models by name, ACBs exactly where ACNet puts them."""
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, slow_except
 
 from mindspore import Tensor, nn
 
@@ -15,7 +15,7 @@ def shapes(net):
     return {p.name: tuple(p.shape) for p in net.get_parameters()}
 
 
-@pytest.mark.parametrize("name", IMAGENET)
+@pytest.mark.parametrize("name", slow_except(IMAGENET, "sres18", "sres34", "sres50"))
 def test_documented_resnet_names_are_mindcvs_models(name):
     import mindcv
 
@@ -49,6 +49,7 @@ def test_acb_replaces_exactly_the_kxk_convs_with_1_lt_k_lt_7(name):
     assert sum(1 for _, c in base.cells_and_names() if isinstance(c, ACBlock)) == 0
 
 
+@pytest.mark.slow
 def test_cifar_models_have_three_stages_of_6n_plus_2():
     for name, n in (("src56", 9), ("src110", 18)):
         net = create_model(name)

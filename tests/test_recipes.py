@@ -112,6 +112,7 @@ def recipe_runs(digits, tmp_path_factory):
 
 
 @pytest.mark.parametrize("block", ["base", "acb"])
+@pytest.mark.slow
 def test_a_mindcv_recipe_trains_with_only_the_data_location_changed(recipe_runs, block):
     save, res = recipe_runs[block]
     assert res.returncode == 0, res.stderr[-3000:]
@@ -124,6 +125,7 @@ def test_a_mindcv_recipe_trains_with_only_the_data_location_changed(recipe_runs,
     assert meta["config"]["loss_scale_type"] == "dynamic" and meta["ema_in_model_slots"]
 
 
+@pytest.mark.slow
 def test_the_acb_recipe_checkpoint_converts_to_the_plain_model(recipe_runs, digits, tmp_path):
     save, res = recipe_runs["acb"]
     assert res.returncode == 0, res.stderr[-3000:]

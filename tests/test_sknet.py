@@ -4,15 +4,16 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_clean_exit, assert_close, randomize_bn, run_script, small_run
+from conftest import (arrays_of, assert_clean_exit, assert_close, images, load_strict, randomize_bn, run_script, slow_except,
+                      small_run, training_checkpoint)
 
 import mindspore as ms
-from mindspore import Tensor, nn
+from mindspore import nn
 
 from acnet_ms import acb_layout, create_model, list_models, model_entry, switch_to_deploy
 from acnet_ms import state as state_map
 from acnet_ms.transform import to_blocks, trace
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.checkpoint import read_checkpoint
 from acnet_ms.layers import ACBlock, SelectiveKernel
 from acnet_ms.layers.selective_kernel import attn_channels_for
 from acnet_ms.models.resnet import ResNet
@@ -30,22 +31,6 @@ TOL = 1e-4        # a whole network in float32, relative to the largest logit
 
 def shapes(net):
     return {p.name: tuple(p.shape) for p in net.get_parameters()}
-
-
-def arrays(net):
-    return {p.name: p.asnumpy() for p in net.get_parameters()}
-
-
-def load_arrays(net, state):
-    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()}
-    not_loaded, unused = ms.load_param_into_net(net, params, strict_load=True)
-    assert not_loaded == [] and unused == [], (not_loaded[:3], unused[:3])
-    net.set_train(False)
-    return net
-
-
-def images(seed, size=64, channels=3, batch=2):
-    return Tensor(np.random.default_rng(seed).normal(size=(batch, channels, size, size)).astype(np.float32))
 
 
 # ---------------------------------------------------------------- the layer
@@ -69,9 +54,9 @@ def test_acb_sk_block_equals_its_folded_forms(stride, split, groups):
     assert np.abs(y).max() > 0.1  # not a degenerate (all-zero) output
 
     # the converter's path: fold the state dict, load it into the plain block
-    plain_state, acbs = state_map.fold_state(arrays(sk), acb_layout(sk))
+    plain_state, acbs = state_map.fold_state(arrays_of(sk), acb_layout(sk))
     assert sorted(acbs) == ["paths.0.features.0", "paths.1.features.0"]
-    base = load_arrays(SelectiveKernel(16, 24, **kwargs), plain_state)
+    base = load_strict(SelectiveKernel(16, 24, **kwargs), plain_state)
     assert_close(base(x).asnumpy(), y, BLOCK_TOL, "folded checkpoint vs ACB")
 
     # the in-memory path
@@ -162,6 +147,7 @@ def expected_grouped_shape(name, shape):
     return shape
 
 
+@pytest.mark.slow
 def test_sknet50_differs_from_mindcvs_skresnext50_32x4d_exactly_by_the_grouping():
     import mindcv
 
@@ -209,7 +195,7 @@ def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
     dilations = sorted({c.dilation for c in acb_cells.values() if isinstance(c, ACBlock)})
     assert dilations == [(1, 1), (2, 2)]
 
-    plain, folded = state_map.fold_state(arrays(acb), acb_layout(acb))
+    plain, folded = state_map.fold_state(arrays_of(acb), acb_layout(acb))
     assert len(folded) == ACB_COUNT[name]
     expected = shapes(base)
     assert {k: tuple(v.shape) for k, v in plain.items()} == expected
@@ -217,33 +203,34 @@ def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
 
 # ---------------------------------------------------------------- whole networks
 
-@pytest.mark.parametrize("name", ["skresnet18", "skresnet34"])
+@pytest.mark.parametrize("name", slow_except(["skresnet18", "skresnet34"], "skresnet18"))
 def test_base_model_equals_mindcv_with_shared_weights(name):
     import mindcv
 
     ms.set_seed(3)
     ours = randomize_bn(create_model(name, num_classes=5), seed=3)
     ours.set_train(False)
-    theirs = load_arrays(mindcv.create_model(name, num_classes=5), arrays(ours))
+    theirs = load_strict(mindcv.create_model(name, num_classes=5), arrays_of(ours))
     x = images(0, size=64 if name == "skresnet18" else 32)
     logits = ours(x).asnumpy()
     assert np.abs(logits).max() > 0.1
     assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs base")
 
 
+@pytest.mark.slow
 def test_skresnet50_relu_differs_from_mindcvs_skresnet50_only_by_the_relu_after_conv1():
     import mindcv
 
     ms.set_seed(4)
     ours = randomize_bn(create_model("skresnet50_relu", num_classes=5), seed=4)
     ours.set_train(False)
-    state = arrays(ours)
-    theirs = load_arrays(mindcv.create_model("skresnet50", num_classes=5), state)
+    state = arrays_of(ours)
+    theirs = load_strict(mindcv.create_model("skresnet50", num_classes=5), state)
     no_act1 = create_model("skresnet50_relu", num_classes=5)
     for _, cell in no_act1.cells_and_names():
         if isinstance(cell, SKBottleneck):
             cell.act1 = nn.Identity()
-    load_arrays(no_act1, state)
+    load_strict(no_act1, state)
     x = images(1)
     ref = theirs(x).asnumpy()
     assert_close(no_act1(x).asnumpy(), ref, 1e-6, "MindCV vs ours without the ReLU")
@@ -251,6 +238,7 @@ def test_skresnet50_relu_differs_from_mindcvs_skresnet50_only_by_the_relu_after_
     assert err > 1e-2 * max(1.0, np.abs(ref).max()), err  # the ReLU does change the function
 
 
+@pytest.mark.slow
 def test_ungrouped_skresnext_without_relu_after_conv1_is_mindcvs_skresnext50_32x4d():
     """MindCV's skresnext50_32x4d (no input split, attention 1/16 in 32s) is our SK bottleneck
     with groups=1, base width 64 and no ReLU after conv1."""
@@ -263,38 +251,28 @@ def test_ungrouped_skresnext_without_relu_after_conv1_is_mindcvs_skresnext50_32x
         if isinstance(cell, SKBottleneck):
             cell.act1 = nn.Identity()
     randomize_bn(ours, seed=6).set_train(False)
-    theirs = load_arrays(mindcv.create_model("skresnext50_32x4d", num_classes=5), arrays(ours))
+    theirs = load_strict(mindcv.create_model("skresnext50_32x4d", num_classes=5), arrays_of(ours))
     x = images(3, size=32)
     logits = ours(x).asnumpy()
     assert np.abs(logits).max() > 0.1
     assert_close(theirs(x).asnumpy(), logits, 1e-6, "MindCV vs ours ungrouped")
 
 
+@pytest.mark.slow
 def test_grouped_sknet50_acb_folds_into_the_base_model():
     ms.set_seed(7)
     acb = randomize_bn(create_model("sknet50", num_classes=10, block_type="acb"), seed=7)
     acb.set_train(False)
-    plain, folded = state_map.fold_state(arrays(acb), acb_layout(acb))
+    plain, folded = state_map.fold_state(arrays_of(acb), acb_layout(acb))
     assert len(folded) == 32
-    base = load_arrays(create_model("sknet50", num_classes=10), plain)
+    base = load_strict(create_model("sknet50", num_classes=10), plain)
     x = images(4, size=32)
     acb_logits = acb(x).asnumpy()
     assert np.abs(acb_logits).max() > 0.1
     assert_close(base(x).asnumpy(), acb_logits, TOL, "grouped base vs ACB")
 
 
-def training_checkpoint(path, name, num_classes, seed):
-    """An ACB model with random weights and BN statistics, saved with optimizer state."""
-    ms.set_seed(seed)
-    net = randomize_bn(create_model(name, num_classes=num_classes, block_type="acb"), seed=seed)
-    state = arrays(net)
-    state.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(state.items())})
-    state.update({"learning_rate": np.float32(0.1), "global_step": np.int32(7)})
-    write_checkpoint(path, state, dict(model=name, block_type="acb", num_classes=num_classes))
-    net.set_train(False)
-    return net
-
-
+@pytest.mark.slow
 def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
     import mindcv
 
@@ -311,10 +289,10 @@ def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
 
     state, meta = read_checkpoint(out)
     assert meta["model"] == "skresnet18" and meta["block_type"] == "base" and meta["num_classes"] == 10
-    base = load_arrays(create_model("skresnet18", num_classes=10), state)
+    base = load_strict(create_model("skresnet18", num_classes=10), state)
     base_logits = base(x).asnumpy()
     assert_close(base_logits, acb_logits, TOL, "base vs ACB")
-    theirs = load_arrays(mindcv.create_model("skresnet18", num_classes=10), state)
+    theirs = load_strict(mindcv.create_model("skresnet18", num_classes=10), state)
     assert_close(theirs(x).asnumpy(), base_logits, 1e-6, "MindCV vs base")
 
     switch_to_deploy(acb)
@@ -343,6 +321,7 @@ def test_a_mindcv_name_builds_mindcvs_network():
     assert model_entry("skresnext50_32x4d").mindcv == "skresnext50_32x4d"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["skresnet50", "skresnext50_32x4d"])
 def test_mindcv_sk_bottleneck_models_convert_into_stock_mindcv(name, tmp_path):
     import mindcv
@@ -353,13 +332,14 @@ def test_mindcv_sk_bottleneck_models_convert_into_stock_mindcv(name, tmp_path):
     acb = training_checkpoint(src, name, 10, seed=8)
     assert sum(isinstance(c, ACBlock) for _, c in acb.cells_and_names()) == 16 * 2
     assert convert_checkpoint(src, dst, log=lambda *_: None)["acbs"] == 16 * 2
-    stock = load_arrays(mindcv.create_model(name, num_classes=10), read_checkpoint(dst)[0])  # strict
+    stock = load_strict(mindcv.create_model(name, num_classes=10), read_checkpoint(dst)[0])
     x = images(5, size=32)
     acb_logits = acb(x).asnumpy()
     assert np.abs(acb_logits).max() > 0.1
     assert_close(stock(x).asnumpy(), acb_logits, TOL, f"stock MindCV {name} vs ACB")
 
 
+@pytest.mark.slow
 def test_skresnet18_acb_trains_converts_and_validates(digits, tmp_path):
     """The SK models go through the same entry points: train.py, convert.py, validate.py."""
     save = str(tmp_path / "sk")

@@ -1,7 +1,7 @@
 """The generic transform: structure learnt from the network, ACB kinds, variants, finetuning starts."""
 import numpy as np
 import pytest
-from conftest import assert_close, randomize_bn
+from conftest import assert_close, randomize_bn, slow_except
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -63,7 +63,7 @@ def test_trace_finds_pairs_and_refuses_shared_outputs():
 @pytest.mark.parametrize("variant", [dict(), dict(acb_branches="h"), dict(acb_branches="v"),
                                      dict(acb_branch_bn=False), dict(acb_position="corner")],
                          ids=["hv", "h", "v", "nobn", "corner"])
-@pytest.mark.parametrize("name", ["src20", "mnasnet_050"])
+@pytest.mark.parametrize("name", slow_except(["src20", "mnasnet_050"], "src20"))
 def test_every_variant_folds_into_the_stock_model(name, variant, tmp_path):
     """Whole models: every ACB variant converts (convert.py's function) into the base model's checkpoint."""
     from acnet_ms.deploy import convert_checkpoint
@@ -92,6 +92,7 @@ def test_every_variant_folds_into_the_stock_model(name, variant, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small_075", "densenet121"])
+@pytest.mark.slow
 def test_finetuning_from_a_stock_mindcv_checkpoint_starts_from_its_function(name, tmp_path):
     """Square branch = pretrained kernel (+ BN), asymmetric branches switched off: same logits."""
     import mindcv
@@ -174,6 +175,7 @@ def test_layout_records_where_each_fold_goes():
     assert "conv1.square_conv.weight" in plain and np.all(plain["conv1.hor_bn.gamma"] == 0)
 
 
+@pytest.mark.slow
 def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits, tmp_path):
     """ghostnet_050 (MindCV; 'same'-padded depthwise convs): train.py -> validate -> convert -> validate."""
     import json
@@ -207,6 +209,7 @@ def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits,
     assert ms.load_param_into_net(stock, params, strict_load=True) == ([], [])
 
 
+@pytest.mark.slow
 def test_same_padded_acb_model_keeps_training_past_its_first_step():
     """MobileNetV3's stride-2 'same' depthwise convs as ACBs: three graph-mode train steps (a padding op whose
     backward stalled the whole graph from the second step on once did not return)."""
