@@ -161,6 +161,7 @@ def _script(name, *args):
                           capture_output=True, text=True, timeout=900)
 
 
+@pytest.mark.slow
 def test_a_kind_of_ones_own_trains_converts_and_loads_into_stock_mindcv(digits, tmp_path):
     """train.py -> checkpoint -> convert.py -> strict load into stock MindCV, logits equal; no library file
     knows the kind: ACNET_MS_KINDS names this module."""

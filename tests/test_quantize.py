@@ -89,6 +89,7 @@ def test_int8_weight_sqnr_and_range_of_hand_built_kernels():
 
 # ---------------------------------------------------------------- convert.py --int8, validate.py on graphs
 
+@pytest.mark.slow
 def test_int8_graph_has_qdq_nodes_and_scores_within_two_points_of_fp32(graphs, ckpt_metrics, digits, tmp_path):
     import mindspore  # noqa: F401  (before onnx: see acnet_ms.quantize.runtime)
     import onnx
@@ -109,6 +110,7 @@ def test_int8_graph_has_qdq_nodes_and_scores_within_two_points_of_fp32(graphs, c
     assert int8["ckpt_path"] == graphs["int8"]
 
 
+@pytest.mark.slow
 def test_analyze_quantization_reports_known_sqnr_and_validates_numbers(graphs, ckpt_metrics, digits, tmp_path):
     # the fully folded checkpoint with its stem conv replaced by a hand-built kernel of known SQNR
     state, meta = read_checkpoint(graphs["ckpt"])
@@ -205,6 +207,7 @@ CONVERT_CASES = ["no calib_data", "no export", "mindir export", "calib_data with
                  "empty folder", "other classes", "other image size"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", CONVERT_CASES)
 def test_convert_bad_int8_input_is_one_line_and_writes_nothing(kind, graphs, digits, tmp_path):
     args, message = convert_case(kind, graphs, digits, tmp_path)
