@@ -49,9 +49,12 @@ LR = 0.01
 
 #: what is known of a failure (glob pattern -> explanation), printed after its error line
 WHY = {
-    "hrnet_w*": "HRNet's ACB form (272 ACBs) needs more memory than the cap for one training step even in "
-                "PyNative mode, and its graph compilation needs more than this machine's 24 GB; the plain "
-                "model trains. Not solved yet: the ACB graph form's memory is an open problem",
+    "hrnet_w*": "HRNet's ACB form (272 ACBs) needs more memory for one training step than the sweep's cap "
+                "(9 GB with adamw in PyNative mode); the plain model fits. MindSpore's memory on CPU follows the "
+                "number of graph nodes, and an ACB with branch BNs has three convs, three BNs and three times the "
+                "optimizer updates of the conv + BN it replaces: compiling and running one step at 64 px "
+                "takes 9.5 GB against 3.7 GB for the plain model (2.6x), the ACB without branch BNs 5.4 GB "
+                "(1.46x; make bench, docs/performance.md)",
     "res2net152*": "the fold is exact on this model (1.2e-6 with randomised BN statistics, by hand), but its "
                    "eval-mode logits are huge (7e26 at initialisation with those statistics): each ACB starts as three branches at the "
                    "conv's own scale, 50 blocks multiply that, and one step moves the BN moving statistics only "
