@@ -180,7 +180,7 @@ def test_src20_acb_and_plain_checkpoints_fold_fully(src20, tmp_path):
     # a plain checkpoint has no ACB, but with --fold_bn it still has BNs to fold
     out = str(tmp_path / "from_plain.ckpt")
     res = convert("--ckpt_path", plain, "--output", out, "--fold_bn")
-    assert "src20: folded 0 ACBs, then 21 BatchNorms into their convs" in res.stdout
+    assert "src20: folded 0 blocks, then 21 BatchNorms into their convs" in res.stdout
     base = create_model("src20")
     state, _ = read_checkpoint(plain)
     ms.load_param_into_net(base, {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()}, strict_load=True)
