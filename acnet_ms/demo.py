@@ -15,7 +15,11 @@ import time
 
 import numpy as np
 
-from .training.setup import clear_run
+from .cli import quiet_mindspore
+
+quiet_mindspore()  # before MindSpore is imported (the training package imports it): its logs stay critical
+
+from .training.setup import clear_run  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

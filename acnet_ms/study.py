@@ -29,7 +29,11 @@ import time
 import numpy as np
 
 from .demo import ROOT, write_digits
-from .training.setup import clear_run
+from .cli import quiet_mindspore
+
+quiet_mindspore()  # before MindSpore is imported (the training package imports it): its logs stay critical
+
+from .training.setup import clear_run  # noqa: E402
 
 #: the forms trained, and the train.py options that make each
 VARIANTS = {
