@@ -22,6 +22,7 @@ robustness is a comparison between forms, not an absolute.
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -191,7 +192,7 @@ def int8_section(quant, seeds):
             d = round(d, 12) + 0.0  # equal drops print as +0.0000, not -0.0000
             obs.append(observation(f"{v} loses more top-1 under INT8 than base", d > 0, d, inside, unit="drop"))
     lines += ["", "| observation | difference of drops | here |", "|---|---|---|"] + obs
-    lines += ["", "![quantization](analyses/quantization.png)"]
+    lines += ["", "![quantization](quantization.png)"]
     return lines
 
 
@@ -326,6 +327,7 @@ def main(argv=None):
     analysis.write(rob, folder)
     quant = analysis.quantization(subjects, calib_data=os.path.join(args.data, "train"), log=lambda *_: None)
     analysis.write(quant, folder)
+    shutil.copyfile(os.path.join(folder, "quantization.png"), os.path.join(args.out, "quantization.png"))
     print("quantization done", flush=True)
     figures(args.out, mag, sp, rob, list(VARIANTS))
     path = report(args.out, runs, mag, sp, rob, time.perf_counter() - start, args, quant)
