@@ -26,7 +26,7 @@ checkpoint.  Needs pip install -r requirements-onnx.txt; see docs/int8.md.
 """
 import argparse
 
-from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
+from acnet_ms.cli import ArgumentParser, quiet_mindspore, run
 
 
 def main(argv=None):

@@ -12,8 +12,6 @@ checkpoint: the same names, shapes and order.
 import os
 import time
 
-import numpy as np
-
 from . import kinds
 from . import state as state_map
 from .checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint

@@ -12,7 +12,6 @@ from .checkpoint import mismatch, net_state, shapes_of
 from .cli import UserError
 from .config import FLAT_BLOCK_KEYS, IDENTITY, OPTIONS
 from .runtime import apply_amp, build_model, fmt_time, setup
-from .state import network_entries
 
 
 def evaluate(net, loader, world=1, transform=None, progress=None, every=100):

@@ -4,10 +4,11 @@ import os
 
 import numpy as np
 import pytest
-from conftest import (assert_clean_exit, assert_close, assert_one_line_error, images, load_strict, run_main, run_script,
-                      training_checkpoint)
+from conftest import (assert_clean_exit, assert_close, assert_one_line_error, images, load_strict, randomize_bn,
+                      run_main, run_script, training_checkpoint)
 
 import mindspore as ms
+from mindspore import Tensor
 
 from acnet_ms import create_model, switch_to_deploy
 from acnet_ms.checkpoint import META_KEY, read_checkpoint, write_checkpoint
