@@ -60,8 +60,9 @@ def test_the_metadata_pins_the_requirements_and_offers_the_extras(installed):
     assert {"mindspore==2.8.0", "mindcv==0.3.0", "numpy<2", "pyyaml"} <= set(pins)
     assert set(pins) <= set(requires)
     extras = {line[len("Provides-Extra: "):] for line in lines if line.startswith("Provides-Extra: ")}
-    assert extras == {"demo", "study", "test"}
-    for extra, files in (("demo", ["demo"]), ("study", ["study"]), ("test", ["demo", "study", "test"])):
+    assert extras == {"demo", "study", "onnx", "test"}
+    for extra, files in (("demo", ["demo"]), ("study", ["study"]), ("onnx", ["onnx"]),
+                         ("test", ["demo", "study", "onnx", "test"])):
         wanted = [r for name in files for r in requirement_lines(f"requirements-{name}.txt")]
         assert wanted
         for requirement in wanted:
