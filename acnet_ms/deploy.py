@@ -17,29 +17,11 @@ from . import state as state_map
 from .checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import UserError, first_line
 from .models import list_models, model_entry
-from .models.factory import create_model, layout_for, num_classes_of, recorded_block
+from .models.factory import create_model, layout_for, num_classes_of, recorded_block, uninitialised_model
 
 
 #: graph formats of ``--export``: name -> (MindSpore's file_format, file suffix)
 EXPORT_FORMATS = {"mindir": ("MINDIR", ".mindir"), "onnx": ("ONNX", ".onnx")}
-
-
-def uninitialised_model(model, num_classes):
-    """The plain model, its parameters left uninitialised where the model allows it.
-
-    Its names and shapes are all the converter checks, and an export fills
-    every parameter from the checkpoint: drawing random weights first would
-    only cost time (about 0.7 s for sres50).  A model whose ``__init__`` reads
-    a parameter's data (EdgeNeXt scales its head's initial weights) cannot be
-    built so; it is built the ordinary way instead.
-    """
-    from mindspore.nn.utils import no_init_parameters
-
-    try:
-        with no_init_parameters():
-            return create_model(model, num_classes=num_classes)
-    except Exception:  # noqa: BLE001  (whatever reading uninitialised data raises; a real error comes again below)
-        return create_model(model, num_classes=num_classes)
 
 
 def expected_shapes(model, num_classes):
@@ -102,6 +84,15 @@ def check_against(state, shapes, model, path):
         raise UserError(f"{path}: not a checkpoint of {model}: {problem}")
 
 
+def _check_agreement(kind, given, known, source, path):
+    """UserError if an option ``given`` differs, once checked, from what the checkpoint tells (``known``)."""
+    checked = kind.check_options(given)
+    differ = [k for k in (given or {}) if k in known and checked[k] != known[k]]
+    if differ:
+        raise UserError(f"{path}: block option '{differ[0]}' is {checked[differ[0]]!r} in the options given, "
+                        f"but {source} {known[differ[0]]!r}")
+
+
 def block_of(state, meta, block_type=None, block_options=None, path="", log=print):
     """``(block_type, options)`` of a training checkpoint's blocks.
 
@@ -118,11 +109,7 @@ def block_of(state, meta, block_type=None, block_options=None, path="", log=prin
             recorded, options = recorded_block(meta)
             if block_type and block_type != recorded:
                 raise UserError(f"{path}: --block_type {block_type}, but the checkpoint records {recorded}")
-            given = kinds.get_kind(recorded).check_options(block_options)
-            differ = [k for k in (block_options or {}) if given[k] != options[k]]
-            if differ:
-                raise UserError(f"{path}: block option '{differ[0]}' is {given[differ[0]]!r} in the options given, "
-                                f"but the checkpoint records {options[differ[0]]!r}")
+            _check_agreement(kinds.get_kind(recorded), block_options, options, "the checkpoint records", path)
             return recorded, options
         found, shown, unseen = state_map.infer_block(state)
         if found == kinds.BASE:
@@ -130,11 +117,7 @@ def block_of(state, meta, block_type=None, block_options=None, path="", log=prin
         if block_type and block_type != found:
             raise UserError(f"{path}: --block_type {block_type}, but the checkpoint holds {found} blocks")
         kind = kinds.get_kind(found)
-        given = kind.check_options(block_options)
-        clash = [k for k in shown if k in (block_options or {}) and given[k] != shown[k]]
-        if clash:
-            raise UserError(f"{path}: block option '{clash[0]}' is {given[clash[0]]!r} in the options given, "
-                            f"but the checkpoint's entries show {shown[clash[0]]!r}")
+        _check_agreement(kind, block_options, shown, "the checkpoint's entries show", path)
         options = kind.check_options(dict(block_options or {}, **shown))
         assumed = [k for k in unseen if k not in (block_options or {})]
         if assumed:

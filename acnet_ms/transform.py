@@ -295,24 +295,20 @@ def block_summary(net):
     record = record_of(net)
     if record.block_type == kinds.BASE:
         return dict(block_type=kinds.BASE, blocks=0, acbs=0, kinds={}, plain={})
-    words = kinds.get_kind(record.block_type).slot_words
-    counts = {}
-    for slot in record.blocks.values():
-        word = words.get(slot["slot"], slot["slot"])
-        counts[word] = counts.get(word, 0) + 1
+    counts = kinds.get_kind(record.block_type).slot_counts(s["slot"] for s in record.blocks.values())
     n = len(record.blocks)
     return dict(block_type=record.block_type, blocks=n, acbs=n, kinds=counts, plain=dict(record.plain))
 
 
 def summary_line(net):
     """One line for logs: ``16 k x k convs became ACBs (16 BN slot); stayed plain: 1 (kernel 7x7 ...)``."""
-    record = record_of(net)
-    if record.block_type == kinds.BASE:
+    summary = block_summary(net)
+    if summary["block_type"] == kinds.BASE:
         return "no re-parameterizable block (block_type base)"
-    line = kinds.get_kind(record.block_type).summary_words([s["slot"] for s in record.blocks.values()])
-    if record.plain:
+    line = kinds.get_kind(summary["block_type"]).summary_words(summary["blocks"], summary["kinds"])
+    if summary["plain"]:
         reasons = {}
-        for reason in record.plain.values():
+        for reason in summary["plain"].values():
             reasons[reason] = reasons.get(reason, 0) + 1
         line += "; stayed plain: " + ", ".join(f"{n} ({r})" for r, n in reasons.items())
     return line

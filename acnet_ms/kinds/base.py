@@ -132,14 +132,18 @@ class BlockKind:
             return []
         return [name[:-len(self.marker)] for name in state if name.endswith(self.marker)]
 
-    def summary_words(self, slots):
-        """``"16 ACBs (16 BN slot)"`` for the list of the blocks' slots."""
+    def slot_counts(self, slots):
+        """``{"BN slot": 16, ...}``: how many blocks fold where, in the summary's words, for their slots."""
         counts = {}
         for slot in slots:
             word = self.slot_words.get(slot, slot)
             counts[word] = counts.get(word, 0) + 1
-        kinds = ", ".join(f"{n} {w}" for w, n in counts.items())
-        return f"{len(slots)} k x k convs became {self.label}s" + (f" ({kinds})" if kinds else "")
+        return counts
+
+    def summary_words(self, n, counts):
+        """``"16 k x k convs became ACBs (16 BN slot)"`` for ``n`` blocks and their :meth:`slot_counts`."""
+        kinds = ", ".join(f"{c} {w}" for w, c in counts.items())
+        return f"{n} k x k convs became {self.label}s" + (f" ({kinds})" if kinds else "")
 
 
 _KINDS = {}
