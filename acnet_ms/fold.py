@@ -148,3 +148,55 @@ def fold_conv_bn(kernel, conv_bias, gamma, beta, mean, var, eps=BN_EPS):
     k, b = fuse_bn(kernel, gamma, beta, mean, var, eps)
     dtype = np.asarray(kernel).dtype
     return k.astype(dtype), b.astype(dtype)
+
+
+# ---------------------------------------------------------------- the other kinds' identities
+#
+# DBB (Ding et al., CVPR 2021, Sec. 3.2-3.3), OREPA (Hu et al., CVPR 2022) and
+# RepVGG/MobileOne build their branches from a few more linear maps, each of
+# which is again one k x k kernel (and bias):
+#
+#    identity     x = I * x,          I[i, i mod (C/g), c, c] = 1 (c = k // 2)
+#    1 x 1        a 1 x 1 kernel is a k x k kernel zero outside its centre (embed_center)
+#    average      k x k average pooling of each channel = A * x,
+#                 A[i, i mod (C/g), :, :] = 1 / k^2 (padding counts as zeros)
+#    sequential   K2 * (K1 * x + b1) + b2 = (K2 o K1) * x + (b2 + sum_{d,h,w} K2[o,d,h,w] b1[d]),
+#                 K1 1 x 1, K2 k x k, within each of g groups; exact when K2's padding
+#                 carries b1 (what K1 * x + b1 is for x = 0: DBB pads with its BN's output)
+
+
+def identity_kernel(channels, in_per_group, size, dtype=np.float64):
+    """The (channels, in_per_group, size, size) kernel of the identity map: 1 at
+    ``[i, i % in_per_group, size // 2, size // 2]``, 0 elsewhere (grouped and depthwise convs included)."""
+    kernel = np.zeros((channels, in_per_group, size, size), dtype)
+    kernel[np.arange(channels), np.arange(channels) % in_per_group, size // 2, size // 2] = 1
+    return kernel
+
+
+def avg_kernel(channels, in_per_group, size, dtype=np.float64):
+    """k x k average pooling of each channel as a conv kernel: ``1 / k^2`` over the window of
+    ``[i, i % in_per_group]``, 0 elsewhere."""
+    kernel = np.zeros((channels, in_per_group, size, size), dtype)
+    kernel[np.arange(channels), np.arange(channels) % in_per_group] = 1.0 / (size * size)
+    return kernel
+
+
+def merge_sequential(k1, b1, k2, b2, groups=1):
+    """A 1 x 1 conv (``k1``: (D, C/g, 1, 1), bias ``b1``) followed by a k x k conv (``k2``: (O, D/g, k, k),
+    bias ``b2``), both in ``groups`` groups, as one (O, C/g, k, k) kernel and bias (float64).
+
+    Within group j: ``K[o, c] = sum_d K2[o, d] K1[d, c]`` and ``b[o] = b2[o] + sum_{d,h,w} K2[o, d, h, w] b1[d]``.
+    ``b1``/``b2`` may be ``None`` (zero).
+    """
+    k1, k2 = np.asarray(k1, np.float64), np.asarray(k2, np.float64)
+    d, o = k1.shape[0], k2.shape[0]
+    b1 = np.zeros(d) if b1 is None else np.asarray(b1, np.float64)
+    b2 = np.zeros(o) if b2 is None else np.asarray(b2, np.float64)
+    dg, og = d // groups, o // groups
+    kernels, biases = [], []
+    for j in range(groups):
+        first = k1[j * dg:(j + 1) * dg, :, 0, 0]          # (D/g, C/g)
+        second = k2[j * og:(j + 1) * og]                    # (O/g, D/g, k, k)
+        kernels.append(np.einsum("odhw,dc->ochw", second, first))
+        biases.append(np.einsum("odhw,d->o", second, b1[j * dg:(j + 1) * dg]))
+    return np.concatenate(kernels), np.concatenate(biases) + b2

@@ -130,3 +130,40 @@ def test_fold_acb_variants_equal_their_branches(position, branches):
         got = conv2d(xp, kernel) + (bias.reshape(1, -1, 1, 1) if bias is not None else 0)
         assert (bias is None) == (not with_bn)
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+
+
+def grouped_conv(x, w, groups, stride=1, pad=(0, 0)):
+    """``conv2d`` in ``groups`` groups (float64 reference)."""
+    ci, co = x.shape[1] // groups, w.shape[0] // groups
+    return np.concatenate([conv2d(x[:, g * ci:(g + 1) * ci], w[g * co:(g + 1) * co], stride, pad)
+                           for g in range(groups)], axis=1)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_identity_and_average_kernels_are_the_identity_and_average_pooling(groups):
+    rng = np.random.default_rng(groups)
+    x = rng.normal(size=(2, 4, 7, 7))
+    for k in (1, 3, 5):
+        ident = fold.identity_kernel(4, 4 // groups, k)
+        np.testing.assert_allclose(grouped_conv(x, ident, groups, pad=(k // 2, k // 2)), x, atol=1e-12)
+    k = 3
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    pooled = np.mean([padded[:, :, a:a + 7, b:b + 7] for a in range(k) for b in range(k)], axis=0)
+    np.testing.assert_allclose(grouped_conv(x, fold.avg_kernel(4, 4 // groups, k), groups, pad=(1, 1)),
+                               pooled, atol=1e-12)
+
+
+@pytest.mark.parametrize("groups,stride", [(1, 1), (2, 2), (4, 1)])
+def test_merge_sequential_equals_a_1x1_conv_then_a_kxk_conv_padded_with_its_output_at_zero(groups, stride):
+    """K2 * pad_{b1}(K1 * x + b1) + b2, the pad carrying b1 per channel (DBB's BN-and-pad)."""
+    rng = np.random.default_rng(groups + stride)
+    c, d, o, k = 4, 8, 6 if groups != 4 else 8, 3
+    x = rng.normal(size=(2, c, 8, 8))
+    k1, b1 = rng.normal(size=(d, c // groups, 1, 1)), rng.normal(size=d)
+    k2, b2 = rng.normal(size=(o, d // groups, k, k)), rng.normal(size=o)
+    mid = grouped_conv(x, k1, groups) + b1.reshape(1, -1, 1, 1)
+    mid = np.pad(mid - b1.reshape(1, -1, 1, 1), ((0, 0), (0, 0), (1, 1), (1, 1))) + b1.reshape(1, -1, 1, 1)
+    expected = grouped_conv(mid, k2, groups, stride) + b2.reshape(1, -1, 1, 1)
+    kernel, bias = fold.merge_sequential(k1, b1, k2, b2, groups)
+    got = grouped_conv(x, kernel, groups, stride, pad=(1, 1)) + bias.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(got, expected, atol=1e-10)

@@ -4,6 +4,7 @@ from mindspore import Parameter, Tensor, nn, ops
 
 from .. import fold
 from ..fold import BRANCH_SETS
+from . import geometry
 
 
 def check_kernel_size(kernel_size, what="kernel_size"):
@@ -11,23 +12,6 @@ def check_kernel_size(kernel_size, what="kernel_size"):
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 \
             or kernel_size % 2 == 0:
         raise ValueError(f"{what} must be an odd integer >= 3 for an ACB, got {kernel_size!r}")
-
-
-def _pair(value, what):
-    pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair):
-        raise ValueError(f"ACBlock: {what} must be a positive integer or a pair of them, got {value!r}")
-    return pair
-
-
-def _pads(padding, kernel_size, dilation):
-    """(top, bottom, left, right) from an int, a 4-tuple, or ``None`` (keep the size at stride 1)."""
-    if padding is None:
-        return (dilation[0] * (kernel_size // 2),) * 2 + (dilation[1] * (kernel_size // 2),) * 2
-    pads = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * 4
-    if len(pads) != 4 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pads):
-        raise ValueError(f"ACBlock: padding must be an integer >= 0 or four of them, got {padding!r}")
-    return pads
 
 
 class Kernel(nn.Cell):
@@ -92,10 +76,10 @@ class ACBlock(nn.Cell):
                  pad_mode="pad", has_bias=False, eps=fold.BN_EPS, momentum=0.9):
         super().__init__()
         check_kernel_size(kernel_size)
-        stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
+        stride, dilation = geometry.pair(stride, "stride", "ACBlock"), geometry.pair(dilation, "dilation", "ACBlock")
         if pad_mode not in ("pad", "valid", "same"):
             raise ValueError(f"ACBlock: pad_mode must be pad, valid or same, got {pad_mode!r}")
-        pads = _pads(0 if pad_mode == "valid" else padding, kernel_size, dilation)
+        pads = geometry.pads_of(0 if pad_mode == "valid" else padding, kernel_size, dilation, "ACBlock")
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"ACBlock: groups={groups} must divide in_channels={in_channels} "
                              f"and out_channels={out_channels}")
@@ -127,8 +111,6 @@ class ACBlock(nn.Cell):
                                                      has_bias=self.has_bias and name == "square"))
             return
         # with 'same' the input is padded explicitly first (the amount depends on its size)
-        t, b, l, r = self.padding
-        dh, dw = dilation
         k = kernel_size
         bn = dict(eps=eps, momentum=momentum)
         if gamma_init is not None:
@@ -136,15 +118,13 @@ class ACBlock(nn.Cell):
         self.square_conv = self._conv((k, k), self.padding, dilation)
         self.square_bn = nn.BatchNorm2d(out_channels, **bn)
         if self.use_hor:
-            top, bottom = t - dh * self.row, b - dh * (k - 1 - self.row)
-            self.hor_conv = self._conv((1, k), (max(0, top), max(0, bottom), l, r), (1, dw))
+            pads, self.hor_crop = geometry.sub_window(self.padding, k, dilation, self.row, 0, 1, k)
+            self.hor_conv = self._conv((1, k), pads, (1, dilation[1]))
             self.hor_bn = nn.BatchNorm2d(out_channels, **bn)
-            self.hor_crop = (max(0, -top), max(0, -bottom), 0, 0)
         if self.use_ver:
-            left, right = l - dw * self.col, r - dw * (k - 1 - self.col)
-            self.ver_conv = self._conv((k, 1), (t, b, max(0, left), max(0, right)), (dh, 1))
+            pads, self.ver_crop = geometry.sub_window(self.padding, k, dilation, 0, self.col, k, 1)
+            self.ver_conv = self._conv((k, 1), pads, (dilation[0], 1))
             self.ver_bn = nn.BatchNorm2d(out_channels, **bn)
-            self.ver_crop = (0, 0, max(0, -left), max(0, -right))
         self.crop_hor, self.crop_ver = any(self.hor_crop), any(self.ver_crop)
 
     # ------------------------------------------------------------ construction helpers
@@ -201,38 +181,8 @@ class ACBlock(nn.Cell):
 
     def _pad_same(self, x):
         """Pad as MindSpore's 'same' does: output ceil(size / stride), the odd row/column at the end."""
-        k = self.kernel_size
-        h, w = x.shape[2], x.shape[3]
-        sh, sw = self.stride
-        dh, dw = self.dilation
-        ph = max(0, ((h + sh - 1) // sh - 1) * sh + dh * (k - 1) + 1 - h)
-        pw = max(0, ((w + sw - 1) // sw - 1) * sw + dw * (k - 1) + 1 - w)
-        # zeros concatenated on each side (ops.pad's backward stalled MindSpore 2.8's CPU graph in whole models)
-        n, c = x.shape[0], x.shape[1]
-        top, left = ph // 2, pw // 2
-        if ph:
-            x = self._concat_zeros(x, n, c, (top, ph - top), (w,), 2)
-        if pw:
-            x = self._concat_zeros(x, n, c, (left, pw - left), (h + ph,), 3)
-        return x
-
-    @staticmethod
-    def _concat_zeros(x, n, c, sizes, other, axis):
-        """``x`` with ``sizes[0]`` zero rows (axis 2) or columns (axis 3) before it and ``sizes[1]`` after."""
-        parts = ()
-        if sizes[0]:
-            shape = (n, c, sizes[0]) + other if axis == 2 else (n, c) + other + (sizes[0],)
-            parts += (ops.zeros(shape, x.dtype),)
-        parts += (x,)
-        if sizes[1]:
-            shape = (n, c, sizes[1]) + other if axis == 2 else (n, c) + other + (sizes[1],)
-            parts += (ops.zeros(shape, x.dtype),)
-        return ops.concat(parts, axis)
-
-    @staticmethod
-    def _crop(x, crop):
-        t, b, l, r = crop
-        return x[:, :, t:x.shape[2] - b, l:x.shape[3] - r]
+        return geometry.pad_zeros(x, geometry.same_pads(x.shape[2], x.shape[3], self.kernel_size, self.stride,
+                                                        self.dilation))
 
     def summed_kernel(self):
         """The k x k kernel of the BN-free form: square + embedded asymmetric kernels (a Tensor)."""
@@ -258,10 +208,10 @@ class ACBlock(nn.Cell):
             x = self._pad_same(x)
         out = self.square_bn(self.square_conv(x))
         if self.use_hor:
-            hx = self._crop(x, self.hor_crop) if self.crop_hor else x
+            hx = geometry.crop(x, self.hor_crop) if self.crop_hor else x
             out = out + self.hor_bn(self.hor_conv(hx))
         if self.use_ver:
-            vx = self._crop(x, self.ver_crop) if self.crop_ver else x
+            vx = geometry.crop(x, self.ver_crop) if self.crop_ver else x
             out = out + self.ver_bn(self.ver_conv(vx))
         return out
 

@@ -1,0 +1,91 @@
+"""Where a branch's sliding window sits, for blocks whose branches must sample the square conv's grid.
+
+A k x k conv with padding (top, bottom, left, right), stride s and dilation d
+reads, for output pixel (i, j), the input rows ``i*s - top + d*r`` for
+r = 0..k-1.  A branch whose kernel (kh x kw) covers rows ``row..row+kh-1`` and
+columns ``col..col+kw-1`` of that window reads the same rows if it pads by
+``top - d*row`` (and ``bottom - d*(k - row - kh)``, likewise for columns); a
+negative amount means cropping that many rows off the input instead
+(:func:`sub_window`).  Every branch then has the square conv's output size
+and grid, which is what lets the kernels be summed.
+"""
+from mindspore import ops
+
+
+def pair(value, what, owner="block"):
+    """``(a, b)`` from an int or a pair of positive ints; ValueError naming ``what``."""
+    out = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    if len(out) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in out):
+        raise ValueError(f"{owner}: {what} must be a positive integer or a pair of them, got {value!r}")
+    return out
+
+
+def pads_of(padding, size, dilation, owner="block"):
+    """(top, bottom, left, right) from an int, a 4-tuple, or ``None`` (keep the size at stride 1)."""
+    if padding is None:
+        return (dilation[0] * (size // 2),) * 2 + (dilation[1] * (size // 2),) * 2
+    pads = tuple(padding) if isinstance(padding, (tuple, list)) else (padding,) * 4
+    if len(pads) != 4 or any(isinstance(p, bool) or not isinstance(p, int) or p < 0 for p in pads):
+        raise ValueError(f"{owner}: padding must be an integer >= 0 or four of them, got {padding!r}")
+    return pads
+
+
+def same_pads(height, width, size, stride, dilation):
+    """MindSpore's ``pad_mode="same"`` as explicit (top, bottom, left, right): output ceil(input / stride),
+    the odd row/column at the bottom/right."""
+    out = []
+    for n, s, d in zip((height, width), stride, dilation):
+        total = max(0, ((n + s - 1) // s - 1) * s + d * (size - 1) + 1 - n)
+        out += [total // 2, total - total // 2]
+    return tuple(out)
+
+
+def sub_window(pads, size, dilation, row, col, kh, kw):
+    """``(pads, crop)`` of a branch whose kh x kw kernel covers rows ``row..`` and columns ``col..`` of the
+    square conv's k x k window (see the module's docstring); both (top, bottom, left, right)."""
+    t, b, l, r = pads
+    dh, dw = dilation
+    want = (t - dh * row, b - dh * (size - row - kh), l - dw * col, r - dw * (size - col - kw))
+    return tuple(max(0, p) for p in want), tuple(max(0, -p) for p in want)
+
+
+def crop(x, amounts):
+    """``x`` (N, C, H, W) without ``amounts`` = (top, bottom, left, right) rows/columns."""
+    t, b, l, r = amounts
+    return x[:, :, t:x.shape[2] - b, l:x.shape[3] - r]
+
+
+def _zeros_beside(x, before, after, axis):
+    shape = list(x.shape)
+    parts = []
+    if before:
+        shape[axis] = before
+        parts.append(ops.zeros(tuple(shape), x.dtype))
+    parts.append(x)
+    if after:
+        shape[axis] = after
+        parts.append(ops.zeros(tuple(shape), x.dtype))
+    return ops.concat(parts, axis) if len(parts) > 1 else x
+
+
+def pad_zeros(x, pads):
+    """``x`` padded with zeros by (top, bottom, left, right).
+
+    Zeros are concatenated rather than ``ops.pad``-ed: the latter's backward
+    stalled MindSpore 2.8's CPU graph inside whole models.
+    """
+    t, b, l, r = pads
+    if t or b:
+        x = _zeros_beside(x, t, b, 2)
+    if l or r:
+        x = _zeros_beside(x, l, r, 3)
+    return x
+
+
+def pad_with(x, pads, value):
+    """``x`` padded by (top, bottom, left, right) with ``value`` per channel (a (C,) tensor):
+    the border holds ``value[c]`` in channel c, the inside is ``x``."""
+    if not any(pads):
+        return x
+    v = value.reshape((1, -1, 1, 1)).astype(x.dtype)
+    return pad_zeros(x - v, pads) + v
