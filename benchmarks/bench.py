@@ -285,6 +285,112 @@ def work_step_memory(spec):
 WORKERS = {"infer": work_infer, "train": work_train, "train_memory": work_train_memory, "acb_layer": work_acb_layer, "make_ckpt": work_make_ckpt, "pipeline": work_pipeline, "step_memory": work_step_memory}
 
 
+def count_macs(net, shape):
+    """Multiply-adds of one forward pass of ``net`` on a float32 input of ``shape`` (PyNative, hooks).
+
+    Counted: every ``nn.Conv2d`` (output elements x input channels per group x kernel taps),
+    ``nn.Dense`` and ``nn.AvgPool2d`` (one add per window tap); a re-parameterizable block without a conv
+    cell inside (one conv over a kernel built from its parameters, e.g. OREPA or ACB without branch BNs)
+    counts as the conv it deploys to (its kernel's shape), the kernel's construction left out (it does
+    not grow with the batch).  Elementwise ops (BN, activations, sums) are not counted.
+    """
+    import mindspore as ms
+    import numpy as np
+    from mindspore import nn
+
+    from acnet_ms.layers.reparam import reparam_blocks
+
+    total = [0]
+
+    def conv(cell, args, out):
+        total[0] += out.size * (cell.in_channels // cell.group) * int(np.prod(cell.kernel_size))
+
+    def dense(cell, args, out):
+        total[0] += out.size * cell.in_channels
+
+    def pool(cell, args, out):
+        k = cell.kernel_size if isinstance(cell.kernel_size, (tuple, list)) else (cell.kernel_size,) * 2
+        total[0] += out.size * int(np.prod(k[-2:]))
+
+    def one_conv(cell, args, out):
+        kernel = cell.get_equivalent_kernel_bias()[0]
+        total[0] += out.size * int(np.prod(kernel.shape[1:]))
+
+    blocks = {id(c) for _, c in reparam_blocks(net)
+              if not any(isinstance(d, nn.Conv2d) for _, d in c.cells_and_names())}
+    handles = []
+    for _, cell in net.cells_and_names():
+        hook = (one_conv if id(cell) in blocks else conv if isinstance(cell, nn.Conv2d) else
+                dense if isinstance(cell, nn.Dense) else pool if isinstance(cell, nn.AvgPool2d) else None)
+        if hook is not None:
+            handles.append(cell.register_forward_hook(hook))
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        net.set_train(False)
+        net(ms.Tensor(np.zeros(shape, np.float32)))
+    finally:
+        ms.set_context(mode=mode)
+        for h in handles:
+            h.remove()
+    return total[0]
+
+
+def kind_model(model, kind):
+    from acnet_ms import create_model
+
+    return create_model(model, num_classes=1000, block_type=kind)
+
+
+def work_kinds_train(spec):
+    """Each kind's training step next to base's (interleaved) and their forward multiply-adds."""
+    ms = _quiet()
+    import numpy as np
+
+    batch, size = spec["batch"], spec["size"]
+    calls, macs = {}, {}
+    for kind in spec["kinds"]:
+        net = kind_model(spec["model"], kind)
+        macs[kind] = count_macs(net, (1, 3, size, size))
+        opt = ms.nn.Momentum(net.trainable_params(), 0.01, 0.9)
+        step = ms.nn.TrainOneStepCell(ms.nn.WithLossCell(net, ms.nn.CrossEntropyLoss()), opt)
+        step.set_train()
+        rng = np.random.default_rng(0)
+        x = ms.Tensor(rng.normal(size=(batch, 3, size, size)).astype(np.float32))
+        y = ms.Tensor(rng.integers(0, 1000, batch).astype(np.int32))
+        calls[kind] = lambda step=step, x=x, y=y: step(x, y).asnumpy()
+    return dict(times=interleaved(calls, 2, spec["repeat"]), macs=macs)
+
+
+def work_kinds_folded(spec):
+    """Batch-1 latency of the stock MindCV model holding each kind's folded weights, against the stock model
+    with its own weights (round-robin): the folded graph is the stock graph, whatever the kind."""
+    ms = _quiet()
+    import mindcv
+    import numpy as np
+
+    from acnet_ms.state import fold_state
+    from acnet_ms.transform import block_layout
+
+    stock_name = MINDCV_NAME.get(spec["model"], spec["model"])
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32))
+    nets = {"stock": mindcv.create_model(stock_name, num_classes=1000)}
+    for kind in spec["kinds"]:
+        net = kind_model(spec["model"], kind)
+        stock = mindcv.create_model(stock_name, num_classes=1000)
+        state = {p.name: p.asnumpy() for p in net.get_parameters()}
+        arrays, _ = fold_state(state, block_layout(net), network=list(state))
+        ms.load_param_into_net(stock, {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in arrays.items()},
+                               strict_load=True)
+        nets[kind] = stock
+    for net in nets.values():
+        net.set_train(False)
+    return interleaved({k: (lambda n=n: n(x).asnumpy()) for k, n in nets.items()}, 2, spec["repeat"])
+
+
+WORKERS.update(kinds_train=work_kinds_train, kinds_folded=work_kinds_folded)
+
+
 # ---------------------------------------------------------------- driver
 
 def run_worker(spec):
@@ -556,6 +662,57 @@ def pipeline_section(quick, tmp):
             "| parallel workers | images/s |\n|---|---|\n" + "\n".join(rows))
 
 
+def kinds_section(quick, batch=8, size=224):
+    """Every registered kind on sres18 and mobilenet_v2_100: training step / base next to the forward
+    multiply-add ratio (the step's FLOP floor), and folded / stock latency."""
+    from acnet_ms import kinds
+
+    names = kinds.kind_names()
+    train_rows, lat_rows = [], []
+    for model in ("sres18", "mobilenet_v2_100"):
+        res = run_worker(dict(kind="kinds_train", model=model, kinds=["base"] + names, batch=batch, size=size,
+                              repeat=3 if quick else 8))
+        times, macs = res["times"], res["macs"]
+        for kind in names:
+            train_rows.append(f"| `{model}` | {kind} | {fmt(times[kind], 1000, 0)} | "
+                              f"{med(times[kind]) / med(times['base']):.2f} | {macs[kind] / macs['base']:.2f} |")
+        lat = run_worker(dict(kind="kinds_folded", model=model, kinds=names, repeat=8 if quick else 40))
+        for kind in names:
+            lat_rows.append(f"| `{model}` | {kind} | {fmt(lat[kind], 1000)} | {med(lat[kind]) / med(lat['stock']):.3f} | "
+                            f"{min(lat[kind]) / min(lat['stock']):.3f} |")
+    return (f"### Block kinds: training step and folded latency ({size}×{size})\n\n"
+            f"Training step (forward + backward + momentum update, batch {batch}) of each kind's training form, "
+            "timed round-robin with the base model in one process. Multiply-add ratio: the training form's "
+            "forward multiply-adds ÷ base's (`count_macs`: convs, dense layers and average pools; a kind "
+            "trained as one conv counts that conv), the step's FLOP floor: a step at that ratio costs "
+            "exactly its extra arithmetic.\n\n"
+            "| model | kind | step, ms | step ÷ base | multiply-adds ÷ base |\n|---|---|---|---|---|\n" +
+            "\n".join(train_rows) +
+            "\n\nFolded latency (batch 1): the stock MindCV model holding each kind's folded weights against the "
+            "stock model with its own, round-robin.\n\n"
+            "| model | kind | folded, ms | folded ÷ stock, medians | folded ÷ stock, minima |\n|---|---|---|---|---|\n"
+            + "\n".join(lat_rows))
+
+
+def merge_section(text, section, header):
+    """``text`` (a results file) with ``section`` in place of the section of the same title (its heading up to
+    the first parenthesis), or added before the closing line; a line of when and where it was measured
+    follows the heading."""
+    title = section.split("\n", 1)[0].split("(")[0].strip()
+    lines = text.rstrip("\n").split("\n")
+    starts = [i for i, line in enumerate(lines) if line.startswith("### ")]
+    closing = next((i for i, line in enumerate(lines) if line.startswith("(benchmark run took")), len(lines))
+    mine = next((i for i in starts if lines[i].split("(")[0].strip() == title), None)
+    if mine is None:
+        begin = end = closing
+    else:
+        begin, end = mine, next((i for i in starts if i > mine), closing)
+    head, body = section.split("\n", 1)
+    stamp = "(this section: " + header.split("\n", 1)[0].rstrip(".") + ")"
+    new = ([""] if begin and lines[begin - 1] else []) + [head, "", stamp] + body.split("\n") + [""]
+    return "\n".join(lines[:begin] + new + lines[end:]) + "\n"
+
+
 def machine():
     import importlib.metadata as md
 
@@ -570,8 +727,8 @@ def main():
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (a smoke run)")
     parser.add_argument("--train_batch", type=int, default=16, help="batch of the training-step benchmark")
     parser.add_argument("--only", choices=("infer", "families", "train", "memory", "onnx", "int8", "acb_layer",
-                                           "convert", "pipeline"),
-                        help="one section")
+                                           "convert", "pipeline", "kinds"),
+                        help="one section (with --out: replaces that section in the file, keeping the others)")
     parser.add_argument("--out", default=None, help="also write the tables to this markdown file")
     args = parser.parse_args()
     if args.worker:
@@ -593,12 +750,16 @@ def main():
                     ("int8", lambda: int8_section(args.quick, tmp)),
                     ("acb_layer", lambda: acb_layer_section(args.quick)),
                     ("convert", lambda: convert_section(args.quick, tmp)),
-                    ("pipeline", lambda: pipeline_section(args.quick, tmp))]
+                    ("pipeline", lambda: pipeline_section(args.quick, tmp)),
+                    ("kinds", lambda: kinds_section(args.quick))]
         for name, section in sections:
             if args.only in (None, name):
                 parts.append(section())
                 print(parts[-1] + "\n", flush=True)
     text = "\n\n".join(parts) + f"\n\n(benchmark run took {time.perf_counter() - start:.0f} s)\n"
+    if args.out and args.only and os.path.exists(args.out):
+        with open(args.out, encoding="utf-8") as f:
+            text = merge_section(f.read(), parts[-1], parts[0])
     if args.out:
         with open(args.out + ".tmp", "w", encoding="utf-8") as f:
             f.write(text)
