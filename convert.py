@@ -16,6 +16,11 @@ said in one line.
 --fold_bn also folds every BatchNorm into the conv before it: the output is a
 checkpoint of the fully folded model (convs with bias, no BN), which
 acnet_ms.create_model(name, deploy=True) builds and validate.py recognises.
+MindCV's RepVGG (repvgg_*) folds into its single-branch deploy form, one conv
+with bias per block (stage1.0.rbr_reparam.weight/bias): a plain checkpoint of
+it (MindCV's or train.py's) does so without --fold_bn too; one with ACBs
+converts to MindCV's stock three-branch model, and with --fold_bn on to the
+deploy form.
 --export writes the converted model as a graph next to --output (same stem),
 by default for one image of the size the checkpoint was trained at.  An
 existing --output (or graph) is left alone unless --overwrite is given.

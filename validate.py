@@ -8,7 +8,8 @@ checkpoint; options given here (or in --config) override them.  A checkpoint
 without that record (e.g. one written by MindCV) takes num_classes from its
 classifier entries (dense or conv) and needs --model.  A checkpoint written by convert.py
 --fold_bn (meta "deploy": true) is evaluated in the fully folded model (convs
-with bias, no BN).
+with bias, no BN).  --deploy folds a training checkpoint's blocks on loading;
+for MindCV's RepVGG that is its single-branch deploy form.
 
 An .onnx file (FP32 or INT8, e.g. convert.py --export onnx [--int8]) is run in
 onnxruntime on the same data path; its data options are those recorded in the
@@ -22,7 +23,9 @@ from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
 
 
 def extra(parser):
-    parser.add_argument("--deploy", action="store_true", help="fold ACBs in memory before evaluating")
+    parser.add_argument("--deploy", action="store_true",
+                        help="fold the re-parameterizable blocks in memory before evaluating (MindCV's RepVGG: "
+                             "its single-branch deploy form)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
 
 

@@ -216,15 +216,19 @@ def net_state(state, net, meta=None):
     metadata, or the block form of ``net``'s model); a plain checkpoint loaded
     into a model with blocks turns each conv + BN into a block that computes
     the same function (each kind's ``from_plain``, :func:`state.plain_to_blocks`).
+    A checkpoint of a model's own blocks (MindCV's RepVGG, three branches)
+    loaded into that model's deploy form has them folded too
+    (:func:`acnet_ms.repvgg_state.fold_blocks`).
     """
+    from . import repvgg_state
     from .models.factory import layout_for
     from .record import record_of
     from .transform import block_layout
 
     arrays = state_map.network_entries(state)
     mine = block_layout(net)
+    record = record_of(net)
     if state_map.block_prefixes(arrays) and not mine:
-        record = record_of(net)
         layout = layout_for(record.model, record.num_classes, meta or {}, state=arrays) if record.model else None
         if not layout:
             raise ValueError("a checkpoint with re-parameterizable blocks, but where their folds go is unknown "
@@ -232,6 +236,8 @@ def net_state(state, net, meta=None):
         arrays, _ = state_map.fold_state(arrays, layout)
     elif mine:
         arrays = state_map.plain_to_blocks(arrays, mine)
+    if record.native_blocks and repvgg_state.find(arrays):
+        arrays, _ = repvgg_state.fold_blocks(arrays, record.native_blocks)
     return arrays
 
 

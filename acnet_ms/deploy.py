@@ -12,7 +12,7 @@ checkpoint: the same names, shapes and order.
 import os
 import time
 
-from . import kinds
+from . import kinds, repvgg_state
 from . import state as state_map
 from .checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from .cli import UserError, first_line
@@ -277,7 +277,8 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if meta.get("deploy"):
         raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
     found = state_map.block_prefixes(state)
-    if not found and not fold_bn:
+    own = repvgg_state.find(state)  # the model's own blocks (MindCV's RepVGG): they fold into its deploy form
+    if not found and not own and not fold_bn:
         raise UserError(f"{src}: no re-parameterizable block in this checkpoint: it is already plain "
                         f"(nothing to convert)")
     num_classes = classes_of(name, state, meta, num_classes, fallback, src)
@@ -293,6 +294,15 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if not (meta.get("block_type") or block_type or block_options):
         block_type, block_options = fallback.get("block_type"), fallback.get("block_options")
     kind, options = block_of(state, meta, block_type, block_options, src, log) if found else (kinds.BASE, {})
+    # the fully folded form: asked for, or the only conversion a checkpoint of a model's own blocks has
+    fully = fold_bn or not found
+    net, pairs, native = None, [], {}
+    if fully:
+        net, pairs = fused_model(name, num_classes)
+        native = net.acnet.native_blocks
+        if not native and not fold_bn:
+            raise UserError(f"{src}: no re-parameterizable block of {name} in this checkpoint: it is already "
+                            f"plain (nothing to convert)")
     try:
         layout = layout_for(name, num_classes, dict(meta, block_type=kind, block_options=options)) \
             if found else {}
@@ -303,15 +313,15 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
                             f"({len(absent)} of {len(layout)})")
         # the network's entries are the model's names in training form; all else is optimizer/trainer state
         plain, acbs = state_map.fold_state(state, layout, network=state_map.training_names(shapes, layout))
+        repvgg_state.check_blocks(plain, native)
     except ValueError as err:
         raise UserError(f"{src}: {err}") from None
     check_against(plain, shapes, name, src)
     plain = {k: plain[k] for k in shapes}  # the stock model's order
-    bns = []
-    net = None
-    if fold_bn:
-        net, pairs = fused_model(name, num_classes)
+    bns, own_folded = [], []
+    if fully:
         try:
+            plain, own_folded = repvgg_state.fold_blocks(plain, native)
             plain, bns = state_map.fold_bns(plain, pairs)
         except ValueError as err:
             raise UserError(f"{src}: {err}") from None
@@ -356,7 +366,7 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     out_meta = {k: v for k, v in meta.items() if k not in ("block_type", "deploy")}
     out_meta.update(model=name, block_type=kinds.BASE, block_options={}, num_classes=num_classes,
                     folded_from=os.path.basename(src))
-    if fold_bn:
+    if fully:
         out_meta["deploy"] = True
     try:
         write_checkpoint(dst, plain, out_meta)
@@ -372,11 +382,16 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
                 os.remove(tmp)
     summary = dict(model=name, acbs=len(acbs), blocks=len(acbs), bns=len(bns), params_in=len(state),
                    params_out=len(plain), seconds=time.perf_counter() - start, graph=graph,
-                   input_shape=shape if fmt else None, int8_graph=quantized)
+                   input_shape=shape if fmt else None, int8_graph=quantized, native_blocks=len(own_folded))
     label = kinds.get_kind(kind).label if kind != kinds.BASE else "block"
-    folded = f"folded {len(acbs)} {label}s" + (f", then {len(bns)} BatchNorms into their convs" if fold_bn else "")
-    log(f"{name}: {folded}; {summary['params_in']} parameters in, "
+    steps = [f"{len(acbs)} {label}s"] if found or not own_folded else []
+    steps += [f"{len(own_folded)} RepVGG blocks (the model's own) into one conv each"] if own_folded else []
+    steps += [f"{len(bns)} BatchNorms into their convs"] if fold_bn else []
+    log(f"{name}: folded {', then '.join(steps)}; {summary['params_in']} parameters in, "
         f"{summary['params_out']} out; wrote {dst} in {summary['seconds']:.2f} s")
+    if own and not fully:
+        log(f"{name}: its own RepVGG blocks stay three-branch, as in MindCV's model; --fold_bn folds each into "
+            f"one conv (the deploy form)")
     if fmt:
         log(f"exported {EXPORT_FORMATS[fmt][0]} graph {graph}: input shape {list(shape)} (float32, NCHW; "
             f"{origin})")

@@ -65,7 +65,9 @@ def recorded_options(meta):
 def validate(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):
     """Evaluate the checkpoint ``arrays`` (name -> numpy) on the ``val`` split; returns the metrics dict.
 
-    ``deploy``: fold the ACBs in memory first.  ``folded_bn``: the checkpoint is
+    ``deploy``: fold the ACBs in memory first (for a model with blocks of its
+    own, MindCV's RepVGG: fold everything into its deploy form,
+    ``create_model(..., deploy=True)``).  ``folded_bn``: the checkpoint is
     of the fully folded model (``convert.py --fold_bn``), which has one form:
     ``create_model(..., deploy=True)``, whatever ``block_type`` says.  The
     network runs at ``val_amp_level``.
@@ -84,6 +86,7 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None)
 
     from .layers import switch_to_deploy
     from .models import create_model
+    from .models.mindcv_repvgg import repvgg_blocks
 
     path = cfg["ckpt_path"]
     spec = data.inspect(cfg, "val")
@@ -94,6 +97,9 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None)
             net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
         else:
             net = build_model(cfg)
+            if deploy and repvgg_blocks(net):  # the checkpoint's blocks and the model's own fold on loading
+                folded_bn = True
+                net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
         # where an ACB checkpoint's folds go: its recorded layout, else the ACB options it was trained with
         recorded = {k: cfg[k] for k in IDENTITY if k in cfg}
         state = net_state(arrays, net, dict(recorded, **(meta or {})))

@@ -15,7 +15,10 @@ class BuildRecord:
     prefix, ``bn_cell``: its cell path, ``prefix``: the block's parameter
     prefix); ``plain`` maps each k x k conv that stayed plain to the reason;
     ``fused_pairs`` lists the ``(conv, bn, eps)`` pairs of the fully folded
-    form (``deploy=True``).
+    form (``deploy=True``); ``native_blocks`` the model's own
+    re-parameterizable blocks that form runs as single convs (MindCV's
+    RepVGG: ``{parameter prefix: layout entry}``, see
+    :mod:`acnet_ms.repvgg_state`).
     """
     model: Optional[str] = None
     num_classes: Optional[int] = None
@@ -25,6 +28,7 @@ class BuildRecord:
     blocks: dict = field(default_factory=dict)
     plain: dict = field(default_factory=dict)
     fused_pairs: list = field(default_factory=list)
+    native_blocks: dict = field(default_factory=dict)
 
 
 def record_of(net):

@@ -11,6 +11,7 @@ from ..cli import first_line
 from ..record import BuildRecord, set_record
 from ..state import infer_block
 from ..transform import block_layout, summary_line, to_blocks, to_fused, trace
+from .mindcv_repvgg import to_single_branch
 from .registry import model_entry
 
 #: input sizes tried, in order, when tracing a model's structure (small first: it is faster)
@@ -59,7 +60,10 @@ def create_model(name, num_classes=None, block_type="base", block_options=None, 
         deploy: the fully folded inference form of the base model: every
             conv + BN is one conv with bias under the conv's name, every BN
             slot an ``nn.Identity`` (``convert.py --fold_bn`` writes its
-            checkpoints).  Needs ``block_type="base"``; ValueError otherwise.
+            checkpoints).  A model with re-parameterizable blocks of its own
+            (MindCV's ``repvgg_*``) runs each as one conv with bias, as its
+            own deploy form does (``stage1.0.rbr_reparam``; ``net.acnet.native_blocks``).
+            Needs ``block_type="base"``; ValueError otherwise.
         **kwargs: passed to the model (``in_channels``, MindCV's ``drop_rate``, ...).
     """
     entry = model_entry(name)
@@ -76,6 +80,11 @@ def create_model(name, num_classes=None, block_type="base", block_options=None, 
     record = set_record(net, BuildRecord(model=name, num_classes=num_classes, kwargs=dict(kwargs)))
     if block_type == kinds.BASE and not deploy:
         return net
+    if deploy:
+        native = to_single_branch(net)
+        if native:  # MindCV's RepVGG: its blocks hold all its BNs, so each block becomes one conv with bias
+            record.native_blocks = native
+            return net
     sites = structure(name, net, dict(kwargs, num_classes=num_classes))
     if deploy:
         record.fused_pairs = to_fused(net, sites)
