@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import assert_close, randomize_bn
+from conftest import assert_close, randomize_bn, slow_except
 from test_fold import bn as np_bn, conv2d, random_branch
 
 import mindspore as ms
@@ -323,3 +323,239 @@ def test_bad_options_on_the_command_line_are_one_line():
 
     res = run_main("train.py", "--model", "resnet18", "--block_type", "rep", "--block_options", "{num_kxk: 0}")
     assert_one_line_error(res, "block option 'num_kxk' of rep: expected an integer >= 1, got 0")
+
+
+# ---------------------------------------------------------------- whole MindCV models
+
+#: member -> (block options, summary line); five fast ones: plain, MobileOne-style depthwise + pointwise (x2),
+#: grouped, pre-activation
+FAMILIES = {
+    "resnet18": ({}, "17 k x k convs became rep blocks (17 BN slot)"),
+    "mobilenet_v2_035_96": (dict(num_kxk=4, pointwise=True),
+                            "52 convs became rep blocks (18 k x k, 34 1 x 1; 52 BN slot)"),
+    "mobilenet_v1_025": (dict(num_kxk=4, pointwise=True),
+                         "27 convs became rep blocks (14 k x k, 13 1 x 1; 27 BN slot)"),
+    "regnet_x_200mf": ({}, "14 k x k convs became rep blocks (14 BN slot)"),
+    "densenet121": ({}, "59 k x k convs became rep blocks (1 BN slot, 58 no BN (bias-free))"),
+    "mobilenet_v3_small_075": (dict(pointwise=True), "34 convs became rep blocks (12 k x k, 22 1 x 1; 34 BN slot); "
+                               "stayed plain: 18 (1 x 1 conv with no BatchNorm after it (pointwise rep blocks take "
+                               "conv + BN pairs))"),
+    "efficientnet_b0": (dict(num_kxk=2), None),
+    "resnext50_32x4d": (dict(scale=False, identity=False), None),
+}
+SLOW = ("efficientnet_b0", "resnext50_32x4d")
+
+
+def rep_model(name, options, seed=1):
+    from acnet_ms import create_model
+
+    ms.set_seed(seed)
+    return damp(randomize_bn(create_model(name, num_classes=10, block_type="rep", block_options=options), seed + 1))
+
+
+def stock_logits(name, arrays, x):
+    import mindcv
+
+    from conftest import load_strict
+
+    stock = mindcv.create_model(name, num_classes=10)
+    assert list(arrays) == [p.name for p in stock.get_parameters()]  # names and order
+    return load_strict(stock, arrays)(x).asnumpy()
+
+
+@pytest.mark.parametrize("name", [n if n not in SLOW else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in FAMILIES])
+def test_a_rep_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
+    from acnet_ms import summary_line
+    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.deploy import convert_checkpoint
+    from conftest import images
+
+    options, line = FAMILIES[name]
+    net = rep_model(name, options)
+    blocks = [c for _, c in net.cells_and_names() if isinstance(c, RepBlock)]
+    assert len(net.acnet.blocks) == len(blocks) > 0
+    if line:
+        assert summary_line(net) == line
+    assert all(len(b.dense) == check_block("rep", options)[1]["num_kxk"] for b in blocks)
+    # densenet's 3 x 3 convs turn 128 channels into 32: none keeps its input
+    assert any(b.has_identity for b in blocks) == (options.get("identity", True) and name != "densenet121")
+    if name == "mobilenet_v1_025":  # its pointwise convs with as many channels out as in keep the grid
+        assert any(b.kernel_size == 1 and b.has_identity for b in blocks)
+    if name == "densenet121":
+        assert sum(not b.branch_bn for b in blocks) == 58
+    src, dst = str(tmp_path / "rep.ckpt"), str(tmp_path / "plain.ckpt")
+    write_checkpoint(src, {p.name: p.asnumpy() for p in net.get_parameters()},
+                     dict(model=name, block_type="rep", block_options=check_block("rep", options)[1], num_classes=10))
+    lines = []
+    summary = convert_checkpoint(src, dst, log=lines.append)
+    assert summary["blocks"] == len(blocks) and f"folded {len(blocks)} rep blocks" in lines[0]
+    x = images(0)
+    net.set_train(False)
+    expected = net(x).asnumpy()
+    assert np.abs(expected).max() > 0
+    assert_close(stock_logits(name, read_checkpoint(dst)[0], x), expected, MODEL_TOL, name)
+
+
+@pytest.mark.parametrize("options", [dict(num_kxk=2, pointwise=True), dict(num_kxk=2, branch_bn=False)],
+                         ids=["branch_bn", "one_conv"])
+def test_finetuning_from_a_stock_checkpoint_starts_from_its_function(options, tmp_path):
+    """from_plain: the stock conv becomes the first branch, every other branch adds zero (BN gamma = beta = 0;
+    without branch BNs zero kernels, and the first kernel less the identity's)."""
+    import mindcv
+
+    from acnet_ms import create_model
+    from acnet_ms.checkpoint import load_pretrained, write_checkpoint
+    from conftest import images
+
+    ms.set_seed(3)
+    stock = randomize_bn(mindcv.create_model("resnet18", num_classes=10), seed=4)
+    path = str(tmp_path / "stock.ckpt")
+    write_checkpoint(path, {p.name: p.asnumpy() for p in stock.get_parameters()}, None)
+    net = create_model("resnet18", num_classes=10, block_type="rep", block_options=options)
+    blocks = [c for _, c in net.cells_and_names() if isinstance(c, RepBlock)]
+    assert any(b.has_identity for b in blocks) and all(b.branch_bn == options.get("branch_bn", True) for b in blocks)
+    lines = []
+    loaded = load_pretrained(net, path, log=lines.append)
+    x = images(5)
+    stock.set_train(False)
+    net.set_train(False)
+    expected = stock(x).asnumpy()
+    assert_close(net(x).asnumpy(), expected, MODEL_TOL, str(options))
+    if options.get("branch_bn", True):  # the new branches' kernels and statistics keep their initial values
+        assert len(loaded) < len(list(net.get_parameters()))
+    else:
+        assert len(loaded) == len(list(net.get_parameters()))
+        assert np.abs(net.layer1[0].conv1.dense[1].conv.weight.asnumpy()).max() == 0
+
+
+def test_a_checkpoint_that_records_nothing_shows_its_options(tmp_path):
+    """Every option but a BN-free identity shows in the entries: convert needs only the model's name."""
+    from acnet_ms import state as state_map
+    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.deploy import convert_checkpoint
+    from conftest import images
+
+    options = dict(num_kxk=3, pointwise=True, scale=False, identity=False)
+    net = rep_model("mobilenet_v1_025", options, seed=6)
+    src, dst = str(tmp_path / "own_loop.ckpt"), str(tmp_path / "plain.ckpt")
+    ms.save_checkpoint(net, src)
+    state, meta = read_checkpoint(src)
+    assert not meta.get("block_type")
+    assert state_map.infer_block(state) == ("rep", dict(options, branch_bn=True), [])
+    lines = []
+    convert_checkpoint(src, dst, model="mobilenet_v1_025", log=lines.append)
+    assert not any("assumed" in line for line in lines)
+    x = images(2)
+    net.set_train(False)
+    assert_close(stock_logits("mobilenet_v1_025", read_checkpoint(dst)[0], x), net(x).asnumpy(), MODEL_TOL,
+                 "inferred options")
+    # blocks without BNs: their identity has no entry, so it is unseen; the defaults show otherwise
+    kind = get_kind("rep")
+    w = np.zeros((4, 4, 3, 3), np.float32)
+    assert kind.infer_options({"a.dense.0.conv.weight": w, "a.dense.1.conv.weight": w}, ["a"]) == (
+        dict(num_kxk=2, pointwise=False, branch_bn=False, scale=False), ["identity"])
+    with_bn = {"a.dense.0.conv.weight": w, "a.dense.0.bn.gamma": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
+               "a.identity_bn.gamma": w[:, 0, 0, 0]}
+    assert kind.infer_options(with_bn, ["a"]) == (dict(num_kxk=1, pointwise=False, branch_bn=True, scale=True,
+                                                       identity=True), [])
+
+
+def test_fold_bn_and_onnx_export(tmp_path):
+    """convert --fold_bn --export onnx: the fully folded model and its graph compute the rep model's logits."""
+    import onnxruntime as ort
+
+    from acnet_ms import create_model
+    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.deploy import convert_checkpoint
+    from conftest import images, load_strict
+
+    options = dict(num_kxk=2, pointwise=True)
+    net = rep_model("mobilenet_v1_025", options, seed=8)
+    src, dst = str(tmp_path / "rep.ckpt"), str(tmp_path / "deploy.ckpt")
+    write_checkpoint(src, {p.name: p.asnumpy() for p in net.get_parameters()},
+                     dict(model="mobilenet_v1_025", block_type="rep", block_options=options, num_classes=10))
+    convert_checkpoint(src, dst, fold_bn=True, export="onnx", input_shape="1,3,64,64", log=lambda *_: None)
+    arrays, meta = read_checkpoint(dst)
+    assert meta["deploy"] is True
+    deploy = load_strict(create_model("mobilenet_v1_025", num_classes=10, deploy=True), arrays)
+    x = images(3, batch=1)
+    net.set_train(False)
+    expected = net(x).asnumpy()
+    assert_close(deploy(x).asnumpy(), expected, MODEL_TOL, "fully folded")
+    session = ort.InferenceSession(str(tmp_path / "deploy.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.asnumpy()})
+    assert_close(got, expected, MODEL_TOL, "onnx")
+
+
+class FourSites(nn.Cell):
+    """A 3 x 3 conv into a BN, one with its own bias, a pointwise conv into a BN and a pre-activation 3 x 3 conv
+    (no BN, no bias): the four kinds of rep block, three with an identity."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_bn = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv_bias = nn.Conv2d(8, 8, 3, pad_mode="pad", padding=1, has_bias=True)
+        self.pointwise, self.pw_bn = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.pre_bn = nn.BatchNorm2d(8)
+        self.conv_plain = nn.Conv2d(8, 8, 3, pad_mode="same")
+        self.relu = nn.ReLU()
+        self.head = nn.Dense(8, 10)
+
+    def construct(self, x):
+        x = self.relu(self.bn(self.conv_bn(x)))
+        x = self.relu(self.conv_bias(x))
+        x = self.relu(self.pw_bn(self.pointwise(x)))
+        x = self.conv_plain(self.relu(self.pre_bn(x)))
+        return self.head(x.mean(axis=(2, 3)))
+
+
+def four_sites(**options):
+    from acnet_ms.transform import to_blocks, trace
+
+    ms.set_seed(0)
+    net = FourSites()
+    return to_blocks(net, trace(net, (1, 3, 16, 16)), "rep", dict(dict(pointwise=True, num_kxk=2), **options))
+
+
+@pytest.mark.parametrize("amp_level", slow_except(["O0", "O1", "O2", "O3"], "O0", "O1"))
+@pytest.mark.parametrize("branch_bn", [True, False], ids=["branch_bn", "one_conv"])
+def test_each_kind_of_block_trains_evaluates_and_folds_at_every_amp_level(amp_level, branch_bn):
+    """One graph-mode train step at each AMP level, then the fold of the float32 weights equals the blocks."""
+    from acnet_ms.config import defaults
+    from acnet_ms.state import fold_state
+    from acnet_ms.training.factories import build_train_step
+    from acnet_ms.training.loop import train_call
+    from acnet_ms.transform import block_layout
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = randomize_bn(four_sites(branch_bn=branch_bn), seed=2)
+    layout = block_layout(net)
+    assert {k: (v["slot"], v["branch_bn"], v["has_identity"]) for k, v in layout.items()} == dict(
+        conv_bn=("bn" if branch_bn else "none", branch_bn, False), conv_bias=("bias", branch_bn, True),
+        pointwise=("bn" if branch_bn else "none", branch_bn, True), conv_plain=("none", False, True))
+    cfg = dict(defaults(), device_target="CPU", model="four_sites", block_type="rep", opt="momentum",
+               amp_level=amp_level, weight_decay=1e-4, lr=0.05)
+    step, _ = build_train_step(net, cfg, [0.05] * 4)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(2, 3, 16, 16)).astype(np.float32))
+    loss = train_call(step, x, Tensor(rng.integers(0, 10, 2).astype(np.int32)), True, cfg)[0]
+    assert np.isfinite(float(loss.asnumpy()))
+    net.set_train(False)
+    amp_out = net(x).asnumpy().astype(np.float32)
+    assert np.isfinite(amp_out).all()
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    params = {p.name: p.asnumpy().astype(np.float32) for p in net.get_parameters()}  # float32 master weights
+    reference = four_sites(branch_bn=branch_bn)
+    ms.load_param_into_net(reference, {k: ms.Parameter(Tensor(v), name=k) for k, v in params.items()},
+                           strict_load=True)
+    plain = FourSites()
+    folded, _ = fold_state(params, block_layout(reference))
+    ms.load_param_into_net(plain, {k: ms.Parameter(Tensor(v), name=k) for k, v in folded.items()}, strict_load=True)
+    reference.set_train(False)
+    plain.set_train(False)
+    expected = reference(x).asnumpy()
+    assert_close(plain(x).asnumpy(), expected, 1e-4, f"fold at {amp_level}")
+    assert_close(amp_out, expected, 0.05 if amp_level != "O0" else 1e-5, f"{amp_level} vs float32")

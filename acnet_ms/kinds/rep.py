@@ -202,7 +202,8 @@ class RepKind(BlockKind):
         """The entries show ``num_kxk`` (the parallel branches of every block), ``pointwise`` (a block with a
         1 x 1 kernel), ``scale`` (a k x k block with a 1 x 1 branch) and ``branch_bn`` (BN entries; a model
         whose blocks all lack BNs folds the same either way).  ``identity`` shows only through an identity
-        BN; without one it is unseen (no block keeps its input's grid, or the identity carries no BN)."""
+        BN: with every block carrying BNs, none means identity off (or no block that keeps its grid, which
+        builds the same); a block without BNs would have an identity without entries, so it is unseen."""
         if not prefixes:
             return {}, ["identity"]
         p = prefixes[0]
@@ -211,12 +212,14 @@ class RepKind(BlockKind):
             num += 1
         kernels = {q: tuple(np.shape(state[q + MARKER])[2:]) for q in prefixes}
         square = [q for q, k in kernels.items() if k != (1, 1)]
-        shown = dict(num_kxk=num, pointwise=any(k == (1, 1) for k in kernels.values()),
-                     branch_bn=any(f"{q}.dense.0.bn.gamma" in state for q in prefixes))
+        with_bn = [f"{q}.dense.0.bn.gamma" in state for q in prefixes]
+        shown = dict(num_kxk=num, pointwise=any(k == (1, 1) for k in kernels.values()), branch_bn=any(with_bn))
         if square:
             shown["scale"] = any(f"{q}.scale.conv.weight" in state for q in square)
         if any(f"{q}.identity_bn.gamma" in state for q in prefixes):
             shown["identity"] = True
+        elif all(with_bn):  # no block that keeps its grid has one: identity off, or no such block (the same)
+            shown["identity"] = False
         return shown, [k for k in ("scale", "identity") if k not in shown]
 
 
