@@ -559,3 +559,24 @@ def test_each_kind_of_block_trains_evaluates_and_folds_at_every_amp_level(amp_le
     expected = reference(x).asnumpy()
     assert_close(plain(x).asnumpy(), expected, 1e-4, f"fold at {amp_level}")
     assert_close(amp_out, expected, 0.05 if amp_level != "O0" else 1e-5, f"{amp_level} vs float32")
+
+
+@pytest.mark.parametrize("branch_bn", [True, False], ids=["branch_bn", "one_conv"])
+def test_from_plain_keeps_the_function_of_each_kind_of_block(branch_bn):
+    """A plain network's entries mapped onto each kind of block (BN slot, conv bias as a BN, pointwise,
+    pre-activation with an identity) compute what the plain network computes."""
+    from acnet_ms.state import plain_to_blocks
+    from acnet_ms.transform import block_layout
+
+    ms.set_seed(4)
+    plain = randomize_bn(FourSites(), seed=5)
+    plain.conv_bias.bias.set_data(Tensor(np.linspace(-1, 1, 8).astype(np.float32)))
+    net = four_sites(branch_bn=branch_bn)
+    state = plain_to_blocks({p.name: p.asnumpy() for p in plain.get_parameters()}, block_layout(net))
+    mine = {p.name for p in net.get_parameters()}
+    assert set(state) <= mine
+    ms.load_param_into_net(net, {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()})
+    x = Tensor(np.random.default_rng(6).normal(size=(2, 3, 16, 16)).astype(np.float32))
+    plain.set_train(False)
+    net.set_train(False)
+    assert_close(net(x).asnumpy(), plain(x).asnumpy(), 1e-5, "from plain")
