@@ -182,8 +182,9 @@ def _perturbation_keeps(net, x, reference, names, sites, cells):
 
 def plan_blocks(sites, block_type, options):
     """``(blocks, plain)``: ``{conv: {"slot": "bn"|"bias"|"none", "bn": BN prefix or None, "bn_cell": ...,
-    "prefix": ..., "kernel": (kh, kw)}}`` for the convs that become blocks of kind ``block_type`` (by cell path; ``prefix``:
-    the names of their parameters), and ``{conv: reason}`` for the k x k convs (k > 1) that stay plain."""
+    "prefix": ..., "kernel": (kh, kw)}}`` for the convs that become blocks of kind ``block_type`` (by cell
+    path; ``prefix``: the names of their parameters), and ``{conv: reason}`` for the k x k convs (k > 1) that
+    stay plain (and the 1 x 1 convs a kind gives a reason for)."""
     kind = kinds.get_kind(block_type)
     blocks, plain = {}, {}
     for name, site in sites.items():
