@@ -182,8 +182,9 @@ def _perturbation_keeps(net, x, reference, names, sites, cells):
 
 def plan_blocks(sites, block_type, options):
     """``(blocks, plain)``: ``{conv: {"slot": "bn"|"bias"|"none", "bn": BN prefix or None, "bn_cell": ...,
-    "prefix": ...}}`` for the convs that become blocks of kind ``block_type`` (by cell path; ``prefix``:
-    the names of their parameters), and ``{conv: reason}`` for the k x k convs (k > 1) that stay plain."""
+    "prefix": ..., "kernel": (kh, kw)}}`` for the convs that become blocks of kind ``block_type`` (by cell
+    path; ``prefix``: the names of their parameters), and ``{conv: reason}`` for the k x k convs (k > 1) that
+    stay plain (and the 1 x 1 convs a kind gives a reason for)."""
     kind = kinds.get_kind(block_type)
     blocks, plain = {}, {}
     for name, site in sites.items():
@@ -200,7 +201,7 @@ def plan_blocks(sites, block_type, options):
             slot = kind.slot(site, options)
             bn = slot == "bn"
             blocks[name] = dict(slot=slot, bn=site.bn_prefix if bn else None, bn_cell=site.bn if bn else None,
-                                prefix=site.prefix)
+                                prefix=site.prefix, kernel=tuple(site.kernel))
     return blocks, plain
 
 
@@ -295,7 +296,7 @@ def block_summary(net):
     record = record_of(net)
     if record.block_type == kinds.BASE:
         return dict(block_type=kinds.BASE, blocks=0, acbs=0, kinds={}, plain={})
-    counts = kinds.get_kind(record.block_type).slot_counts(s["slot"] for s in record.blocks.values())
+    counts = kinds.get_kind(record.block_type).slot_counts(record.blocks.values())
     n = len(record.blocks)
     return dict(block_type=record.block_type, blocks=n, acbs=n, kinds=counts, plain=dict(record.plain))
 

@@ -133,9 +133,11 @@ class BlockKind:
         return [name[:-len(self.marker)] for name in state if name.endswith(self.marker)]
 
     def slot_counts(self, slots):
-        """``{"BN slot": 16, ...}``: how many blocks fold where, in the summary's words, for their slots."""
+        """``{"BN slot": 16, ...}``: how many blocks fold where, in the summary's words, for their slots
+        (``"bn"``, ... or the blocks' record entries, ``{"slot": ..., "kernel": (kh, kw), ...}``)."""
         counts = {}
         for slot in slots:
+            slot = slot["slot"] if isinstance(slot, dict) else slot
             word = self.slot_words.get(slot, slot)
             counts[word] = counts.get(word, 0) + 1
         return counts

@@ -1,0 +1,582 @@
+"""The rep kind (RepVGG / MobileOne): its fold against numpy, its Cell against its folded conv, its models
+against the stock MindCV models."""
+import itertools
+
+import numpy as np
+import pytest
+from conftest import assert_close, randomize_bn, slow_except
+from test_fold import bn as np_bn, conv2d, random_branch
+
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+from acnet_ms import fold
+from acnet_ms.kinds import check_block, get_kind
+from acnet_ms.kinds.rep import mac_ratio
+from acnet_ms.layers import RepBlock, switch_to_deploy
+from acnet_ms.layers import geometry
+
+TOL = 2e-5  # float32, one block; errors seen are ~1e-6 relative
+MODEL_TOL = 1e-4  # float32 through a whole network, relative to the largest logit
+
+
+@pytest.fixture(autouse=True)
+def pynative():
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=mode)
+
+
+def reference_conv(x, w, bias=None, groups=1, stride=1, pads=(0, 0, 0, 0), dilation=1):
+    """float64 numpy conv: explicit (top, bottom, left, right) zero padding, then ``conv2d`` per group."""
+    t, b, l, r = pads
+    x = np.pad(np.asarray(x, np.float64), ((0, 0), (0, 0), (t, b), (l, r)))
+    ci, co = x.shape[1] // groups, w.shape[0] // groups
+    out = np.concatenate([conv2d(x[:, g * ci:(g + 1) * ci], np.asarray(w[g * co:(g + 1) * co], np.float64), stride,
+                                 (0, 0), dilation) for g in range(groups)], axis=1)
+    return out if bias is None else out + np.asarray(bias, np.float64).reshape(1, -1, 1, 1)
+
+
+def damp(net):
+    """Divide each rep block's branch BN gammas and betas by its number of BNs: randomized statistics stay,
+    and the sum of the branches has one branch's gain, as a trained network's would (random BNs on six
+    parallel branches multiply the gain of every layer, and float32 rounding with it)."""
+    for _, cell in net.cells_and_names():
+        if isinstance(cell, RepBlock) and cell.branch_bn and not cell.deploy:
+            bns = [b for _, b in cell.cells_and_names() if isinstance(b, nn.BatchNorm2d)]
+            for b in bns:
+                b.gamma.set_data(Tensor(b.gamma.asnumpy() / len(bns)))
+                b.beta.set_data(Tensor(b.beta.asnumpy() / len(bns)))
+    return net
+
+
+def state_of(cell, prefix="blk"):
+    return {f"{prefix}.{name}": p.asnumpy() for name, p in cell.parameters_and_names()}
+
+
+# ---------------------------------------------------------------- the fold (numpy)
+
+@pytest.mark.parametrize("groups,with_bn", [(1, True), (2, True), (4, True), (1, False), (4, False)])
+def test_fold_rep_equals_its_branches(groups, with_bn):
+    """sum_i BN_i(K_i * x) + BN_s(S * x) + BN_id(x) == one conv, k x k (padding k // 2, stride 1)."""
+    rng = np.random.default_rng(groups)
+    c, k = 4, 3
+    x = rng.normal(size=(2, c, 7, 8))
+    dense = [random_branch(rng, (c, c // groups, k, k)) for _ in range(3)]
+    scale = random_branch(rng, (c, c // groups, 1, 1))
+    ident = random_branch(rng, (c, 1, 1, 1))[1:]
+    pick = (lambda b: b) if with_bn else (lambda b: b[:1])
+    use = (lambda y, b: np_bn(y, *b[1:])) if with_bn else (lambda y, b: y)
+    ref = sum(use(reference_conv(x, b[0], groups=groups, pads=(1,) * 4), b) for b in dense)
+    ref = ref + use(reference_conv(x, scale[0], groups=groups), scale)
+    ref = ref + (np_bn(x, *ident) if with_bn else x)
+    kernel, bias = fold.fold_rep([pick(b) for b in dense], pick(scale), ident if with_bn else ())
+    assert (bias is None) == (not with_bn)
+    got = reference_conv(x, kernel, bias, groups, pads=(1,) * 4)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+    # a 1 x 1 site: parallel 1 x 1 branches and the identity, no scale branch
+    dense = [random_branch(rng, (c, c // groups, 1, 1)) for _ in range(2)]
+    kernel, bias = fold.fold_rep([pick(b) for b in dense], None, ident if with_bn else (), bias=np.ones(c))
+    ref = sum(use(reference_conv(x, b[0], groups=groups), b) for b in dense) + (np_bn(x, *ident) if with_bn else x)
+    np.testing.assert_allclose(reference_conv(x, kernel, bias, groups), ref + 1, rtol=1e-10, atol=1e-10)
+
+
+def test_mac_ratio_counts_the_branch_convs():
+    """The 'FLOP floor': conv multiply-adds of the training form per multiply-add of the plain conv, checked
+    by counting those of every conv cell of a 3 x 3 64 -> 64 block."""
+    assert mac_ratio(3) == pytest.approx(10 / 9)
+    assert mac_ratio(3, num_kxk=4) == pytest.approx(37 / 9)
+    assert mac_ratio(1, num_kxk=4) == 4 and mac_ratio(3, branch_bn=False) == 1.0
+    for num in (1, 4):
+        block = RepBlock(64, 64, 3, num_kxk=num)
+        x = Tensor(np.zeros((1, 64, 8, 8), np.float32))
+        macs = []
+        hooks = [c.register_forward_hook(lambda c, a, o: macs.append(
+            o.shape[1] * o.shape[2] * o.shape[3] * c.in_channels // c.group * c.kernel_size[0] * c.kernel_size[1]))
+            for _, c in block.cells_and_names() if isinstance(c, nn.Conv2d)]
+        block.set_train(False)
+        block(x)
+        for h in hooks:
+            h.remove()
+        assert sum(macs) / (64 * 64 * 8 * 8 * 9) == pytest.approx(mac_ratio(3, num_kxk=num))
+
+
+# ---------------------------------------------------------------- the Cell
+
+GEOMETRIES = ("pad-half", "pad-0", "same", "valid")
+CASES = list(itertools.product((3, 5), (1, 2), GEOMETRIES, ("1", "2", "dw")))
+
+
+def _ids(case):
+    k, s, geo, g = case
+    return f"k{k}-s{s}-{geo}-g{g}"
+
+
+def _block(k, stride, geo, groups, c=4, **kwargs):
+    pad_mode = geo if geo in ("same", "valid") else "pad"
+    padding = {"pad-half": k // 2, "pad-0": 0}.get(geo, 0)
+    groups = c if groups == "dw" else int(groups)
+    return RepBlock(c, c, k, stride=stride, padding=padding, groups=groups, pad_mode=pad_mode, **kwargs)
+
+
+def _explicit_pads(block, x):
+    if block.same:
+        return geometry.same_pads(x.shape[2], x.shape[3], block.kernel_size, block.stride, block.dilation)
+    return block.padding
+
+
+class Grads(nn.Cell):
+    """Gradients of mean(net(x) ** 2) with respect to ``weights``."""
+
+    def __init__(self, net, weights):
+        super().__init__()
+        self.net = net
+        self.grad = ops.GradOperation(get_by_list=True)
+        self.weights = ms.ParameterTuple(weights)
+
+    def loss(self, x):
+        return (self.net(x) ** 2).mean()
+
+    def construct(self, x):
+        return self.grad(self.loss, self.weights)(x)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_eval_equals_its_folded_conv_and_the_numpy_fold(case):
+    """Every stride, padding (half, zero, 'same', 'valid') and grouping, two k x k branches: in training every
+    branch's parameters get a gradient; in eval the block equals its switched conv and the numpy fold of its
+    entries run as a float64 conv; the identity exists exactly where the conv keeps the input's grid."""
+    k, stride, geo, _ = case
+    ms.set_seed(k + stride)
+    block = _block(*case, num_kxk=2)
+    assert block.has_identity == (stride == 1 and geo in ("pad-half", "same"))
+    assert block.has_scale
+    x = Tensor(np.random.default_rng(k * stride).normal(1.0, 1.0, size=(2, 4, 11, 12)).astype(np.float32))
+    block.set_train(True)
+    weights = block.trainable_params()
+    assert len(weights) == 3 * 3 + 2 * block.has_identity  # 3 convs, 3 + identity BNs (gamma, beta)
+    for w, g in zip(weights, Grads(block, weights)(x)):
+        g = g.asnumpy()
+        assert np.isfinite(g).all() and np.abs(g).max() > 0, f"no gradient reaches {w.name}"
+
+    randomize_bn(block, seed=k * 10 + stride)
+    block.set_train(False)
+    y = block(x).asnumpy()
+    plain = nn.Conv2d(4, 4, k, stride=stride, pad_mode=block.pad_mode if not block.same else "same",
+                      padding=block.padding if not block.same else 0, group=block.groups)
+    assert y.shape == plain(x).shape and np.abs(y).max() > 0.1
+    info = block.reparam_info()
+    kernel, bias, names = get_kind("rep").fold(state_of(block), "blk", info)
+    assert sorted(names) == sorted(state_of(block))
+    expected = reference_conv(x.asnumpy(), kernel, bias, block.groups, stride, _explicit_pads(block, x))
+    assert_close(y, expected, TOL, _ids(case) + " numpy fold")
+    block.switch_to_deploy()
+    assert [n for n, _ in block.cells_and_names()] == ["", "fused_conv"]
+    assert_close(block(x).asnumpy(), y, TOL, _ids(case) + " switched")
+
+
+@pytest.mark.parametrize("stride,padding", [(1, 2), (1, 0), (1, 1), (2, 2), (2, 3)])
+def test_dilated_windows_keep_the_centre_tap(stride, padding):
+    """Dilation 2: the 1 x 1 branch reads the centre tap (padding 2 keeps the grid: identity too)."""
+    ms.set_seed(stride + padding)
+    block = randomize_bn(RepBlock(4, 4, 3, stride=stride, padding=padding, dilation=2), seed=padding)
+    assert block.has_identity == (stride == 1 and padding == 2)
+    block.set_train(False)
+    x = Tensor(np.random.default_rng(padding).normal(size=(1, 4, 12, 11)).astype(np.float32))
+    y = block(x).asnumpy()
+    kernel, bias, _ = get_kind("rep").fold(state_of(block), "blk", block.reparam_info())
+    assert_close(y, reference_conv(x.asnumpy(), kernel, bias, 1, stride, (padding,) * 4, 2), TOL, "dilated")
+    block.switch_to_deploy()
+    assert_close(block(x).asnumpy(), y, TOL, "dilated, switched")
+
+
+def test_the_scale_branch_and_the_identity_sit_on_the_centre_tap():
+    """Single-pixel input, padding 0, dilation 2: only the 1 x 1 branch (weight 1) is on; it answers at the one
+    output whose window centre is the pixel."""
+    block = RepBlock(1, 1, 3, padding=0, dilation=2, branch_bn=False)
+    block.dense[0].conv.weight.set_data(Tensor(np.zeros((1, 1, 3, 3), np.float32)))
+    block.scale.conv.weight.set_data(Tensor(np.ones((1, 1, 1, 1), np.float32)))
+    x = np.zeros((1, 1, 9, 9), np.float32)
+    x[0, 0, 4, 4] = 1.0
+    y = block(Tensor(x)).asnumpy()[0, 0]
+    expected = np.zeros((5, 5), np.float32)
+    expected[2, 2] = 1  # output (i, j) is centred on input (i + 2, j + 2)
+    np.testing.assert_allclose(y, expected, atol=1e-6)
+    same = RepBlock(1, 1, 3, branch_bn=False, scale=False)
+    same.dense[0].conv.weight.set_data(Tensor(np.zeros((1, 1, 3, 3), np.float32)))
+    np.testing.assert_allclose(same(Tensor(x)).asnumpy(), x, atol=1e-6)  # the identity alone
+
+
+@pytest.mark.parametrize("stride,groups", [(1, 1), (1, 4), (2, 1)])
+def test_a_pointwise_block_has_parallel_1x1_branches_and_the_identity(stride, groups):
+    ms.set_seed(stride)
+    block = randomize_bn(RepBlock(4, 4, 1, stride=stride, padding=0, groups=groups, num_kxk=4), seed=groups)
+    assert not block.has_scale and block.has_identity == (stride == 1)
+    assert len(block.dense) == 4
+    block.set_train(False)
+    x = Tensor(np.random.default_rng(0).normal(size=(2, 4, 7, 7)).astype(np.float32))
+    y = block(x).asnumpy()
+    kernel, bias, _ = get_kind("rep").fold(state_of(block), "blk", block.reparam_info())
+    assert kernel.shape == (4, 4 // groups, 1, 1)
+    assert_close(y, reference_conv(x.asnumpy(), kernel, bias, groups, stride), TOL, "pointwise")
+    block.switch_to_deploy()
+    assert_close(block(x).asnumpy(), y, TOL, "pointwise, switched")
+
+
+@pytest.mark.parametrize("geo", ["pad-half", "pad-0", "same"])
+def test_the_one_conv_form_has_the_branch_forms_gradients(geo):
+    """branch_bn=False trains as ONE conv over the summed kernel: the same outputs and gradients as the
+    explicit sum of three k x k convs, the 1 x 1 conv on the centre tap and the identity, for every parameter;
+    with a bias, and folded."""
+    block = _block(3, 1, geo, "1", num_kxk=3, branch_bn=False, has_bias=True)
+    rng = np.random.default_rng(5)
+    for _, w in block.parameters_and_names():
+        w.set_data(Tensor(rng.normal(size=w.shape).astype(np.float32)))
+    assert block.has_identity == (geo != "pad-0")
+
+    class Branches(nn.Cell):
+        def __init__(self, b):
+            super().__init__()
+            self.b = b
+
+        def construct(self, x):
+            inner = x
+            pad = 0 if geo == "pad-0" else 1
+            out = ops.conv2d(inner, self.b.dense[0].conv.weight, pad_mode="pad", padding=pad)
+            out = out + ops.conv2d(inner, self.b.dense[1].conv.weight, pad_mode="pad", padding=pad)
+            out = out + ops.conv2d(inner, self.b.dense[2].conv.weight, pad_mode="pad", padding=pad)
+            centre = inner if pad else inner[:, :, 1:inner.shape[2] - 1, 1:inner.shape[3] - 1]
+            out = out + ops.conv2d(centre, self.b.scale.conv.weight)
+            if pad:
+                out = out + x
+            return out + self.b.dense[0].conv.bias.reshape(1, -1, 1, 1)
+
+    x = Tensor(rng.normal(size=(2, 4, 9, 9)).astype(np.float32))
+    weights = ms.ParameterTuple(block.trainable_params())
+    assert len(weights) == 5  # 3 k x k kernels (the first with the bias) and the 1 x 1 kernel
+    y = block(x).asnumpy()
+    assert_close(y, Branches(block)(x).asnumpy(), TOL, "outputs")
+    for w, g1, g2 in zip(weights, Grads(block, weights)(x), Grads(Branches(block), weights)(x)):
+        assert np.abs(g2.asnumpy()).max() > 0
+        assert_close(g1.asnumpy(), g2.asnumpy(), TOL, w.name)
+    assert block.reparam_info()["has_identity"] == block.has_identity
+    block.switch_to_deploy()
+    assert_close(block(x).asnumpy(), y, TOL, "one-conv form, switched")
+
+
+def test_switch_to_deploy_on_a_network_renames():
+    net = nn.SequentialCell([RepBlock(3, 4, 3, num_kxk=2), nn.ReLU(), RepBlock(4, 4, 3, pad_mode="same")])
+    randomize_bn(net, seed=3)
+    net.set_train(False)
+    x = Tensor(np.random.default_rng(2).normal(size=(1, 3, 8, 8)).astype(np.float32))
+    before = net(x).asnumpy()
+    assert not net[0].has_identity and net[2].has_identity
+    switch_to_deploy(net)
+    assert sorted(p.name for p in net.get_parameters()) == ["0.fused_conv.bias", "0.fused_conv.weight",
+                                                            "2.fused_conv.bias", "2.fused_conv.weight"]
+    assert_close(net(x).asnumpy(), before, TOL)
+
+
+def test_graph_mode_trains_and_folds():
+    """The branch loop compiles in graph mode, in both forms."""
+    ms.set_context(mode=ms.GRAPH_MODE)
+    x = Tensor(np.random.default_rng(1).normal(size=(2, 4, 8, 8)).astype(np.float32))
+    for kwargs in (dict(num_kxk=3), dict(num_kxk=2, branch_bn=False)):
+        block = randomize_bn(RepBlock(4, 4, 3, **kwargs), seed=1)
+        weights = block.trainable_params()
+        grads = Grads(block, weights)(x)
+        assert all(np.abs(g.asnumpy()).max() > 0 for g in grads)
+        block.set_train(False)
+        y = block(x).asnumpy()
+        kernel, bias, _ = get_kind("rep").fold(state_of(block), "blk", block.reparam_info())
+        assert_close(y, reference_conv(x.asnumpy(), kernel, bias, pads=(1,) * 4), TOL, str(kwargs))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(kernel_size=2), "kernel_size"), (dict(kernel_size=3.0), "kernel_size"), (dict(num_kxk=0), "num_kxk"),
+    (dict(groups=3), "groups"), (dict(padding=-1), "padding"), (dict(has_bias=True), "has_bias"),
+    (dict(pad_mode="full"), "pad_mode")])
+def test_bad_arguments_fail_at_construction(bad, match):
+    with pytest.raises(ValueError, match=match):
+        RepBlock(4, 4, **dict(dict(kernel_size=3), **bad))
+
+
+@pytest.mark.parametrize("options, fragment", [
+    ({"num_kxk": 0}, "block option 'num_kxk' of rep: expected an integer >= 1, got 0"),
+    ({"num_kxk": 1.5}, "block option 'num_kxk' of rep: expected an integer >= 1, got 1.5"),
+    ({"num_kxk": True}, "block option 'num_kxk' of rep: expected an integer >= 1, got True"),
+    ({"pointwise": "yes"}, "block option 'pointwise' of rep: expected True or False, got 'yes'"),
+    ({"scale": 2}, "block option 'scale' of rep: expected True or False, got 2"),
+    ({"num_kxks": 2}, "block_type rep has no option 'num_kxks' (did you mean 'num_kxk'?)"),
+])
+def test_bad_options_are_one_line_naming_the_option(options, fragment):
+    with pytest.raises(ValueError) as err:
+        check_block("rep", options)
+    assert fragment in str(err.value) and "\n" not in str(err.value)
+    assert check_block("rep", {"num_kxk": "4", "pointwise": "true"})[1] == dict(
+        num_kxk=4, pointwise=True, scale=True, identity=True, branch_bn=True)
+
+
+def test_bad_options_on_the_command_line_are_one_line():
+    from conftest import assert_one_line_error, run_main
+
+    res = run_main("train.py", "--model", "resnet18", "--block_type", "rep", "--block_options", "{num_kxk: 0}")
+    assert_one_line_error(res, "block option 'num_kxk' of rep: expected an integer >= 1, got 0")
+
+
+# ---------------------------------------------------------------- whole MindCV models
+
+#: member -> (block options, summary line); five fast ones: plain, MobileOne-style depthwise + pointwise (x2),
+#: grouped, pre-activation
+FAMILIES = {
+    "resnet18": ({}, "17 k x k convs became rep blocks (17 BN slot)"),
+    "mobilenet_v2_035_96": (dict(num_kxk=4, pointwise=True),
+                            "52 convs became rep blocks (18 k x k, 34 1 x 1; 52 BN slot)"),
+    "mobilenet_v1_025": (dict(num_kxk=4, pointwise=True),
+                         "27 convs became rep blocks (14 k x k, 13 1 x 1; 27 BN slot)"),
+    "regnet_x_200mf": ({}, "14 k x k convs became rep blocks (14 BN slot)"),
+    "densenet121": ({}, "59 k x k convs became rep blocks (1 BN slot, 58 no BN (bias-free))"),
+    "mobilenet_v3_small_075": (dict(pointwise=True), "34 convs became rep blocks (12 k x k, 22 1 x 1; 34 BN slot); "
+                               "stayed plain: 18 (1 x 1 conv with no BatchNorm after it (pointwise rep blocks take "
+                               "conv + BN pairs))"),
+    "efficientnet_b0": (dict(num_kxk=2), None),
+    "resnext50_32x4d": (dict(scale=False, identity=False), None),
+}
+SLOW = ("efficientnet_b0", "resnext50_32x4d")
+
+
+def rep_model(name, options, seed=1):
+    from acnet_ms import create_model
+
+    ms.set_seed(seed)
+    return damp(randomize_bn(create_model(name, num_classes=10, block_type="rep", block_options=options), seed + 1))
+
+
+def stock_logits(name, arrays, x):
+    import mindcv
+
+    from conftest import load_strict
+
+    stock = mindcv.create_model(name, num_classes=10)
+    assert list(arrays) == [p.name for p in stock.get_parameters()]  # names and order
+    return load_strict(stock, arrays)(x).asnumpy()
+
+
+@pytest.mark.parametrize("name", [n if n not in SLOW else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in FAMILIES])
+def test_a_rep_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
+    from acnet_ms import summary_line
+    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.deploy import convert_checkpoint
+    from conftest import images
+
+    options, line = FAMILIES[name]
+    net = rep_model(name, options)
+    blocks = [c for _, c in net.cells_and_names() if isinstance(c, RepBlock)]
+    assert len(net.acnet.blocks) == len(blocks) > 0
+    if line:
+        assert summary_line(net) == line
+    assert all(len(b.dense) == check_block("rep", options)[1]["num_kxk"] for b in blocks)
+    # densenet's 3 x 3 convs turn 128 channels into 32: none keeps its input
+    assert any(b.has_identity for b in blocks) == (options.get("identity", True) and name != "densenet121")
+    if name == "mobilenet_v1_025":  # its pointwise convs with as many channels out as in keep the grid
+        assert any(b.kernel_size == 1 and b.has_identity for b in blocks)
+    if name == "densenet121":
+        assert sum(not b.branch_bn for b in blocks) == 58
+    src, dst = str(tmp_path / "rep.ckpt"), str(tmp_path / "plain.ckpt")
+    write_checkpoint(src, {p.name: p.asnumpy() for p in net.get_parameters()},
+                     dict(model=name, block_type="rep", block_options=check_block("rep", options)[1], num_classes=10))
+    lines = []
+    summary = convert_checkpoint(src, dst, log=lines.append)
+    assert summary["blocks"] == len(blocks) and f"folded {len(blocks)} rep blocks" in lines[0]
+    x = images(0)
+    net.set_train(False)
+    expected = net(x).asnumpy()
+    assert np.abs(expected).max() > 0
+    assert_close(stock_logits(name, read_checkpoint(dst)[0], x), expected, MODEL_TOL, name)
+
+
+@pytest.mark.parametrize("options", [dict(num_kxk=2, pointwise=True), dict(num_kxk=2, branch_bn=False)],
+                         ids=["branch_bn", "one_conv"])
+def test_finetuning_from_a_stock_checkpoint_starts_from_its_function(options, tmp_path):
+    """from_plain: the stock conv becomes the first branch, every other branch adds zero (BN gamma = beta = 0;
+    without branch BNs zero kernels, and the first kernel less the identity's)."""
+    import mindcv
+
+    from acnet_ms import create_model
+    from acnet_ms.checkpoint import load_pretrained, write_checkpoint
+    from conftest import images
+
+    ms.set_seed(3)
+    stock = randomize_bn(mindcv.create_model("resnet18", num_classes=10), seed=4)
+    path = str(tmp_path / "stock.ckpt")
+    write_checkpoint(path, {p.name: p.asnumpy() for p in stock.get_parameters()}, None)
+    net = create_model("resnet18", num_classes=10, block_type="rep", block_options=options)
+    blocks = [c for _, c in net.cells_and_names() if isinstance(c, RepBlock)]
+    assert any(b.has_identity for b in blocks) and all(b.branch_bn == options.get("branch_bn", True) for b in blocks)
+    lines = []
+    loaded = load_pretrained(net, path, log=lines.append)
+    x = images(5)
+    stock.set_train(False)
+    net.set_train(False)
+    expected = stock(x).asnumpy()
+    assert_close(net(x).asnumpy(), expected, MODEL_TOL, str(options))
+    if options.get("branch_bn", True):  # the new branches' kernels and statistics keep their initial values
+        assert len(loaded) < len(list(net.get_parameters()))
+    else:
+        assert len(loaded) == len(list(net.get_parameters()))
+        assert np.abs(net.layer1[0].conv1.dense[1].conv.weight.asnumpy()).max() == 0
+
+
+def test_a_checkpoint_that_records_nothing_shows_its_options(tmp_path):
+    """Every option but a BN-free identity shows in the entries: convert needs only the model's name."""
+    from acnet_ms import state as state_map
+    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.deploy import convert_checkpoint
+    from conftest import images
+
+    options = dict(num_kxk=3, pointwise=True, scale=False, identity=False)
+    net = rep_model("mobilenet_v1_025", options, seed=6)
+    src, dst = str(tmp_path / "own_loop.ckpt"), str(tmp_path / "plain.ckpt")
+    ms.save_checkpoint(net, src)
+    state, meta = read_checkpoint(src)
+    assert not meta.get("block_type")
+    assert state_map.infer_block(state) == ("rep", dict(options, branch_bn=True), [])
+    lines = []
+    convert_checkpoint(src, dst, model="mobilenet_v1_025", log=lines.append)
+    assert not any("assumed" in line for line in lines)
+    x = images(2)
+    net.set_train(False)
+    assert_close(stock_logits("mobilenet_v1_025", read_checkpoint(dst)[0], x), net(x).asnumpy(), MODEL_TOL,
+                 "inferred options")
+    # blocks without BNs: their identity has no entry, so it is unseen; the defaults show otherwise
+    kind = get_kind("rep")
+    w = np.zeros((4, 4, 3, 3), np.float32)
+    assert kind.infer_options({"a.dense.0.conv.weight": w, "a.dense.1.conv.weight": w}, ["a"]) == (
+        dict(num_kxk=2, pointwise=False, branch_bn=False, scale=False), ["identity"])
+    with_bn = {"a.dense.0.conv.weight": w, "a.dense.0.bn.gamma": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
+               "a.identity_bn.gamma": w[:, 0, 0, 0]}
+    assert kind.infer_options(with_bn, ["a"]) == (dict(num_kxk=1, pointwise=False, branch_bn=True, scale=True,
+                                                       identity=True), [])
+
+
+def test_fold_bn_and_onnx_export(tmp_path):
+    """convert --fold_bn --export onnx: the fully folded model and its graph compute the rep model's logits."""
+    import onnxruntime as ort
+
+    from acnet_ms import create_model
+    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.deploy import convert_checkpoint
+    from conftest import images, load_strict
+
+    options = dict(num_kxk=2, pointwise=True)
+    net = rep_model("mobilenet_v1_025", options, seed=8)
+    src, dst = str(tmp_path / "rep.ckpt"), str(tmp_path / "deploy.ckpt")
+    write_checkpoint(src, {p.name: p.asnumpy() for p in net.get_parameters()},
+                     dict(model="mobilenet_v1_025", block_type="rep", block_options=options, num_classes=10))
+    convert_checkpoint(src, dst, fold_bn=True, export="onnx", input_shape="1,3,64,64", log=lambda *_: None)
+    arrays, meta = read_checkpoint(dst)
+    assert meta["deploy"] is True
+    deploy = load_strict(create_model("mobilenet_v1_025", num_classes=10, deploy=True), arrays)
+    x = images(3, batch=1)
+    net.set_train(False)
+    expected = net(x).asnumpy()
+    assert_close(deploy(x).asnumpy(), expected, MODEL_TOL, "fully folded")
+    session = ort.InferenceSession(str(tmp_path / "deploy.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.asnumpy()})
+    assert_close(got, expected, MODEL_TOL, "onnx")
+
+
+class FourSites(nn.Cell):
+    """A 3 x 3 conv into a BN, one with its own bias, a pointwise conv into a BN and a pre-activation 3 x 3 conv
+    (no BN, no bias): the four kinds of rep block, three with an identity."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_bn = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.conv_bias = nn.Conv2d(8, 8, 3, pad_mode="pad", padding=1, has_bias=True)
+        self.pointwise, self.pw_bn = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.pre_bn = nn.BatchNorm2d(8)
+        self.conv_plain = nn.Conv2d(8, 8, 3, pad_mode="same")
+        self.relu = nn.ReLU()
+        self.head = nn.Dense(8, 10)
+
+    def construct(self, x):
+        x = self.relu(self.bn(self.conv_bn(x)))
+        x = self.relu(self.conv_bias(x))
+        x = self.relu(self.pw_bn(self.pointwise(x)))
+        x = self.conv_plain(self.relu(self.pre_bn(x)))
+        return self.head(x.mean(axis=(2, 3)))
+
+
+def four_sites(**options):
+    from acnet_ms.transform import to_blocks, trace
+
+    ms.set_seed(0)
+    net = FourSites()
+    return to_blocks(net, trace(net, (1, 3, 16, 16)), "rep", dict(dict(pointwise=True, num_kxk=2), **options))
+
+
+@pytest.mark.parametrize("amp_level", slow_except(["O0", "O1", "O2", "O3"], "O0", "O1"))
+@pytest.mark.parametrize("branch_bn", [True, False], ids=["branch_bn", "one_conv"])
+def test_each_kind_of_block_trains_evaluates_and_folds_at_every_amp_level(amp_level, branch_bn):
+    """One graph-mode train step at each AMP level, then the fold of the float32 weights equals the blocks."""
+    from acnet_ms.config import defaults
+    from acnet_ms.state import fold_state
+    from acnet_ms.training.factories import build_train_step
+    from acnet_ms.training.loop import train_call
+    from acnet_ms.transform import block_layout
+
+    ms.set_context(mode=ms.GRAPH_MODE)
+    net = randomize_bn(four_sites(branch_bn=branch_bn), seed=2)
+    layout = block_layout(net)
+    assert {k: (v["slot"], v["branch_bn"], v["has_identity"]) for k, v in layout.items()} == dict(
+        conv_bn=("bn" if branch_bn else "none", branch_bn, False), conv_bias=("bias", branch_bn, True),
+        pointwise=("bn" if branch_bn else "none", branch_bn, True), conv_plain=("none", False, True))
+    cfg = dict(defaults(), device_target="CPU", model="four_sites", block_type="rep", opt="momentum",
+               amp_level=amp_level, weight_decay=1e-4, lr=0.05)
+    step, _ = build_train_step(net, cfg, [0.05] * 4)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(2, 3, 16, 16)).astype(np.float32))
+    loss = train_call(step, x, Tensor(rng.integers(0, 10, 2).astype(np.int32)), True, cfg)[0]
+    assert np.isfinite(float(loss.asnumpy()))
+    net.set_train(False)
+    amp_out = net(x).asnumpy().astype(np.float32)
+    assert np.isfinite(amp_out).all()
+
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    params = {p.name: p.asnumpy().astype(np.float32) for p in net.get_parameters()}  # float32 master weights
+    reference = four_sites(branch_bn=branch_bn)
+    ms.load_param_into_net(reference, {k: ms.Parameter(Tensor(v), name=k) for k, v in params.items()},
+                           strict_load=True)
+    plain = FourSites()
+    folded, _ = fold_state(params, block_layout(reference))
+    ms.load_param_into_net(plain, {k: ms.Parameter(Tensor(v), name=k) for k, v in folded.items()}, strict_load=True)
+    reference.set_train(False)
+    plain.set_train(False)
+    expected = reference(x).asnumpy()
+    assert_close(plain(x).asnumpy(), expected, 1e-4, f"fold at {amp_level}")
+    assert_close(amp_out, expected, 0.05 if amp_level != "O0" else 1e-5, f"{amp_level} vs float32")
+
+
+@pytest.mark.parametrize("branch_bn", [True, False], ids=["branch_bn", "one_conv"])
+def test_from_plain_keeps_the_function_of_each_kind_of_block(branch_bn):
+    """A plain network's entries mapped onto each kind of block (BN slot, conv bias as a BN, pointwise,
+    pre-activation with an identity) compute what the plain network computes."""
+    from acnet_ms.state import plain_to_blocks
+    from acnet_ms.transform import block_layout
+
+    ms.set_seed(4)
+    plain = randomize_bn(FourSites(), seed=5)
+    plain.conv_bias.bias.set_data(Tensor(np.linspace(-1, 1, 8).astype(np.float32)))
+    net = four_sites(branch_bn=branch_bn)
+    state = plain_to_blocks({p.name: p.asnumpy() for p in plain.get_parameters()}, block_layout(net))
+    mine = {p.name for p in net.get_parameters()}
+    assert set(state) <= mine
+    ms.load_param_into_net(net, {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()})
+    x = Tensor(np.random.default_rng(6).normal(size=(2, 3, 16, 16)).astype(np.float32))
+    plain.set_train(False)
+    net.set_train(False)
+    assert_close(net(x).asnumpy(), plain(x).asnumpy(), 1e-5, "from plain")
