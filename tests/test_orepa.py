@@ -332,13 +332,12 @@ def test_one_train_step_at_amp_o2_and_o3_trains_and_folds():
 
 # ---------------------------------------------------------------- the kind through MindCV models
 
-#: families: depthwise (mobilenet_v2), grouped (regnet_x, resnext), squeeze-excite + depthwise 5 x 5
-#: (mobilenet_v3, efficientnet), convs with bias and no BN (squeezenet), plain (resnet18), pre-activation
-#: (densenet121: convs after BN-ReLU feeding a concat)
-#: (each < ~10 s here; resnet18 and densenet121 take 20-30 s, most of it generating their 256- and 512-channel
-#: kernels in PyNative: the fast lane converts resnet18 in test_a_checkpoint_without_metadata_shows_its_branches)
-FAMILIES = ["mobilenet_v2_035_96", "regnet_x_200mf", "mobilenet_v3_small_075", "squeezenet1_1", "efficientnet_b0"] + [
-    pytest.param(n, marks=pytest.mark.slow) for n in ("resnet18", "densenet121", "resnext50_32x4d")]
+#: families: plain (resnet18), depthwise (mobilenet_v2), grouped (regnet_x, resnext), squeeze-excite + depthwise
+#: 5 x 5 (mobilenet_v3, efficientnet), convs with bias and no BN (squeezenet), pre-activation (densenet121: convs
+#: after BN-ReLU feeding a concat, no BN after them)
+#: (each 1-9 s on an idle machine, most of it generating the 256- and 512-channel kernels in PyNative)
+FAMILIES = ["resnet18", "mobilenet_v2_035_96", "regnet_x_200mf", "mobilenet_v3_small_075", "squeezenet1_1",
+            "densenet121"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("efficientnet_b0", "resnext50_32x4d")]
 
 
 def orepa_model(name, seed=1, **options):
