@@ -249,7 +249,7 @@ def merge_depthwise_pointwise(dw, pw, channels, groups=1):
     m = dw.shape[0] // c
     dw = dw[:, 0].reshape(groups, c // groups, m, *dw.shape[2:])          # (g, C/g, M, k, k)
     pw = pw[:, :, 0, 0].reshape(groups, o // groups, c // groups, m)      # (g, O/g, C/g, M)
-    return np.einsum("gocm,gcmhw->gochw", pw, dw).reshape(o, c // groups, *dw.shape[3:])
+    return np.einsum("gocm,gcmhw->gochw", pw, dw, optimize=True).reshape(o, c // groups, *dw.shape[3:])
 
 
 def scale_out(kernel, vector):

@@ -292,8 +292,9 @@ def test_bad_arguments_fail_at_construction(bad, match):
         OREPABlock(4, 4, **args)
 
 
-def test_one_train_step_at_amp_o2_and_o3_trains_and_folds():
-    """O2/O3 cast the input to float16: the kernel is cast to it, the parameters stay float32."""
+def test_one_train_step_at_every_amp_level_trains_and_folds():
+    """O1 casts inside the white-listed ops, O2/O3 cast the input to float16: the kernel is cast to the
+    input's type, the parameters stay float32."""
     from test_optimizers_amp import ThreeKinds, batch, train_one_step
 
     from acnet_ms.state import fold_state
@@ -304,7 +305,7 @@ def test_one_train_step_at_amp_o2_and_o3_trains_and_folds():
         net = ThreeKinds()
         return to_blocks(net, trace(net, (1, 3, 16, 16)), "orepa")
 
-    for amp_level in ("O2", "O3"):
+    for amp_level in ("O1", "O2", "O3"):
         net = randomize_bn(three(), seed=2)
         assert {k: v["slot"] for k, v in block_layout(net).items()} == dict(conv_bn="none", conv_bias="bias",
                                                                              conv_plain="none")
