@@ -1,7 +1,8 @@
 """``make study``: ACNet's ablations and kernel analyses, reproduced small on the embedded digits.
 
 Trains the plain model, the ACB model and its variants (1 x k only, k x 1 only,
-no BN in the branches, asymmetric kernels on the border), several seeds each,
+no BN in the branches, asymmetric kernels on the border) and the other kinds
+(DBB, OREPA, RepVGG-style ``rep``), several seeds each,
 through ``train.py``; runs ``analyze.py``'s four analyses on every checkpoint
 through :mod:`acnet_ms.analysis` (the fourth, INT8 post-training quantization
 in onnxruntime, calibrated on the training split); and writes ``report.md`` with tables,
@@ -44,6 +45,9 @@ VARIANTS = {
     "acb_v": ["--block_type", "acb", "--block_options", "{branches: v}"],
     "acb_nobn": ["--block_type", "acb", "--block_options", "{branch_bn: false}"],
     "acb_corner": ["--block_type", "acb", "--block_options", "{position: corner}"],
+    "dbb": ["--block_type", "dbb"],
+    "orepa": ["--block_type", "orepa"],
+    "rep": ["--block_type", "rep"],
 }
 RATIOS = tuple(i / 10 for i in range(10))
 
@@ -211,7 +215,7 @@ def report(out, runs, mag, sp, rob, seconds, args, quant=None):
     sk = by_variant(sp["checkpoints"], lambda r: auc(r["curves"]["skeleton"]), args.seeds)
     co = by_variant(sp["checkpoints"], lambda r: auc(r["curves"]["corner"]), args.seeds)
     lines = [
-        "# ACNet study on the digits",
+        "# Re-parameterization study on the digits (ACNet, DBB, OREPA, RepVGG-style)",
         "",
         f"`python -m acnet_ms.study --seeds {args.seeds} --epochs {args.epochs} --per_class {args.per_class}`: "
         f"`src20` at 16×16, {10 * args.per_class} training images, all {rob['checkpoints'][0]['samples']} "
@@ -234,6 +238,15 @@ def report(out, runs, mag, sp, rob, seconds, args, quant=None):
                     ("acb_corner", "asymmetric kernels on the skeleton beat the border (Fig. 8)")):
         d, inside = compare(top1["acb"], top1[v])
         obs.append(observation(what, d > 0, d, inside))
+    for v, what in (("dbb", "DBB beats the plain model (DBB paper, ResNet-18: 69.54 → 70.99)"),
+                    ("orepa", "OREPA beats the plain model (OREPA paper, ImageNet)"),
+                    ("rep", "RepVGG-style branches beat the plain model (RepVGG paper's ablation)")):
+        d, inside = compare(top1[v], top1["base"])
+        obs.append(observation(what, d > 0, d, inside))
+    d, inside = compare(top1["dbb"], top1["acb"])
+    obs.append(observation("DBB beats ACB (DBB paper, ResNet-18: 70.99 against ACB's 70.53)", d > 0, d, inside))
+    d, inside = compare(top1["orepa"], top1["dbb"])
+    obs.append(observation("OREPA beats DBB (OREPA paper: up to +0.6 % over earlier blocks)", d > 0, d, inside))
     d, inside = compare(ud["acb"], ud["base"])
     obs.append(observation("ACB is more robust to up-down flips (Table 5)", d > 0, d, inside))
     d, inside = compare(lr["acb"], lr["base"])
