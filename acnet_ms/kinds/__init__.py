@@ -4,6 +4,7 @@
 ``docs/models.md`` for how to add one.
 """
 from . import acb  # noqa: F401  (registers the ACB kind)
+from . import dbb  # noqa: F401  (registers the DBB kind)
 from . import orepa  # noqa: F401  (registers the OREPA kind)
 from . import rep  # noqa: F401  (registers the rep kind)
 from .base import (BASE, BlockKind, KindOption, block_types, check_block, get_kind, kind_names, register_kind,
