@@ -9,14 +9,20 @@ in onnxruntime, calibrated on the training split); and writes ``report.md`` with
 figures and, for each of the paper's observations, whether this run shows it
 and whether the difference is larger than the seed-to-seed spread.
 
-    python -m acnet_ms.study [--out study_out] [--seeds 2] [--epochs 12] [--per_class 40]
+    python -m acnet_ms.study [--out study_out] [--seeds 2] [--epochs 12] [--per_class 40] [--reuse]
 
 The setting (and why): scikit-learn's 8 x 8 digits upsampled to 16 x 16, the
 CIFAR ResNet-20 (``src20``, 19 3 x 3 convs), trained on ``per_class`` images
 of each digit (400 by default) and validated on all 359 held-out ones.  With
 the full training split every form reaches ~98 % (see ``make demo``) and the
 forms cannot differ; with a tenth of it they stay in the 80-95 % range, where
-the branches' regularising effect can show.  Rotations and flips of digits
+the branches' regularising effect can show.  Every form's block starts at the plain conv's scale: ACB's three branch BNs at gamma
+1/3 (ACNet's CIFAR recipe, ``configs/demo_digits.yaml``), DBB's four at 1/4 and
+rep's (up to) three at 1/3 alike; OREPA's branch scales start as its paper's.
+With gamma 1 the sum of the branches starts two to four times larger and src20's
+residual stages amplify it (measured: first-epoch loss 7.6 for DBB, 4.4 for rep,
+2.4 for base), which would compare initialisations, not blocks.
+Rotations and flips of digits
 change their meaning (a flipped 2 is no digit, a rotated 6 is a 9), so
 robustness is a comparison between forms, not an absolute.
 """
@@ -45,11 +51,14 @@ VARIANTS = {
     "acb_v": ["--block_type", "acb", "--block_options", "{branches: v}"],
     "acb_nobn": ["--block_type", "acb", "--block_options", "{branch_bn: false}"],
     "acb_corner": ["--block_type", "acb", "--block_options", "{position: corner}"],
-    "dbb": ["--block_type", "dbb"],
+    "dbb": ["--block_type", "dbb", "--block_options", "{gamma_init: 0.25}"],
     "orepa": ["--block_type", "orepa"],
-    "rep": ["--block_type", "rep"],
+    "rep": ["--block_type", "rep", "--block_options", "{gamma_init: 0.3333333333}"],
 }
 RATIOS = tuple(i / 10 for i in range(10))
+
+#: what a finished run leaves in its folder: the command that made it and its checkpoint (--reuse)
+RUN_MARKER = "study_run.json"
 
 
 def write_list(data, out, per_class):
@@ -64,19 +73,39 @@ def write_list(data, out, per_class):
     return path
 
 
-def train_run(data, train_list, run_dir, variant, seed, epochs):
-    """Train one form with one seed through train.py; returns its last checkpoint's path."""
+def run_args(data, train_list, run_dir, variant, seed, epochs):
+    """train.py's command line for one form and seed (without the interpreter)."""
     config = os.path.join(ROOT, "configs", "demo_digits.yaml")
-    args = [sys.executable, os.path.join(ROOT, "train.py"), "--config", config, "--data_dir", data,
-            "--train_list", train_list, "--ckpt_save_dir", run_dir, "--seed", seed, "--epoch_size", epochs,
-            "--val_while_train", "False", "--keep_checkpoint_max", 1, "--log_interval", 1000,
-            *VARIANTS[variant]]
-    proc = subprocess.run([str(a) for a in args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    args = [os.path.join(ROOT, "train.py"), "--config", config, "--data_dir", data, "--train_list", train_list,
+            "--ckpt_save_dir", run_dir, "--seed", seed, "--epoch_size", epochs, "--val_while_train", "False",
+            "--keep_checkpoint_max", 1, "--log_interval", 1000, *VARIANTS[variant]]
+    return [str(a) for a in args]
+
+
+def train_run(data, train_list, run_dir, variant, seed, epochs, reuse=False):
+    """Train one form with one seed through train.py; returns its last checkpoint's path.
+
+    ``reuse``: keep the folder's run if it was made by the same command line and its checkpoint is there
+    (training is deterministic: the same command gives the same checkpoint); otherwise, or without
+    ``reuse``, the folder is cleared and the form trained afresh.
+    """
+    args = run_args(data, train_list, run_dir, variant, seed, epochs)
+    marker = os.path.join(run_dir, RUN_MARKER)
+    if reuse and os.path.exists(marker):
+        with open(marker, encoding="utf-8") as f:
+            done = json.load(f)
+        if done.get("args") == args and os.path.exists(done.get("last", "")):
+            return done["last"]
+    clear_run(run_dir)  # the study's own folder: a second make study starts afresh
+    proc = subprocess.run([sys.executable] + args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
     if proc.returncode != 0:
         sys.exit(f"study: training {variant} (seed {seed}) failed: {proc.stderr.strip().splitlines()[-1:]}")
-    last = [ln.split(": ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("last checkpoint: ")]
-    return last[-1]
+    last = [ln.split(": ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("last checkpoint: ")][-1]
+    with open(marker + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(dict(args=args, last=last), f)
+    os.replace(marker + ".tmp", marker)
+    return last
 
 
 def spread(values):
@@ -300,6 +329,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=12, help="training epochs")
     parser.add_argument("--per_class", type=int, default=40, help="training images per digit")
     parser.add_argument("--sparsity_seeds", type=int, default=2, help="random masks per sparsity ratio")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep the runs of an earlier study in --out made by the same train.py command "
+                             "(training is deterministic); train only the others")
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.epochs < 1 or not 1 <= args.per_class <= 140:
         sys.exit("study: --seeds must be >= 2, --epochs >= 1, --per_class in 1..140")
@@ -325,8 +357,8 @@ def main(argv=None):
         for variant in VARIANTS:
             t = time.perf_counter()
             run_dir = os.path.join(args.out, "runs", f"{variant}-s{seed}")
-            clear_run(run_dir)  # the study's own folder: a second make study starts afresh
-            runs[f"{variant}/s{seed}"] = train_run(args.data, train_list, run_dir, variant, seed + 1, args.epochs)
+            runs[f"{variant}/s{seed}"] = train_run(args.data, train_list, run_dir, variant, seed + 1, args.epochs,
+                                                   args.reuse)
             print(f"trained {variant} seed {seed} in {time.perf_counter() - t:.0f} s", flush=True)
     options = ["--data_dir", args.data, "--num_parallel_workers", 2, "--batch_size", 64]
     subjects = [analysis.load_subject(path, label, [str(o) for o in options]) for label, path in runs.items()]

@@ -315,7 +315,7 @@ def test_bad_options_are_one_line_naming_the_option(options, fragment):
         check_block("rep", options)
     assert fragment in str(err.value) and "\n" not in str(err.value)
     assert check_block("rep", {"num_kxk": "4", "pointwise": "true"})[1] == dict(
-        num_kxk=4, pointwise=True, scale=True, identity=True, branch_bn=True)
+        num_kxk=4, pointwise=True, scale=True, identity=True, branch_bn=True, gamma_init=None)
 
 
 def test_bad_options_on_the_command_line_are_one_line():
@@ -580,3 +580,16 @@ def test_from_plain_keeps_the_function_of_each_kind_of_block(branch_bn):
     plain.set_train(False)
     net.set_train(False)
     assert_close(net(x).asnumpy(), plain(x).asnumpy(), 1e-5, "from plain")
+
+
+def test_gamma_init_sets_every_branch_bn_and_a_bad_one_is_one_line():
+    import acnet_ms
+    from acnet_ms.layers import RepBlock
+
+    net = acnet_ms.create_model("src20", num_classes=10, block_type="rep", block_options={"gamma_init": 0.25})
+    blocks = [c for _, c in net.cells_and_names() if isinstance(c, RepBlock)]
+    assert blocks and all(b.has_identity for b in blocks[1:3])
+    gammas = [n.gamma.asnumpy() for b in blocks for n in b.branch_bns()]
+    assert len(gammas) > 2 * len(blocks) and all(np.all(g == 0.25) for g in gammas)
+    with pytest.raises(ValueError, match="block option 'gamma_init' of rep"):
+        acnet_ms.create_model("src20", num_classes=10, block_type="rep", block_options={"gamma_init": "x"})

@@ -20,7 +20,7 @@ This module must not import MindSpore.
 import numpy as np
 
 from .. import fold
-from .acb import _strict_bool
+from .acb import _gamma, _strict_bool
 from .base import BlockKind, KindOption, register_kind
 
 MARKER = ".dense.0.conv.weight"
@@ -70,6 +70,8 @@ class RepKind(BlockKind):
                                (True, False), _strict_bool),
         "branch_bn": KindOption(True, "a BN per branch (False: the branches are summed, trained as one conv)",
                                 (True, False), _strict_bool),
+        "gamma_init": KindOption(None, "initial gamma of every branch BN (None: 1, the first branch keeps the "
+                                 "model's BN)", None, _gamma),
     }
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
 
@@ -100,7 +102,7 @@ class RepKind(BlockKind):
         with_bn = options["branch_bn"] and slot != "none"
         return RepBlock.from_conv(conv, bn if with_bn else None, num_kxk=options["num_kxk"],
                                   scale=options["scale"], identity=options["identity"], branch_bn=with_bn,
-                                  seed=seed)
+                                  gamma_init=options["gamma_init"], seed=seed)
 
     def slot_counts(self, slots):
         """The kernels' counts (``"k x k"``, ``"1 x 1"``), then the slots' (see :class:`BlockKind`)."""

@@ -149,13 +149,16 @@ class RepBlock(nn.Cell):
         return self._conv((k, k), self.padding, self.dilation, has_bias=has_bias)
 
     @classmethod
-    def from_conv(cls, conv, bn=None, num_kxk=1, scale=True, identity=True, branch_bn=True, seed=0):
+    def from_conv(cls, conv, bn=None, num_kxk=1, scale=True, identity=True, branch_bn=True, gamma_init=None, seed=0):
         """A rep block in place of ``conv`` (and of ``bn`` after it, if given), same geometry.
 
         The first k x k branch starts from ``conv``'s kernel (and ``bn``'s gamma
         and beta); the other kernels are drawn from N(0, s^2 m), s the kernel's
         standard deviation and m how many times fewer taps they have (1 for
-        k x k, k^2 for the 1 x 1).
+        k x k, k^2 for the 1 x 1).  ``gamma_init``: every branch BN's initial
+        gamma (ACNet's CIFAR recipe, by analogy: 1 / the number of branches keeps
+        the sum at the plain conv's scale); ``None`` keeps ``bn``'s gamma and beta
+        in the first branch and 1 in the others.
         """
         kh, kw = conv.kernel_size
         if kh != kw:
@@ -181,10 +184,18 @@ class RepBlock(nn.Cell):
             others.append((block.scale.conv.weight, kh))
         for weight, spread in others:
             weight.set_data(Tensor(rng.normal(0.0, std * spread, weight.shape).astype(kernel.dtype)))
-        if bn is not None and branch_bn:
+        if block.branch_bn and gamma_init is not None:
+            for norm in block.branch_bns():
+                norm.gamma.set_data(Tensor(np.full(norm.gamma.shape, gamma_init, np.float32)))
+        elif bn is not None and branch_bn:
             for field in ("gamma", "beta"):
                 getattr(first.bn, field).set_data(Tensor(getattr(bn, field).asnumpy()))
         return block
+
+    def branch_bns(self):
+        """The BNs of the branches (training form with branch BNs), the identity's included."""
+        norms = [b.bn for b in self.dense] + ([self.scale.bn] if self.has_scale else [])
+        return norms + ([self.identity_bn] if self.has_identity else [])
 
     # ------------------------------------------------------------ forward
 

@@ -92,7 +92,8 @@ def create_model(name, num_classes=None, block_type="base", block_options=None, 
     to_blocks(net, sites, block_type, options)
     if not record.blocks:
         label = kinds.get_kind(block_type).label
-        raise ValueError(f"{name} has no k x k conv that can become an {label} ({summary_line(net)}); "
+        article = "an" if label[:1].lower() in "aeiou" else "a"
+        raise ValueError(f"{name} has no k x k conv that can become {article} {label} ({summary_line(net)}); "
                          f"use block_type 'base'")
     return net
 
