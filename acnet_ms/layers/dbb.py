@@ -27,6 +27,7 @@ input's size, as MindSpore's).
 """
 import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
 
 from .. import fold
 from . import geometry
@@ -34,30 +35,42 @@ from .acb import Kernel
 
 
 def _inner(cell):
-    """``cell`` itself, or the cell a mixed-precision wrapper holds."""
-    return getattr(cell, "_backbone", cell)
+    """``cell`` itself, or the cell a mixed-precision wrapper holds (MindSpore's ``_backbone``, MindCV's ``_op``)."""
+    for attr in ("_backbone", "_op"):
+        if isinstance(getattr(cell, attr, None), nn.Cell):
+            return getattr(cell, attr)
+    return cell
 
 
 class PadBatchNorm(nn.BatchNorm2d):
-    """A BatchNorm2d whose output is padded by ``pads`` (top, bottom, left, right) with the value it gives
-    for a zero input in eval mode (moving statistics; no gradient).  Being the BN itself, mixed precision
-    keeps it in float32 like any BN."""
+    """A BatchNorm2d whose output is padded with the value it gives for a zero input in eval mode
+    (moving statistics; no gradient), by ``pads`` (top, bottom, left, right), or, given ``same=(k, stride,
+    dilation)``, by what MindSpore's 'same' pads an input of its input's size with.
 
-    def construct(self, x, pads):
+    Being the BN itself (one input, as mixed-precision wrappers call a BN), mixed precision keeps it in
+    float32 like any BN.
+    """
+
+    def __init__(self, num_features, pads=(0, 0, 0, 0), same=None, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.pads, self.same = tuple(pads), same
+
+    def construct(self, x):
+        pads = geometry.same_pads(x.shape[2], x.shape[3], *self.same) if self.same else self.pads
         y = super().construct(x)
         value = self.beta - self.moving_mean * self.gamma / ops.sqrt(self.moving_variance + self.eps)
         return geometry.pad_with(y, pads, ops.stop_gradient(value))
 
 
 class BNAndPad(nn.Cell):
-    """The original's ``BNAndPadLayer``: its BN is ``bn`` (``.bn.gamma``, ...)."""
+    """The original's ``BNAndPadLayer``: its BN is ``bn`` (``.bn.gamma``, ...); see :class:`PadBatchNorm`."""
 
-    def __init__(self, channels, **bn):
+    def __init__(self, channels, pads=(0, 0, 0, 0), same=None, **bn):
         super().__init__()
-        self.bn = PadBatchNorm(channels, **bn)
+        self.bn = PadBatchNorm(channels, pads, same, **bn)
 
-    def construct(self, x, pads):
-        return self.bn(x, pads)
+    def construct(self, x):
+        return self.bn(x)
 
 
 class ConvBN(nn.Cell):
@@ -111,7 +124,7 @@ class AvgBranch(nn.Cell):
 
     def construct(self, x, pads):
         if self.has_conv:
-            x = self.bn(self.conv(x), pads)
+            x = self.bn(self.conv(x))  # padded by its BN-and-pad
         else:
             x = geometry.pad_zeros(x, pads)
         return self.avgbn(self.avg(x))
@@ -129,9 +142,9 @@ class SeqBranch(nn.Cell):
             self.conv1 = first
         self.bn1, self.conv2, self.bn2 = bn1, conv2, bn2
 
-    def construct(self, x, pads):
+    def construct(self, x):
         x = self.idconv1(x) if self.identity else self.conv1(x)
-        return self.bn2(self.conv2(self.bn1(x, pads)))
+        return self.bn2(self.conv2(self.bn1(x)))
 
 
 class Holder(nn.Cell):
@@ -231,6 +244,7 @@ class DiverseBranchBlock(nn.Cell):
             return
         bn = dict(eps=eps, momentum=momentum)
         last = dict(bn, gamma_init=gamma_init) if gamma_init is not None else bn
+        pad = dict(bn, pads=self.padding, same=(k, stride, dilation) if self.same else None)
         self.dbb_origin = ConvBN(self._native_conv(False), nn.BatchNorm2d(out_channels, **bn))
         if self.with_one:
             one_pads, self.one_crop = geometry.sub_window(self.padding, k, dilation, c, c, 1, 1)
@@ -240,11 +254,11 @@ class DiverseBranchBlock(nn.Cell):
         if self.depthwise:
             self.dbb_avg = AvgBranch(None, None, avg, nn.BatchNorm2d(out_channels, **last))
         else:
-            self.dbb_avg = AvgBranch(self._conv(in_channels, out_channels, 1), BNAndPad(out_channels, **bn), avg,
+            self.dbb_avg = AvgBranch(self._conv(in_channels, out_channels, 1), BNAndPad(out_channels, **pad), avg,
                                      nn.BatchNorm2d(out_channels, **last))
         first = IdentityBasedConv1x1(in_channels, groups) if self.identity else \
             self._conv(in_channels, internal, 1)
-        self.dbb_1x1_kxk = SeqBranch(first, self.identity, BNAndPad(internal, **bn),
+        self.dbb_1x1_kxk = SeqBranch(first, self.identity, BNAndPad(internal, **pad),
                                      self._conv(internal, out_channels, k, stride, 0, dilation),
                                      nn.BatchNorm2d(out_channels, **last))
 
@@ -308,18 +322,23 @@ class DiverseBranchBlock(nn.Cell):
         return self.padding
 
     def kernel(self):
-        """The k x k kernel the branch-BN-free form sums to (a Tensor), rebuilt from its parameters."""
+        """The k x k kernel the branch-BN-free form sums to (a float32 Tensor), rebuilt from its parameters
+        (in float32 whatever mixed precision made of them)."""
         k, c = self.kernel_size, self.kernel_size // 2
-        w = self.dbb_origin.conv.weight
+
+        def f32(param):
+            return ops.cast(param, mstype.float32)
+
+        w = f32(self.dbb_origin.conv.weight)
         if self.with_one:
-            w = w + ops.pad(self.dbb_1x1.conv.weight, (c, c, c, c))
+            w = w + geometry.pad_zeros(f32(self.dbb_1x1.conv.weight), (c, c, c, c))
         if self.with_avg:
-            w = w + ops.tile(self.dbb_avg.conv.weight, (1, 1, k, k)) / float(k * k)
+            w = w + ops.tile(f32(self.dbb_avg.conv.weight), (1, 1, k, k)) / float(k * k)
         if self.identity:
-            first = self.dbb_1x1_kxk.idconv1.weight + self.identity_kernel
+            first = f32(self.dbb_1x1_kxk.idconv1.weight) + self.identity_kernel
         else:
-            first = self.dbb_1x1_kxk.conv1.weight
-        return w + merge_1x1_kxk(first, self.dbb_1x1_kxk.conv2.weight, self.groups)
+            first = f32(self.dbb_1x1_kxk.conv1.weight)
+        return w + merge_1x1_kxk(first, f32(self.dbb_1x1_kxk.conv2.weight), self.groups)
 
     def construct(self, x):
         if self.deploy:
@@ -340,7 +359,7 @@ class DiverseBranchBlock(nn.Cell):
             else:
                 out = out + self.dbb_1x1(geometry.crop(x, self.one_crop) if any(self.one_crop) else x)
         out = out + self.dbb_avg(x, pads)
-        return out + self.dbb_1x1_kxk(x, pads)
+        return out + self.dbb_1x1_kxk(x)
 
     # ------------------------------------------------------------ re-parameterisation
 
