@@ -616,3 +616,14 @@ def test_graph_mode_train_steps_under_mixed_precision():
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("ok ") == 3, res.stdout
+
+
+def test_gamma_init_sets_every_branch_and_the_bns_keep_the_models_momentum():
+    conv = nn.Conv2d(4, 6, 3, pad_mode="pad", padding=1)
+    bn = randomize_bn(nn.SequentialCell([nn.BatchNorm2d(6, momentum=0.97)]), 1).cell_list[0]
+    block = DiverseBranchBlock.from_conv(conv, bn, gamma_init=0.25, seed=3)
+    lasts = (block.dbb_origin.bn, block.dbb_1x1.bn, block.dbb_avg.avgbn, block.dbb_1x1_kxk.bn2)
+    assert all(np.all(last.gamma.asnumpy() == np.float32(0.25)) for last in lasts)
+    np.testing.assert_array_equal(block.dbb_origin.bn.moving_mean.asnumpy(), bn.moving_mean.asnumpy())
+    norms = [c for _, c in block.cells_and_names() if isinstance(c, nn.BatchNorm2d)]
+    assert len(norms) >= 6 and all(abs(n.momentum - bn.momentum) < 1e-7 for n in norms)

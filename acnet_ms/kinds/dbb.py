@@ -11,7 +11,7 @@ and no bias: pre-activation networks; the branches then carry no BN either and
 train as one conv over the kernel they sum to).
 
 Options: ``branch_bn`` (default true), ``gamma_init`` (the initial gamma of the
-last BN of the three added branches; 0 is the original's ``single_init``).
+last BN of every branch, as the original's ``init_gamma``; 0 is its ``single_init``).
 The Cell is :class:`acnet_ms.layers.DiverseBranchBlock`; the arithmetic is
 :func:`acnet_ms.fold.fold_dbb`.  Entry names are the original PyTorch block's
 (``dbb_origin.conv.weight``, ``dbb_avg.bn.bn.gamma``, ...), BN fields as MindSpore's.
@@ -90,7 +90,7 @@ class DBBKind(BlockKind):
     options = {
         "branch_bn": KindOption(True, "a BN per branch (False: no BN; the branches train as one conv over "
                                 "their summed kernel)", (True, False), _strict_bool),
-        "gamma_init": KindOption(None, "initial gamma of the last BN of dbb_1x1, dbb_avg and dbb_1x1_kxk "
+        "gamma_init": KindOption(None, "initial gamma of the last BN of every branch, dbb_origin's included "
                                  "(None: 1; 0: the original's single_init)", None, _gamma),
     }
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}

@@ -187,8 +187,10 @@ class DiverseBranchBlock(nn.Cell):
             branches, at the cost of one conv); a depthwise block then has no average branch (without
             its BN it would add a constant kernel and no parameter).
         has_bias: a bias (only without branch BNs, which carry the bias otherwise).
-        gamma_init: initial gamma of the last BN of the branches other than ``dbb_origin`` (None: 1;
-            0 is the original's ``single_init``).  ``eps``, ``momentum``: those of every BN.
+        gamma_init: initial gamma of the last BN of every branch, ``dbb_origin``'s included (the
+            original's ``init_gamma``; ACNet's CIFAR recipe scales ACB's three alike), except that 0 is
+            the original's ``single_init``: ``dbb_origin`` keeps its start, the others start at 0
+            (None: every gamma 1, ``dbb_origin`` the model's BN's).  ``eps``, ``momentum``: those of every BN.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
@@ -245,7 +247,8 @@ class DiverseBranchBlock(nn.Cell):
         bn = dict(eps=eps, momentum=momentum)
         last = dict(bn, gamma_init=gamma_init) if gamma_init is not None else bn
         pad = dict(bn, pads=self.padding, same=(k, stride, dilation) if self.same else None)
-        self.dbb_origin = ConvBN(self._native_conv(False), nn.BatchNorm2d(out_channels, **bn))
+        self.dbb_origin = ConvBN(self._native_conv(False),
+                                 nn.BatchNorm2d(out_channels, **(last if gamma_init else bn)))
         if self.with_one:
             one_pads, self.one_crop = geometry.sub_window(self.padding, k, dilation, c, c, 1, 1)
             self.dbb_1x1 = ConvBN(self._conv(in_channels, out_channels, 1, stride, one_pads),
@@ -291,7 +294,7 @@ class DiverseBranchBlock(nn.Cell):
         opts = dict(stride=tuple(conv.stride[-2:]), padding=tuple(padding), dilation=tuple(conv.dilation[-2:]),
                     groups=conv.group, pad_mode=conv.pad_mode, branch_bn=branch_bn, gamma_init=gamma_init)
         if bn is not None and branch_bn:
-            opts.update(eps=bn.eps, momentum=bn.momentum)
+            opts.update(eps=bn.eps, momentum=1.0 - bn.momentum)  # a BN cell keeps 1 - its argument
         if not branch_bn:
             opts["has_bias"] = conv.has_bias
         block = cls(conv.in_channels, conv.out_channels, kh, **opts)
@@ -307,7 +310,8 @@ class DiverseBranchBlock(nn.Cell):
             return block
         target = _inner(block.dbb_origin.bn)
         if bn is not None:
-            for field in fold.BN_FIELDS:
+            fields = fold.BN_FIELDS if not gamma_init else ("moving_mean", "moving_variance")
+            for field in fields:
                 getattr(target, field).set_data(Tensor(getattr(bn, field).asnumpy()))
         elif conv.has_bias:
             target.beta.set_data(Tensor(conv.bias.asnumpy()))
