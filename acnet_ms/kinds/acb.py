@@ -12,28 +12,12 @@ Cell is :class:`acnet_ms.layers.ACBlock`; the arithmetic is :mod:`acnet_ms.fold`
 import numpy as np
 
 from .. import fold
-from .base import BlockKind, KindOption, register_kind
+from .base import BlockKind, KindOption, optional_number, register_kind, strict_bool
 
 #: ACNet converts square k x k convs with MIN_K <= k <= MAX_K
 MIN_K, MAX_K = 3, 5
 
 SQUARE_MARKER = ".square_conv.weight"
-
-
-def _strict_bool(value):
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"expected True or False, got {value!r}")
-
-
-def _gamma(value):
-    if value is None or isinstance(value, bool):
-        if value is None:
-            return None
-        raise ValueError(f"expected a number or None, got {value!r}")
-    return float(value)
 
 
 class ACBKind(BlockKind):
@@ -43,10 +27,10 @@ class ACBKind(BlockKind):
     options = {
         "branches": KindOption("hv", "asymmetric branches: both, 1 x k only, k x 1 only", tuple(fold.BRANCH_SETS)),
         "branch_bn": KindOption(True, "a BN per branch (False: the branch convs are summed, trained as one conv)",
-                                (True, False), _strict_bool),
+                                (True, False), strict_bool),
         "position": KindOption("center", "asymmetric kernels on the centre row/column or the bottom row/right "
                                "column (the paper's border variant)", fold.POSITIONS),
-        "gamma_init": KindOption(None, "initial gamma of the branch BNs (None: 1)", None, _gamma),
+        "gamma_init": KindOption(None, "initial gamma of the branch BNs (None: 1)", None, optional_number),
     }
     flat = {"gamma_init": "gamma_init", "acb_branches": "branches", "acb_branch_bn": "branch_bn",
             "acb_position": "position"}

@@ -60,6 +60,24 @@ class KindOption:
         return value
 
 
+def strict_bool(value):
+    """A KindOption parser: True/False, or the strings "true"/"false" (any case)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    raise ValueError(f"expected True or False, got {value!r}")
+
+
+def optional_number(value):
+    """A KindOption parser: a number (as float) or None."""
+    if value is None or isinstance(value, bool):
+        if value is None:
+            return None
+        raise ValueError(f"expected a number or None, got {value!r}")
+    return float(value)
+
+
 class BlockKind:
     """The interface of a kind (see the module's docstring); subclass it and register an instance."""
 

@@ -19,8 +19,7 @@ The Cell is :class:`acnet_ms.layers.DiverseBranchBlock`; the arithmetic is
 import numpy as np
 
 from .. import fold
-from .acb import _gamma, _strict_bool
-from .base import BlockKind, KindOption, register_kind
+from .base import BlockKind, KindOption, optional_number, register_kind, strict_bool
 
 ORIGIN_MARKER = ".dbb_origin.conv.weight"
 
@@ -89,9 +88,9 @@ class DBBKind(BlockKind):
     marker = ORIGIN_MARKER
     options = {
         "branch_bn": KindOption(True, "a BN per branch (False: no BN; the branches train as one conv over "
-                                "their summed kernel)", (True, False), _strict_bool),
+                                "their summed kernel)", (True, False), strict_bool),
         "gamma_init": KindOption(None, "initial gamma of the last BN of every branch, dbb_origin's included "
-                                 "(None: 1; 0: the original's single_init)", None, _gamma),
+                                 "(None: 1; 0: the original's single_init)", None, optional_number),
     }
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
     train_macs = staticmethod(train_macs)

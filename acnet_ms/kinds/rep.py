@@ -20,8 +20,7 @@ This module must not import MindSpore.
 import numpy as np
 
 from .. import fold
-from .acb import _gamma, _strict_bool
-from .base import BlockKind, KindOption, register_kind
+from .base import BlockKind, KindOption, optional_number, register_kind, strict_bool
 
 MARKER = ".dense.0.conv.weight"
 
@@ -63,15 +62,15 @@ class RepKind(BlockKind):
         "num_kxk": KindOption(1, "parallel conv-BN branches of the conv's own kernel (MobileOne's "
                               "num_conv_branches)", None, _count),
         "pointwise": KindOption(False, "1 x 1 convs followed by a BN become rep blocks too (parallel 1 x 1 "
-                                "branches + identity), as in MobileOne", (True, False), _strict_bool),
+                                "branches + identity), as in MobileOne", (True, False), strict_bool),
         "scale": KindOption(True, "a 1 x 1 conv-BN branch at the centre of each k x k conv", (True, False),
-                            _strict_bool),
+                            strict_bool),
         "identity": KindOption(True, "an identity BN branch where the conv keeps the input's shape and grid",
-                               (True, False), _strict_bool),
+                               (True, False), strict_bool),
         "branch_bn": KindOption(True, "a BN per branch (False: the branches are summed, trained as one conv)",
-                                (True, False), _strict_bool),
+                                (True, False), strict_bool),
         "gamma_init": KindOption(None, "initial gamma of every branch BN (None: 1, the first branch keeps the "
-                                 "model's BN)", None, _gamma),
+                                 "model's BN)", None, optional_number),
     }
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
 
