@@ -12,7 +12,7 @@ Cell is :class:`acnet_ms.layers.ACBlock`; the arithmetic is :mod:`acnet_ms.fold`
 import numpy as np
 
 from .. import fold
-from .base import BlockKind, KindOption, optional_number, register_kind, strict_bool
+from .base import BlockKind, KindOption, optional_number, register_kind, square_odd_kernel, strict_bool
 
 #: ACNet converts square k x k convs with MIN_K <= k <= MAX_K
 MIN_K, MAX_K = 3, 5
@@ -39,19 +39,10 @@ class ACBKind(BlockKind):
     # -------------------------------------------------------------- sites and Cells
 
     def eligible(self, site, options):
-        kh, kw = site.kernel
-        if kh == 1 and kw == 1:
-            return False
-        if kh != kw:
-            return f"non-square kernel {kh}x{kw}"
-        if not MIN_K <= kh <= MAX_K or kh % 2 == 0:
-            return f"kernel {kh}x{kh} (ACNet converts odd k with 1 < k < 7)"
-        return True
-
-    def slot(self, site, options):
-        if site.bn and options["branch_bn"]:
-            return "bn"
-        return "bias" if site.has_bias else "none"
+        verdict = square_odd_kernel(site, "ACNet converts odd k with 1 < k < 7")
+        if verdict is True and not MIN_K <= site.kernel[0] <= MAX_K:
+            return f"kernel {site.kernel[0]}x{site.kernel[0]} (ACNet converts odd k with 1 < k < 7)"
+        return verdict
 
     def build(self, conv, bn, slot, options, seed):
         from ..layers.acb import ACBlock

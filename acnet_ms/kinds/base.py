@@ -78,6 +78,19 @@ def optional_number(value):
     return float(value)
 
 
+def square_odd_kernel(site, why):
+    """The common site rule: ``False`` for a 1 x 1 conv (never considered), the reason for a non-square
+    or even kernel (``why``: what needs the odd k, in the reason's parentheses), else ``True``."""
+    kh, kw = site.kernel
+    if kh == 1 and kw == 1:
+        return False
+    if kh != kw:
+        return f"non-square kernel {kh}x{kw}"
+    if kh % 2 == 0:
+        return f"kernel {kh}x{kh} ({why})"
+    return True
+
+
 class BlockKind:
     """The interface of a kind (see the module's docstring); subclass it and register an instance."""
 
@@ -115,9 +128,12 @@ class BlockKind:
         raise NotImplementedError
 
     def slot(self, site, options):
-        """Where the fold of an eligible site goes: ``"bn"`` (the BN that alone follows the conv),
-        ``"bias"`` (the conv's own bias) or ``"none"`` (a bias-free kernel)."""
-        return "bn" if site.bn else "bias" if site.has_bias else "none"
+        """Where the fold of an eligible site goes: ``"bn"`` (the BN that alone follows the conv, unless
+        the kind's ``branch_bn`` option is off), ``"bias"`` (the conv's own bias) or ``"none"`` (a
+        bias-free kernel)."""
+        if site.bn and options.get("branch_bn", True):
+            return "bn"
+        return "bias" if site.has_bias else "none"
 
     def build(self, conv, bn, slot, options, seed):
         """The training-form Cell that replaces ``conv`` (and ``bn``, for slot ``"bn"``), starting from

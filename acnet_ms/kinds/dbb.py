@@ -19,7 +19,7 @@ The Cell is :class:`acnet_ms.layers.DiverseBranchBlock`; the arithmetic is
 import numpy as np
 
 from .. import fold
-from .base import BlockKind, KindOption, optional_number, register_kind, strict_bool
+from .base import BlockKind, KindOption, optional_number, register_kind, square_odd_kernel, strict_bool
 
 ORIGIN_MARKER = ".dbb_origin.conv.weight"
 
@@ -98,19 +98,7 @@ class DBBKind(BlockKind):
     # -------------------------------------------------------------- sites and Cells
 
     def eligible(self, site, options):
-        kh, kw = site.kernel
-        if kh == 1 and kw == 1:
-            return False
-        if kh != kw:
-            return f"non-square kernel {kh}x{kw}"
-        if kh % 2 == 0:
-            return f"kernel {kh}x{kh} (DBB needs an odd k: its 1 x 1 branch sits at the window's centre)"
-        return True
-
-    def slot(self, site, options):
-        if site.bn and options["branch_bn"]:
-            return "bn"
-        return "bias" if site.has_bias else "none"
+        return square_odd_kernel(site, "DBB needs an odd k: its 1 x 1 branch sits at the window's centre")
 
     def build(self, conv, bn, slot, options, seed):
         from ..layers.dbb import DiverseBranchBlock

@@ -21,7 +21,7 @@ import zlib
 import numpy as np
 
 from .. import fold
-from .base import BlockKind, KindOption, register_kind
+from .base import BlockKind, KindOption, register_kind, square_odd_kernel
 
 MARKER = ".orepa_vector"
 
@@ -136,14 +136,7 @@ class OREPAKind(BlockKind):
     # -------------------------------------------------------------- sites and Cells
 
     def eligible(self, site, options):
-        kh, kw = site.kernel
-        if kh == 1 and kw == 1:
-            return False
-        if kh != kw:
-            return f"non-square kernel {kh}x{kw}"
-        if kh % 2 == 0:
-            return f"kernel {kh}x{kh} (OREPA takes odd k >= 3)"
-        return True
+        return square_odd_kernel(site, "OREPA takes odd k >= 3")
 
     def slot(self, site, options):
         # no BN inside: the model's BN after the conv, if any, stays where it is

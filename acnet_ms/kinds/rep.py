@@ -90,11 +90,6 @@ class RepKind(BlockKind):
             return f"even kernel {kh}x{kh} (no centre tap for the 1 x 1 branch)"
         return True
 
-    def slot(self, site, options):
-        if site.bn and options["branch_bn"]:
-            return "bn"
-        return "bias" if site.has_bias else "none"
-
     def build(self, conv, bn, slot, options, seed):
         from ..layers.rep import RepBlock
 
