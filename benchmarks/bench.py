@@ -673,7 +673,7 @@ def kinds_section(quick, batch=8, size=224):
         res = run_worker(dict(kind="kinds_train", model=model, kinds=["base"] + names, batch=batch, size=size,
                               repeat=3 if quick else 8))
         times, macs = res["times"], res["macs"]
-        for kind in names:
+        for kind in ["base"] + names:
             train_rows.append(f"| `{model}` | {kind} | {fmt(times[kind], 1000, 0)} | "
                               f"{med(times[kind]) / med(times['base']):.2f} | {macs[kind] / macs['base']:.2f} |")
         lat = run_worker(dict(kind="kinds_folded", model=model, kinds=names, repeat=8 if quick else 40))
