@@ -360,3 +360,19 @@ def test_bad_input_is_one_line_with_nothing_lost(kind, digits, tmp_path):
     assert (save / "notes.txt").read_bytes() == b"the user's own file"
     assert not [f for f in os.listdir(save) if f.endswith(".ckpt")]
     assert not [f for f in os.listdir(ROOT) if f.startswith(("abnormal_image", "rank_"))]  # no stray files
+
+
+def test_a_run_stopped_before_its_first_checkpoint_says_its_folder_cannot_be_reused_as_is(digits, tmp_path):
+    """Stopped with nothing saved: the line must not promise that the same command runs again (the folder
+    holds its config and log, and a second run into it is refused)."""
+    from acnet_ms.training.run import RunState
+    from acnet_ms.training.setup import Stopped, stopped_line
+
+    folder = str(tmp_path / "run")
+    line = stopped_line(Stopped(signal.SIGTERM), RunState(), None, folder)
+    assert "another --ckpt_save_dir" in line and folder in line and "\n" not in line
+    os.makedirs(folder)
+    with open(os.path.join(folder, "config.yaml"), "w") as f:
+        f.write("model: src20\n")
+    res = run_main("train.py", *small_run(digits, folder))
+    assert_one_line_error(res, "ckpt_save_dir holds an earlier run")

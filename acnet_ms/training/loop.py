@@ -90,7 +90,7 @@ def train(options):
                 dump(cfg, os.path.join(folder, "config.yaml"))
             return _train(cfg, context.rank, context.world, parts, state, stop, log)
         except Stopped as stopped:
-            raise Interrupted(stopped_line(stopped, state, log), code=stopped.code) from None
+            raise Interrupted(stopped_line(stopped, state, log, folder), code=stopped.code) from None
         finally:
             log.close()
 

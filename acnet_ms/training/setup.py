@@ -205,15 +205,18 @@ class StopSignals:
             raise Stopped(self.signum)
 
 
-def stopped_line(stopped, state, log):
+def stopped_line(stopped, state, log, folder=None):
     """Log where a stopped run stands (a :class:`~acnet_ms.training.run.RunState`) and return the one line
-    to print: where to resume."""
+    to print: where to resume (``folder``: the run folder, if the run had written its config and log
+    there, which a new run may not reuse)."""
     import signal
 
     name = signal.Signals(stopped.signum).name
     at = state.position or "before its first step"
     last = state.resume_path
     where = (f"continue with --resume {last}" if last else
+             f"no checkpoint was written yet: start it again with another --ckpt_save_dir, or remove {folder} "
+             f"(it holds only this run's config and log)" if folder else
              "no checkpoint was written yet: start it again")
     line = f"stopped by {name} at {at}; {where}"
     if log is not None:
