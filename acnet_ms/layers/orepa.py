@@ -4,8 +4,8 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
 from .. import fold
-from ..kinds import orepa as orepa_kind
-from ..kinds.orepa import INITS, branch_names, branch_shapes, initial_arrays, internal_channels, params
+from ..orepa_spec import (EXPAND, INITS, branch_names, branch_shapes, generated_kernel, initial_arrays, internal_channels,
+                          params)
 from . import geometry
 
 def _f32(x):
@@ -45,7 +45,7 @@ class OREPABlock(nn.Cell):
             with ``pad_mode="same"``.
         branches: which branches (``acnet_ms.fold.OREPA_BRANCHES``; comma-separated or a list), origin
             always among them; ``None``: all six.
-        init: ``"paper"`` or ``"single"``: the branch scales' start (``acnet_ms.kinds.orepa.INITS``).
+        init: ``"paper"`` or ``"single"``: the branch scales' start (``acnet_ms.orepa_spec.INITS``).
         internal: the 1x1-kxk branch's middle width (``None``: the original's rule).
     """
 
@@ -78,7 +78,7 @@ class OREPABlock(nn.Cell):
         self.pad_mode = "pad" if pad_mode == "valid" else pad_mode
         self.padding = (0, 0, 0, 0) if self.pad_mode == "same" else pads
         self.branches = ",".join(names)
-        self.has_bias, self.init, self.internal, self.expand = bool(has_bias), init, internal, orepa_kind.EXPAND
+        self.has_bias, self.init, self.internal, self.expand = bool(has_bias), init, internal, EXPAND
         self.deploy = deploy
         if deploy:
             self.fused_conv = self._native_conv(self.has_bias)
@@ -232,11 +232,8 @@ class OREPABlock(nn.Cell):
         if self.deploy:
             bias = self.fused_conv.bias.asnumpy() if self.fused_conv.has_bias else None
             return self.fused_conv.weight.asnumpy(), bias
-        from ..kinds import get_kind
-
-        state = {"b." + name: value for name, value in self.branch_arrays().items()}
-        kernel, bias, _ = get_kind("orepa").fold(state, "b", self.reparam_info())
-        return kernel, bias
+        arrays = self.branch_arrays()
+        return generated_kernel(arrays, self.groups), arrays.get("orepa_bias")
 
     def reparam_info(self):
         """What a converter needs besides the parameters to fold this block (JSON-able)."""
