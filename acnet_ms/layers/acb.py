@@ -99,11 +99,11 @@ class ACBlock(nn.Cell):
         self.deploy = deploy
         self.hor_crop = self.ver_crop = (0, 0, 0, 0)
         if deploy:
-            self.fused_conv = self._native_conv(has_bias=self.has_bias or self.branch_bn)
+            self.fused_conv = geometry.block_conv(self, self.has_bias or self.branch_bn)
             return
         if not self.branch_bn:
             # one conv over the summed kernel: the square conv's own geometry, 'same' included
-            native = self._native_conv(has_bias=self.has_bias)
+            native = geometry.block_conv(self, self.has_bias)
             self.conv2d, self.bias_add = native.conv2d, native.bias_add
             kernels = {"square": (kernel_size, kernel_size), "hor": (1, kernel_size), "ver": (kernel_size, 1)}
             for name in ("square",) + BRANCH_SETS[branches]:
@@ -133,13 +133,6 @@ class ACBlock(nn.Cell):
         return nn.Conv2d(self.in_channels, self.out_channels, kernel, stride=self.stride, pad_mode="pad",
                          padding=padding, dilation=dilation, group=self.groups, has_bias=has_bias)
 
-    def _native_conv(self, has_bias):
-        """A k x k conv with the block's own geometry (its pad mode, 'same' included)."""
-        k = self.kernel_size
-        if self.same:
-            return nn.Conv2d(self.in_channels, self.out_channels, k, stride=self.stride, pad_mode="same",
-                             dilation=self.dilation, group=self.groups, has_bias=has_bias)
-        return self._conv((k, k), self.padding, self.dilation, has_bias=has_bias)
 
     @classmethod
     def from_conv(cls, conv, bn=None, gamma_init=None, branches="hv", branch_bn=True, position="center",
@@ -247,7 +240,7 @@ class ACBlock(nn.Cell):
         if self.deploy:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
-        conv = self._native_conv(has_bias=bias is not None)
+        conv = geometry.block_conv(self, bias is not None)
         conv.weight = Parameter(Tensor(kernel), name="fused_conv.weight")
         if bias is not None:
             conv.bias = Parameter(Tensor(bias), name="fused_conv.bias")

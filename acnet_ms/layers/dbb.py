@@ -225,12 +225,12 @@ class DiverseBranchBlock(nn.Cell):
         self.with_avg = branch_bn or not self.depthwise
         self.deploy = deploy
         if deploy:
-            self.dbb_reparam = self._native_conv(self.branch_bn or self.has_bias)
+            self.dbb_reparam = geometry.block_conv(self, self.branch_bn or self.has_bias)
             return
         k, c = kernel_size, kernel_size // 2
         cpg, dpg = in_channels // groups, internal // groups
         if not self.branch_bn:
-            native = self._native_conv(has_bias=self.has_bias)
+            native = geometry.block_conv(self, self.has_bias)
             self.conv2d, self.bias_add = native.conv2d, native.bias_add
             self.dbb_origin = Holder(conv=Kernel(out_channels, cpg, (k, k), has_bias=self.has_bias))
             if self.with_one:
@@ -247,7 +247,7 @@ class DiverseBranchBlock(nn.Cell):
         bn = dict(eps=eps, momentum=momentum)
         last = dict(bn, gamma_init=gamma_init) if gamma_init is not None else bn
         pad = dict(bn, pads=self.padding, same=(k, stride, dilation) if self.same else None)
-        self.dbb_origin = ConvBN(self._native_conv(False),
+        self.dbb_origin = ConvBN(geometry.block_conv(self, False),
                                  nn.BatchNorm2d(out_channels, **(last if gamma_init else bn)))
         if self.with_one:
             one_pads, self.one_crop = geometry.sub_window(self.padding, k, dilation, c, c, 1, 1)
@@ -271,13 +271,6 @@ class DiverseBranchBlock(nn.Cell):
         return nn.Conv2d(cin, cout, size, stride=stride, pad_mode="pad", padding=padding, dilation=dilation,
                          group=self.groups, has_bias=has_bias)
 
-    def _native_conv(self, has_bias):
-        """The k x k conv of the block's own geometry (its pad mode, 'same' included)."""
-        if self.same:
-            return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
-                             pad_mode="same", dilation=self.dilation, group=self.groups, has_bias=has_bias)
-        return self._conv(self.in_channels, self.out_channels, self.kernel_size, self.stride, self.padding,
-                          self.dilation, has_bias)
 
     @classmethod
     def from_conv(cls, conv, bn=None, branch_bn=True, gamma_init=None, seed=0):
@@ -417,7 +410,7 @@ class DiverseBranchBlock(nn.Cell):
         if self.deploy:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
-        conv = self._native_conv(has_bias=bias is not None)
+        conv = geometry.block_conv(self, bias is not None)
         conv.weight = Parameter(Tensor(kernel), name="dbb_reparam.weight")
         if bias is not None:
             conv.bias = Parameter(Tensor(bias), name="dbb_reparam.bias")

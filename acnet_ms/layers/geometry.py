@@ -9,7 +9,7 @@ negative amount means cropping that many rows off the input instead
 (:func:`sub_window`).  Every branch then has the square conv's output size
 and grid, which is what lets the kernels be summed.
 """
-from mindspore import ops
+from mindspore import nn, ops
 
 
 def pair(value, what, owner="block"):
@@ -47,6 +47,18 @@ def sub_window(pads, size, dilation, row, col, kh, kw):
     dh, dw = dilation
     want = (t - dh * row, b - dh * (size - row - kh), l - dw * col, r - dw * (size - col - kw))
     return tuple(max(0, p) for p in want), tuple(max(0, -p) for p in want)
+
+
+def block_conv(block, has_bias):
+    """A plain k x k conv in ``block``'s own geometry: its ``in_channels``, ``out_channels``,
+    ``kernel_size``, ``stride``, ``dilation`` and ``groups``, and MindSpore's ``pad_mode="same"`` if
+    ``block.same``, else its explicit ``padding`` (top, bottom, left, right).  What a block trains as one
+    conv over a generated kernel, and what it deploys to."""
+    k = block.kernel_size
+    common = dict(stride=block.stride, dilation=block.dilation, group=block.groups, has_bias=has_bias)
+    if block.same:
+        return nn.Conv2d(block.in_channels, block.out_channels, k, pad_mode="same", **common)
+    return nn.Conv2d(block.in_channels, block.out_channels, k, pad_mode="pad", padding=block.padding, **common)
 
 
 def crop(x, amounts):

@@ -76,14 +76,15 @@ class OREPABlock(nn.Cell):
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.dilation, self.groups = stride, dilation, groups
         self.pad_mode = "pad" if pad_mode == "valid" else pad_mode
-        self.padding = (0, 0, 0, 0) if self.pad_mode == "same" else pads
+        self.same = self.pad_mode == "same"
+        self.padding = (0, 0, 0, 0) if self.same else pads
         self.branches = ",".join(names)
         self.has_bias, self.init, self.internal, self.expand = bool(has_bias), init, internal, EXPAND
         self.deploy = deploy
         if deploy:
-            self.fused_conv = self._native_conv(self.has_bias)
+            self.fused_conv = geometry.block_conv(self, self.has_bias)
             return
-        native = self._native_conv(self.has_bias)
+        native = geometry.block_conv(self, self.has_bias)
         self.conv2d, self.bias_add = native.conv2d, native.bias_add
         shapes = branch_shapes(in_channels, out_channels, kernel_size, groups, self.branches, internal)
         for name, value in initial_arrays(shapes, init, seed).items():
@@ -108,17 +109,6 @@ class OREPABlock(nn.Cell):
             self.tap_filters = Tensor(np.stack([filters[t] for t in self.taps], 1).astype(np.float32))
         if self.use_seq:
             self.identity = Tensor(fold.identity_kernel(internal, in_channels // groups, 1, np.float32))
-
-    # ------------------------------------------------------------ construction helpers
-
-    def _native_conv(self, has_bias):
-        """A k x k conv with the block's own geometry (its pad mode, 'same' included)."""
-        k = self.kernel_size
-        if self.pad_mode == "same":
-            return nn.Conv2d(self.in_channels, self.out_channels, k, stride=self.stride, pad_mode="same",
-                             dilation=self.dilation, group=self.groups, has_bias=has_bias)
-        return nn.Conv2d(self.in_channels, self.out_channels, k, stride=self.stride, pad_mode="pad",
-                         padding=self.padding, dilation=self.dilation, group=self.groups, has_bias=has_bias)
 
     @classmethod
     def from_conv(cls, conv, branches=None, init="paper", seed=0):
@@ -246,7 +236,7 @@ class OREPABlock(nn.Cell):
         if self.deploy:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
-        conv = self._native_conv(bias is not None)
+        conv = geometry.block_conv(self, bias is not None)
         conv.weight = Parameter(Tensor(kernel), name="fused_conv.weight")
         if bias is not None:
             conv.bias = Parameter(Tensor(bias), name="fused_conv.bias")

@@ -110,10 +110,10 @@ class RepBlock(nn.Cell):
         self.scale_crop, self.crop_scale = (0, 0, 0, 0), False
         per_group = in_channels // groups
         if deploy:
-            self.fused_conv = self._native_conv(has_bias=self.has_bias or self.branch_bn)
+            self.fused_conv = geometry.block_conv(self, self.has_bias or self.branch_bn)
             return
         if not self.branch_bn:
-            native = self._native_conv(has_bias=self.has_bias)
+            native = geometry.block_conv(self, self.has_bias)
             self.conv2d, self.bias_add = native.conv2d, native.bias_add
             self.dense = nn.CellList([Branch(Kernel(out_channels, per_group, (k, k), self.has_bias and i == 0))
                                       for i in range(num_kxk)])
@@ -140,13 +140,6 @@ class RepBlock(nn.Cell):
         return nn.Conv2d(self.in_channels, self.out_channels, kernel, stride=self.stride, pad_mode="pad",
                          padding=padding, dilation=dilation, group=self.groups, has_bias=has_bias)
 
-    def _native_conv(self, has_bias):
-        """A k x k conv with the block's own geometry (its pad mode, 'same' included)."""
-        k = self.kernel_size
-        if self.same:
-            return nn.Conv2d(self.in_channels, self.out_channels, k, stride=self.stride, pad_mode="same",
-                             dilation=self.dilation, group=self.groups, has_bias=has_bias)
-        return self._conv((k, k), self.padding, self.dilation, has_bias=has_bias)
 
     @classmethod
     def from_conv(cls, conv, bn=None, num_kxk=1, scale=True, identity=True, branch_bn=True, gamma_init=None, seed=0):
@@ -271,7 +264,7 @@ class RepBlock(nn.Cell):
         if self.deploy:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
-        conv = self._native_conv(has_bias=bias is not None)
+        conv = geometry.block_conv(self, bias is not None)
         conv.weight = Parameter(Tensor(kernel), name="fused_conv.weight")
         if bias is not None:
             conv.bias = Parameter(Tensor(bias), name="fused_conv.bias")
