@@ -64,8 +64,8 @@ def main(argv=None):
                         help="how activation ranges are chosen (default minmax)")
     args = parser.parse_args(argv)
     quiet_mindspore()
-    from acnet_ms.config import conversion_options
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.config.loader import conversion_options
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     explicit, from_config = conversion_options(args.config, vars(args))
     convert_checkpoint(args.ckpt_path, args.output, fold_bn=args.fold_bn, export=args.export,

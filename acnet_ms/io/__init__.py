@@ -1,0 +1,1 @@
+"""Files: checkpoint reading and atomic writing."""
