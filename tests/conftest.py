@@ -10,18 +10,51 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("GLOG_v", "3")
+#: under pytest-xdist (``pytest -n 2``), the worker's name ("gw0", ...); "" in a serial run
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 # a graph that does not compile in this process leaves MindSpore's analyze_fail.ir in a temporary folder, as the
-# entry points do (acnet_ms.cli.quiet_mindspore), not in the checkout
-os.environ.setdefault("MS_DEV_SAVE_GRAPHS_PATH", os.path.join(os.environ.get("TMPDIR", "/tmp"), "acnet_ms-graphs"))
+# entry points do (acnet_ms.cli.quiet_mindspore), not in the checkout; one folder per xdist worker (and for the
+# entry scripts each worker runs: they inherit it), so that two processes never write the same dump
+os.environ.setdefault("MS_DEV_SAVE_GRAPHS_PATH", os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                              "acnet_ms-graphs" + (f"-{WORKER}" if WORKER else "")))
 
 import mindspore as ms  # noqa: E402
-from mindspore import Tensor, nn  # noqa: E402
+from mindspore import Tensor, nn, ops  # noqa: E402
 
 #: the checkout: its entry scripts and configs (acnet_ms itself is imported from here too: pyproject's pythonpath)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ms.set_context(mode=ms.GRAPH_MODE)
+# PyNative by default: most tests run a few forward passes of small Cells, for which compiling a graph costs more
+# than running it; a test about graph mode says so with @pytest.mark.graph (see _mode below)
+ms.set_context(mode=ms.PYNATIVE_MODE)
 ms.set_device("CPU")
+
+
+@pytest.fixture(autouse=True)
+def _mode(request):
+    """GRAPH mode for a test marked ``graph``, PyNative otherwise; the mode is put back after every test (a test
+    may switch it itself)."""
+    ms.set_context(mode=ms.GRAPH_MODE if request.node.get_closest_marker("graph") else ms.PYNATIVE_MODE)
+    yield
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
+class Grads(nn.Cell):
+    """Gradients of ``net``'s loss with respect to ``weights``: ``mean(net(x) ** 2)``, or ``sum(net(x) * r)``
+    when called with a second tensor ``r``."""
+
+    def __init__(self, net, weights):
+        super().__init__()
+        self.net = net
+        self.grad = ops.GradOperation(get_by_list=True)
+        self.weights = ms.ParameterTuple(weights)
+
+    def loss(self, x, *r):
+        y = self.net(x)
+        return (y * r[0]).sum() if r else (y ** 2).mean()
+
+    def construct(self, x, *r):
+        return self.grad(self.loss, self.weights)(x, *r)
 
 
 def randomize_bn(net, seed=0):

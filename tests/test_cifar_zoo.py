@@ -4,20 +4,11 @@ import os
 import numpy as np
 import pytest
 
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from acnet_ms.config.loader import load_config
 from acnet_ms.models.cifar_zoo import CIFAR_ZOO, cfqkbnc, vc, wrnc16
 from conftest import ROOT, assert_close, randomize_bn
-
-
-@pytest.fixture(autouse=True)
-def _pynative():
-    """PyNative: these models are built and run once each, so skipping graph compilation is faster."""
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=ms.GRAPH_MODE)
 
 
 def _input(n=2, c=3, seed=0):

@@ -1,4 +1,7 @@
-"""Every MindCV CNN family: ACB model -> convert -> strict load into the stock MindCV model -> same logits."""
+"""Every MindCV CNN family of the README's table: ACB model -> convert -> strict load into the stock MindCV
+model -> same logits.  The five kinds of site (plain, depthwise, grouped, pre-activation, biased: resnet18,
+mobilenet_v2_035_96, regnet_x_200mf, densenet121, squeezenet1_1) run for every kind in
+tests/test_kind_contract.py; the other members here, for ACB."""
 import os
 
 import numpy as np
@@ -15,13 +18,16 @@ from acnet_ms.convert.pipeline import convert_checkpoint
 TOL = 1e-4  # relative to the largest logit
 
 #: one small member per family, and the input size it runs at (the smallest its head accepts)
-FAMILIES = {
+ALL_FAMILIES = {
     "resnet18": 64, "resnext50_32x4d": 64, "seresnet18": 64, "res2net50": 64, "resnest14": 64,
     "regnet_x_200mf": 64, "mobilenet_v1_025": 64, "mobilenet_v2_035_96": 64, "mobilenet_v3_small_075": 64,
     "mnasnet_050": 64, "efficientnet_b0": 64, "ghostnet_050": 64, "shufflenet_v1_g3_05": 64,
     "shufflenet_v2_x0_5": 64, "googlenet": 64, "inception_v3": 299, "xception": 71, "densenet121": 64,
     "dpn92": 64, "vgg11": 224, "squeezenet1_1": 64, "hrnet_w32": 64,
 }
+#: those the kind contract does not run
+FAMILIES = {k: v for k, v in ALL_FAMILIES.items()
+            if k not in ("resnet18", "mobilenet_v2_035_96", "regnet_x_200mf", "densenet121", "squeezenet1_1")}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -48,15 +54,10 @@ def test_acb_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
     assert not_loaded == [] and unused == []
 
     x = Tensor(np.random.default_rng(0).normal(size=(2, 3, size, size)).astype(np.float32))
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)  # one forward each: cheaper than compiling 22 graphs
-    try:
-        acb.set_train(False)
-        stock.set_train(False)
-        expected = acb(x).asnumpy()
-        got = stock(x).asnumpy()
-    finally:
-        ms.set_context(mode=mode)
+    acb.set_train(False)
+    stock.set_train(False)
+    expected = acb(x).asnumpy()
+    got = stock(x).asnumpy()
     assert np.abs(expected).max() > 0
     assert_close(got, expected, TOL, name)
     assert os.path.getsize(dst) < os.path.getsize(src)

@@ -370,19 +370,14 @@ def test_drop_path_rate_reaches_the_model_in_training_and_not_in_eval():
     from acnet_ms.engine.runtime import build_model
 
     cfg = dict(defaults(), model="convnextv2_atto", num_classes=10, drop_path_rate=0.5)
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    try:
-        net = build_model(cfg)
-        x = ms.Tensor(np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32))
-        net.set_train(True)
-        ms.set_seed(1)
-        train = [net(x).asnumpy() for _ in range(3)]
-        net.set_train(False)
-        evals = [net(x).asnumpy() for _ in range(2)]
-        plain = build_model(dict(cfg, drop_path_rate=None))
-    finally:
-        ms.set_context(mode=mode)
+    net = build_model(cfg)
+    x = ms.Tensor(np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32))
+    net.set_train(True)
+    ms.set_seed(1)
+    train = [net(x).asnumpy() for _ in range(3)]
+    net.set_train(False)
+    evals = [net(x).asnumpy() for _ in range(2)]
+    plain = build_model(dict(cfg, drop_path_rate=None))
     assert any(not np.allclose(train[0], t) for t in train[1:])  # paths dropped at random
     np.testing.assert_array_equal(evals[0], evals[1])
     def drop_paths(model):

@@ -24,14 +24,6 @@ TOL = 1e-4
 NAME = "repvgg_a0"
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=mode)
-
-
 def trained_repvgg(seed=0, num_classes=10, **kwargs):
     """MindCV's repvgg_a0 through our registry, its BNs' statistics and affine parameters random; eval mode."""
     ms.set_seed(seed)

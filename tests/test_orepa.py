@@ -1,14 +1,13 @@
-"""OREPA (online re-parameterization): the fold identities, the one-conv Cell against the explicit
-branches (outputs and gradients), every geometry against its fold, and the kind through MindCV models,
-checkpoints and the converter.  PyNative throughout (no graph to compile per case)."""
+"""What is OREPA's own: its fold identities, the one-conv Cell against the explicit branches (outputs and
+gradients), branch subsets, its starts, its MAC count, its sites' words and what from_plain sets.  Geometry,
+folds, gradients, from_plain, options, AMP and MindCV families: tests/test_kind_contract.py."""
 import itertools
 
 import numpy as np
 import pytest
-from conftest import assert_close, assert_one_line_error, randomize_bn, run_main
+from conftest import Grads, assert_close
 from test_fold import grouped_conv
 
-import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from acnet_ms.kinds import identities
@@ -18,14 +17,6 @@ from acnet_ms.kinds.orepa.cell import OREPABlock
 
 TOL = 1e-5      # float32, relative to the largest value compared
 GRAD_TOL = 1e-4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def pynative():
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=mode)
 
 
 def randomize(block, seed=0):
@@ -159,22 +150,6 @@ class Explicit(nn.Cell):
         return out + conv(conv(x, b.orepa_dw, s, p, c), b.orepa_pw) * v[5]
 
 
-class Grads(nn.Cell):
-    """Gradients of sum(net(x) * r) with respect to ``weights``."""
-
-    def __init__(self, net, weights):
-        super().__init__()
-        self.net = net
-        self.grad = ops.GradOperation(get_by_list=True)
-        self.weights = ms.ParameterTuple(weights)
-
-    def loss(self, x, r):
-        return (self.net(x) * r).sum()
-
-    def construct(self, x, r):
-        return self.grad(self.loss, self.weights)(x, r)
-
-
 EXPLICIT_CASES = [(3, 1, g, s) for g in ("1", "2", "dw") for s in (1, 2)] + [(3, 0, "1", 2), (5, 2, "dw", 1),
                                                                             (5, 0, "2", 2)]
 
@@ -195,45 +170,6 @@ def test_one_conv_has_the_explicit_branches_function_and_gradients(k, pad, group
     for w, g1, g2 in zip(weights, Grads(block, weights)(x, r), Grads(explicit, weights)(x, r)):
         assert np.abs(g2.asnumpy()).max() > 0, w.name
         assert_close(g1.asnumpy(), g2.asnumpy(), GRAD_TOL, w.name)
-
-
-# ---------------------------------------------------------------- every geometry: eval == deploy == numpy fold
-
-GEOMETRIES = {"pad_half": dict(pad_mode="pad"), "pad_zero": dict(pad_mode="pad", padding=0),
-              "same": dict(pad_mode="same"), "valid": dict(pad_mode="valid")}
-CASES = list(itertools.product((3, 5), (1, 2), GEOMETRIES, ("1", "2", "dw")))
-
-
-@pytest.mark.parametrize("case", CASES, ids=lambda c: "k{}-s{}-{}-g{}".format(*c))
-def test_every_geometry_equals_its_folded_conv_and_trains(case):
-    k, stride, geometry, groups = case
-    cin, cout = (4, 4) if groups == "dw" else (4, 6)
-    g = cin if groups == "dw" else int(groups)
-    opts = dict(GEOMETRIES[geometry])
-    if geometry == "pad_half":
-        opts["padding"] = k // 2
-    block = randomize(OREPABlock(cin, cout, k, stride=stride, groups=g, **opts), seed=len(CASES))
-    rng = np.random.default_rng(k * stride)
-    x = Tensor(rng.normal(size=(2, cin, 12, 11)).astype(np.float32))
-    block.set_train(True)
-    weights = block.trainable_params()
-    grads = Grads(block, weights)(x, Tensor(np.ones(block(x).shape, np.float32)))
-    for w, grad in zip(weights, grads):
-        grad = grad.asnumpy()
-        assert np.isfinite(grad).all() and np.abs(grad).max() > 0, f"no gradient reaches {w.name}"
-    block.set_train(False)
-    y = block(x).asnumpy()
-    assert np.isfinite(y).all() and np.abs(y).max() > 0.1
-    plain = nn.Conv2d(cin, cout, k, stride=stride, group=g, **opts)
-    assert y.shape == plain(x).shape
-    kernel, bias, names = get_kind("orepa").fold(block_state(block), "blk", block.reparam_info())
-    assert bias is None and len(names) == 9
-    plain.weight.set_data(Tensor(kernel))
-    assert_close(plain(x).asnumpy(), y, TOL, "numpy fold")
-    block.switch_to_deploy()
-    assert [n for n, _ in block.cells_and_names()] == ["", "fused_conv"]
-    assert [p.name for p in block.get_parameters()] == ["fused_conv.weight"]
-    assert_close(block(x).asnumpy(), y, TOL, "deployed")
 
 
 def test_a_bias_and_dilation_fold_too():
@@ -293,106 +229,7 @@ def test_bad_arguments_fail_at_construction(bad, match):
         OREPABlock(4, 4, **args)
 
 
-def test_one_train_step_at_every_amp_level_trains_and_folds():
-    """O1 casts inside the white-listed ops, O2/O3 cast the input to float16: the kernel is cast to the
-    input's type, the parameters stay float32."""
-    from test_optimizers_amp import ThreeKinds, batch, train_one_step
-
-    from acnet_ms.reparam.state import fold_state
-    from acnet_ms.reparam.transform import block_layout, to_blocks, trace
-
-    def three(seed=0):
-        ms.set_seed(seed)
-        net = ThreeKinds()
-        return to_blocks(net, trace(net, (1, 3, 16, 16)), "orepa")
-
-    for amp_level in ("O1", "O2", "O3"):
-        net = randomize_bn(three(), seed=2)
-        assert {k: v["slot"] for k, v in block_layout(net).items()} == dict(conv_bn="none", conv_bias="bias",
-                                                                             conv_plain="none")
-        mode = ms.get_context("mode")
-        ms.set_context(mode=ms.GRAPH_MODE)
-        try:
-            _, loss = train_one_step(net, "momentum", amp_level)
-        finally:
-            ms.set_context(mode=mode)
-        assert np.isfinite(loss)
-        params = {p.name: p.asnumpy().astype(np.float32) for p in net.get_parameters()}
-        assert all(v.dtype == np.float32 for v in params.values())
-        reference = three()
-        ms.load_param_into_net(reference, {k: ms.Parameter(Tensor(v), name=k) for k, v in params.items()},
-                               strict_load=True)
-        folded, _ = fold_state(params, block_layout(reference))
-        plain = ThreeKinds()
-        ms.load_param_into_net(plain, {k: ms.Parameter(Tensor(v), name=k) for k, v in folded.items()},
-                               strict_load=True)
-        x, _ = batch(seed=4)
-        reference.set_train(False)
-        plain.set_train(False)
-        assert_close(plain(x).asnumpy(), reference(x).asnumpy(), 1e-4, f"fold after {amp_level}")
-
-
 # ---------------------------------------------------------------- the kind through MindCV models
-
-#: families: plain (resnet18), depthwise (mobilenet_v2), grouped (regnet_x, resnext), squeeze-excite + depthwise
-#: 5 x 5 (mobilenet_v3, efficientnet), convs with bias and no BN (squeezenet), pre-activation (densenet121: convs
-#: after BN-ReLU feeding a concat, no BN after them)
-#: (each 1-9 s on an idle machine, most of it generating the 256- and 512-channel kernels in PyNative)
-FAMILIES = ["resnet18", "mobilenet_v2_035_96", "regnet_x_200mf", "mobilenet_v3_small_075", "squeezenet1_1",
-            "densenet121"] + [pytest.param(n, marks=pytest.mark.slow) for n in ("efficientnet_b0", "resnext50_32x4d")]
-
-
-def orepa_model(name, seed=1, **options):
-    from acnet_ms import create_model
-
-    ms.set_seed(seed)
-    net = randomize_bn(create_model(name, num_classes=10, block_type="orepa", block_options=options or None),
-                       seed=seed + 1)
-    rng = np.random.default_rng(seed)
-    for p in net.get_parameters():  # every branch counts
-        if p.name.endswith(".orepa_vector"):
-            p.set_data(Tensor(rng.uniform(0.05, 0.3, p.shape).astype(np.float32)))
-    net.set_train(False)
-    return net
-
-
-def stock_logits(name, arrays, x):
-    import mindcv
-
-    from acnet_ms.io.checkpoint import read_checkpoint
-
-    stock = mindcv.create_model(name, num_classes=10)
-    arrays = read_checkpoint(arrays)[0] if isinstance(arrays, str) else arrays
-    assert list(arrays) == [p.name for p in stock.get_parameters()]  # names and order
-    assert ms.load_param_into_net(stock, {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()},
-                                  strict_load=True) == ([], [])
-    stock.set_train(False)
-    return stock(x).asnumpy()
-
-
-@pytest.mark.parametrize("name", FAMILIES)
-def test_an_orepa_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
-    from acnet_ms import block_summary
-    from acnet_ms.io.checkpoint import write_checkpoint
-    from acnet_ms.convert.pipeline import convert_checkpoint
-
-    net = orepa_model(name)
-    report = block_summary(net)
-    assert report["blocks"] == sum(type(c).__name__ == "OREPABlock" for _, c in net.cells_and_names()) > 0
-    assert set(report["kinds"]) <= {"kernel alone", "kernel + conv bias"}
-    if name == "squeezenet1_1":
-        assert report["kinds"] == {"kernel + conv bias": report["blocks"]}
-    src, dst = str(tmp_path / "orepa.ckpt"), str(tmp_path / "plain.ckpt")
-    arrays = {p.name: p.asnumpy() for p in net.get_parameters()}
-    arrays.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(arrays.items())})
-    write_checkpoint(src, arrays, dict(model=name, block_type="orepa", num_classes=10))
-    summary = convert_checkpoint(src, dst, log=lambda *_: None)
-    assert summary["blocks"] == report["blocks"]
-    x = Tensor(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
-    expected = net(x).asnumpy()
-    assert np.abs(expected).max() > 0
-    assert_close(stock_logits(name, dst, x), expected, 1e-4, name)
-
 
 def test_the_summary_line_and_which_sites(capsys):
     from acnet_ms import summary_line
@@ -409,55 +246,15 @@ def test_the_summary_line_and_which_sites(capsys):
     assert kind.eligible(ConvSite((7, 7), False), {}) is True
 
 
-def test_a_stock_checkpoint_starts_an_orepa_model_at_the_same_function(tmp_path):
-    """from_plain: the plain kernel is the origin (scale 1), every other branch scaled by 0 but not zero
-    itself (so the scales get gradients)."""
-    import mindcv
-
-    from acnet_ms import create_model
-    from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
-
-    ms.set_seed(3)
-    stock = randomize_bn(mindcv.create_model("mobilenet_v2_035_96", num_classes=10), seed=3)
-    path = str(tmp_path / "stock.ckpt")
-    write_checkpoint(path, {p.name: p.asnumpy() for p in stock.get_parameters()}, dict(model="mobilenet_v2_035_96"))
-    net = create_model("mobilenet_v2_035_96", num_classes=10, block_type="orepa")
-    loaded = load_pretrained(net, path, log=lambda *_: None)
-    assert len(loaded) == len(list(net.get_parameters()))
-    vectors = [p.asnumpy() for p in net.get_parameters() if p.name.endswith(".orepa_vector")]
-    assert vectors and all((v[0] == 1).all() and not v[1:].any() for v in vectors)
-    assert all(np.abs(p.asnumpy()).max() > 0 for p in net.get_parameters() if p.name.endswith(".orepa_dw"))
-    x = Tensor(np.random.default_rng(4).normal(size=(2, 3, 64, 64)).astype(np.float32))
-    net.set_train(False)
-    stock.set_train(False)
-    assert_close(net(x).asnumpy(), stock(x).asnumpy(), 1e-4, "finetuning start")
-
-
-def test_a_checkpoint_without_metadata_shows_its_branches(tmp_path):
-    from acnet_ms.io.checkpoint import write_checkpoint
-    from acnet_ms.convert.pipeline import convert_checkpoint
-    from acnet_ms.reparam.state import infer_block
-
-    net = orepa_model("resnet18", branches="origin,prior,dws", init="single")
-    arrays = {p.name: p.asnumpy() for p in net.get_parameters()}
-    assert infer_block(arrays) == ("orepa", {"branches": "origin,prior,dws"}, ["init"])
-    src, dst = str(tmp_path / "bare.ckpt"), str(tmp_path / "plain.ckpt")
-    write_checkpoint(src, arrays, None)
-    said = []
-    summary = convert_checkpoint(src, dst, model="resnet18", num_classes=10, log=said.append)
-    assert summary["blocks"] == 17
-    assert any("assumed the defaults init='paper'" in line for line in said), said
-    x = Tensor(np.random.default_rng(5).normal(size=(1, 3, 64, 64)).astype(np.float32))
-    assert_close(stock_logits("resnet18", dst, x), net(x).asnumpy(), 1e-4, "metadata-free")
-
-
-@pytest.mark.parametrize("options, fragment", [
-    ("{branches: origin+skip}", "block option 'branches' of orepa: unknown branch 'skip'"),
-    ("{branches: avg}", "block option 'branches' of orepa: the branches must include origin"),
-    ("{init: zero}", "block option 'init' of orepa must be one of paper, single, got 'zero'"),
-    ("{inits: paper}", "block_type orepa has no option 'inits' (did you mean 'init'?)"),
-])
-def test_bad_options_are_one_line_naming_the_option(tmp_path, options, fragment):
-    res = run_main("train.py", "--model", "resnet18", "--block_type", "orepa", "--block_options", options,
-                   "--data_dir", str(tmp_path), "--ckpt_save_dir", str(tmp_path / "run"))
-    assert_one_line_error(res, fragment)
+def test_from_plain_scales_the_origin_by_one_and_every_other_branch_by_zero():
+    """The plain kernel is the origin (scale 1), every other branch scaled by 0 but not zero itself (so the
+    scales get gradients)."""
+    kind = get_kind("orepa")
+    block = OREPABlock(4, 4, 3, groups=4, seed=2)
+    info = dict(block.reparam_info(), slot="none", bn=None)
+    weight = np.random.default_rng(3).normal(size=(4, 1, 3, 3)).astype(np.float32)
+    state = kind.from_plain({"blk.weight": weight}, "blk", info)
+    vector = state["blk.orepa_vector"]
+    assert (vector[0] == 1).all() and not vector[1:].any()
+    np.testing.assert_array_equal(state["blk.orepa_origin"], weight)
+    assert np.abs(state["blk.orepa_dw"]).max() > 0
