@@ -300,12 +300,11 @@ def state_dict(obj):
     ``{'epoch': ..., 'state_dict': ...}``) is unwrapped; the ``module.`` prefix that DataParallel
     adds is dropped from every name that has it.  Raises :class:`PthError` if no state dict is found.
     """
-    seen = 0
-    while isinstance(obj, dict) and not _is_state(obj) and seen < 4:
-        inner = next((obj[k] for k in NESTED_KEYS if isinstance(obj.get(k), dict)), None)
+    for _ in range(4):  # a nested state dict wins over the checkpoint's own tensors (a best accuracy)
+        inner = next((obj[k] for k in NESTED_KEYS if isinstance(obj, dict) and isinstance(obj.get(k), dict)), None)
         if inner is None:
             break
-        obj, seen = inner, seen + 1
+        obj = inner
     if not isinstance(obj, dict) or not _is_state(obj):
         keys = ", ".join(map(str, list(obj)[:5])) if isinstance(obj, dict) else type(obj).__name__
         raise PthError(f"no state dict (name -> tensor) found; the file holds {keys or 'an empty dict'}")
