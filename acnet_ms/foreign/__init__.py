@@ -155,13 +155,14 @@ def classes_in(state, arch=None):
     return None if weight is None else int(np.shape(weight)[0])
 
 
-def to_mindcv(state, shapes, source=None, model="the model", keep=None):
+def to_mindcv(state, shapes, source=None, model="the model", keep=None, finish=None):
     """A PyTorch state dict of a known source as the entries of the MindCV model whose parameter shapes are
     ``shapes`` (name -> shape).
 
     ``source``: one of :data:`SOURCES` (checked against what the entries show) or None (identified).
     ``keep(unit, conv, bn)``: optional; for each conv site, entries to write instead of the folded ones
-    (a kind's training form), or None.  Returns ``(entries, info)`` with ``info`` the source, the
+    (a kind's training form), or None; ``finish(entries)``: optional, the entries' last change before
+    they are checked (plain convs into a kind's blocks).  Returns ``(entries, info)`` with ``info`` the source, the
     architecture and the forms of the blocks read (``{"dbb": 16, "convbn": 5}``).  MapError (one line,
     naming the entry) for entries no map places, or a result that does not fit ``shapes``.
     """
@@ -171,7 +172,7 @@ def to_mindcv(state, shapes, source=None, model="the model", keep=None):
     if source is not None and source != found and not (source == "orepa" and found == "repvgg"):
         raise MapError(f"--source {source}, but the entries are {found}'s ({next(iter(state))}, ...)")
     mark = _TARGET_MARK[arch]
-    if mark not in shapes:
+    if not any(n == mark or n.startswith(mark[: -len("weight")]) for n in shapes):  # a block's entries count
         raise MapError(f"the .pth holds a {arch.replace('_', ' ')} ({next(iter(state))}, ...), but {model} "
                        f"has no '{mark}': choose a model of that architecture")
     r = Reader(state)
@@ -198,6 +199,8 @@ def to_mindcv(state, shapes, source=None, model="the model", keep=None):
     left = [n for n in state if n not in r.used and not n.endswith("num_batches_tracked")]
     if left:
         raise MapError(f"entry '{left[0]}' ({len(left)} in all) has no place in {model}'s map from {found}")
+    if finish is not None:
+        out = finish(out)
     problem = mismatch(out, shapes)
     if problem:
         raise MapError(f"does not fit {model}: {problem}")

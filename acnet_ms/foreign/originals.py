@@ -36,6 +36,8 @@ class Unit:
     bias: np.ndarray = None
     form: str = "conv"
     consumed: list = field(default_factory=list)
+    #: a block's own entries (names after its prefix, PyTorch's), where a kind of ours has the same branches
+    raw: dict = None
 
 
 class MapError(ValueError):
@@ -214,7 +216,7 @@ def dbb_unit(r, p):
         r.get(n)
     local = torch_bn_to_mindspore({n: r.state[n] for n in names})
     kernel, bias, _ = get_kind("dbb").fold(local, p, {})
-    return Unit(kernel, bias=bias, form="dbb", consumed=names)
+    return Unit(kernel, bias=bias, form="dbb", consumed=names, raw={n[len(p) + 1:]: r.state[n] for n in names})
 
 
 def repvgg_unit(r, p):
