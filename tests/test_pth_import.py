@@ -247,3 +247,35 @@ def test_manifest_names_fit_in_one_line_errors():
     deeper = resnet("BasicBlock", (2, 2, 3, 2))
     with pytest.raises(foreign.MapError, match="layer3.2.conv1.weight"):
         foreign.to_mindcv(state, shapes_of(deeper), model="x")
+
+
+# ---------------------------------------------------------------- convert.py
+
+
+def test_convert_py_writes_the_stock_checkpoint(tmp_path, monkeypatch):
+    """convert.py --ckpt_path X.pth --model M --output Y: the checkpoint M loads, its metadata, the original's
+    logits; an existing --output is left alone, a missing --model is one line.  (The fixture is MindCV's
+    ResNet-18 at 1/16 width: the model convert.py builds is narrowed the same way here.)"""
+    import acnet_ms.models.factory as factory
+    from acnet_ms.checkpoint import read_checkpoint
+
+    monkeypatch.setattr(factory, "uninitialised_model",
+                        lambda model, n, **kw: resnet("BasicBlock", (2, 2, 2, 2), maxpool_pad="same"))
+    out = tmp_path / "resnet18_tv.ckpt"
+    src = fixture("tv_resnet18.pth")
+    result = run_main("convert.py", "--ckpt_path", src, "--model", "resnet18", "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert "torchvision" in result.stdout and "resnet18" in result.stdout
+    entries, meta = read_checkpoint(str(out))
+    assert meta["model"] == "resnet18" and meta["source"] == "torchvision" and meta["num_classes"] == 10
+    ref = reference("tv_resnet18")
+    assert rel_diff(logits(resnet("BasicBlock", (2, 2, 2, 2)), entries, ref["x"]), ref["logits"]) < RTOL
+    before = out.stat().st_mtime_ns
+    again = run_main("convert.py", "--ckpt_path", src, "--model", "resnet18", "--output", out)
+    assert_one_line_error(again, "exists")
+    assert out.stat().st_mtime_ns == before
+    assert_one_line_error(run_main("convert.py", "--ckpt_path", src, "--output", tmp_path / "b.ckpt"), "--model")
+    wrong = run_main("convert.py", "--ckpt_path", src, "--model", "resnet18", "--source", "dbb",
+                     "--output", tmp_path / "c.ckpt")
+    assert_one_line_error(wrong, "--source dbb, but the entries are torchvision's")
+    assert not (tmp_path / "b.ckpt").exists() and not (tmp_path / "c.ckpt").exists()
