@@ -73,14 +73,14 @@ def main(argv=None):
                         help="how activation ranges are chosen (default minmax)")
     args = parser.parse_args(argv)
     quiet_mindspore()
-    from acnet_ms.foreign.pipeline import is_pth
+    from acnet_ms.convert.foreign.pipeline import is_pth
 
     if is_pth(args.ckpt_path):
         return convert_pth(args)
     if args.source:
         raise UserError(f"--source applies to a PyTorch file (.pth), not {args.ckpt_path}")
-    from acnet_ms.config import conversion_options
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.config.loader import conversion_options
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     explicit, from_config = conversion_options(args.config, vars(args))
     convert_checkpoint(args.ckpt_path, args.output, fold_bn=args.fold_bn, export=args.export,
@@ -92,7 +92,7 @@ def main(argv=None):
 
 def convert_pth(args):
     """A PyTorch file into a checkpoint of a MindCV model (or our kind's training form of it)."""
-    from acnet_ms.foreign.pipeline import convert_pth as convert
+    from acnet_ms.convert.foreign.pipeline import convert_pth as convert
 
     extra = [flag for flag, on in (("--fold_bn", args.fold_bn), ("--export", args.export), ("--int8", args.int8),
                                    ("--block_options", args.block_options), ("--config", args.config)) if on]

@@ -12,7 +12,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor
 
-from acnet_ms import foreign
+from acnet_ms.convert import foreign
 from acnet_ms.io.pth import PthError, load, read_pth
 from conftest import ROOT, assert_one_line_error, run_main
 
@@ -199,9 +199,9 @@ def test_deploy_forms_equal_the_originals_conversion(name, build):
 def test_dbb_into_our_dbb_kind_keeps_every_branch():
     """--block_type dbb: the original's DBBs load branch for branch into our dbb kind's Cells (the stem, plain in
     the original, starts as that plain conv), and compute the original's logits."""
-    from acnet_ms.foreign.pipeline import _kind_keeper, block_finisher
+    from acnet_ms.convert.foreign.pipeline import _kind_keeper, block_finisher
     from acnet_ms.models.factory import create_model
-    from acnet_ms.transform import block_layout
+    from acnet_ms.reparam.transform import block_layout
 
     state, ref = read_pth(fixture("dbb_resnet18.pth")), reference("dbb_resnet18")
     net = create_model("sres18", block_type="dbb", maxpool_pad="symmetric", **NARROW)
@@ -257,7 +257,7 @@ def test_convert_py_writes_the_stock_checkpoint(tmp_path, monkeypatch):
     logits; an existing --output is left alone, a missing --model is one line.  (The fixture is MindCV's
     ResNet-18 at 1/16 width: the model convert.py builds is narrowed the same way here.)"""
     import acnet_ms.models.factory as factory
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
 
     monkeypatch.setattr(factory, "uninitialised_model",
                         lambda model, n, **kw: resnet("BasicBlock", (2, 2, 2, 2), maxpool_pad="same"))

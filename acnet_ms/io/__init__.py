@@ -1,1 +1,2 @@
-"""File formats read and written below the models: PyTorch ``.pth`` files (:mod:`acnet_ms.io.pth`)."""
+"""Files: checkpoint reading and atomic writing (:mod:`.checkpoint`); PyTorch ``.pth`` files read without
+torch and without running pickled code (:mod:`.pth`)."""

@@ -5,7 +5,7 @@ The ImageNet models are MindCV's ``resnet18`` ... ``resnet152`` cell for cell
 ``classifier.weight``, ...: the same names, shapes and function, tested).  They
 are written here, and built for MindCV's names too, because MindCV's blocks add
 the shortcut in place (``out += identity``), which MindSpore's ONNX exporter
-cannot convert; these export.  Models are plain: ``acnet_ms.transform`` makes
+cannot convert; these export.  Models are plain: ``acnet_ms.reparam.transform`` makes
 the ACB form (every 3 x 3 conv an ACB under the conv's name) and the fully
 folded form.
 """
