@@ -279,3 +279,25 @@ def test_convert_py_writes_the_stock_checkpoint(tmp_path, monkeypatch):
                      "--output", tmp_path / "c.ckpt")
     assert_one_line_error(wrong, "--source dbb, but the entries are torchvision's")
     assert not (tmp_path / "b.ckpt").exists() and not (tmp_path / "c.ckpt").exists()
+
+
+def test_orepa_grouped_dws_is_the_originals_not_ours():
+    """OREPA's grouped depthwise-separable branch reads its pointwise rows permuted (its view of the matrix):
+    the kernel the original computes differs from the natural grouping, which our kind uses; with one
+    group they agree."""
+    from acnet_ms.convert.foreign.originals import orepa_dws
+    from acnet_ms.kinds.orepa.fold import merge_depthwise_pointwise
+
+    rng = np.random.default_rng(0)
+    c, o, g, m = 8, 8, 4, 8
+    dw, pw = rng.normal(size=(m * c, 1, 3, 3)), rng.normal(size=(o, m * c // g, 1, 1))
+    assert not np.allclose(orepa_dws(dw, pw, c, g), merge_depthwise_pointwise(dw, pw, c, g))
+    pw1 = rng.normal(size=(o, m * c, 1, 1))
+    np.testing.assert_allclose(orepa_dws(dw, pw1, c, 1), merge_depthwise_pointwise(dw, pw1, c, 1))
+
+
+def test_maxpool_pad_option_is_checked():
+    from acnet_ms.models import resnet as R
+
+    with pytest.raises(ValueError, match="maxpool_pad must be one of same, symmetric"):
+        R.ResNet(R.BasicBlock, (1, 1, 1, 1), maxpool_pad="torch")
