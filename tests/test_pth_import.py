@@ -22,14 +22,6 @@ NARROW = dict(widths=(4, 8, 16, 32), stem_width=4, num_classes=10)
 RTOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def pynative():
-    mode = ms.get_context("mode")
-    ms.set_context(mode=ms.PYNATIVE_MODE)
-    yield
-    ms.set_context(mode=mode)
-
-
 def fixture(name):
     return os.path.join(FIX, name)
 
