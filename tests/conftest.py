@@ -12,9 +12,10 @@ import pytest
 os.environ.setdefault("GLOG_v", "3")
 #: under pytest-xdist (``pytest -n 2``), the worker's name ("gw0", ...); "" in a serial run
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-# a graph that does not compile in this process leaves MindSpore's analyze_fail.ir in a temporary folder, as the
-# entry points do (acnet_ms.cli.quiet_mindspore), not in the checkout; one folder per xdist worker (and for the
-# entry scripts each worker runs: they inherit it), so that two processes never write the same dump
+# MindSpore's graph dumps (MS_DEV_SAVE_GRAPHS) go to a temporary folder, as the entry points' do
+# (acnet_ms.cli.quiet_mindspore), one per xdist worker (the entry scripts a worker runs inherit it), so that two
+# processes never write the same dump.  (MindSpore 2.8 writes the analyze_fail.ir of a graph that does not
+# compile under ./rank_0/om/ whatever this says: git ignores rank_*/.)
 os.environ.setdefault("MS_DEV_SAVE_GRAPHS_PATH", os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                               "acnet_ms-graphs" + (f"-{WORKER}" if WORKER else "")))
 
