@@ -1,6 +1,7 @@
 # `make demo`: set up .venv on a fresh machine and run the digits demo (train, validate, fold, validate).
-# `make test`: set up .venv and run the whole test suite (CI's command).        (Python 3.9-3.11)
-# `make test-fast`: the suite without the tests marked slow or msrun (pyproject.toml): a few minutes.
+# `make test`: set up .venv and run the whole test suite on two workers (CI's command).  (Python 3.9-3.11)
+# `make test-fast`: the suite without the tests marked slow or msrun (pyproject.toml), on two workers.
+#   (pytest-xdist; each test file runs on one worker, so a file's module fixtures run once; docs/testing.md)
 # `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
 # `make study`: set up .venv and reproduce ACNet's ablations and kernel analyses on the digits (study_out/).
 # `make sweep`: set up .venv; train one step, convert and strict-load every MindCV model with ACBs (docs/sweep.md; hours).
@@ -10,6 +11,8 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+# the test targets' workers (`make test PARALLEL=` runs serially)
+PARALLEL ?= -n 2 --dist loadfile
 
 .PHONY: demo test test-fast bench study sweep install clean
 
@@ -29,10 +32,10 @@ demo: install
 	$(PY) -m acnet_ms.demo
 
 test: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q tests
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PARALLEL) tests
 
 test-fast: install
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q -m "not slow and not msrun" tests
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PARALLEL) -m "not slow and not msrun" tests
 
 bench: install
 	$(PY) benchmarks/bench.py --out benchmarks/results.md
