@@ -97,15 +97,16 @@ def _address_limit(cap_bytes):
     return apply
 
 
-def _watch(proc, cap_bytes, timeout, start, poll, cap_text):
+def _watch(proc, cap_bytes, timeout, start, poll):
     """Wait for ``proc``, killing its group past the cap or the timeout; ``(peak bytes, why stopped)``."""
     peak = 0
+    unit, size = ("GB", 2 ** 30) if cap_bytes and cap_bytes >= 2 ** 30 else ("MB", 2 ** 20)
     while proc.poll() is None:
         rss = group_rss(proc.pid)
         peak = max(peak, rss)
         stopped = None
         if cap_bytes and rss > cap_bytes:
-            stopped = f"killed: resident memory {rss / 2 ** 30:.1f} GB over the {cap_text} GB cap"
+            stopped = (f"killed: resident memory {rss / size:.1f} {unit} over the {cap_bytes / size:g} {unit} cap")
         elif timeout and time.perf_counter() - start > timeout:
             stopped = f"killed: timeout after {timeout:g} s"
         if stopped:
@@ -134,7 +135,7 @@ def run(script, spec, cap_mb=None, timeout=None, log_path=None, poll=0.25, env=N
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, preexec_fn=_address_limit(cap) if cap else None)
             try:
-                peak, stopped = _watch(proc, cap, timeout, start, poll, f"{cap_mb / 1024:g}")
+                peak, stopped = _watch(proc, cap, timeout, start, poll)
             except BaseException:
                 kill_group(proc)
                 raise
