@@ -11,7 +11,7 @@ member (killed past ``--mem_gb`` of resident memory or after ``--timeout``
 seconds), and for each kind: build the kind's form through the same factory as
 every entry point (``acnet_ms.create_model(name, block_type=kind)``) and read its
 ``block_summary`` (the table row); then (unless ``--no_convert``) randomise its
-BN statistics, save it, convert the file with ``acnet_ms.deploy.convert_checkpoint``,
+BN statistics, save it, convert the file with ``acnet_ms.convert.pipeline.convert_checkpoint``,
 strict-load the result into the stock ``mindcv.create_model(name)`` and compare
 the logits in eval mode. A member whose stock model does not run a forward pass
 as shipped is listed with the error.
@@ -70,7 +70,7 @@ def randomise(net, seed=2):
     import numpy as np
     from mindspore import Tensor, nn
 
-    from acnet_ms.layers.reparam import reparam_blocks
+    from acnet_ms.reparam.switch import reparam_blocks
 
     rng = np.random.default_rng(seed)
 
@@ -103,8 +103,8 @@ def check_conversion(name, kind, net, stock, workdir, note):
     import mindspore as ms
     import numpy as np
 
-    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     note("save")
     randomise(net)

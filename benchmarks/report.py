@@ -408,15 +408,15 @@ def sweep_method(kind, label, sizes, batch, lr, tol):
         f"inception_v3 299, for its auxiliary head, which only runs in training). The batch: {batch} random "
         f"images (normal noise, seed 0), int32 labels.",
         "3. **train step**: one step of the project's train step (`acnet_ms.training.factories.build_train_step`, "
-        f"the options of `acnet_ms.config.defaults()` with the recipe's `amp_level` and `opt`, constant "
+        f"the options of `acnet_ms.config.loader.defaults()` with the recipe's `amp_level` and `opt`, constant "
         f"lr {lr}, no warm-up, fixed loss scale 1) in **PyNative mode** on CPU (one step does not repay compiling "
         "a graph). *ok (overflow)*: the step ran but its gradients were not all finite. *diverged*: the step ran "
         "but left weights that are not finite (their logits are not compared).",
-        "4. The step cell is saved with `acnet_ms.checkpoint.write_checkpoint` and the metadata training writes "
+        "4. The step cell is saved with `acnet_ms.io.checkpoint.write_checkpoint` and the metadata training writes "
         "(identity, `block_layout`, epoch, step, lr, config, loss-scale state), so the optimizer's slots are in "
         "the file as after a real epoch. If the step raised an error, the later steps still run, on the initial "
         "weights.",
-        f"5. **convert**: `acnet_ms.deploy.convert_checkpoint` on that file (and it folds as many {label}s as the "
+        f"5. **convert**: `acnet_ms.convert.pipeline.convert_checkpoint` on that file (and it folds as many {label}s as the "
         "model has).",
         "6. **strict load**: the converted file goes into the stock `mindcv.create_model(name, num_classes=10)` "
         "with `mindspore.load_param_into_net(..., strict_load=True)`: nothing missing, nothing unused.",

@@ -138,7 +138,7 @@ def train_stage(rec, net, cfg, x, y):
 def save_stage(rec, net, step, cfg, lrs, src):
     """4. The training checkpoint, as the epoch's end writes it; False if it could not be written."""
     from acnet_ms import block_layout
-    from acnet_ms.checkpoint import write_checkpoint
+    from acnet_ms.io.checkpoint import write_checkpoint
     from acnet_ms.training.checkpoints import training_meta
 
     rec.begin("save")
@@ -156,7 +156,7 @@ def save_stage(rec, net, step, cfg, lrs, src):
 
 def convert_stage(rec, src, dst):
     """5. ``convert_checkpoint`` on the training checkpoint; False if it failed or folded too few blocks."""
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     rec.begin("convert")
     try:
@@ -175,7 +175,7 @@ def load_stage(rec, name, dst):
     import mindcv
     import mindspore as ms
 
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
 
     rec.begin("load")
     try:
@@ -203,7 +203,7 @@ def logits_stage(rec, name, block_type, src, stock, x):
     import numpy as np
 
     from acnet_ms import create_model
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
 
     rec.begin("logits")
     try:
@@ -235,7 +235,7 @@ def logits_stage(rec, name, block_type, src, stock, x):
 
 def sweep_config(name, block_type, amp, opt, workdir):
     """The options of the model's training step: the defaults, the recipe's AMP level and optimizer, PyNative."""
-    from acnet_ms import config
+    from acnet_ms.config import loader as config
 
     cfg = config.defaults()
     cfg.update(model=name, num_classes=NUM_CLASSES, block_type=block_type, amp_level=amp, opt=opt, mode=1,
@@ -251,7 +251,7 @@ def work_sweep(spec, result_path):
     import mindspore as ms
     import numpy as np
 
-    from acnet_ms.runtime import setup
+    from acnet_ms.engine.runtime import setup
 
     name, block_type, workdir = spec["model"], spec["block_type"], spec["workdir"]
     family = families().get(name, "")

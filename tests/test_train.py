@@ -15,8 +15,8 @@ import mindspore as ms
 from mindspore import Tensor
 
 from acnet_ms import create_model
-from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
-from acnet_ms.config import load_config
+from acnet_ms.io.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.config.loader import load_config
 
 PROGRESS = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) loss [\d.]+ lr [\d.]+ images/s [\d.]+ eta \d+:\d\d:\d\d$",
                       re.M)
@@ -124,7 +124,7 @@ def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
 @pytest.mark.slow
 def test_fixed_loss_scale_is_divided_back_out():
     """Loss scale 1024 with fixed scaling must update exactly like no scaling."""
-    from acnet_ms.config import defaults
+    from acnet_ms.config.loader import defaults
     from acnet_ms.training.factories import build_train_step
 
     rng = np.random.default_rng(0)

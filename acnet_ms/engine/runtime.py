@@ -1,0 +1,115 @@
+"""What training and evaluation share: MindSpore's context, the model the options name, mixed precision."""
+from dataclasses import dataclass
+
+from ..cli import UserError, first_line
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a process runs: its rank among ``world`` processes and the device target in use."""
+    rank: int
+    world: int
+    device_target: str
+
+
+def setup(cfg, log=print):
+    """Configure MindSpore from ``cfg``; initialise collectives when distributed. Returns a :class:`Context`.
+
+    ``cfg`` is not changed: an unset ``device_target`` is MindSpore's default
+    one, which the returned context names.
+    """
+    import mindspore as ms
+    import mindspore.dataset as ds
+
+    graph = cfg["mode"] == 0
+    ms.set_context(mode=ms.GRAPH_MODE if graph else ms.PYNATIVE_MODE)
+    target = cfg["device_target"] or ms.get_context("device_target")
+    try:
+        ms.set_device(target)
+    except (RuntimeError, ValueError) as err:
+        # a second setup in one process (several evaluations) finds the device already running: fine if it is ours
+        if ms.get_context("device_target") != target:
+            raise UserError(f"device_target {target} is not usable here ({first_line(err)})") from None
+    if graph:
+        level = cfg["jit_level"]
+        if level == "O2" and target == "GPU":
+            log("jit_level O2 is Ascend's whole-graph level; GPU runs O1")
+            level = "O1"
+        try:
+            ms.set_context(jit_config={"jit_level": level})
+        except (RuntimeError, ValueError, TypeError) as err:
+            log(f"jit_level {level} not accepted on {target} ({first_line(err)}); using O0")
+            ms.set_context(jit_config={"jit_level": "O0"})
+    rank, world = 0, 1
+    if cfg["distribute"]:
+        from mindspore.communication import get_group_size, get_rank, init
+
+        try:
+            init()
+        except RuntimeError:
+            raise UserError("option 'distribute' is True but no launcher started this process: pass "
+                            "--distribute False for one device, or launch with msrun (msrun --worker_num N "
+                            "--local_worker_num N python train.py ...)") from None
+        rank, world = get_rank(), get_group_size()
+        ms.reset_auto_parallel_context()
+        ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
+                                     device_num=world)
+    ms.set_seed(cfg["seed"])  # the same on every rank: identical initial weights
+    ds.config.set_seed(cfg["seed"])
+    return Context(rank, world, target)
+
+
+def model_kwargs(cfg):
+    """Keyword arguments for ``create_model`` beyond name and classes.
+
+    ``drop_rate``, ``drop_path_rate`` and ``in_channels`` are passed only when
+    they differ from MindCV's defaults, so models that do not take them build
+    as long as the recipe leaves them alone.
+    """
+    base = cfg["block_type"] == "base"  # a caller may turn a block config into its plain model
+    kwargs = dict(block_type=cfg["block_type"], block_options=None if base else cfg.get("block_options"))
+    for key, default in (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3)):
+        if cfg.get(key, default) != default:
+            kwargs[key] = cfg[key]
+    return kwargs
+
+
+def build_model(cfg, num_classes=None):
+    """The model ``cfg`` names, with one-line errors for options the model does not take."""
+    from ..models import create_model
+
+    kwargs = model_kwargs(cfg)
+    try:
+        return create_model(cfg["model"], num_classes=num_classes or cfg["num_classes"], **kwargs)
+    except TypeError as err:
+        given = [k for k in ("drop_rate", "drop_path_rate", "in_channels") if k in kwargs]
+        raise UserError(f"model {cfg['model']} does not take option(s) {', '.join(given) or 'given'} "
+                        f"({first_line(err)})") from None
+    except ValueError as err:
+        raise UserError(f"model {cfg['model']}: {first_line(err)}") from None
+
+
+def amp_cast_classes(text):
+    """``amp_cast_list`` ("[nn.Conv2d, nn.Dense]") checked against ``mindspore.nn``; UserError otherwise."""
+    from mindspore import nn
+
+    names = [n.strip() for n in text.strip().strip("[]()").split(",") if n.strip()]
+    bad = [n for n in names if not (n.startswith("nn.") and isinstance(getattr(nn, n[3:], None), type))]
+    if not names or bad:
+        raise UserError(f"option 'amp_cast_list': expected a list of mindspore.nn cells such as [nn.Conv2d], "
+                        f"got {text!r}")
+    return "[" + ", ".join(names) + "]"
+
+
+def apply_amp(net, level, cast_list=None):
+    """Cast ``net`` for mixed precision with mindcv's rules (``amp_cast_list`` overrides its cell lists)."""
+    from mindcv.utils.amp import auto_mixed_precision
+
+    auto_mixed_precision(net, level, amp_cast_classes(cast_list) if cast_list else None)
+    return net
+
+
+def fmt_time(seconds):
+    """``h:mm:ss`` of a duration (negative ones as 0)."""
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
