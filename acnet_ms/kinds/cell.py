@@ -121,6 +121,7 @@ class ReparamBlock(nn.Cell):
         self.build_training()
 
     def build_training(self):
+        """The kind's training form: its sub-cells and parameters (both forms)."""
         raise NotImplementedError
 
     def branch_conv(self, kernel, padding=0, dilation=1, stride=None, in_channels=None, out_channels=None):
@@ -157,12 +158,15 @@ class ReparamBlock(nn.Cell):
     # ------------------------------------------------------------ forward
 
     def forward_branches(self, x):
+        """The branch form's output (kinds that have one)."""
         raise NotImplementedError
 
     def conv_kernel(self):
+        """The one-conv form's k x k kernel (a Tensor), rebuilt from the parameters at every call."""
         raise NotImplementedError
 
     def conv_bias(self):
+        """The one-conv form's bias parameter (blocks with ``has_bias``)."""
         raise NotImplementedError
 
     def construct(self, x):
@@ -180,6 +184,7 @@ class ReparamBlock(nn.Cell):
     # ------------------------------------------------------------ re-parameterisation
 
     def fold_branches(self):
+        """``(kernel, bias or None)``, numpy: the kind's fold of the training form's arrays."""
         raise NotImplementedError
 
     def get_equivalent_kernel_bias(self):
