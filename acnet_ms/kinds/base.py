@@ -137,9 +137,10 @@ class BlockKind:
         raise NotImplementedError
 
     def slot(self, site, options):
-        """Where the fold of an eligible site goes: ``"bn"`` (the BN that alone follows the conv),
-        ``"bias"`` (the conv's own bias) or ``"none"`` (a bias-free kernel)."""
-        if site.bn:
+        """Where the fold of an eligible site goes: ``"bn"`` (the BN that alone follows the conv, unless
+        the kind's ``branch_bn`` option is off), ``"bias"`` (the conv's own bias) or ``"none"`` (a
+        bias-free kernel)."""
+        if site.bn and options.get("branch_bn", True):
             return "bn"
         return "bias" if site.has_bias else "none"
 
@@ -270,7 +271,8 @@ class BranchBNKind(BlockKind):
     :data:`BRANCH_BN`, :func:`gamma_init_option`); at sites with neither a BN nor a bias after the conv,
     or with ``branch_bn`` off, its branches carry no BN and train as one conv.
 
-    A subclass names its Cell (:meth:`cell_class`, :meth:`cell_options`) and, for :meth:`from_plain`, the
+    :meth:`BlockKind.slot` already keeps the BN after the conv where ``branch_bn`` is off.  A subclass
+    names its Cell (:meth:`cell_class`, :meth:`cell_options`) and, for :meth:`from_plain`, the
     branch the plain conv becomes (``origin_conv``, ``origin_bn``: entry prefixes relative to the
     block), the BNs whose zero gamma and beta silence the other branches (:meth:`silent_bns`) and, for
     blocks without branch BNs, the kernels that start at zero (:meth:`zero_kernels`).
@@ -279,12 +281,6 @@ class BranchBNKind(BlockKind):
     origin_conv = None
     origin_bn = None
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
-
-    def slot(self, site, options):
-        """As :meth:`BlockKind.slot`, except that with ``branch_bn`` off the BN after the conv stays."""
-        if site.bn and options.get("branch_bn", True):
-            return "bn"
-        return "bias" if site.has_bias else "none"
 
     def cell_class(self):
         """The kind's Cell (imported here: this module must not import MindSpore)."""

@@ -87,6 +87,17 @@ class ACBKind(BranchBNKind):
     def silent_bns(self, prefix, info):
         return [f"{prefix}.{b}_bn" for b in fold.BRANCH_SETS[info.get("branches", "hv")]]
 
+    def infer_options(self, state, prefixes):
+        """Which asymmetric branches exist and whether branches carry BNs show in the entries (every ACB
+        of a model has the same options; a model whose ACBs all lack BNs folds the same either way); the
+        position does not, and ``gamma_init`` only set the start of training."""
+        if not prefixes:
+            return {}, ["position"]
+        p = prefixes[0]
+        branches = "".join(b[0] for b in ("hor", "ver") if f"{p}.{b}_conv.weight" in state) or "hv"
+        return dict(branches=branches, branch_bn=any(f"{q}.square_bn.gamma" in state for q in prefixes)), \
+            ["position"]
+
     # -------------------------------------------------------------- cost
 
     def branch_macs(self, shape, options):
@@ -98,17 +109,6 @@ class ACBKind(BranchBNKind):
         for branch in fold.BRANCH_SETS[options["branches"]]:
             out[branch] = shape.conv(shape.out_channels, shape.in_channels, k)
         return out
-
-    def infer_options(self, state, prefixes):
-        """Which asymmetric branches exist and whether branches carry BNs show in the entries (every ACB
-        of a model has the same options; a model whose ACBs all lack BNs folds the same either way); the
-        position does not, and ``gamma_init`` only set the start of training."""
-        if not prefixes:
-            return {}, ["position"]
-        p = prefixes[0]
-        branches = "".join(b[0] for b in ("hor", "ver") if f"{p}.{b}_conv.weight" in state) or "hv"
-        return dict(branches=branches, branch_bn=any(f"{q}.square_bn.gamma" in state for q in prefixes)), \
-            ["position"]
 
 
 register_kind(ACBKind())

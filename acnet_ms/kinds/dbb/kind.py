@@ -154,7 +154,6 @@ class DBBKind(BranchBNKind):
             return {}, []
         return dict(branch_bn=any(f"{q}.dbb_origin.bn.gamma" in state for q in prefixes)), []
 
-
     # -------------------------------------------------------------- cost
 
     def branch_macs(self, shape, options):

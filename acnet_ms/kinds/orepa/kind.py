@@ -97,7 +97,6 @@ class OREPAKind(BlockKind):
         present = [b for b in BRANCHES if f"{p}.{BRANCH_PARAMS[b][0]}" in state]
         return {"branches": ",".join(present)}, ["init"]
 
-
     # -------------------------------------------------------------- cost
 
     def branch_macs(self, shape, options):

@@ -179,7 +179,6 @@ class RepKind(BranchBNKind):
             shown["identity"] = False
         return shown, [k for k in ("scale", "identity") if k not in shown]
 
-
     # -------------------------------------------------------------- cost
 
     def branch_macs(self, shape, options):
