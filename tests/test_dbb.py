@@ -13,7 +13,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from acnet_ms.kinds.dbb import fold as dbb_fold
 from acnet_ms.kinds import identities
 from acnet_ms.kinds import check_block, get_kind
-from acnet_ms.kinds.dbb.kind import rename_torch_state, train_macs
+from acnet_ms.kinds.dbb.kind import rename_torch_state
 from acnet_ms.kinds.dbb.cell import DiverseBranchBlock
 from acnet_ms.reparam.switch import switch_to_deploy
 from acnet_ms.kinds import geometry
@@ -224,7 +224,7 @@ def _check_cell(k, stride, mode, groups, branch_bn=True, dilation=1, size=(9, 10
     block.set_train(False)
     y = block(x).asnumpy()  # the moving statistics moved in training mode
     switch_to_deploy(block)
-    assert [n for n, _ in block.cells_and_names()] == ["", "dbb_reparam"]
+    assert [n for n, _ in block.cells_and_names()] == ["", "fused_conv"]
     assert_close(block(x).asnumpy(), y, TOL, "deploy vs eval")
     return block
 
@@ -247,7 +247,7 @@ NOBN_CASES = list(itertools.product((3, 5), (1, 2), ("pad-half", "pad-0", "same"
 @pytest.mark.parametrize("case", NOBN_CASES, ids=_cell_ids)
 def test_cell_without_branch_bns_equals_its_fold(case):
     block = _check_cell(*case, branch_bn=False, seed=NOBN_CASES.index(case), has_bias=case[1] == 2)
-    assert block.dbb_reparam.has_bias == (case[1] == 2)
+    assert block.fused_conv.has_bias == (case[1] == 2)
 
 
 def test_one_conv_form_has_the_branches_gradients():
@@ -456,11 +456,11 @@ def test_bad_options_are_one_line_naming_the_option(options, fragment):
 
 def test_defaults_and_the_mac_count():
     assert check_block("dbb", None) == ("dbb", {"branch_bn": True, "gamma_init": None})
-    macs = train_macs(64, 64, 3, stride=1, height=56)
+    macs = KIND.macs(64, 64, 3, stride=1, height=56)
     assert macs["plain"] == 576 * 64 * 56 * 56 and macs["block"] == 1353 * 64 * 56 * 56
     assert macs["ratio"] == pytest.approx(2.349, abs=1e-3)
-    assert KIND.train_macs(32, 32, 3, groups=32)["ratio"] == pytest.approx((9 + 9 + 2 + 18) / 9)
-    assert 1 < train_macs(64, 64, 3, branch_bn=False, batch=32)["ratio"] < 1.001
+    assert KIND.macs(32, 32, 3, groups=32)["ratio"] == pytest.approx((9 + 9 + 2 + 18) / 9)
+    assert 1 < KIND.macs(64, 64, 3, {"branch_bn": False}, batch=32)["ratio"] < 1.001
 
 
 # ------------------------------------------------------------------ MindCV models
