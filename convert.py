@@ -65,13 +65,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     quiet_mindspore()
     from acnet_ms.config.loader import conversion_options
-    from acnet_ms.convert.pipeline import convert_checkpoint
+    from acnet_ms.convert.pipeline import ConvertOptions, convert_checkpoint
 
     explicit, from_config = conversion_options(args.config, vars(args))
-    convert_checkpoint(args.ckpt_path, args.output, fold_bn=args.fold_bn, export=args.export,
-                       input_shape=args.input_shape, overwrite=args.overwrite, fallback=from_config,
-                       int8=args.int8, calib_data=args.calib_data, calib_samples=args.calib_samples,
-                       calib_method=args.calib_method, **explicit)
+    options = ConvertOptions(fold_bn=args.fold_bn, export=args.export, input_shape=args.input_shape,
+                             overwrite=args.overwrite, fallback=from_config, int8=args.int8,
+                             calib_data=args.calib_data, calib_samples=args.calib_samples,
+                             calib_method=args.calib_method, **explicit)
+    convert_checkpoint(args.ckpt_path, args.output, options)
     return 0
 
 

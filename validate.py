@@ -41,7 +41,8 @@ def main(argv=None):
     quiet_mindspore()
     from acnet_ms.io.checkpoint import read_checkpoint
     from acnet_ms.engine.evaluation import recorded_options, validate
-    from acnet_ms.models import list_models, num_classes_of
+    from acnet_ms.models import num_classes_of
+    from acnet_ms.models.registry import model_hint
     from acnet_ms.reparam.state import network_entries
 
     if not known.ckpt_path:
@@ -58,7 +59,7 @@ def main(argv=None):
     cfg, args = config.parse(argv, __doc__, extra=extra, base=base)
     if not cfg["model"]:
         raise UserError(f"{known.ckpt_path}: the checkpoint does not record its model; pass --model NAME "
-                        f"(models: {', '.join(list_models())})")
+                        f"({model_hint(known.ckpt_path)})")
     if cfg["num_classes"] is None:
         cfg["num_classes"] = num_classes_of(cfg["model"], network_entries(arrays))
         if cfg["num_classes"] is None:

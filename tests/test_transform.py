@@ -8,7 +8,8 @@ from mindspore import Tensor, nn
 
 from acnet_ms import acb_layout, acb_summary, create_model
 from acnet_ms.reparam import state as state_map
-from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
+from acnet_ms.engine.loading import load_pretrained
+from acnet_ms.io.checkpoint import write_checkpoint
 from acnet_ms.kinds.acb.cell import ACBlock
 from acnet_ms.reparam.switch import switch_to_deploy
 from acnet_ms.reparam.transform import summary_line, to_blocks, trace

@@ -18,6 +18,13 @@ family of training-time blocks, in one object:
   ``infer_options`` (the options its entries show);
 * ``label`` and ``slot_words``: the words of the model's summary line.
 
+A *native* kind (``native = True``) is the re-parameterizable blocks a model
+already has (MindCV's RepVGG): it is no ``block_type`` (it takes no plain
+conv: its site rule says ``False`` everywhere), its blocks are found in the
+plain model (``model_blocks``, ``model_layout``) and turned into their deploy
+conv by ``to_deploy`` (``create_model(..., deploy=True)``), and on checkpoint
+dicts it is found, checked and folded by the same code as every kind.
+
 :func:`register_kind` adds a kind; every module of the package looks kinds up
 here by name and never names one.  Kinds in other packages register when
 their module is imported: by your own code, through the ``acnet_ms.block_kinds``
@@ -100,6 +107,7 @@ class BlockKind:
     options = {}           # {option: KindOption}
     flat = {}              # {older flat config key: option}
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN"}
+    native = False         # True: a model's own blocks (see the module's docstring); never a block_type
 
     # -------------------------------------------------------------- options
 
@@ -160,11 +168,36 @@ class BlockKind:
         names of those they cannot show."""
         return {}, [k for k in self.options]
 
+    def folded_names(self, prefix, info):
+        """``(kernel name, bias name)``: where the fold of the block at ``prefix`` goes when its slot is
+        ``"bias"`` or ``"none"`` (the conv's own names; a native kind's deploy conv)."""
+        return f"{prefix}.weight", f"{prefix}.bias"
+
+    def missing(self, state, prefix, info):
+        """The first of the block's entries ``state`` lacks, or None."""
+        return next((n for n in self.entries(prefix, info) if n not in state), None)
+
     def find(self, state):
         """The prefixes of the blocks of this kind in ``state``, in file order."""
         if not self.marker:
             return []
         return [name[:-len(self.marker)] for name in state if name.endswith(self.marker)]
+
+    # -------------------------------------------------------------- a model's own blocks (native kinds)
+
+    def model_blocks(self, net):
+        """``[(cell path, cell), ...]``: ``net``'s own blocks of this kind still in training form (native
+        kinds; none for the others)."""
+        return []
+
+    def model_layout(self, net):
+        """``{parameter prefix: layout entry}`` of ``net``'s own training-form blocks (native kinds)."""
+        return {}
+
+    def to_deploy(self, net):
+        """Turn ``net``'s own training-form blocks into their deploy conv, in place (freshly initialised:
+        load a folded checkpoint into them); returns their layout (native kinds; ``{}`` for the others)."""
+        return {}
 
     def slot_counts(self, slots):
         """``{"BN slot": 16, ...}``: how many blocks fold where, in the summary's words, for their slots
@@ -219,10 +252,11 @@ def _load_plugins():
             raise ValueError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({err})") from None
 
 
-def kind_names():
-    """The registered kinds' names, in registration order."""
+def kind_names(native=False):
+    """The registered kinds' names, in registration order: the block types' (``native=True``: the kinds
+    that are models' own blocks, which are no block type, instead)."""
     _load_plugins()
-    return list(_KINDS)
+    return [name for name, kind in _KINDS.items() if bool(kind.native) == bool(native)]
 
 
 def block_types():
@@ -250,6 +284,9 @@ def check_block(block_type, options=None, flat=None):
             raise ValueError(f"block_options {dict(options)} given for block_type {BASE}, which has none")
         return BASE, {}
     kind = get_kind(block_type)
+    if kind.native:
+        raise ValueError(f"block_type must be one of {', '.join(block_types())}, got {block_type!r} (the blocks "
+                         f"{kind.name} names are a model's own, not a block type for other models)")
     merged = kind.options_from_flat(flat or {})
     for key, value in dict(options or {}).items():
         if key in merged and merged[key] != value:
