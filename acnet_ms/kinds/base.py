@@ -37,6 +37,8 @@ This module must not import MindSpore.
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
+from ..cli import UserError, first_line
+
 #: the block type of plain models (not a kind: nothing to fold)
 BASE = "base"
 
@@ -234,22 +236,51 @@ def unregister_kind(name):
     _KINDS.pop(name, None)
 
 
+class KindImportError(UserError):
+    """A block-kind module named by ``ACNET_MS_KINDS`` (or an entry point) that does not import: one line
+    (``error: ACNET_MS_KINDS: cannot import ...``, exit 2) from every entry point."""
+
+
+def _why(err):
+    """``No module named 'x'``, or the error's type and first line for anything else a module raises."""
+    text = first_line(err)
+    return text if isinstance(err, ImportError) else f"{type(err).__name__}: {text}"
+
+
 def _load_plugins():
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
-    _PLUGINS_LOADED = True
+    _PLUGINS_LOADED = True  # first: a kind module may look kinds up while it registers
+    try:
+        _import_plugins()
+    except KindImportError:
+        _PLUGINS_LOADED = False  # every lookup says it again
+        raise
+
+
+def _import_plugins():
     import importlib
     import os
     from importlib.metadata import entry_points
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        point.load()
+        try:
+            point.load()
+        except Exception as err:  # noqa: BLE001  (whatever the module raises on import: one line)
+            raise KindImportError(f"entry point {point.name!r} ({ENTRY_POINT_GROUP}): cannot import block-kind "
+                                  f"module {point.value!r} ({_why(err)})") from None
     for module in filter(None, (m.strip() for m in os.environ.get(ENV_VAR, "").split(","))):
         try:
             importlib.import_module(module)
-        except ImportError as err:
-            raise ValueError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({err})") from None
+        except Exception as err:  # noqa: BLE001
+            raise KindImportError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({_why(err)})") from None
+
+
+def load_kinds():
+    """Import the block-kind modules named by entry points and ``ACNET_MS_KINDS`` now (they load on the first
+    lookup otherwise): the entry points call it first, so a module that does not import is their one line."""
+    _load_plugins()
 
 
 def kind_names(native=False):
