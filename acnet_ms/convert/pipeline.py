@@ -83,7 +83,7 @@ class Source:
     kind: str
     options: dict
     blocks: list      # prefixes of its blocks of a block kind
-    own: list         # prefixes of the model's own blocks (a native kind's)
+    own: dict         # the model's own blocks it holds (a native kind's): {prefix: kind name}
     fully: bool       # the result is the fully folded model (fold_bn, or nothing else to fold)
     calibration: Optional[tuple] = None   # (recipe, data spec) for --int8
 
@@ -94,8 +94,9 @@ class Folded:
     state: dict
     net: object
     blocks: list
-    own: list
+    own: list         # the model's own blocks folded into their deploy conv
     bns: list
+    own_label: str = "block"   # what those are called (their native kind's label)
 
 
 def same_file(a, b):
@@ -163,7 +164,7 @@ def identify(src, state, meta, opts, log=print):
     if meta.get("deploy"):
         raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
     blocks = state_map.block_prefixes(state)
-    own = list(state_map.find_blocks(state, native=True))  # the model's own blocks: they fold into its deploy form
+    own = state_map.find_blocks(state, native=True)  # the model's own blocks: they fold into its deploy form
     if not blocks and not own and not opts.fold_bn:
         raise UserError(f"{src}: no re-parameterizable block in this checkpoint: it is already plain "
                         f"(nothing to convert)")
@@ -246,7 +247,7 @@ def fold(source, opts, outputs):
         plain, own, bns = fold_to_deploy(source, plain, net)
     elif outputs.fmt:
         net = uninitialised_model(source.model, source.num_classes)
-    return Folded(plain, net, blocks, own, bns)
+    return Folded(plain, net, blocks, own, bns, _label([info["kind"] for info in native.values()]))
 
 
 # ---------------------------------------------------------------- stage 5: export
@@ -331,16 +332,15 @@ def report(source, folded, graphs, outputs, opts, seconds, log=print):
                    params_in=len(source.state), params_out=len(folded.state), seconds=seconds, graph=outputs.graph,
                    input_shape=outputs.shape if outputs.fmt else None, int8_graph=outputs.int8,
                    native_blocks=len(folded.own))
-    label = kinds.get_kind(source.kind).label if source.kind != kinds.BASE else "block"
-    own_label = _own_label(source, folded)
+    label = _label([source.kind] if source.kind != kinds.BASE else [])
     steps = [f"{len(folded.blocks)} {label}s"] if source.blocks or not folded.own else []
-    steps += [f"{len(folded.own)} {own_label}s (the model's own) into one conv each"] if folded.own else []
+    steps += [f"{len(folded.own)} {folded.own_label}s (the model's own) into one conv each"] if folded.own else []
     steps += [f"{len(folded.bns)} BatchNorms into their convs"] if opts.fold_bn else []
     log(f"{source.model}: folded {', then '.join(steps)}; {summary['params_in']} parameters in, "
         f"{summary['params_out']} out; wrote {outputs.checkpoint} in {seconds:.2f} s")
     if source.own and not source.fully:
-        log(f"{source.model}: its own {own_label}s stay in training form, as in the stock model; --fold_bn folds "
-            f"each into one conv (the deploy form)")
+        log(f"{source.model}: its own {_label(source.own.values())}s stay in training form, as in the stock "
+            f"model; --fold_bn folds each into one conv (the deploy form)")
     if outputs.fmt:
         log(f"exported {EXPORT_FORMATS[outputs.fmt][0]} graph {outputs.graph}: input shape {list(outputs.shape)} "
             f"(float32, NCHW; {graphs.origin})")
@@ -350,10 +350,10 @@ def report(source, folded, graphs, outputs, opts, seconds, log=print):
     return summary
 
 
-def _own_label(source, folded):
-    """What the model's own blocks are called (their native kind's label)."""
-    found = state_map.find_blocks(source.state, native=True)
-    return kinds.get_kind(next(iter(found.values()))).label if found else "block"
+def _label(kind_names):
+    """What blocks of these kinds are called: the first kind's label ("block" for none)."""
+    names = list(kind_names)
+    return kinds.get_kind(names[0]).label if names else "block"
 
 
 # ---------------------------------------------------------------- the pipeline
