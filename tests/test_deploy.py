@@ -249,7 +249,7 @@ def test_validate_picks_the_deploy_model_with_the_same_top1(src20, digits, tmp_p
 
 
 def test_finetuning_refuses_a_fully_folded_checkpoint(src20):
-    from acnet_ms.io.checkpoint import load_pretrained
+    from acnet_ms.engine.loading import load_pretrained
     from acnet_ms.cli import UserError
 
     _, plain, deploy = src20

@@ -14,7 +14,8 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from acnet_ms import create_model
-from acnet_ms.io.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.engine.loading import load_pretrained
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.cli import UserError
 from acnet_ms.config.loader import defaults
 from acnet_ms.convert.pipeline import convert_checkpoint

@@ -415,7 +415,8 @@ def test_a_stock_checkpoint_starts_an_orepa_model_at_the_same_function(tmp_path)
     import mindcv
 
     from acnet_ms import create_model
-    from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
+    from acnet_ms.engine.loading import load_pretrained
+    from acnet_ms.io.checkpoint import write_checkpoint
 
     ms.set_seed(3)
     stock = randomize_bn(mindcv.create_model("mobilenet_v2_035_96", num_classes=10), seed=3)

@@ -410,7 +410,8 @@ def test_finetuning_from_a_stock_checkpoint_starts_from_its_function(options, tm
     import mindcv
 
     from acnet_ms import create_model
-    from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
+    from acnet_ms.engine.loading import load_pretrained
+    from acnet_ms.io.checkpoint import write_checkpoint
     from conftest import images
 
     ms.set_seed(3)

@@ -15,7 +15,8 @@ import mindspore as ms
 from mindspore import Tensor
 
 from acnet_ms import create_model
-from acnet_ms.io.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.engine.loading import load_pretrained
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.config.loader import load_config
 
 PROGRESS = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) loss [\d.]+ lr [\d.]+ images/s [\d.]+ eta \d+:\d\d:\d\d$",

@@ -23,6 +23,13 @@ family of training-time blocks, in one object:
 by a BN share (their ``branch_bn`` and ``gamma_init`` options, the BN slot
 moving into one branch in ``from_plain``, the ``build`` rule).
 
+A *native* kind (``native = True``) is the re-parameterizable blocks a model
+already has (MindCV's RepVGG): it is no ``block_type`` (it takes no plain
+conv: its site rule says ``False`` everywhere), its blocks are found in the
+plain model (``model_blocks``, ``model_layout``) and turned into their deploy
+conv by ``to_deploy`` (``create_model(..., deploy=True)``), and on checkpoint
+dicts it is found, checked and folded by the same code as every kind.
+
 :func:`register_kind` adds a kind; every module of the package looks kinds up
 here by name and never names one.  Kinds in other packages register when
 their module is imported: by your own code, through the ``acnet_ms.block_kinds``
@@ -37,6 +44,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
+from ..cli import UserError, first_line
 from .identities import BN_EPS, BN_FIELDS, bias_as_bn
 
 #: the block type of plain models (not a kind: nothing to fold)
@@ -109,6 +117,7 @@ class BlockKind:
     options = {}           # {option: KindOption}
     flat = {}              # {older flat config key: option}
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN"}
+    native = False         # True: a model's own blocks (see the module's docstring); never a block_type
 
     # -------------------------------------------------------------- options
 
@@ -198,11 +207,36 @@ class BlockKind:
         """``{part: multiply-adds}`` of the training form of the conv ``shape`` (a :class:`ConvShape`)."""
         raise NotImplementedError
 
+    def folded_names(self, prefix, info):
+        """``(kernel name, bias name)``: where the fold of the block at ``prefix`` goes when its slot is
+        ``"bias"`` or ``"none"`` (the conv's own names; a native kind's deploy conv)."""
+        return f"{prefix}.weight", f"{prefix}.bias"
+
+    def missing(self, state, prefix, info):
+        """The first of the block's entries ``state`` lacks, or None."""
+        return next((n for n in self.entries(prefix, info) if n not in state), None)
+
     def find(self, state):
         """The prefixes of the blocks of this kind in ``state``, in file order."""
         if not self.marker:
             return []
         return [name[:-len(self.marker)] for name in state if name.endswith(self.marker)]
+
+    # -------------------------------------------------------------- a model's own blocks (native kinds)
+
+    def model_blocks(self, net):
+        """``[(cell path, cell), ...]``: ``net``'s own blocks of this kind still in training form (native
+        kinds; none for the others)."""
+        return []
+
+    def model_layout(self, net):
+        """``{parameter prefix: layout entry}`` of ``net``'s own training-form blocks (native kinds)."""
+        return {}
+
+    def to_deploy(self, net):
+        """Turn ``net``'s own training-form blocks into their deploy conv, in place (freshly initialised:
+        load a folded checkpoint into them); returns their layout (native kinds; ``{}`` for the others)."""
+        return {}
 
     def slot_counts(self, slots):
         """``{"BN slot": 16, ...}``: how many blocks fold where, in the summary's words, for their slots
@@ -361,28 +395,58 @@ def unregister_kind(name):
     _KINDS.pop(name, None)
 
 
+class KindImportError(UserError):
+    """A block-kind module named by ``ACNET_MS_KINDS`` (or an entry point) that does not import: one line
+    (``error: ACNET_MS_KINDS: cannot import ...``, exit 2) from every entry point."""
+
+
+def _why(err):
+    """``No module named 'x'``, or the error's type and first line for anything else a module raises."""
+    text = first_line(err)
+    return text if isinstance(err, ImportError) else f"{type(err).__name__}: {text}"
+
+
 def _load_plugins():
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
-    _PLUGINS_LOADED = True
+    _PLUGINS_LOADED = True  # first: a kind module may look kinds up while it registers
+    try:
+        _import_plugins()
+    except KindImportError:
+        _PLUGINS_LOADED = False  # every lookup says it again
+        raise
+
+
+def _import_plugins():
     import importlib
     import os
     from importlib.metadata import entry_points
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        point.load()
+        try:
+            point.load()
+        except Exception as err:  # noqa: BLE001  (whatever the module raises on import: one line)
+            raise KindImportError(f"entry point {point.name!r} ({ENTRY_POINT_GROUP}): cannot import block-kind "
+                                  f"module {point.value!r} ({_why(err)})") from None
     for module in filter(None, (m.strip() for m in os.environ.get(ENV_VAR, "").split(","))):
         try:
             importlib.import_module(module)
-        except ImportError as err:
-            raise ValueError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({err})") from None
+        except Exception as err:  # noqa: BLE001
+            raise KindImportError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({_why(err)})") from None
 
 
-def kind_names():
-    """The registered kinds' names, in registration order."""
+def load_kinds():
+    """Import the block-kind modules named by entry points and ``ACNET_MS_KINDS`` now (they load on the first
+    lookup otherwise): the entry points call it first, so a module that does not import is their one line."""
     _load_plugins()
-    return list(_KINDS)
+
+
+def kind_names(native=False):
+    """The registered kinds' names, in registration order: the block types' (``native=True``: the kinds
+    that are models' own blocks, which are no block type, instead)."""
+    _load_plugins()
+    return [name for name, kind in _KINDS.items() if bool(kind.native) == bool(native)]
 
 
 def block_types():
@@ -410,6 +474,9 @@ def check_block(block_type, options=None, flat=None):
             raise ValueError(f"block_options {dict(options)} given for block_type {BASE}, which has none")
         return BASE, {}
     kind = get_kind(block_type)
+    if kind.native:
+        raise ValueError(f"block_type must be one of {', '.join(block_types())}, got {block_type!r} (the blocks "
+                         f"{kind.name} names are a model's own, not a block type for other models)")
     merged = kind.options_from_flat(flat or {})
     for key, value in dict(options or {}).items():
         if key in merged and merged[key] != value:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import data
-from ..io.checkpoint import load_pretrained
+from ..engine.loading import load_pretrained
 from ..cli import Interrupted, UserError, first_line
 from ..config.loader import dump
 from ..engine.runtime import apply_amp, build_model, fmt_time, setup
