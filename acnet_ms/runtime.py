@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 
 from .cli import UserError, first_line
+from .msrun import InitWatchdog, check_port_free, msrun_env
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,17 @@ def setup(cfg, log=print):
     if cfg["distribute"]:
         from mindspore.communication import get_group_size, get_rank, init
 
+        msrun = msrun_env()
+        if msrun and msrun.role == "MS_SCHED":
+            check_port_free(msrun)
         try:
-            init()
-        except RuntimeError:
+            with InitWatchdog(msrun):
+                init()
+        except RuntimeError as err:
+            if msrun:
+                raise UserError(f"{msrun.who}: msrun's cluster at {msrun.host}:{msrun.port} failed "
+                                f"({first_line(err)}); every process of the job ends, see msrun's --log_dir for "
+                                f"each rank's line") from None
             raise UserError("option 'distribute' is True but no launcher started this process: pass "
                             "--distribute False for one device, or launch with msrun (msrun --worker_num N "
                             "--local_worker_num N python train.py ...)") from None
@@ -87,6 +96,61 @@ def build_model(cfg, num_classes=None):
                         f"({first_line(err)})") from None
     except ValueError as err:
         raise UserError(f"model {cfg['model']}: {first_line(err)}") from None
+
+
+#: words of MindSpore's shape-inference errors: the input may be too small for the model
+_SHAPE_WORDS = ("must be positive", "H_out", "W_out", "shape", "kernel size", "out of range", "less than")
+
+
+def smallest_input(cfg, size, limit=2048):
+    """The smallest square input (a multiple of 1 pixel) on which a fresh build of ``cfg``'s model runs one
+    training forward pass, when it does not run on ``size`` x ``size``; None when it does (the failure was something
+    else) or no size up to ``limit`` works.
+
+    Found by running the model (PyNative, batch 2, training mode): doubling until a size works,
+    then bisection between the largest failing and the smallest working size
+    (about a dozen forward passes; a model taking exactly one size, with a flattening
+    classifier, is found too when doubling hits it, as a multiple of ``size``).
+    """
+    import mindspore as ms
+    import numpy as np
+
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        net = build_model(cfg)
+        net.set_train(True)  # the training forward (auxiliary heads included)
+
+        def runs(side):
+            try:
+                net(ms.Tensor(np.zeros((2, cfg["in_channels"], side, side), np.float32)))
+                return True
+            except (RuntimeError, ValueError, TypeError, IndexError):
+                return False
+
+        if runs(size):
+            return None
+        lo, hi = size, size * 2
+        while hi <= limit and not runs(hi):
+            lo, hi = hi, hi * 2
+        if hi > limit:
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+        return hi
+    except UserError:
+        return None
+    finally:
+        ms.set_context(mode=mode)
+
+
+def too_small(cfg, err):
+    """The smallest input size the model runs on when ``err`` reads as a shape error of an input too small
+    for it (see :func:`smallest_input`), else None."""
+    if not any(word in str(err) for word in _SHAPE_WORDS):
+        return None
+    return smallest_input(cfg, cfg["image_resize"])
 
 
 def amp_cast_classes(text):

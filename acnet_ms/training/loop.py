@@ -10,14 +10,14 @@ from .. import data
 from ..checkpoint import load_pretrained
 from ..cli import Interrupted, UserError, first_line
 from ..config import dump
-from ..runtime import apply_amp, build_model, fmt_time, setup
+from ..runtime import apply_amp, build_model, fmt_time, setup, too_small
 from ..transform import summary_line
 from .callbacks import EpochEnd, Saving, Summary, SyncBatchNorm, Validation
 from .checkpoints import Checkpoints, restore
 from .factories import build_train_step, lr_schedule
 from .run import Plan, RunConfig, RunState
-from .setup import RunLog, StopSignals, Stopped, check_inputs, keep_summary_until, remove_stale_temporaries, \
-    stopped_line
+from .setup import RunLog, StopSignals, Stopped, check_inputs, forget_failed_run, keep_summary_until, \
+    remove_stale_temporaries, stopped_line
 
 
 @dataclass
@@ -75,6 +75,7 @@ def train(options):
             stop.check()
         except Stopped as stopped:
             raise Interrupted(stopped_line(stopped, state, None), code=stopped.code) from None
+        created = not os.path.isdir(folder)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
@@ -82,17 +83,25 @@ def train(options):
         log = RunLog(folder, context.rank, echo=context.rank == 0)
         for line in early:
             log(line)
+        failed = True
         try:
             if context.rank == 0:
                 remove_stale_temporaries(folder, log)
                 if cfg["resume"]:
                     keep_summary_until(folder, parts.plan.start_epoch)
                 dump(cfg, os.path.join(folder, "config.yaml"))
-            return _train(cfg, context.rank, context.world, parts, state, stop, log)
+            summary = _train(cfg, context.rank, context.world, parts, state, stop, log)
+            failed = False
+            return summary
         except Stopped as stopped:
+            failed = False  # its line says what to do with the folder
             raise Interrupted(stopped_line(stopped, state, log, folder), code=stopped.code) from None
         finally:
             log.close()
+            if failed and not cfg["resume"]:
+                # failed before its first checkpoint (a graph that does not compile, an unreadable image, ...):
+                # nothing of it may block the same command again
+                forget_failed_run(folder, context.rank, created)
 
 
 def _build(cfg, rank, world, train_spec, val_spec, state, log):
@@ -216,6 +225,11 @@ def train_call(step_cell, image, label, first, cfg):
     except (TypeError, ValueError, RuntimeError) as err:
         if data.pipeline_error(err):
             raise
+        smallest = too_small(cfg, err)
+        if smallest:
+            raise UserError(f"image_resize {cfg['image_resize']} is too small for {cfg['model']}: the smallest input "
+                            f"it runs on is {smallest}x{smallest} (found by running the model at each size; "
+                            f"{first_line(err)})") from None
         raise UserError(f"the train step of {cfg['model']} (block_type {cfg['block_type']}, amp_level "
                         f"{cfg['amp_level']}, opt {cfg['opt']}) does not compile or run on {cfg['device_target']}: "
                         f"{first_line(err)}{graph_report()}") from None
