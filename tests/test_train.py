@@ -16,6 +16,7 @@ from mindspore import Tensor
 
 from acnet_ms import create_model
 from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.cli import UserError
 from acnet_ms.config import load_config
 
 PROGRESS = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) loss [\d.]+ lr [\d.]+ images/s [\d.]+ eta \d+:\d\d:\d\d$",
@@ -100,11 +101,16 @@ def test_finetuning_a_plain_checkpoint_into_acb_starts_from_the_same_function(tm
     assert lines[0].startswith("loaded ") and not any(line.startswith("skipped") for line in lines)
     # another number of classes: everything but the classifier loads, and the log names what was skipped
     other = create_model("src20", num_classes=5, block_type="acb")
+    with pytest.raises(UserError, match=r"does not cover src20: \d+ of \d+ parameters match by name and shape; "
+                                        r"first that does not: 'classifier.weight' has shape \[10, 64\] in the "
+                                        r"checkpoint, \[5, 64\] in the model; pass --ckpt_partial True"):
+        load_pretrained(other, path, log=lines.append)
     lines = []
-    load_pretrained(other, path, log=lines.append)
-    skipped = [line for line in lines if line.startswith("skipped")]
-    assert len(skipped) == 1 and "classifier.weight [10, 64] (model: [5, 64])" in skipped[0]
-    assert "classifier.bias" in skipped[0]
+    load_pretrained(other, path, log=lines.append, partial=True)
+    started = [line for line in lines if line.startswith("classifier initialised afresh")]
+    assert len(started) == 1 and "'classifier.weight' has shape [10, 64] in the checkpoint, [5, 64]" in started[0]
+    assert "classifier.bias" in started[0]
+    assert "set by the block conversion to keep the pretrained function: branches started at zero" in lines[0]
     np.testing.assert_array_equal(other.layer1[0].conv1.square_conv.weight.asnumpy(),
                                   base.layer1[0].conv1.weight.asnumpy())
 
@@ -115,10 +121,32 @@ def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
     path = str(tmp_path / "pretrained.ckpt")
     write_checkpoint(path, {p.name: p.asnumpy() for p in base.get_parameters()}, {"model": "src20"})
     res = run_script("train.py", *small_run(digits, str(tmp_path / "ft"), "--epoch_size", 1, "--ckpt_path", path,
-                                            "--val_while_train", "False"))
+                                            "--val_while_train", "False", "--ckpt_partial", "True"))
     assert res.returncode == 0, res.stderr[-2000:]
-    assert re.search(r"loaded \d+ of \d+ parameters from .*pretrained.ckpt", res.stdout)
-    assert "skipped (shape differs): classifier.weight [7, 64] (model: [10, 64])" in res.stdout
+    assert re.search(r"loaded \d+ of \d+ parameters from .*pretrained.ckpt \(\d+ of them set by the block "
+                     r"conversion", res.stdout)
+    assert ("classifier initialised afresh (ckpt_partial): 'classifier.weight' has shape [7, 64] in the checkpoint, "
+            "[10, 64] in the model") in res.stdout
+
+
+def test_finetuning_from_another_models_checkpoint_is_refused_in_one_line(digits, tmp_path):
+    """A checkpoint that does not cover the model (another depth; another class count without ckpt_partial):
+    one line with how many entries matched and the first that did not; nothing written."""
+    other = create_model("src56", num_classes=10)
+    path = str(tmp_path / "src56.ckpt")
+    write_checkpoint(path, {p.name: p.asnumpy() for p in other.get_parameters()}, {"model": "src56"})
+    save = tmp_path / "ft"
+    res = run_main("train.py", *small_run(digits, str(save), "--ckpt_path", path))
+    assert_one_line_error(res, f"{path}: the checkpoint does not cover src20: ", " parameters match by name and "
+                          "shape; first that does not: ")
+    assert "ckpt_partial" not in res.stderr and not save.exists()
+    seven = str(tmp_path / "seven.ckpt")
+    base = create_model("src20", num_classes=7)
+    write_checkpoint(seven, {p.name: p.asnumpy() for p in base.get_parameters()}, {"model": "src20"})
+    res = run_main("train.py", *small_run(digits, str(save), "--ckpt_path", seven))
+    assert_one_line_error(res, "first that does not: 'classifier.weight' has shape [7, 64] in the checkpoint, "
+                          "[10, 64] in the model; pass --ckpt_partial True")
+    assert not save.exists()
 
 
 @pytest.mark.slow

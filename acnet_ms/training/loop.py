@@ -124,7 +124,7 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
         # validation runs at val_amp_level: a second network of the same names, given the weights before each use
         eval_net = apply_amp(build_model(cfg), cfg["val_amp_level"], cfg["amp_cast_list"])
     if cfg["ckpt_path"]:
-        load_pretrained(net, cfg["ckpt_path"], log)
+        load_pretrained(net, cfg["ckpt_path"], log, partial=cfg["ckpt_partial"])
     lrs = lr_schedule(cfg, spe, log)
     step_cell, _ = build_train_step(net, cfg, lrs)
     start_epoch, gstep = 0, 0
