@@ -27,6 +27,8 @@ def extra(parser):
                         help="fold the re-parameterizable blocks in memory before evaluating (MindCV's RepVGG: "
                              "its single-branch deploy form)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    parser.add_argument("--any_class_names", action="store_true",
+                        help="score even if the data's class folders differ from those the checkpoint records")
 
 
 def main(argv=None):
@@ -64,6 +66,7 @@ def main(argv=None):
         if cfg["num_classes"] is None:
             raise UserError(f"{known.ckpt_path}: no classifier entry of {cfg['model']} found to read the class "
                             f"count from; pass --num_classes N")
+    cfg["any_class_names"] = args.any_class_names
     metrics = validate(cfg, arrays, deploy=args.deploy, folded_bn=bool(meta.get("deploy")), meta=meta)
     return report(metrics, known.ckpt_path, args)
 

@@ -218,7 +218,7 @@ def fit_calibration(cfg, meta, shape):
 
 def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, overwrite=False,
                        log=print, num_classes=None, block_type=None, block_options=None, fallback=None,
-                       int8=False, calib_data=None, calib_samples=None, calib_method=None):
+                       int8=False, calib_data=None, calib_samples=None, calib_method=None, any_class_names=False):
     """Fold every re-parameterizable block of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
 
     ``model``, ``num_classes``, ``block_type``, ``block_options``: for a
@@ -288,8 +288,8 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     if int8:
         from .quantize import check_calibration
 
-        calib_cfg = calibration_recipe(meta)
-        calib_spec = check_calibration(calib_cfg, calib_data, num_classes)
+        calib_cfg = dict(calibration_recipe(meta), any_class_names=any_class_names)
+        calib_spec = check_calibration(calib_cfg, calib_data, num_classes, meta.get("class_names"))
     shapes = expected_shapes(name, num_classes)
     if not (meta.get("block_type") or block_type or block_options):
         block_type, block_options = fallback.get("block_type"), fallback.get("block_options")

@@ -244,8 +244,10 @@ def calibration_config(cfg, folder):
                 val_list=None, eval_shuffle=False)
 
 
-def check_calibration(cfg, folder, num_classes):
-    """Check the calibration folder before anything is written: a DataSpec of it, else a UserError."""
+def check_calibration(cfg, folder, num_classes, class_names=None):
+    """Check the calibration folder before anything is written: a DataSpec of it, else a UserError.
+
+    ``class_names``: those the checkpoint records (training's class folders), which the folder's must be."""
     from . import data
 
     if not os.path.isdir(folder):
@@ -257,6 +259,8 @@ def check_calibration(cfg, folder, num_classes):
     if spec.num_classes != num_classes:
         raise UserError(f"--calib_data {folder}: {spec.num_classes} class folders, but the model classifies "
                         f"{num_classes} classes")
+    if not cfg.get("any_class_names"):
+        data.check_class_names(spec, class_names, "the checkpoint", "--any_class_names")
     return spec
 
 

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import (ROOT, assert_clean_exit, assert_close, assert_one_line_error, images, randomize_bn, run_main,
-                      run_script, small_run, user_env)
+                      run_script, small_run, training_checkpoint, user_env)
 
 import mindspore as ms
 from mindspore import Tensor
@@ -404,3 +404,44 @@ def test_a_run_stopped_before_its_first_checkpoint_says_its_folder_cannot_be_reu
         f.write("model: src20\n")
     res = run_main("train.py", *small_run(digits, folder))
     assert_one_line_error(res, "ckpt_save_dir holds an earlier run")
+
+
+def _renamed_digits(digits, root, names):
+    """A val split of 3 digits a class whose class folders are called ``names`` (in label order 0..9)."""
+    import shutil
+
+    for label, name in enumerate(names):
+        os.makedirs(os.path.join(root, "val", name))
+        for image in sorted(os.listdir(os.path.join(digits, "val", str(label))))[:3]:
+            shutil.copy(os.path.join(digits, "val", str(label), image), os.path.join(root, "val", name, image))
+    return root
+
+
+def test_validate_refuses_data_whose_class_folders_differ_from_training(digits, tmp_path):
+    """The checkpoint records training's class folders: a folder named otherwise is one line naming the first
+    difference, unless --any_class_names; the same names score."""
+    path = str(tmp_path / "src20.ckpt")
+    recipe = {"image_resize": 16, "crop_pct": 1.0, "interpolation": "bilinear", "num_parallel_workers": 1}
+    training_checkpoint(path, "src20", meta={"class_names": [str(i) for i in range(10)], "config": recipe},
+                        block_type="acb", gamma_init=1 / 3)
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    renamed = _renamed_digits(digits, str(tmp_path / "words"), words)
+    res = run_main("validate.py", "--ckpt_path", path, "--data_dir", renamed)
+    assert_one_line_error(res, f"{os.path.join(renamed, 'val')}: the class folders differ from those {path} was "
+                          "trained on (label 0 is folder 'eight' here, '0' in training); pass --any_class_names")
+    res = run_main("validate.py", "--ckpt_path", path, "--data_dir", renamed, "--any_class_names")
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1].endswith("samples=30"), res.stderr[-2000:]
+    same = _renamed_digits(digits, str(tmp_path / "same"), [str(i) for i in range(10)])
+    res = run_main("validate.py", "--ckpt_path", path, "--data_dir", same)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_training_records_its_class_folders(digits, tmp_path):
+    save = str(tmp_path / "run")
+    res = run_main("train.py", "--config", os.path.join(ROOT, "configs", "demo_digits.yaml"), "--data_dir", digits,
+                   "--ckpt_save_dir", save, "--epoch_size", 1, "--num_parallel_workers", 1, "--val_while_train",
+                   "False")
+    assert res.returncode == 0, res.stderr[-2000:]
+    _, meta = read_checkpoint(os.path.join(save, "src20_acb-e001.ckpt"))
+    assert meta["class_names"] == [str(i) for i in range(10)]

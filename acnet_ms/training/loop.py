@@ -30,6 +30,7 @@ class RunParts:
     step_cell: Any
     plan: Plan
     sink: bool
+    class_names: Any = None
 
 
 def weights_digest(net):
@@ -134,7 +135,8 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
     state.epoch, state.step = start_epoch, gstep
     plan = Plan(spe, cfg["epoch_size"], lrs, start_epoch, gstep, cfg["val_interval"], cfg["ckpt_save_interval"],
                 val_loader is not None)
-    return RunParts(train_loader, val_loader, net, eval_net, step_cell, plan, uses_sink(cfg, log))
+    return RunParts(train_loader, val_loader, net, eval_net, step_cell, plan, uses_sink(cfg, log),
+                    train_spec.class_names)
 
 
 def _train(cfg, rank, world, parts, state, stop, log):
@@ -146,7 +148,7 @@ def _train(cfg, rank, world, parts, state, stop, log):
     end = EpochEnd(plan, step_cell, [SyncBatchNorm(net, cfg["dist_bn"], world),
                                      Validation(net, parts.eval_net, parts.val_loader, world),
                                      Summary(ckpts.folder, rank, log),
-                                     Saving(cfg, step_cell, net, ckpts, state, rank)])
+                                     Saving(cfg, step_cell, net, ckpts, state, rank, parts.class_names)])
     if plan.start_epoch >= plan.epochs:
         log(f"nothing to do: the checkpoint already has {plan.start_epoch} of {plan.epochs} epochs")
     images_per_step = cfg["batch_size"] * world
