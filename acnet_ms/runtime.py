@@ -96,6 +96,13 @@ def build_model(cfg, num_classes=None):
                         f"({first_line(err)})") from None
     except ValueError as err:
         raise UserError(f"model {cfg['model']}: {first_line(err)}") from None
+    except (RuntimeError, AttributeError, IndexError, KeyError, AssertionError, ZeroDivisionError) as err:
+        import mindcv
+        import mindspore as ms
+
+        raise UserError(f"model {cfg['model']} does not build in MindSpore {ms.__version__} with MindCV "
+                        f"{mindcv.__version__} ({first_line(err)}); docs/sweep.md lists the MindCV models that do "
+                        f"not run as shipped here") from None
 
 
 #: words of MindSpore's shape-inference errors: the input may be too small for the model

@@ -445,3 +445,18 @@ def test_training_records_its_class_folders(digits, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     _, meta = read_checkpoint(os.path.join(save, "src20_acb-e001.ckpt"))
     assert meta["class_names"] == [str(i) for i in range(10)]
+
+
+def test_errors_name_their_cause(digits, tmp_path):
+    """A MindCV model that does not build in this MindSpore, and a repeated-augmentation sampler that leaves
+    no batch: one line each saying so, nothing written."""
+    import mindcv
+
+    save = tmp_path / "run"
+    res = run_main("train.py", *small_run(digits, str(save), "--model", "rexnet_10", "--block_type", "base"))
+    assert_one_line_error(res, f"model rexnet_10 does not build in MindSpore {ms.__version__} with MindCV "
+                          f"{mindcv.__version__} (", "docs/sweep.md")
+    res = run_main("train.py", *small_run(digits, str(save), "--aug_repeats", 3, "--batch_size", 8))
+    assert_one_line_error(res, "option 'aug_repeats' 3: MindCV's repeated-augmentation sampler takes whole rounds "
+                          "of 256 of the 160 samples, 0 per device, which make no full batch of 8")
+    assert not save.exists()

@@ -113,6 +113,13 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
     workers = data.workers(cfg, log)
     train_loader = data.create_loader(cfg, train_spec, True, rank, world, workers)
     spe = train_loader.get_dataset_size()
+    if spe == 0 and cfg["aug_repeats"] > 1:
+        # MindCV's RepeatAugSampler takes whole rounds of 256 samples, split over the devices
+        taken = train_spec.num_samples // 256 * 256 // world
+        raise UserError(f"{train_spec.root}: option 'aug_repeats' {cfg['aug_repeats']}: MindCV's repeated-"
+                        f"augmentation sampler takes whole rounds of 256 of the {train_spec.num_samples} samples, "
+                        f"{taken} per device, which make no full batch of {cfg['batch_size']}; set aug_repeats 1 "
+                        f"or train on at least {256 * world} samples")
     if spe == 0:
         raise UserError(f"{train_spec.root}: {train_spec.num_samples} samples make no full batch of "
                         f"{cfg['batch_size']} per device")
