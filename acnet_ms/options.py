@@ -124,7 +124,7 @@ _IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 _IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 SCHEDULERS = ("constant", "cosine_decay", "warmup_cosine_decay", "exponential_decay", "polynomial_decay",
               "step_decay", "multi_step_decay", "one_cycle", "cyclic")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "lion", "rmsprop", "adagrad", "lamb", "nadam", "adan")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "rmsprop", "adagrad", "lamb", "nadam", "adan")
 
 _TABLE = [
     # System (MindCV)
