@@ -12,7 +12,7 @@ with bias, no BN).  --deploy folds a training checkpoint's blocks on loading;
 for MindCV's RepVGG that is its single-branch deploy form.
 
 An .onnx file (FP32 or INT8, e.g. convert.py --export onnx [--int8]) is run in
-onnxruntime on the same data path; its data options are those recorded in the
+onnxruntime on the same data path, a .mindir file (convert.py --export mindir) in MindSpore; its data options are those recorded in the
 checkpoint beside it (x.onnx or x.int8.onnx -> x.ckpt) if there is one, its
 input size and classes the graph's.
 """
@@ -48,7 +48,7 @@ def main(argv=None):
 
     if not known.ckpt_path:
         raise UserError("--ckpt_path is required")
-    if known.ckpt_path.lower().endswith(".onnx"):
+    if known.ckpt_path.lower().endswith((".onnx", ".mindir")):
         from acnet_ms.quantize import graph_options, score_graph
 
         cfg, args = config.parse(argv, __doc__, extra=extra, base=graph_options(known.ckpt_path))

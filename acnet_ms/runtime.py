@@ -109,15 +109,35 @@ def build_model(cfg, num_classes=None):
 _SHAPE_WORDS = ("must be positive", "H_out", "W_out", "shape", "kernel size", "out of range", "less than")
 
 
-def smallest_input(cfg, size, limit=2048):
-    """The smallest square input (a multiple of 1 pixel) on which a fresh build of ``cfg``'s model runs one
-    training forward pass, when it does not run on ``size`` x ``size``; None when it does (the failure was something
-    else) or no size up to ``limit`` works.
+def model_input_size(name):
+    """The input size a model is made for: MindCV's ``default_cfg`` ``input_size``, else the registry's."""
+    try:
+        from mindcv.models.registry import get_pretrained_cfg_value
 
-    Found by running the model (PyNative, batch 2, training mode): doubling until a size works,
-    then bisection between the largest failing and the smallest working size
-    (about a dozen forward passes; a model taking exactly one size, with a flattening
-    classifier, is found too when doubling hits it, as a multiple of ``size``).
+        size = get_pretrained_cfg_value(name, "input_size")
+        if size:
+            return int(size[-1])
+    except Exception:  # noqa: BLE001  (a model MindCV does not know, or no such record)
+        pass
+    from .models import model_entry
+
+    return model_entry(name).input_size
+
+
+#: input sizes tried, in order, for one that runs (ImageNet models' usual ones)
+COMMON_SIZES = (224, 256, 299, 320, 384, 448, 512)
+
+
+def smallest_input(cfg, size):
+    """The smallest square input on which a fresh build of ``cfg``'s model runs a training forward pass,
+    when it does not run on ``size`` x ``size``; None when it does (the failure was something else) or when
+    none of the usual sizes runs either.
+
+    Found by running the model (PyNative, batch 2, training mode, auxiliary heads
+    included): the model's input size (:func:`model_input_size`) and :data:`COMMON_SIZES`
+    above ``size`` in turn until one runs, then bisection between it and the largest
+    that failed (about ten forward passes).  Models whose heads take one size only (a flattening
+    classifier) run on an interval of sizes: the smallest of that interval is found.
     """
     import mindspore as ms
     import numpy as np
@@ -126,7 +146,7 @@ def smallest_input(cfg, size, limit=2048):
     ms.set_context(mode=ms.PYNATIVE_MODE)
     try:
         net = build_model(cfg)
-        net.set_train(True)  # the training forward (auxiliary heads included)
+        net.set_train(True)
 
         def runs(side):
             try:
@@ -137,10 +157,15 @@ def smallest_input(cfg, size, limit=2048):
 
         if runs(size):
             return None
-        lo, hi = size, size * 2
-        while hi <= limit and not runs(hi):
-            lo, hi = hi, hi * 2
-        if hi > limit:
+        # the first of the usual sizes above ``size`` that runs bounds the search
+        lo, hi = size, None
+        for side in sorted({model_input_size(cfg["model"]), *COMMON_SIZES}):
+            if side > size:
+                if runs(side):
+                    hi = side
+                    break
+                lo = side
+        if hi is None:
             return None
         while hi - lo > 1:
             mid = (lo + hi) // 2
