@@ -460,3 +460,46 @@ def test_errors_name_their_cause(digits, tmp_path):
     assert_one_line_error(res, "option 'aug_repeats' 3: MindCV's repeated-augmentation sampler takes whole rounds "
                           "of 256 of the 160 samples, 0 per device, which make no full batch of 8")
     assert not save.exists()
+
+
+def _truncated_digits(digits, root):
+    """The small lists' images with one PNG cut in half."""
+    import shutil
+
+    for name in ("train_small.txt", "val_small.txt"):
+        shutil.copy(os.path.join(digits, name), os.path.join(root, name))
+    for split in ("train", "val"):
+        shutil.copytree(os.path.join(digits, split), os.path.join(root, split))
+    first = open(os.path.join(root, "train_small.txt")).readline().split()[0]
+    path = os.path.join(root, first)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["compile", "bad image", "input too small"])
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(case, digits, tmp_path):
+    """A train step that does not compile (lamb on CPU), an image that does not decode, an input too small for
+    the model: one line saying so, and nothing of the run left (a folder that existed stays, empty), so the
+    same command runs again.  No third-party warning line beside ours."""
+    save = tmp_path / "run"
+    data, extra, fragments = digits, [], []
+    if case == "compile":
+        save.mkdir()  # the user's own empty folder: it stays
+        extra, fragments = ["--opt", "lamb"], ["does not compile or run on CPU", "Lamb"]
+    elif case == "bad image":
+        data = _truncated_digits(digits, str(tmp_path / "data"))
+        fragments = ["data pipeline failed", "decode"]
+    else:
+        extra = ["--model", "inception_v3", "--image_resize", 96, "--batch_size", 4]
+        fragments = ["image_resize 96 is too small for inception_v3: the smallest input it runs on is 299x299 "
+                     "(found by running the model at each size; "]
+    res = run_script("train.py", *small_run(data, str(save), "--epoch_size", 1, *extra), timeout=900)
+    assert_one_line_error(res, *fragments)
+    assert "WARN" not in res.stdout + res.stderr
+    if case == "compile":
+        assert os.listdir(save) == []
+    else:
+        assert not save.exists()
