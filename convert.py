@@ -28,10 +28,17 @@ existing --output (or graph) is left alone unless --overwrite is given.
 by onnxruntime (QDQ, per-channel INT8 weights), calibrated on N images of DIR
 (DIR/<class>/<image>) through the transforms validate.py uses for this
 checkpoint.  Needs pip install -r requirements-onnx.txt; see docs/int8.md.
+
+A PyTorch file (.pth, .pt, .pth.tar) of the DBB, OREPA or RepVGG authors' models, or of a torchvision
+ResNet, converts into a checkpoint of the MindCV model --model names (read without torch, running no
+pickled code; the source is recognised from its entries, or --source dbb|orepa|repvgg|torchvision):
+every block of the original folds into the model's plain conv and BN.  With --block_type dbb the
+output is our dbb kind's training form instead, the original's DBBs kept branch for branch, to
+finetune.  See docs/pretrained.md.
 """
 import argparse
 
-from acnet_ms.cli import ArgumentParser, quiet_mindspore, run
+from acnet_ms.cli import ArgumentParser, UserError, quiet_mindspore, run
 
 
 def main(argv=None):
@@ -55,6 +62,8 @@ def main(argv=None):
                         "the kind whose entries it holds)")
     parser.add_argument("--block_options", metavar="YAML", help="the kind's options, where the checkpoint does "
                         "not record them, e.g. '{position: corner}'")
+    parser.add_argument("--source", help="with a .pth: whose model it is (dbb, orepa, repvgg, torchvision; "
+                        "default: recognised from its entries)")
     parser.add_argument("--int8", action="store_true",
                         help="with --export onnx: also write <stem>.int8.onnx, quantized by onnxruntime")
     parser.add_argument("--calib_data", metavar="DIR", help="calibration images for --int8 (DIR/<class>/<image>)")
@@ -66,14 +75,34 @@ def main(argv=None):
                         help="calibrate even if --calib_data's class folders differ from those the checkpoint records")
     args = parser.parse_args(argv)
     quiet_mindspore()
-    from acnet_ms.config import conversion_options
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.convert.foreign.pipeline import is_pth
+
+    if is_pth(args.ckpt_path):
+        return convert_pth(args)
+    if args.source:
+        raise UserError(f"--source applies to a PyTorch file (.pth), not {args.ckpt_path}")
+    from acnet_ms.config.loader import conversion_options
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     explicit, from_config = conversion_options(args.config, vars(args))
     convert_checkpoint(args.ckpt_path, args.output, fold_bn=args.fold_bn, export=args.export,
                        input_shape=args.input_shape, overwrite=args.overwrite, fallback=from_config,
                        int8=args.int8, calib_data=args.calib_data, calib_samples=args.calib_samples,
                        calib_method=args.calib_method, any_class_names=args.any_class_names, **explicit)
+    return 0
+
+
+def convert_pth(args):
+    """A PyTorch file into a checkpoint of a MindCV model (or our kind's training form of it)."""
+    from acnet_ms.convert.foreign.pipeline import convert_pth as convert
+
+    extra = [flag for flag, on in (("--fold_bn", args.fold_bn), ("--export", args.export), ("--int8", args.int8),
+                                   ("--block_options", args.block_options), ("--config", args.config)) if on]
+    if extra:
+        raise UserError(f"{extra[0]} does not apply to a .pth: convert it first, then run convert.py on the "
+                        f"checkpoint it writes")
+    convert(args.ckpt_path, args.output, model=args.model, source=args.source, block_type=args.block_type,
+            num_classes=args.num_classes, overwrite=args.overwrite)
     return 0
 
 

@@ -7,7 +7,7 @@ from acnet_ms.cli import quiet_mindspore, run
 
 
 def main(argv=None):
-    from acnet_ms import config
+    from acnet_ms.config import loader as config
 
     cfg, _ = config.parse(argv, __doc__)
     quiet_mindspore()

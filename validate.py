@@ -32,7 +32,7 @@ def extra(parser):
 
 
 def main(argv=None):
-    from acnet_ms import config
+    from acnet_ms.config import loader as config
 
     pre = ArgumentParser(add_help=False)
     pre.add_argument("--ckpt_path")
@@ -41,15 +41,15 @@ def main(argv=None):
     if known.help:  # the whole parser prints every option and exits; no checkpoint needed
         config.parse(argv, __doc__, extra=extra)
     quiet_mindspore()
-    from acnet_ms.checkpoint import read_checkpoint
-    from acnet_ms.evaluation import recorded_options, validate
+    from acnet_ms.io.checkpoint import read_checkpoint
+    from acnet_ms.engine.evaluation import recorded_options, validate
     from acnet_ms.models import list_models, num_classes_of
-    from acnet_ms.state import network_entries
+    from acnet_ms.reparam.state import network_entries
 
     if not known.ckpt_path:
         raise UserError("--ckpt_path is required")
     if known.ckpt_path.lower().endswith((".onnx", ".mindir")):
-        from acnet_ms.quantize import graph_options, score_graph
+        from acnet_ms.convert.quantize import graph_options, score_graph
 
         cfg, args = config.parse(argv, __doc__, extra=extra, base=graph_options(known.ckpt_path))
         if args.deploy:

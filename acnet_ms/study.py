@@ -341,7 +341,7 @@ def main(argv=None):
 
     analysis.require_matplotlib()
     from .cli import UserError
-    from .quantize import runtime
+    from .convert.quantize import runtime
 
     try:
         runtime()  # INT8 needs onnx and onnxruntime: say so before training

@@ -127,7 +127,7 @@ def work_make_ckpt(spec):
     _quiet()
     import numpy as np
 
-    from acnet_ms.checkpoint import write_checkpoint
+    from acnet_ms.io.checkpoint import write_checkpoint
 
     from acnet_ms import acb_layout
 
@@ -145,8 +145,8 @@ def work_pipeline(spec):
     import numpy as np
     from PIL import Image
 
-    from acnet_ms import data
-    from acnet_ms.config import defaults
+    from acnet_ms.engine import data
+    from acnet_ms.config.loader import defaults
 
     root = spec["dir"]
     rng = np.random.default_rng(0)
@@ -184,7 +184,7 @@ def acb_layer_variants(channels):
     import numpy as np
     from mindspore import Parameter, Tensor, nn, ops
 
-    from acnet_ms.layers import ACBlock
+    from acnet_ms.kinds.acb.cell import ACBlock
 
     def weight(*shape):
         return Parameter(Tensor(np.random.default_rng(len(shape)).normal(0, 0.05, shape).astype(np.float32)))
@@ -267,7 +267,7 @@ def work_step_memory(spec):
     import numpy as np
 
     from acnet_ms import create_model
-    from acnet_ms.config import defaults
+    from acnet_ms.config.loader import defaults
     from acnet_ms.training.factories import build_train_step
 
     if spec.get("mode") != "graph":
@@ -298,7 +298,7 @@ def count_macs(net, shape):
     import numpy as np
     from mindspore import nn
 
-    from acnet_ms.layers.reparam import reparam_blocks
+    from acnet_ms.reparam.switch import reparam_blocks
 
     total = [0]
 
@@ -369,8 +369,8 @@ def work_kinds_folded(spec):
     import mindcv
     import numpy as np
 
-    from acnet_ms.state import fold_state
-    from acnet_ms.transform import block_layout
+    from acnet_ms.reparam.state import fold_state
+    from acnet_ms.reparam.transform import block_layout
 
     stock_name = MINDCV_NAME.get(spec["model"], spec["model"])
     x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 224, 224)).astype(np.float32))
@@ -444,7 +444,7 @@ def work_onnx(spec):
     import numpy as np
     import onnxruntime as ort
 
-    from acnet_ms.deploy import export_graph
+    from acnet_ms.convert.pipeline import export_graph
 
     net = build(spec["model"], "deploy")
     net.set_train(False)
@@ -468,8 +468,8 @@ def work_int8(spec):
     _quiet()
     import numpy as np
 
-    from acnet_ms.deploy import export_graph
-    from acnet_ms.quantize import Graph, quantize_graph
+    from acnet_ms.convert.pipeline import export_graph
+    from acnet_ms.convert.quantize import Graph, quantize_graph
 
     net = build(spec["model"], "deploy")
     net.set_train(False)

@@ -17,7 +17,7 @@ hang or memory blow-up of one model does not end the sweep; it is killed at
    train step (``acnet_ms.training.factories.build_train_step``) at the AMP level and with
    the optimizer of the model's MindCV recipe, in PyNative mode on CPU;
 4. save a training checkpoint (weights, optimizer slots, the metadata training records);
-5. convert it (``acnet_ms.deploy.convert_checkpoint``);
+5. convert it (``acnet_ms.convert.pipeline.convert_checkpoint``);
 6. strict-load the result into the stock ``mindcv.create_model(name, num_classes=10)``;
 7. compare, in eval mode and float32, the logits of that stock model with those of a
    fresh ACB model holding the training checkpoint's weights (tolerance 1e-4 of max(1, the largest logit)).
@@ -220,10 +220,11 @@ def worker(name, result_path, workdir):
     import mindspore as ms
     import numpy as np
 
-    from acnet_ms import acb_layout, acb_summary, config, create_model
-    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
-    from acnet_ms.runtime import setup
+    from acnet_ms import acb_layout, acb_summary, create_model
+    from acnet_ms.config import loader as config
+    from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
+    from acnet_ms.engine.runtime import setup
     from acnet_ms.training.checkpoints import training_meta
     from acnet_ms.training.factories import build_train_step, lr_schedule
 
@@ -575,15 +576,15 @@ def write_report(path, records, all_models, versions, family_of):
         f"inception_v3 299, for its auxiliary head, which only runs in training). The batch: {BATCH} random "
         f"images (normal noise, seed 0), int32 labels.",
         "3. **train step**: one step of the project's train step (`acnet_ms.training.factories.build_train_step`, "
-        f"the options of `acnet_ms.config.defaults()` with the recipe's `amp_level` and `opt`, constant "
+        f"the options of `acnet_ms.config.loader.defaults()` with the recipe's `amp_level` and `opt`, constant "
         f"lr {LR}, no warm-up, fixed loss scale 1) in **PyNative mode** on CPU (one step does not repay compiling "
         "a graph). *ok (overflow)*: the step ran but its gradients were not all finite. *diverged*: the step ran "
         "but left weights that are not finite (their logits are not compared).",
-        "4. The step cell is saved with `acnet_ms.checkpoint.write_checkpoint` and the metadata training writes "
+        "4. The step cell is saved with `acnet_ms.io.checkpoint.write_checkpoint` and the metadata training writes "
         "(identity, `acb_layout`, epoch, step, lr, config, loss-scale state), so the optimizer's slots are in "
         "the file as after a real epoch. If the step raised an error, the later steps still run, on the initial "
         "weights.",
-        "5. **convert**: `acnet_ms.deploy.convert_checkpoint` on that file (and it folds as many ACBs as the "
+        "5. **convert**: `acnet_ms.convert.pipeline.convert_checkpoint` on that file (and it folds as many ACBs as the "
         "model has).",
         "6. **strict load**: the converted file goes into the stock `mindcv.create_model(name, num_classes=10)` "
         "with `mindspore.load_param_into_net(..., strict_load=True)`: nothing missing, nothing unused.",

@@ -130,7 +130,7 @@ def training_checkpoint(path, name, num_classes=10, seed=0, block_type="acb", me
     epoch and step.  Returns the model, in eval mode.
     """
     from acnet_ms import acb_layout, create_model
-    from acnet_ms.checkpoint import write_checkpoint
+    from acnet_ms.io.checkpoint import write_checkpoint
 
     ms.set_seed(seed)
     net = randomize_bn(create_model(name, num_classes=num_classes, block_type=block_type, **kwargs), seed=seed)
@@ -148,7 +148,7 @@ def training_checkpoint(path, name, num_classes=10, seed=0, block_type="acb", me
 
 def load_strict(net, source):
     """Load a checkpoint file (or a dict of arrays) into ``net``: every parameter, nothing left over; eval mode."""
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
 
     arrays = read_checkpoint(source)[0] if isinstance(source, (str, os.PathLike)) else source
     params = {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()}

@@ -8,7 +8,8 @@ from conftest import assert_close, randomize_bn
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from acnet_ms.layers import ACBlock, switch_to_deploy
+from acnet_ms.kinds.acb.cell import ACBlock
+from acnet_ms.reparam.switch import switch_to_deploy
 
 TOL = 2e-5  # float32; errors seen are ~1e-6 relative
 

@@ -11,7 +11,7 @@ from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, r
 
 from acnet_ms import analysis
 from acnet_ms.analysis import Subject
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 
 EPS = 1e-5  # BatchNorm epsilon of every model
 
@@ -34,7 +34,7 @@ def forms(trained_run, tmp_path_factory):
 @pytest.fixture(scope="module")
 def folded(tmp_path_factory):
     """A fully folded src20 checkpoint of random weights: enough for the input checks."""
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     folder = tmp_path_factory.mktemp("folded")
     training_checkpoint(str(folder / "acb.ckpt"), "src20", seed=3)
@@ -151,7 +151,7 @@ def test_evaluate_applies_each_transform_to_the_batch():
     """A "network" whose logits are the image's top row: each transform's top-1 is known."""
     import mindspore as ms
 
-    from acnet_ms.evaluation import evaluate
+    from acnet_ms.engine.evaluation import evaluate
 
     class TopRow:
         def set_train(self, mode):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mindspore import Parameter, Tensor, nn
 
-from acnet_ms import fold
+from acnet_ms.kinds import identities
 from acnet_ms.kinds import BlockKind, KindOption, get_kind, register_kind
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,16 +86,16 @@ class TwinKind(BlockKind):
 
     @staticmethod
     def _names(prefix, sep="."):
-        return {b: [f"{prefix}{sep}{b}_conv.weight"] + [f"{prefix}{sep}{b}_bn.{f}" for f in fold.BN_FIELDS]
+        return {b: [f"{prefix}{sep}{b}_conv.weight"] + [f"{prefix}{sep}{b}_bn.{f}" for f in identities.BN_FIELDS]
                 for b in ("main", "twin")}
 
     def entries(self, prefix, info):
         return [n for names in self._names(prefix).values() for n in names]
 
     def fold(self, state, prefix, info, sep="."):
-        pairs = [fold.fuse_bn(*(state[n] for n in names), eps=info.get("eps", fold.BN_EPS))
+        pairs = [identities.fuse_bn(*(state[n] for n in names), eps=info.get("eps", identities.BN_EPS))
                  for names in self._names(prefix, sep).values()]
-        kernel, bias = fold.sum_branches(pairs)
+        kernel, bias = identities.sum_branches(pairs)
         dtype = np.asarray(state[f"{prefix}{sep}main_conv.weight"]).dtype
         return kernel.astype(dtype), bias.astype(dtype), [n for ns in self._names(prefix, sep).values() for n in ns]
 
@@ -106,7 +106,7 @@ class TwinKind(BlockKind):
         weight = out.pop(f"{prefix}.weight")
         out[f"{prefix}.main_conv.weight"] = weight
         out[f"{prefix}.twin_conv.weight"] = np.zeros_like(weight)
-        for f in fold.BN_FIELDS:
+        for f in identities.BN_FIELDS:
             out[f"{prefix}.main_bn.{f}"] = out.pop(f"{info['bn']}.{f}")
         n = weight.shape[0]
         out.update({f"{prefix}.twin_bn.gamma": np.zeros(n, weight.dtype), f"{prefix}.twin_bn.beta":
@@ -126,8 +126,8 @@ def _eval_logits(net, x):
 def test_the_kind_builds_any_model_and_folds_exactly(tmp_path):
     """create_model takes the kind by name; its blocks fold (numpy side) to the stock model's function."""
     from acnet_ms import create_model, summary_line
-    from acnet_ms.state import fold_state
-    from acnet_ms.transform import block_layout
+    from acnet_ms.reparam.state import fold_state
+    from acnet_ms.reparam.transform import block_layout
     from conftest import assert_close, randomize_bn
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -166,7 +166,7 @@ def test_a_kind_of_ones_own_trains_converts_and_loads_into_stock_mindcv(digits, 
     """train.py -> checkpoint -> convert.py -> strict load into stock MindCV, logits equal; no library file
     knows the kind: ACNET_MS_KINDS names this module."""
     from acnet_ms import create_model
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
     from conftest import assert_close, small_run
 
     save = str(tmp_path / "run")

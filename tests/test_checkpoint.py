@@ -6,7 +6,7 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from acnet_ms import create_model
-from acnet_ms.checkpoint import META_KEY, _read_plain, read_checkpoint, write_checkpoint
+from acnet_ms.io.checkpoint import META_KEY, _read_plain, read_checkpoint, write_checkpoint
 
 
 def reference(path):

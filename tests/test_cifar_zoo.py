@@ -7,7 +7,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from acnet_ms.config import load_config
+from acnet_ms.config.loader import load_config
 from acnet_ms.models.cifar_zoo import CIFAR_ZOO, cfqkbnc, vc, wrnc16
 from conftest import ROOT, assert_close, randomize_bn
 

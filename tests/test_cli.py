@@ -49,7 +49,7 @@ def test_msrun_environment_and_port_check():
     import socket
 
     from acnet_ms.cli import UserError
-    from acnet_ms.msrun import check_port_free, msrun_env
+    from acnet_ms.engine.msrun import check_port_free, msrun_env
 
     assert msrun_env({}) is None
     worker = msrun_env({"MS_ROLE": "MS_WORKER", "MS_SCHED_PORT": "8118", "RANK_ID": "1", "MS_TOPO_TIMEOUT": "30"})
@@ -72,7 +72,7 @@ def test_msrun_watchdog_ends_a_waiting_worker_with_one_line():
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     scheduler = subprocess.Popen([sys.executable, "-c", "pass"])
     scheduler.wait()
-    code = (f"import sys; sys.path.insert(0, {ROOT!r}); from acnet_ms.msrun import watch; "
+    code = (f"import sys; sys.path.insert(0, {ROOT!r}); from acnet_ms.engine.msrun import watch; "
             f"watch({worker.pid}, 'rank 1 (msrun --master_port 9)', 9, '127.0.0.1', 30, {scheduler.pid}, 0.1)")
     try:
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

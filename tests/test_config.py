@@ -7,7 +7,7 @@ from conftest import ROOT
 
 from acnet_ms import list_models
 from acnet_ms.cli import UserError
-from acnet_ms.config import load_config, parse
+from acnet_ms.config.loader import load_config, parse
 
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
 

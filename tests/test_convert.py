@@ -11,7 +11,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from acnet_ms import create_model, switch_to_deploy
-from acnet_ms.checkpoint import META_KEY, read_checkpoint, write_checkpoint
+from acnet_ms.io.checkpoint import META_KEY, read_checkpoint, write_checkpoint
 
 TOL = 1e-4  # float32 through a whole network, relative to the largest logit
 
@@ -177,7 +177,7 @@ def _logits(net, x):
 def test_a_checkpoint_that_records_nothing_converts_given_its_options(options, tmp_path):
     """What the entries show (branches, branch BNs) is read from them; the position is taken from the
     options given, and without them the assumed default is said in one line."""
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     ms.set_seed(5)
     acb = randomize_bn(create_model("src20", num_classes=10, block_type="acb", block_options=options), seed=6)
@@ -212,7 +212,7 @@ def test_a_conv_classifier_tells_the_class_count_of_a_checkpoint_that_records_no
     entries (found by building it at two class counts), for convert.py and validate.py alike."""
     import mindcv
 
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
     from acnet_ms.models import num_classes_of
 
     ms.set_seed(7)
@@ -239,7 +239,7 @@ def test_a_conv_classifier_tells_the_class_count_of_a_checkpoint_that_records_no
 
 def test_options_given_that_contradict_the_entries_or_the_record_are_one_line(tmp_path):
     from acnet_ms.cli import UserError
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     acb = create_model("src20", num_classes=10, block_type="acb", block_options=dict(branches="h"))
     src = str(tmp_path / "h.ckpt")

@@ -10,13 +10,15 @@ from test_fold import conv2d
 import mindspore as ms
 from mindspore import Parameter, Tensor, nn, ops
 
-from acnet_ms import fold
+from acnet_ms.kinds.dbb import fold as dbb_fold
+from acnet_ms.kinds import identities
 from acnet_ms.kinds import check_block, get_kind
-from acnet_ms.kinds.dbb import rename_torch_state, train_macs
-from acnet_ms.layers import DiverseBranchBlock, switch_to_deploy
-from acnet_ms.layers import geometry
-from acnet_ms.layers.dbb import PadBatchNorm
-from acnet_ms.layers.reparam import name_params
+from acnet_ms.kinds.dbb.kind import rename_torch_state, train_macs
+from acnet_ms.kinds.dbb.cell import DiverseBranchBlock
+from acnet_ms.reparam.switch import switch_to_deploy
+from acnet_ms.kinds import geometry
+from acnet_ms.kinds.dbb.cell import PadBatchNorm
+from acnet_ms.reparam.switch import name_params
 
 TOL = 2e-5   # float32 against float64 references, relative to the output's scale
 KIND = get_kind("dbb")
@@ -40,10 +42,10 @@ def conv(x, w, stride=1, pads=(0, 0, 0, 0), dilation=1, groups=1):
                            for g in range(groups)], axis=1)
 
 
-def _bn(y, p, name, eps=fold.BN_EPS):
+def _bn(y, p, name, eps=identities.BN_EPS):
     if f"{name}.gamma" not in p:
         return y
-    return bn_ref(y, *(p[f"{name}.{f}"] for f in fold.BN_FIELDS), eps=eps)
+    return bn_ref(y, *(p[f"{name}.{f}"] for f in identities.BN_FIELDS), eps=eps)
 
 
 def _bn_and_pad(y, p, name, pads):
@@ -72,7 +74,7 @@ def dbb_reference(x, p, k, stride, pads, dilation, groups):
                 for a in range(k) for b in range(k)]
         out = out + _bn(np.mean(taps, axis=0), p, "dbb_avg.avgbn")
     if "dbb_1x1_kxk.idconv1.weight" in p:
-        first = p["dbb_1x1_kxk.idconv1.weight"] + fold.identity_kernel(*p["dbb_1x1_kxk.idconv1.weight"].shape[:2], 1)
+        first = p["dbb_1x1_kxk.idconv1.weight"] + identities.identity_kernel(*p["dbb_1x1_kxk.idconv1.weight"].shape[:2], 1)
     else:
         first = p["dbb_1x1_kxk.conv1.weight"]
     y = _bn_and_pad(conv(x, first, groups=groups), p, "dbb_1x1_kxk.bn1.bn", pads)
@@ -134,7 +136,7 @@ def test_fold_dbb_equals_the_four_branches(case):
 def test_fold_dbb_without_bns_and_bias_has_no_bias():
     rng = np.random.default_rng(0)
     p = _random_entries(rng, 4, 6, 3, 2, branch_bn=False)
-    kernel, bias = fold.fold_dbb((p["dbb_origin.conv.weight"], None), seq=(p["dbb_1x1_kxk.idconv1.weight"], None,
+    kernel, bias = dbb_fold.fold_dbb((p["dbb_origin.conv.weight"], None), seq=(p["dbb_1x1_kxk.idconv1.weight"], None,
                                                                          p["dbb_1x1_kxk.conv2.weight"], None),
                                  groups=2)
     assert bias is None and kernel.shape == (6, 2, 3, 3)
@@ -283,7 +285,7 @@ def test_bn_and_pad_pads_with_the_moving_statistics_value_without_gradient():
         bn.set_train(training)
         y = bn(x).asnumpy()
         # (in training mode the statistics as this step's update left them, as the original reads them)
-        value = fold.fuse_bn(np.zeros((3, 1)), *(getattr(bn, f).asnumpy() for f in fold.BN_FIELDS))[1]
+        value = identities.fuse_bn(np.zeros((3, 1)), *(getattr(bn, f).asnumpy() for f in identities.BN_FIELDS))[1]
         assert y.shape == (2, 3, 7, 6)
         for border in (y[:, :, :1], y[:, :, -2:], y[:, :, :, -1:]):
             np.testing.assert_allclose(border, np.broadcast_to(value.reshape(1, 3, 1, 1), border.shape), rtol=1e-5)
@@ -301,7 +303,7 @@ def test_from_conv_starts_from_the_conv_and_bn():
     bn = randomize_bn(nn.SequentialCell([nn.BatchNorm2d(6)]), 1).cell_list[0]
     block = DiverseBranchBlock.from_conv(conv, bn, gamma_init=0.0, seed=3)
     np.testing.assert_array_equal(block.dbb_origin.conv.weight.asnumpy(), conv.weight.asnumpy())
-    for f in fold.BN_FIELDS:
+    for f in identities.BN_FIELDS:
         np.testing.assert_array_equal(getattr(block.dbb_origin.bn, f).asnumpy(), getattr(bn, f).asnumpy())
     for last in (block.dbb_1x1.bn, block.dbb_avg.avgbn, block.dbb_1x1_kxk.bn2):
         assert np.all(last.gamma.asnumpy() == 0)  # gamma_init 0: the original's single_init
@@ -400,8 +402,8 @@ class Sites(nn.Cell):
 
 @pytest.mark.parametrize("options", [{}, {"branch_bn": False}], ids=["bn", "nobn"])
 def test_every_site_folds_into_the_plain_network(options):
-    from acnet_ms.state import fold_state
-    from acnet_ms.transform import block_layout, block_summary, summary_line, to_blocks, trace
+    from acnet_ms.reparam.state import fold_state
+    from acnet_ms.reparam.transform import block_layout, block_summary, summary_line, to_blocks, trace
 
     ms.set_seed(0)
     plain = randomize_bn(Sites(), 1)
@@ -441,7 +443,7 @@ def test_every_site_folds_into_the_plain_network(options):
 ])
 def test_bad_options_are_one_line_naming_the_option(options, fragment):
     from acnet_ms.cli import UserError
-    from acnet_ms.config import parse
+    from acnet_ms.config.loader import parse
 
     with pytest.raises(ValueError) as err:
         check_block("dbb", options)
@@ -478,8 +480,8 @@ def test_dbb_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
     import mindcv
 
     from acnet_ms import block_summary, create_model
-    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     ms.set_seed(1)
     net = randomize_bn(create_model(name, num_classes=10, block_type="dbb"), seed=2)
@@ -509,7 +511,7 @@ def test_a_stock_checkpoint_starts_the_dbb_model_at_the_same_function(tmp_path):
     import mindcv
 
     from acnet_ms import create_model
-    from acnet_ms.checkpoint import load_pretrained
+    from acnet_ms.io.checkpoint import load_pretrained
 
     ms.set_seed(3)
     stock = randomize_bn(mindcv.create_model("mobilenet_v2_035_96", num_classes=10), seed=4)
@@ -544,7 +546,7 @@ def test_from_plain_of_every_slot_computes_the_plain_conv(slot, groups):
     if slot == "bias":
         state["blk.bias"] = conv.bias.asnumpy()
     if slot == "bn":
-        state.update({f"bn.{f}": getattr(bn, f).asnumpy() for f in fold.BN_FIELDS})
+        state.update({f"bn.{f}": getattr(bn, f).asnumpy() for f in identities.BN_FIELDS})
     state = KIND.from_plain(state, "blk", info)
     assert not any(n in state for n in ("blk.weight", "blk.bias", "bn.gamma"))
     mine.update(state)
@@ -561,9 +563,9 @@ def test_a_checkpoint_that_records_nothing_shows_its_options(options, tmp_path):
     import mindcv
 
     from acnet_ms import create_model
-    from acnet_ms.checkpoint import read_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
-    from acnet_ms.state import infer_block
+    from acnet_ms.io.checkpoint import read_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
+    from acnet_ms.reparam.state import infer_block
 
     ms.set_seed(8)
     net = randomize_bn(create_model("mobilenet_v2_035_96", num_classes=10, block_type="dbb",
@@ -588,7 +590,7 @@ TRAIN_STEPS = """
 import time, numpy as np, mindspore as ms
 from mindspore import Tensor, nn
 from acnet_ms import create_model
-from acnet_ms.runtime import apply_amp
+from acnet_ms.engine.runtime import apply_amp
 ms.set_context(mode=ms.GRAPH_MODE)
 for options, amp in (({"branch_bn": False}, "O0"), ({}, "O2"), ({"branch_bn": False}, "O3")):
     net = apply_amp(create_model("src20", num_classes=10, block_type="dbb", block_options=options), amp)

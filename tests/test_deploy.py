@@ -10,10 +10,11 @@ from conftest import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_o
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from acnet_ms import create_model, fold
-from acnet_ms import state as state_map
-from acnet_ms.checkpoint import read_checkpoint
-from acnet_ms.config import defaults, load_config
+from acnet_ms import create_model
+from acnet_ms.kinds import identities
+from acnet_ms.reparam import state as state_map
+from acnet_ms.io.checkpoint import read_checkpoint
+from acnet_ms.config.loader import defaults, load_config
 
 TOL = 1e-4  # float32 through a whole network (and through another runtime), relative to the largest logit
 
@@ -87,18 +88,18 @@ def test_fold_bns_is_bn_after_conv(with_bias):
     assert list(out) == ["m.conv1.weight", "m.conv1.bias", "head.weight"]
     x = rng.normal(size=(3, 5))
     y = conv1x1(state["m.conv1.weight"], state.get("m.conv1.bias"), x)
-    bn = (y - state["m.bn1.moving_mean"][:, None]) / np.sqrt(state["m.bn1.moving_variance"][:, None] + fold.BN_EPS)
+    bn = (y - state["m.bn1.moving_mean"][:, None]) / np.sqrt(state["m.bn1.moving_variance"][:, None] + identities.BN_EPS)
     bn = bn * state["m.bn1.gamma"][:, None] + state["m.bn1.beta"][:, None]
     np.testing.assert_allclose(conv1x1(out["m.conv1.weight"], out["m.conv1.bias"], x), bn, rtol=1e-12, atol=1e-12)
 
 
 def test_a_bn_after_no_conv_stays_and_a_misfit_pair_is_an_error():
     rng = np.random.default_rng(0)
-    bn = {f: rng.uniform(0.5, 1.5, 4) for f in fold.BN_FIELDS}
+    bn = {f: rng.uniform(0.5, 1.5, 4) for f in identities.BN_FIELDS}
     state = {"a.conv1.weight": rng.normal(size=(4, 3, 3, 3)), **{f"a.bn1.{f}": v for f, v in bn.items()},
              **{f"a.norm.{f}": v for f, v in bn.items()}}
     out, _ = state_map.fold_bns(state, [("a.conv1", "a.bn1")])
-    assert sorted(out) == ["a.conv1.bias", "a.conv1.weight"] + [f"a.norm.{f}" for f in sorted(fold.BN_FIELDS)]
+    assert sorted(out) == ["a.conv1.bias", "a.conv1.weight"] + [f"a.norm.{f}" for f in sorted(identities.BN_FIELDS)]
     with pytest.raises(ValueError, match=r"'a\.bn2\.gamma' is missing"):
         state_map.fold_bns(state, [("a.conv1", "a.bn2")])
     state["a.conv1.weight"] = rng.normal(size=(5, 3, 3, 3))
@@ -248,7 +249,7 @@ def test_validate_picks_the_deploy_model_with_the_same_top1(src20, digits, tmp_p
 
 
 def test_finetuning_refuses_a_fully_folded_checkpoint(src20):
-    from acnet_ms.checkpoint import load_pretrained
+    from acnet_ms.io.checkpoint import load_pretrained
     from acnet_ms.cli import UserError
 
     _, plain, deploy = src20

@@ -123,7 +123,7 @@ def test_msrun_in_run_top1_is_the_saved_checkpoints(digits, tmp_path):
 
 def job_processes(port):
     """Pids of the processes msrun started for the job on ``port`` that still run (from /proc)."""
-    from acnet_ms.msrun import running
+    from acnet_ms.engine.msrun import running
 
     found = []
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
@@ -233,7 +233,6 @@ def test_msrun_a_worker_that_dies_ends_the_job(digits, tmp_path):
             out, _ = proc.communicate(timeout=300)
         except subprocess.TimeoutExpired:
             out = None
-        seconds = time.monotonic() - killed_at
         left = job_processes(port)
     finally:
         try:

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from acnet_ms import fold, state as state_map
+from acnet_ms.kinds.acb import fold as acb_fold
+from acnet_ms.kinds import identities
+from acnet_ms.reparam import state as state_map
 
 
 def conv2d(x, w, stride=1, pad=(0, 0), dilation=1):
@@ -24,7 +26,7 @@ def conv2d(x, w, stride=1, pad=(0, 0), dilation=1):
     return out
 
 
-def bn(y, gamma, beta, mean, var, eps=fold.BN_EPS):
+def bn(y, gamma, beta, mean, var, eps=identities.BN_EPS):
     s = lambda v: v.reshape(1, -1, 1, 1)  # noqa: E731
     return s(gamma) * (y - s(mean)) / np.sqrt(s(var) + eps) + s(beta)
 
@@ -44,7 +46,7 @@ def test_fold_acb_equals_three_branches_with_same_padding(k, stride, dilation):
     ref = (bn(conv2d(x, sq[0], stride, (p, p), dilation), *sq[1:])
            + bn(conv2d(x, hor[0], stride, (0, p), dilation), *hor[1:])
            + bn(conv2d(x, ver[0], stride, (p, 0), dilation), *ver[1:]))
-    kernel, bias = fold.fold_acb(sq, hor, ver)
+    kernel, bias = acb_fold.fold_acb(sq, hor, ver)
     got = conv2d(x, kernel, stride, (p, p), dilation) + bias.reshape(1, -1, 1, 1)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
 
@@ -53,10 +55,10 @@ def test_fuse_bn_and_bias_as_bn_are_exact():
     rng = np.random.default_rng(0)
     kernel, gamma, beta, mean, var = random_branch(rng, (4, 3, 3, 3))
     x = rng.normal(size=(1, 3, 6, 6))
-    k, b = fold.fuse_bn(kernel, gamma, beta, mean, var)
+    k, b = identities.fuse_bn(kernel, gamma, beta, mean, var)
     np.testing.assert_allclose(conv2d(x, k) + b.reshape(1, -1, 1, 1),
                                bn(conv2d(x, kernel), gamma, beta, mean, var), rtol=1e-12, atol=1e-12)
-    slot = fold.bias_as_bn(b)
+    slot = identities.bias_as_bn(b)
     y = conv2d(x, k)
     np.testing.assert_allclose(bn(y, slot["gamma"], slot["beta"], slot["moving_mean"], slot["moving_variance"]),
                                y + b.reshape(1, -1, 1, 1), rtol=1e-12, atol=1e-12)
@@ -65,12 +67,12 @@ def test_fuse_bn_and_bias_as_bn_are_exact():
 def test_embed_center_places_rows_and_columns_in_the_middle():
     hor = np.arange(5, dtype=np.float32).reshape(1, 1, 1, 5) + 1
     ver = hor.reshape(1, 1, 5, 1)
-    assert fold.embed_center(hor, 5)[0, 0, 2].tolist() == [1, 2, 3, 4, 5]
-    assert fold.embed_center(ver, 5)[0, 0, :, 2].tolist() == [1, 2, 3, 4, 5]
-    assert np.count_nonzero(fold.embed_center(hor, 5)) == 5
-    assert fold.embed_center(hor, 5).dtype == np.float32
+    assert identities.embed_center(hor, 5)[0, 0, 2].tolist() == [1, 2, 3, 4, 5]
+    assert identities.embed_center(ver, 5)[0, 0, :, 2].tolist() == [1, 2, 3, 4, 5]
+    assert np.count_nonzero(identities.embed_center(hor, 5)) == 5
+    assert identities.embed_center(hor, 5).dtype == np.float32
     with pytest.raises(ValueError):
-        fold.embed_center(np.zeros((1, 1, 1, 4)), 5)
+        identities.embed_center(np.zeros((1, 1, 1, 4)), 5)
 
 
 def test_fold_state_maps_names_drops_trainer_state_and_keeps_dtype():
@@ -79,7 +81,7 @@ def test_fold_state_maps_names_drops_trainer_state_and_keeps_dtype():
     for br, shape in (("square", (4, 2, 3, 3)), ("hor", (4, 2, 1, 3)), ("ver", (4, 2, 3, 1))):
         kernel, *bn_arrays = (a.astype(np.float32) for a in random_branch(rng, shape))
         state[f"layer1.0.conv2.{br}_conv.weight"] = kernel
-        state.update({f"layer1.0.conv2.{br}_bn.{f}": a for f, a in zip(fold.BN_FIELDS, bn_arrays)})
+        state.update({f"layer1.0.conv2.{br}_bn.{f}": a for f, a in zip(identities.BN_FIELDS, bn_arrays)})
     state["moments.layer1.0.conv2.square_conv.weight"] = np.zeros((4, 2, 3, 3), np.float32)
     state["learning_rate"] = np.float32(0.1)
     layout = {"layer1.0.conv2": dict(kind="acb", slot="bn", bn="layer1.0.bn2")}
@@ -100,7 +102,7 @@ def test_fold_state_maps_names_drops_trainer_state_and_keeps_dtype():
 
 
 def test_fold_modules_do_not_import_mindspore():
-    code = "import sys; import acnet_ms.fold, acnet_ms.state; assert 'mindspore' not in sys.modules"
+    code = "import sys; import acnet_ms.kinds.identities, acnet_ms.reparam.state; assert 'mindspore' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
@@ -112,7 +114,7 @@ def test_fold_acb_variants_equal_their_branches(position, branches):
     k, pad = 3, 1
     sq, hor, ver = (random_branch(rng, (3, 2) + s) for s in ((k, k), (1, k), (k, 1)))
     x = rng.normal(size=(2, 2, 9, 10))
-    row, col = fold.asym_offsets(k, position)
+    row, col = acb_fold.asym_offsets(k, position)
     # the 1 x k window on row `row` of the k x k window: pad the rows by pad - row on top
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     h_out = conv2d(xp[:, :, row:xp.shape[2] - (k - 1 - row)], hor[0])
@@ -125,7 +127,7 @@ def test_fold_acb_variants_equal_their_branches(position, branches):
         if "v" in branches:
             ref = ref + use(ver, v_out)
         pick = (lambda b: b) if with_bn else (lambda b: b[:1])
-        kernel, bias = fold.fold_acb(pick(sq), pick(hor) if "h" in branches else None,
+        kernel, bias = acb_fold.fold_acb(pick(sq), pick(hor) if "h" in branches else None,
                                      pick(ver) if "v" in branches else None, position=position)
         got = conv2d(xp, kernel) + (bias.reshape(1, -1, 1, 1) if bias is not None else 0)
         assert (bias is None) == (not with_bn)
@@ -144,12 +146,12 @@ def test_identity_and_average_kernels_are_the_identity_and_average_pooling(group
     rng = np.random.default_rng(groups)
     x = rng.normal(size=(2, 4, 7, 7))
     for k in (1, 3, 5):
-        ident = fold.identity_kernel(4, 4 // groups, k)
+        ident = identities.identity_kernel(4, 4 // groups, k)
         np.testing.assert_allclose(grouped_conv(x, ident, groups, pad=(k // 2, k // 2)), x, atol=1e-12)
     k = 3
     padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     pooled = np.mean([padded[:, :, a:a + 7, b:b + 7] for a in range(k) for b in range(k)], axis=0)
-    np.testing.assert_allclose(grouped_conv(x, fold.avg_kernel(4, 4 // groups, k), groups, pad=(1, 1)),
+    np.testing.assert_allclose(grouped_conv(x, identities.avg_kernel(4, 4 // groups, k), groups, pad=(1, 1)),
                                pooled, atol=1e-12)
 
 
@@ -164,6 +166,6 @@ def test_merge_sequential_equals_a_1x1_conv_then_a_kxk_conv_padded_with_its_outp
     mid = grouped_conv(x, k1, groups) + b1.reshape(1, -1, 1, 1)
     mid = np.pad(mid - b1.reshape(1, -1, 1, 1), ((0, 0), (0, 0), (1, 1), (1, 1))) + b1.reshape(1, -1, 1, 1)
     expected = grouped_conv(mid, k2, groups, stride) + b2.reshape(1, -1, 1, 1)
-    kernel, bias = fold.merge_sequential(k1, b1, k2, b2, groups)
+    kernel, bias = identities.merge_sequential(k1, b1, k2, b2, groups)
     got = grouped_conv(x, kernel, groups, stride, pad=(1, 1)) + bias.reshape(1, -1, 1, 1)
     np.testing.assert_allclose(got, expected, atol=1e-10)

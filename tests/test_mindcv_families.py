@@ -9,8 +9,8 @@ import mindspore as ms
 from mindspore import Tensor
 
 from acnet_ms import acb_summary, create_model
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-from acnet_ms.deploy import convert_checkpoint
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.convert.pipeline import convert_checkpoint
 
 TOL = 1e-4  # relative to the largest logit
 

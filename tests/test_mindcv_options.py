@@ -8,9 +8,9 @@ from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, r
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.cli import UserError
-from acnet_ms.config import OPTIONS, defaults, parse
+from acnet_ms.config.loader import OPTIONS, defaults, parse
 
 # every option of MindCV's config.py (mindspore-lab/mindcv), by group
 MINDCV = {
@@ -177,7 +177,7 @@ def _loader_cfg(digits, **options):
 
 @pytest.mark.parametrize("mix", [dict(mixup=0.8), dict(cutmix=1.0)], ids=["mixup", "cutmix"])
 def test_mixup_and_cutmix_give_soft_labels(digits, mix):
-    from acnet_ms import data
+    from acnet_ms.engine import data
 
     cfg = _loader_cfg(digits, **mix)
     loader = data.create_loader(cfg, data.inspect(cfg, "train"), True)
@@ -188,7 +188,7 @@ def test_mixup_and_cutmix_give_soft_labels(digits, mix):
 
 
 def test_aug_repeats_repeats_each_sample():
-    from acnet_ms import data
+    from acnet_ms.engine import data
 
     cfg = dict(defaults(), aug_repeats=3, shuffle=True)
     indices = list(iter(data._training_sampler(cfg, 512, 0, 1)))
@@ -199,7 +199,7 @@ def test_aug_repeats_repeats_each_sample():
 
 
 def test_validation_keeps_every_sample_and_integer_labels_with_mixup(digits):
-    from acnet_ms import data
+    from acnet_ms.engine import data
 
     cfg = _loader_cfg(digits, mixup=0.8)
     loader = data.create_loader(cfg, data.inspect(cfg, "val"), False)
@@ -279,7 +279,7 @@ def test_ema_is_what_is_validated_and_saved_and_the_scale_is_recorded(ema_run, d
 
 @pytest.mark.slow
 def test_resume_restores_the_loss_scale(ema_run):
-    from acnet_ms.runtime import build_model
+    from acnet_ms.engine.runtime import build_model
     from acnet_ms.training.checkpoints import restore
     from acnet_ms.training.factories import build_train_step
 
@@ -313,7 +313,7 @@ def test_the_class_count_comes_from_the_models_own_classifier_entries():
     class counts), dense, conv or auxiliary heads alike; optimizer copies are not the network's."""
     from acnet_ms.models import num_classes_of
     from acnet_ms.models.factory import classifier_entries
-    from acnet_ms.state import network_entries
+    from acnet_ms.reparam.state import network_entries
 
     z = np.zeros
     assert classifier_entries("squeezenet1_0") == {"classifier.1.weight": 0, "classifier.1.bias": 0}
@@ -355,7 +355,7 @@ def test_docs_list_every_option():
 def test_our_recipes_use_mindcvs_keys_plus_ours_only():
     import glob
 
-    from acnet_ms.config import read_yaml
+    from acnet_ms.config.loader import read_yaml
 
     mindcv = {n for names in MINDCV.values() for n in names.split()}
     ours = {name for name, o in OPTIONS.items() if o.ours}
@@ -366,8 +366,8 @@ def test_our_recipes_use_mindcvs_keys_plus_ours_only():
 
 def test_drop_path_rate_reaches_the_model_in_training_and_not_in_eval():
     """A MindCV model that takes drop_path_rate (stochastic depth): random in training, deterministic in eval."""
-    from acnet_ms.config import defaults
-    from acnet_ms.runtime import build_model
+    from acnet_ms.config.loader import defaults
+    from acnet_ms.engine.runtime import build_model
 
     cfg = dict(defaults(), model="convnextv2_atto", num_classes=10, drop_path_rate=0.5)
     mode = ms.get_context("mode")

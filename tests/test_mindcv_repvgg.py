@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from mindspore import Tensor, nn
 
-from acnet_ms import create_model, fold, repvgg_state
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-from acnet_ms.models.mindcv_repvgg import repvgg_blocks, repvgg_layout, repvgg_to_deploy
+from acnet_ms import create_model
+from acnet_ms.kinds import identities
+from acnet_ms.kinds.repvgg import state as repvgg_state
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.kinds.repvgg.blocks import repvgg_blocks, repvgg_layout, repvgg_to_deploy
 from conftest import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
                       randomize_bn, run_main, run_script, small_run)
 
@@ -60,7 +62,7 @@ def logits(net, x):
 # ---------------------------------------------------------------- the fold
 
 def test_identity_kernel_is_the_identity_map_of_grouped_convs():
-    k = fold.identity_kernel(6, 3, 3)  # 6 channels in 2 groups
+    k = identities.identity_kernel(6, 3, 3)  # 6 channels in 2 groups
     assert k.shape == (6, 3, 3, 3) and k.sum() == 6
     assert all(k[i, i % 3, 1, 1] == 1 for i in range(6))
 
@@ -165,8 +167,8 @@ def test_an_acb_repvgg_checkpoint_folds_both_kinds_of_block(tmp_path):
 
 
 def test_validate_deploy_runs_the_single_branch_form_with_the_same_scores(digits, tmp_path):
-    from acnet_ms import config
-    from acnet_ms.evaluation import eval_setup
+    from acnet_ms.config import loader as config
+    from acnet_ms.engine.evaluation import eval_setup
     from conftest import training_checkpoint
 
     path = tmp_path / "train.ckpt"

@@ -6,7 +6,7 @@ from conftest import assert_close, slow_except
 from mindspore import Tensor, nn
 
 from acnet_ms import create_model, list_models, model_entry
-from acnet_ms.layers import ACBlock
+from acnet_ms.kinds.acb.cell import ACBlock
 
 IMAGENET = ["sres18", "sres34", "sres50", "sres101", "sres152"]
 

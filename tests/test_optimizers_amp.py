@@ -14,15 +14,15 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from acnet_ms import create_model
-from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.io.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
 from acnet_ms.cli import UserError
-from acnet_ms.config import defaults
-from acnet_ms.deploy import convert_checkpoint
+from acnet_ms.config.loader import defaults
+from acnet_ms.convert.pipeline import convert_checkpoint
 from acnet_ms.models import num_classes_of
-from acnet_ms.state import fold_state, network_entries
+from acnet_ms.reparam.state import fold_state, network_entries
 from acnet_ms.training.factories import build_train_step
 from acnet_ms.training.loop import train_call
-from acnet_ms.transform import acb_layout, to_blocks, trace
+from acnet_ms.reparam.transform import acb_layout, to_blocks, trace
 
 #: every name mindcv 0.3.0's create_optimizer accepts (test_the_optimizer_list_is_mindcvs checks it)
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "nadam", "adan", "rmsprop", "adagrad", "lamb")
@@ -40,7 +40,7 @@ def test_the_optimizer_list_is_mindcvs():
     for group in re.findall(r"opt in \[([^\]]*)\]", source):
         accepted.update(re.findall(r'"(\w+)"', group))
     assert accepted == set(OPTIMIZERS)
-    from acnet_ms.config import OPTIONS
+    from acnet_ms.config.options import OPTIONS
 
     assert set(OPTIONS["opt"].choices) == accepted  # every name MindCV takes is an option value
 
@@ -168,7 +168,7 @@ def test_each_acb_kind_trains_evaluates_and_folds_at_every_amp_level(amp_level, 
 
 
 def test_trainer_entries_are_copies_under_a_prefix_or_scalars_and_the_model_decides_when_given():
-    from acnet_ms.state import trainer_entries
+    from acnet_ms.reparam.state import trainer_entries
 
     w, b = np.zeros((4, 3, 3, 3)), np.zeros(4)
     state = {"conv.weight": w, "conv.bias": b, "0.weight": w, "1.0.weight": w,  # SequentialCell indices: network

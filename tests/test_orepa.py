@@ -11,9 +11,10 @@ from test_fold import grouped_conv
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from acnet_ms import fold
+from acnet_ms.kinds import identities
+from acnet_ms.kinds.orepa import fold as orepa_fold
 from acnet_ms.kinds import get_kind
-from acnet_ms.layers import OREPABlock
+from acnet_ms.kinds.orepa.cell import OREPABlock
 
 TOL = 1e-5      # float32, relative to the largest value compared
 GRAD_TOL = 1e-4
@@ -57,11 +58,11 @@ def avg_pool(x, k, stride, pad):
 def test_prior_filter_is_the_originals_cosines():
     """The original (k = 3): cos(pi (h + .5)(i + 1) / 3) for the first half of the channels, the same
     along w with i + 1 - C/2 for the second; any k divides by k."""
-    f = fold.prior_filter(6, 3)
+    f = orepa_fold.prior_filter(6, 3)
     for i, h, w in itertools.product(range(6), range(3), range(3)):
         expected = np.cos(np.pi * (h + 0.5) * (i + 1) / 3) if i < 3 else np.cos(np.pi * (w + 0.5) * (i - 2) / 3)
         assert abs(f[i, h, w] - expected) < 1e-12
-    f5 = fold.prior_filter(5, 5)  # odd channel count: C/2 = 2.5, as in the original
+    f5 = orepa_fold.prior_filter(5, 5)  # odd channel count: C/2 = 2.5, as in the original
     assert abs(f5[3, 0, 4] - np.cos(np.pi * 4.5 * 1.5 / 5)) < 1e-12 and f5.shape == (5, 5, 5)
 
 
@@ -73,11 +74,11 @@ def test_a_1x1_conv_then_a_channel_filter_and_a_depthwise_then_pointwise_conv_ar
     k1, filt = rng.normal(size=(o, c // groups, 1, 1)), rng.normal(size=(o, k, k))
     mid = grouped_conv(x, k1, groups)
     expected = grouped_conv(mid, filt[:, None], o, stride, (pad, pad))
-    np.testing.assert_allclose(grouped_conv(x, fold.merge_1x1_filter(k1, filt), groups, stride, (pad, pad)),
+    np.testing.assert_allclose(grouped_conv(x, orepa_fold.merge_1x1_filter(k1, filt), groups, stride, (pad, pad)),
                                expected, atol=1e-10)
     dw, pw = rng.normal(size=(m * c, 1, k, k)), rng.normal(size=(o, m * c // groups, 1, 1))
     expected = grouped_conv(grouped_conv(x, dw, c, stride, (pad, pad)), pw, groups)
-    merged = fold.merge_depthwise_pointwise(dw, pw, c, groups)
+    merged = orepa_fold.merge_depthwise_pointwise(dw, pw, c, groups)
     assert merged.shape == (o, c // groups, k, k)
     np.testing.assert_allclose(grouped_conv(x, merged, groups, stride, (pad, pad)), expected, atol=1e-10)
 
@@ -105,8 +106,8 @@ def test_fold_orepa_equals_the_six_branches_on_the_input(k, stride, pad, groups)
     v = rng.uniform(0.2, 1.0, (6, o))
     x = rng.normal(size=(2, c, 10, 11))
     p, cg, s = (pad, pad), c // groups, (lambda y, i: y * v[i].reshape(1, -1, 1, 1))  # noqa: E731
-    prior = fold.prior_filter(o, k)[:, None]
-    first = b["1x1_kxk"][0] + fold.identity_kernel(b["1x1_kxk"][0].shape[0], cg, 1)
+    prior = orepa_fold.prior_filter(o, k)[:, None]
+    first = b["1x1_kxk"][0] + identities.identity_kernel(b["1x1_kxk"][0].shape[0], cg, 1)
     xc = np.pad(x, ((0, 0), (0, 0), p, p))[:, :, k // 2:x.shape[2] + 2 * pad - k // 2,
                                             k // 2:x.shape[3] + 2 * pad - k // 2]
     expected = (s(grouped_conv(x, b["origin"], groups, stride, p), 0)
@@ -115,14 +116,14 @@ def test_fold_orepa_equals_the_six_branches_on_the_input(k, stride, pad, groups)
                 + s(grouped_conv(grouped_conv(x, first, groups), b["1x1_kxk"][1], groups, stride, p), 3)
                 + s(grouped_conv(xc, b["1x1"], groups, stride), 4)
                 + s(grouped_conv(grouped_conv(x, b["dws"][0], c, stride, p), b["dws"][1], groups), 5))
-    kernel = fold.fold_orepa(b, v, groups)
+    kernel = orepa_fold.fold_orepa(b, v, groups)
     np.testing.assert_allclose(grouped_conv(x, kernel, groups, stride, p), expected, atol=1e-9)
     # a subset of the branches folds the same way (the vector has a row per branch present)
     some = {n: b[n] for n in ("origin", "prior", "dws")}
     expected = (s(grouped_conv(x, b["origin"], groups, stride, p), 0)
                 + s(grouped_conv(grouped_conv(x, b["prior"], groups), prior, o, stride, p), 2)
                 + s(grouped_conv(grouped_conv(x, b["dws"][0], c, stride, p), b["dws"][1], groups), 5))
-    np.testing.assert_allclose(grouped_conv(x, fold.fold_orepa(some, v[[0, 2, 5]], groups), groups, stride, p),
+    np.testing.assert_allclose(grouped_conv(x, orepa_fold.fold_orepa(some, v[[0, 2, 5]], groups), groups, stride, p),
                                expected, atol=1e-9)
 
 
@@ -136,8 +137,8 @@ class Explicit(nn.Cell):
         super().__init__()
         self.b, self.pad = block, pad
         k, o = block.kernel_size, block.out_channels
-        self.prior = Tensor(fold.prior_filter(o, k)[:, None].astype(np.float32))
-        self.identity = Tensor(fold.identity_kernel(block.internal, block.in_channels // block.groups, 1,
+        self.prior = Tensor(orepa_fold.prior_filter(o, k)[:, None].astype(np.float32))
+        self.identity = Tensor(identities.identity_kernel(block.internal, block.in_channels // block.groups, 1,
                                                     np.float32))
 
     def construct(self, x):
@@ -297,8 +298,8 @@ def test_one_train_step_at_every_amp_level_trains_and_folds():
     input's type, the parameters stay float32."""
     from test_optimizers_amp import ThreeKinds, batch, train_one_step
 
-    from acnet_ms.state import fold_state
-    from acnet_ms.transform import block_layout, to_blocks, trace
+    from acnet_ms.reparam.state import fold_state
+    from acnet_ms.reparam.transform import block_layout, to_blocks, trace
 
     def three(seed=0):
         ms.set_seed(seed)
@@ -358,7 +359,7 @@ def orepa_model(name, seed=1, **options):
 def stock_logits(name, arrays, x):
     import mindcv
 
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
 
     stock = mindcv.create_model(name, num_classes=10)
     arrays = read_checkpoint(arrays)[0] if isinstance(arrays, str) else arrays
@@ -372,8 +373,8 @@ def stock_logits(name, arrays, x):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_an_orepa_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
     from acnet_ms import block_summary
-    from acnet_ms.checkpoint import write_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.io.checkpoint import write_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     net = orepa_model(name)
     report = block_summary(net)
@@ -401,7 +402,7 @@ def test_the_summary_line_and_which_sites(capsys):
     assert summary_line(net) == "17 k x k convs became OREPA blocks (17 kernel alone; the model's BN after one stays)"
     assert type(net.conv1).__name__ == "OREPABlock" and type(net.bn1).__name__ == "BatchNorm2d"  # the BN stays
     kind = get_kind("orepa")
-    from acnet_ms.transform import ConvSite
+    from acnet_ms.reparam.transform import ConvSite
     assert kind.eligible(ConvSite((1, 1), False), {}) is False
     assert kind.eligible(ConvSite((1, 7), False), {}) == "non-square kernel 1x7"
     assert kind.eligible(ConvSite((4, 4), False), {}) == "kernel 4x4 (OREPA takes odd k >= 3)"
@@ -414,7 +415,7 @@ def test_a_stock_checkpoint_starts_an_orepa_model_at_the_same_function(tmp_path)
     import mindcv
 
     from acnet_ms import create_model
-    from acnet_ms.checkpoint import load_pretrained, write_checkpoint
+    from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
 
     ms.set_seed(3)
     stock = randomize_bn(mindcv.create_model("mobilenet_v2_035_96", num_classes=10), seed=3)
@@ -433,9 +434,9 @@ def test_a_stock_checkpoint_starts_an_orepa_model_at_the_same_function(tmp_path)
 
 
 def test_a_checkpoint_without_metadata_shows_its_branches(tmp_path):
-    from acnet_ms.checkpoint import write_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
-    from acnet_ms.state import infer_block
+    from acnet_ms.io.checkpoint import write_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
+    from acnet_ms.reparam.state import infer_block
 
     net = orepa_model("resnet18", branches="origin,prior,dws", init="single")
     arrays = {p.name: p.asnumpy() for p in net.get_parameters()}

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, assert_clean_exit, run_script
 
-from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-from acnet_ms.quantize import int8_roundtrip, range_ratios, weight_sqnr
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+from acnet_ms.convert.quantize import int8_roundtrip, range_ratios, weight_sqnr
 
 LINE = re.compile(r"^top1=\d\.\d{4} top5=\d\.\d{4} loss=\d+\.\d{4} samples=\d+$")
 
@@ -91,7 +91,7 @@ def test_int8_weight_sqnr_and_range_of_hand_built_kernels():
 
 @pytest.mark.slow
 def test_int8_graph_has_qdq_nodes_and_scores_within_two_points_of_fp32(graphs, ckpt_metrics, digits, tmp_path):
-    import mindspore  # noqa: F401  (before onnx: see acnet_ms.quantize.runtime)
+    import mindspore  # noqa: F401  (before onnx: see acnet_ms.convert.quantize.runtime)
     import onnx
 
     ops = {node.op_type for node in onnx.load(graphs["int8"]).graph.node}
@@ -144,8 +144,8 @@ def test_analyze_quantization_reports_known_sqnr_and_validates_numbers(graphs, c
 
 
 def test_the_ordinary_path_never_imports_onnx():
-    code = ("import sys; sys.path.insert(0, '.'); import acnet_ms, acnet_ms.deploy, acnet_ms.analysis, "
-            "acnet_ms.study, acnet_ms.quantize; from acnet_ms.quantize import weight_sqnr; "
+    code = ("import sys; sys.path.insert(0, '.'); import acnet_ms, acnet_ms.convert.pipeline, acnet_ms.analysis, "
+            "acnet_ms.study, acnet_ms.convert.quantize; from acnet_ms.convert.quantize import weight_sqnr; "
             "assert not {'onnx', 'onnxruntime'} & set(sys.modules), sorted(sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]

@@ -5,7 +5,7 @@ import re
 import pytest
 from conftest import assert_clean_exit, run_script
 
-from acnet_ms.checkpoint import read_checkpoint
+from acnet_ms.io.checkpoint import read_checkpoint
 
 # Written for this test in the layout of MindCV's configs/<family>/*.yaml; the
 # model is one the registry builds and the sizes fit the digits.

@@ -10,11 +10,12 @@ from test_fold import bn as np_bn, conv2d, random_branch
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from acnet_ms import fold
+from acnet_ms.kinds.rep import fold as rep_fold
 from acnet_ms.kinds import check_block, get_kind
-from acnet_ms.kinds.rep import mac_ratio
-from acnet_ms.layers import RepBlock, switch_to_deploy
-from acnet_ms.layers import geometry
+from acnet_ms.kinds.rep.kind import mac_ratio
+from acnet_ms.kinds.rep.cell import RepBlock
+from acnet_ms.reparam.switch import switch_to_deploy
+from acnet_ms.kinds import geometry
 
 TOL = 2e-5  # float32, one block; errors seen are ~1e-6 relative
 MODEL_TOL = 1e-4  # float32 through a whole network, relative to the largest logit
@@ -71,13 +72,13 @@ def test_fold_rep_equals_its_branches(groups, with_bn):
     ref = sum(use(reference_conv(x, b[0], groups=groups, pads=(1,) * 4), b) for b in dense)
     ref = ref + use(reference_conv(x, scale[0], groups=groups), scale)
     ref = ref + (np_bn(x, *ident) if with_bn else x)
-    kernel, bias = fold.fold_rep([pick(b) for b in dense], pick(scale), ident if with_bn else ())
+    kernel, bias = rep_fold.fold_rep([pick(b) for b in dense], pick(scale), ident if with_bn else ())
     assert (bias is None) == (not with_bn)
     got = reference_conv(x, kernel, bias, groups, pads=(1,) * 4)
     np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
     # a 1 x 1 site: parallel 1 x 1 branches and the identity, no scale branch
     dense = [random_branch(rng, (c, c // groups, 1, 1)) for _ in range(2)]
-    kernel, bias = fold.fold_rep([pick(b) for b in dense], None, ident if with_bn else (), bias=np.ones(c))
+    kernel, bias = rep_fold.fold_rep([pick(b) for b in dense], None, ident if with_bn else (), bias=np.ones(c))
     ref = sum(use(reference_conv(x, b[0], groups=groups), b) for b in dense) + (np_bn(x, *ident) if with_bn else x)
     np.testing.assert_allclose(reference_conv(x, kernel, bias, groups), ref + 1, rtol=1e-10, atol=1e-10)
 
@@ -367,8 +368,8 @@ def stock_logits(name, arrays, x):
                                   for n in FAMILIES])
 def test_a_rep_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
     from acnet_ms import summary_line
-    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
     from conftest import images
 
     options, line = FAMILIES[name]
@@ -405,7 +406,7 @@ def test_finetuning_from_a_stock_checkpoint_starts_from_its_function(options, tm
     import mindcv
 
     from acnet_ms import create_model
-    from acnet_ms.checkpoint import load_pretrained, write_checkpoint
+    from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
     from conftest import images
 
     ms.set_seed(3)
@@ -431,9 +432,9 @@ def test_finetuning_from_a_stock_checkpoint_starts_from_its_function(options, tm
 
 def test_a_checkpoint_that_records_nothing_shows_its_options(tmp_path):
     """Every option but a BN-free identity shows in the entries: convert needs only the model's name."""
-    from acnet_ms import state as state_map
-    from acnet_ms.checkpoint import read_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.reparam import state as state_map
+    from acnet_ms.io.checkpoint import read_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
     from conftest import images
 
     options = dict(num_kxk=3, pointwise=True, scale=False, identity=False)
@@ -466,8 +467,8 @@ def test_fold_bn_and_onnx_export(tmp_path):
     import onnxruntime as ort
 
     from acnet_ms import create_model
-    from acnet_ms.checkpoint import read_checkpoint, write_checkpoint
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
     from conftest import images, load_strict
 
     options = dict(num_kxk=2, pointwise=True)
@@ -512,7 +513,7 @@ class FourSites(nn.Cell):
 
 
 def four_sites(**options):
-    from acnet_ms.transform import to_blocks, trace
+    from acnet_ms.reparam.transform import to_blocks, trace
 
     ms.set_seed(0)
     net = FourSites()
@@ -523,11 +524,11 @@ def four_sites(**options):
 @pytest.mark.parametrize("branch_bn", [True, False], ids=["branch_bn", "one_conv"])
 def test_each_kind_of_block_trains_evaluates_and_folds_at_every_amp_level(amp_level, branch_bn):
     """One graph-mode train step at each AMP level, then the fold of the float32 weights equals the blocks."""
-    from acnet_ms.config import defaults
-    from acnet_ms.state import fold_state
+    from acnet_ms.config.loader import defaults
+    from acnet_ms.reparam.state import fold_state
     from acnet_ms.training.factories import build_train_step
     from acnet_ms.training.loop import train_call
-    from acnet_ms.transform import block_layout
+    from acnet_ms.reparam.transform import block_layout
 
     ms.set_context(mode=ms.GRAPH_MODE)
     net = randomize_bn(four_sites(branch_bn=branch_bn), seed=2)
@@ -565,8 +566,8 @@ def test_each_kind_of_block_trains_evaluates_and_folds_at_every_amp_level(amp_le
 def test_from_plain_keeps_the_function_of_each_kind_of_block(branch_bn):
     """A plain network's entries mapped onto each kind of block (BN slot, conv bias as a BN, pointwise,
     pre-activation with an identity) compute what the plain network computes."""
-    from acnet_ms.state import plain_to_blocks
-    from acnet_ms.transform import block_layout
+    from acnet_ms.reparam.state import plain_to_blocks
+    from acnet_ms.reparam.transform import block_layout
 
     ms.set_seed(4)
     plain = randomize_bn(FourSites(), seed=5)
@@ -584,7 +585,7 @@ def test_from_plain_keeps_the_function_of_each_kind_of_block(branch_bn):
 
 def test_gamma_init_sets_every_branch_bn_and_a_bad_one_is_one_line():
     import acnet_ms
-    from acnet_ms.layers import RepBlock
+    from acnet_ms.kinds.rep.cell import RepBlock
 
     net = acnet_ms.create_model("src20", num_classes=10, block_type="rep", block_options={"gamma_init": 0.25})
     blocks = [c for _, c in net.cells_and_names() if isinstance(c, RepBlock)]

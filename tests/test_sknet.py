@@ -11,10 +11,11 @@ import mindspore as ms
 from mindspore import nn
 
 from acnet_ms import acb_layout, create_model, list_models, model_entry, switch_to_deploy
-from acnet_ms import state as state_map
-from acnet_ms.transform import to_blocks, trace
-from acnet_ms.checkpoint import read_checkpoint
-from acnet_ms.layers import ACBlock, SelectiveKernel
+from acnet_ms.reparam import state as state_map
+from acnet_ms.reparam.transform import to_blocks, trace
+from acnet_ms.io.checkpoint import read_checkpoint
+from acnet_ms.kinds.acb.cell import ACBlock
+from acnet_ms.layers import SelectiveKernel
 from acnet_ms.layers.selective_kernel import attn_channels_for
 from acnet_ms.models.resnet import ResNet
 from acnet_ms.models.sknet import SKBottleneck
@@ -326,7 +327,7 @@ def test_a_mindcv_name_builds_mindcvs_network():
 def test_mindcv_sk_bottleneck_models_convert_into_stock_mindcv(name, tmp_path):
     import mindcv
 
-    from acnet_ms.deploy import convert_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
 
     src, dst = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
     acb = training_checkpoint(src, name, 10, seed=8)

@@ -15,9 +15,9 @@ import mindspore as ms
 from mindspore import Tensor
 
 from acnet_ms import create_model
-from acnet_ms.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
 from acnet_ms.cli import UserError
-from acnet_ms.config import load_config
+from acnet_ms.config.loader import load_config
+from acnet_ms.io.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
 
 PROGRESS = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) loss [\d.]+ lr [\d.]+ images/s [\d.]+ eta \d+:\d\d:\d\d$",
                       re.M)
@@ -152,7 +152,7 @@ def test_finetuning_from_another_models_checkpoint_is_refused_in_one_line(digits
 @pytest.mark.slow
 def test_fixed_loss_scale_is_divided_back_out():
     """Loss scale 1024 with fixed scaling must update exactly like no scaling."""
-    from acnet_ms.config import defaults
+    from acnet_ms.config.loader import defaults
     from acnet_ms.training.factories import build_train_step
 
     rng = np.random.default_rng(0)
@@ -466,6 +466,7 @@ def _truncated_digits(digits, root):
     """The small lists' images with one PNG cut in half."""
     import shutil
 
+    os.makedirs(root)
     for name in ("train_small.txt", "val_small.txt"):
         shutil.copy(os.path.join(digits, name), os.path.join(root, name))
     for split in ("train", "val"):

@@ -7,10 +7,11 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from acnet_ms import acb_layout, acb_summary, create_model
-from acnet_ms import state as state_map
-from acnet_ms.checkpoint import load_pretrained, write_checkpoint
-from acnet_ms.layers import ACBlock, switch_to_deploy
-from acnet_ms.transform import summary_line, to_blocks, trace
+from acnet_ms.reparam import state as state_map
+from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
+from acnet_ms.kinds.acb.cell import ACBlock
+from acnet_ms.reparam.switch import switch_to_deploy
+from acnet_ms.reparam.transform import summary_line, to_blocks, trace
 
 TOL = 1e-4
 
@@ -66,8 +67,8 @@ def test_trace_finds_pairs_and_refuses_shared_outputs():
 @pytest.mark.parametrize("name", slow_except(["src20", "mnasnet_050"], "src20"))
 def test_every_variant_folds_into_the_stock_model(name, variant, tmp_path):
     """Whole models: every ACB variant converts (convert.py's function) into the base model's checkpoint."""
-    from acnet_ms.deploy import convert_checkpoint
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.convert.pipeline import convert_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
 
     ms.set_seed(3)
     acb = randomize_bn(create_model(name, num_classes=10, block_type="acb", **variant), seed=4)
@@ -184,7 +185,7 @@ def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits,
     import mindcv
     from conftest import run_script, small_run
 
-    from acnet_ms.checkpoint import read_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint
 
     save = str(tmp_path / "run")
     res = run_script("train.py", *small_run(digits, save, "--model", "ghostnet_050", "--block_type", "acb",

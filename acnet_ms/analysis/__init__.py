@@ -12,7 +12,7 @@ Four analyses, one module each, on one or several checkpoints side by side:
 
 ``common`` holds what they share (checkpoints as :class:`Subject`, folded
 kernels, positions, the :class:`Evaluator`); ``output`` the tables, figures
-and files.  Evaluation is :mod:`acnet_ms.evaluation`'s, the code
+and files.  Evaluation is :mod:`acnet_ms.engine.evaluation`'s, the code
 ``validate.py`` runs, so a top-1 here at r = 0 (or on unflipped images) is
 ``validate.py``'s number.
 

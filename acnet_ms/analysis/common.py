@@ -4,19 +4,20 @@ Every checkpoint form gives the same numbers: an ACB training checkpoint is
 folded in memory, a plain one is read as it is, a fully folded one
 (``convert.py --fold_bn``) is already folded, and a stock MindCV checkpoint
 (no metadata) is a plain one of the model ``--model`` names.  Kernels come out
-of :mod:`acnet_ms.fold`'s functions; evaluation is :func:`acnet_ms.evaluation.eval_setup`
-+ :func:`acnet_ms.evaluation.evaluate`, the code ``validate.py`` runs.
+of :mod:`acnet_ms.kinds.identities`'s functions; evaluation is :func:`acnet_ms.engine.evaluation.eval_setup`
++ :func:`acnet_ms.engine.evaluation.evaluate`, the code ``validate.py`` runs.
 """
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import config, data
-from .. import state as state_map
-from ..checkpoint import read_checkpoint
+from ..config import loader as config
+from ..engine import data
+from ..reparam import state as state_map
+from ..io.checkpoint import read_checkpoint
 from ..cli import UserError
-from ..evaluation import eval_setup, evaluate, recorded_options
+from ..engine.evaluation import eval_setup, evaluate, recorded_options
 from ..models import create_model, layout_for
 
 #: position groups of the sparsity analysis (and of the magnitude analysis's summary)
@@ -147,7 +148,7 @@ class Evaluator:
 
     The network is the plain one (``block_type: base``; an ACB checkpoint is
     folded in memory by the loader's fold) or, for a fully folded checkpoint,
-    the fully folded one, built and loaded by :func:`acnet_ms.evaluation.eval_setup`.
+    the fully folded one, built and loaded by :func:`acnet_ms.engine.evaluation.eval_setup`.
     """
 
     def __init__(self, subject, log=print):
@@ -166,7 +167,7 @@ class Evaluator:
         """validate.py's metrics dict, with ``kernels`` (name -> array) in place of the checkpoint's.
 
         The checkpoint's kernels are put back afterwards; ``transform`` maps
-        each NCHW image batch (see :func:`acnet_ms.evaluation.evaluate`).
+        each NCHW image batch (see :func:`acnet_ms.engine.evaluation.evaluate`).
         """
         try:
             self._load(kernels or {})

@@ -2,17 +2,17 @@
 
 Per layer of the fully folded model (every conv and dense weight): the INT8
 weight quantization error as SQNR in dB (per-channel symmetric,
-:func:`acnet_ms.quantize.weight_sqnr`) and the range statistic max |w| / std
+:func:`acnet_ms.convert.quantize.weight_sqnr`) and the range statistic max |w| / std
 per output channel; end to end, the top-1 of the fully folded model exported
 to ONNX (FP32) and quantized by onnxruntime (INT8), both scored in
-onnxruntime (:mod:`acnet_ms.quantize`, as ``convert.py --int8`` and
+onnxruntime (:mod:`acnet_ms.convert.quantize`, as ``convert.py --int8`` and
 ``validate.py`` on the graphs).
 """
 import os
 
 import numpy as np
 
-from .. import state as state_map
+from ..reparam import state as state_map
 from ..cli import UserError
 from .common import _fold_bns, _model_of, _pyplot, check_data, check_kernels
 
@@ -36,7 +36,7 @@ def folded_state(subject):
 
 def weight_layers(state):
     """Per-layer INT8 statistics of every conv (4-d) and dense (2-d) ``*.weight`` of a checkpoint dict."""
-    from ..quantize import range_ratios, weight_sqnr
+    from ..convert.quantize import range_ratios, weight_sqnr
 
     rows = []
     for name, value in state_map.network_entries(state).items():
@@ -67,10 +67,10 @@ def export_graphs(subject, folder, calib_data, samples, method, spec):
     """
     import mindspore as ms
 
-    from ..checkpoint import mismatch, shapes_of
-    from ..deploy import export_graph
+    from ..io.checkpoint import mismatch, shapes_of
+    from ..convert.pipeline import export_graph
     from ..models import create_model
-    from ..quantize import calibration_batches, quantize_graph
+    from ..convert.quantize import calibration_batches, quantize_graph
 
     model, num_classes = _model_of(subject)
     state = folded_state(subject)
@@ -93,7 +93,7 @@ def quantization(subjects, calib_data=None, calib_samples=None, calib_method="mi
     """The ``quantization`` analysis: per-layer INT8 weight statistics, FP32 and INT8 top-1 per checkpoint."""
     import tempfile
 
-    from ..quantize import DEFAULT_CALIB_SAMPLES, check_calibration, check_method, runtime, score_graph
+    from ..convert.quantize import DEFAULT_CALIB_SAMPLES, check_calibration, check_method, runtime, score_graph
 
     samples = calib_samples or DEFAULT_CALIB_SAMPLES
     check_method(calib_method)

@@ -1,11 +1,5 @@
-"""Self-contained Cells: they know nothing of training, files or models."""
-from .acb import ACBlock
+"""Self-contained Cells that are not block kinds (the kinds' Cells live in ``acnet_ms.kinds.<kind>.cell``)."""
 from .conv_bn import conv_bn
-from .dbb import DiverseBranchBlock
-from .orepa import OREPABlock
-from .rep import RepBlock
-from .reparam import reparam_blocks, switch_to_deploy
 from .selective_kernel import SelectiveKernel
 
-__all__ = ["ACBlock", "DiverseBranchBlock", "OREPABlock", "RepBlock", "switch_to_deploy", "reparam_blocks",
-           "conv_bn", "SelectiveKernel"]
+__all__ = ["conv_bn", "SelectiveKernel"]

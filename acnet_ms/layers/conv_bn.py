@@ -4,7 +4,7 @@ from mindspore import nn
 
 def conv_bn(in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1):
     """A bias-free ``nn.Conv2d`` (explicit zero padding, by default ``dilation * (k // 2)``) and the
-    ``nn.BatchNorm2d`` after it.  Models are written plain; ``acnet_ms.transform`` makes their ACB
+    ``nn.BatchNorm2d`` after it.  Models are written plain; ``acnet_ms.reparam.transform`` makes their ACB
     and fully folded forms."""
     if padding is None:
         padding = dilation * (kernel_size // 2)

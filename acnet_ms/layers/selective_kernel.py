@@ -11,7 +11,7 @@ are fused by a channel attention computed from their sum:
 Cell and parameter names follow MindCV's ``SelectiveKernel`` (``paths.0.features.0.weight``,
 ``paths.0.features.1.gamma``, ``attn.fc_reduce.weight``, ``attn.bn.*``,
 ``attn.fc_select.weight``), so it shares MindCV's checkpoints.  The Cell is
-plain; ``acnet_ms.transform`` turns each path's conv (the dilated one too) into
+plain; ``acnet_ms.reparam.transform`` turns each path's conv (the dilated one too) into
 an ACB and folds every conv + BN, the attention's ``fc_reduce`` + ``bn``
 included, for the fully folded form.
 """

@@ -1,17 +1,17 @@
 """One factory builds every model for every entry point: plain, with a block kind, or fully folded.
 
 The plain network comes from the table (:mod:`.registry`); a block kind's
-form and the fully folded form are made from it by :mod:`acnet_ms.transform`,
+form and the fully folded form are made from it by :mod:`acnet_ms.reparam.transform`,
 which learns the conv/BN structure from the network itself, so any CNN gets
 them the same way.  Every built network carries its record, ``net.acnet``
-(:class:`acnet_ms.record.BuildRecord`).
+(:class:`acnet_ms.reparam.record.BuildRecord`).
 """
 from .. import kinds
 from ..cli import first_line
-from ..record import BuildRecord, set_record
-from ..state import infer_block
-from ..transform import block_layout, summary_line, to_blocks, to_fused, trace
-from .mindcv_repvgg import to_single_branch
+from ..reparam.record import BuildRecord, set_record
+from ..reparam.state import infer_block
+from ..reparam.transform import block_layout, summary_line, to_blocks, to_fused, trace
+from ..kinds.repvgg.blocks import to_single_branch
 from .registry import model_entry
 
 #: input sizes tried, in order, when tracing a model's structure (small first: it is faster)
@@ -111,7 +111,7 @@ def layout_for(model, num_classes, meta, in_channels=3, state=None):
     """The block layout of a training checkpoint of ``model``: the one its metadata records
     (``block_layout``; ``acb_layout`` in older checkpoints), else the layout of the model built with the
     block type and options it records, else (given its entries, ``state``) with the kind and options
-    its entries show (:func:`acnet_ms.state.infer_block`)."""
+    its entries show (:func:`acnet_ms.reparam.state.infer_block`)."""
     for key in ("block_layout", "acb_layout"):
         if meta.get(key):
             return meta[key]

@@ -5,7 +5,7 @@ The ImageNet models are MindCV's ``resnet18`` ... ``resnet152`` cell for cell
 ``classifier.weight``, ...: the same names, shapes and function, tested).  They
 are written here, and built for MindCV's names too, because MindCV's blocks add
 the shortcut in place (``out += identity``), which MindSpore's ONNX exporter
-cannot convert; these export.  Models are plain: ``acnet_ms.transform`` makes
+cannot convert; these export.  Models are plain: ``acnet_ms.reparam.transform`` makes
 the ACB form (every 3 x 3 conv an ACB under the conv's name) and the fully
 folded form.
 """
@@ -14,6 +14,10 @@ from mindspore import nn, ops
 
 from ..layers.conv_bn import conv_bn
 from .registry import register_model
+
+
+#: the ImageNet stem's max-pool padding: MindCV's ("same") or PyTorch's ("symmetric")
+MAXPOOL_PADS = ("same", "symmetric")
 
 
 class BasicBlock(nn.Cell):
@@ -71,18 +75,27 @@ class ResNet(nn.Cell):
             ``"cifar"`` (3 x 3 conv, ``widths[0]`` channels, no pooling).
         groups, base_width: ResNeXt cardinality and width per group, passed to every block.
         block_kwargs: further keyword arguments for every block (e.g. the SK blocks' ``sk_kwargs``).
+        stem_width: channels of the ImageNet stem (64).
+        maxpool_pad: the ImageNet stem's 3 x 3 stride-2 max-pool: ``"same"`` (MindCV's: one row and
+            column of padding at the bottom and right of an even input) or ``"symmetric"`` (PyTorch's
+            ``padding=1`` on every side: torchvision's and the DBB/OREPA/RepVGG authors' ResNets).  Same
+            output size, windows one pixel apart: the same weights compute a shifted function
+            (docs/pretrained.md measures it).
     """
 
     def __init__(self, block, layers, widths=(64, 128, 256, 512), num_classes=1000, in_channels=3,
-                 stem="imagenet", groups=1, base_width=64, block_kwargs=None):
+                 stem="imagenet", groups=1, base_width=64, block_kwargs=None, stem_width=64, maxpool_pad="same"):
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        if maxpool_pad not in MAXPOOL_PADS:
+            raise ValueError(f"maxpool_pad must be one of {', '.join(MAXPOOL_PADS)}, got {maxpool_pad!r}")
         opts = dict(groups=groups, base_width=base_width, **(block_kwargs or {}))
         if stem == "imagenet":
-            self.input_channels = 64
-            self.conv1, self.bn1 = conv_bn(in_channels, 64, 7, stride=2, padding=3)
-            self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same")
+            self.input_channels = stem_width
+            self.conv1, self.bn1 = conv_bn(in_channels, stem_width, 7, stride=2, padding=3)
+            self.max_pool = nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="same") if maxpool_pad == "same" else \
+                nn.MaxPool2d(kernel_size=3, stride=2, pad_mode="pad", padding=1)
         else:
             self.input_channels = widths[0]
             self.conv1, self.bn1 = conv_bn(in_channels, widths[0], 3)

@@ -6,7 +6,7 @@ cells carry MindCV's names: ``layerI.J.conv1`` is the :class:`SelectiveKernel`
 of a basic block (``conv2`` a ``[conv, BN]`` sequence); in a bottleneck
 ``conv1`` / ``conv3`` are ``[1 x 1 conv, BN]`` sequences around the SK ``conv2``.
 
-The models are plain; ``acnet_ms.transform`` makes every SK path (the dilated
+The models are plain; ``acnet_ms.reparam.transform`` makes every SK path (the dilated
 one too) and every other 3 x 3 conv an ACB; the 7 x 7 stem, the 1 x 1 convs and
 the attention's convs stay plain.
 

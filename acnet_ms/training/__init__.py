@@ -8,8 +8,8 @@
 ``callbacks``    the end of each epoch: EMA weights, BN sync, validation, summary, saving
 ``loop``         :func:`train`: the step loop and the sink path
 
-Evaluation stands apart (:mod:`acnet_ms.evaluation`), as do the context and
-model building that training and evaluation share (:mod:`acnet_ms.runtime`).
+Evaluation stands apart (:mod:`acnet_ms.engine.evaluation`), as do the context and
+model building that training and evaluation share (:mod:`acnet_ms.engine.runtime`).
 """
 from .loop import train
 

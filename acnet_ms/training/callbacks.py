@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..evaluation import evaluate
-from ..transform import block_layout
+from ..engine.evaluation import evaluate
+from ..reparam.transform import block_layout
 from .checkpoints import training_meta
 
 

@@ -1,14 +1,14 @@
 """A run's checkpoints: what they record, which of them stay, and resuming from one.
 
-Reading and writing a ``.ckpt`` (atomically) is :mod:`acnet_ms.checkpoint`'s.
+Reading and writing a ``.ckpt`` (atomically) is :mod:`acnet_ms.io.checkpoint`'s.
 """
 import glob
 import os
 import re
 
-from ..checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
+from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from ..cli import UserError
-from ..config import IDENTITY
+from ..config.loader import IDENTITY
 
 
 def identity_of(cfg):

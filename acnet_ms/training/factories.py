@@ -1,6 +1,6 @@
 """The pieces a run is built from: the learning-rate schedule, loss scaling, optimizer, loss and train step."""
 from ..cli import UserError, first_line
-from ..runtime import apply_amp
+from ..engine.runtime import apply_amp
 
 
 def lr_schedule(cfg, steps_per_epoch, log=None):

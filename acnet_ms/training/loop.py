@@ -6,18 +6,18 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import data
-from ..checkpoint import load_pretrained
+from ..engine import data
+from ..io.checkpoint import load_pretrained
 from ..cli import Interrupted, UserError, first_line
-from ..config import dump
-from ..runtime import apply_amp, build_model, fmt_time, setup, too_small
-from ..transform import summary_line
+from ..config.loader import dump
+from ..engine.runtime import apply_amp, build_model, fmt_time, setup, too_small
+from ..reparam.transform import summary_line
 from .callbacks import EpochEnd, Saving, Summary, SyncBatchNorm, Validation
 from .checkpoints import Checkpoints, restore
 from .factories import build_train_step, lr_schedule
 from .run import Plan, RunConfig, RunState
-from .setup import RunLog, StopSignals, Stopped, check_inputs, forget_failed_run, keep_summary_until, \
-    remove_stale_temporaries, stopped_line
+from .setup import (RunLog, StopSignals, Stopped, check_inputs, forget_failed_run, keep_summary_until,
+                    remove_stale_temporaries, stopped_line)
 
 
 @dataclass

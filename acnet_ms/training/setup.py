@@ -4,10 +4,10 @@ import os
 import re
 import time
 
-from .. import data
-from ..checkpoint import TMP_FILE
+from ..engine import data
+from ..io.checkpoint import TMP_FILE
 from ..cli import UserError
-from ..runtime import amp_cast_classes
+from ..engine.runtime import amp_cast_classes
 from .checkpoints import check_resume
 
 

@@ -1,0 +1,118 @@
+"""``convert.py --ckpt_path X.pth``: a published PyTorch checkpoint as a checkpoint of a MindCV model.
+
+read (:func:`acnet_ms.io.pth.read_pth`) -> identify the source (:func:`acnet_ms.convert.foreign.identify`, or
+``--source``) -> map and fold into the model's names (:func:`acnet_ms.convert.foreign.to_mindcv`) -> check against
+the model's shapes -> write atomically, with metadata saying what it is.  With ``block_type`` the output
+is our kind's training form instead (where the original's blocks are that kind's: DBB's into ``dbb``),
+to finetune; every other conv site of the model that kind takes starts as the plain conv it was.
+"""
+import os
+
+from .. import foreign
+from ...cli import UserError
+from ...io.pth import PthError, read_pth
+
+#: suffixes taken for PyTorch files
+PTH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".bin")
+
+
+def is_pth(path):
+    """Whether ``path`` names a PyTorch file (by its suffix)."""
+    return str(path).lower().endswith(PTH_SUFFIXES)
+
+
+def _kind_keeper(layout):
+    """``keep`` for :func:`acnet_ms.convert.foreign.to_mindcv`: a DBB of the original at a site of our ``dbb`` layout keeps its
+    branches, under the site's name and MindSpore's BN fields (the Cell uses the original's names)."""
+    from ...kinds.dbb.kind import rename_torch_state
+    from . import _f32
+
+    def keep(unit, conv, bn):
+        if unit.form != "dbb" or conv not in layout:
+            return None
+        return {f"{conv}.{name}": _f32(v) for name, v in rename_torch_state(unit.raw).items()}
+    return keep
+
+
+def block_finisher(net, layout):
+    """``finish`` for :func:`acnet_ms.convert.foreign.to_mindcv` into a kind's training form: the plain convs the kind takes
+    become its blocks computing the same function (the kind's ``from_plain``); the block parameters that
+    function leaves open (the new branches' kernels and inner BNs, whose output the zeroed last BN
+    cancels) keep ``net``'s initial values, so that finetuning moves them."""
+    from ...reparam.state import plain_to_blocks
+
+    initial = {p.name: p for p in net.get_parameters()}
+
+    def finish(entries):
+        out = plain_to_blocks(entries, layout)
+        for name, param in initial.items():
+            if name not in out and any(name.startswith(prefix + ".") for prefix in layout):
+                out[name] = param.asnumpy()
+        return out
+    return finish
+
+
+def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=None, overwrite=False, log=print):
+    """Convert the ``.pth`` ``src`` into a MindCV checkpoint of ``model`` at ``dst``; returns the summary dict."""
+    from ...io.checkpoint import write_checkpoint
+    from ..pipeline import check_replaceable, same_file
+    from ...models.factory import create_model, uninitialised_model
+    from ...models.registry import model_entry
+    from ...reparam.transform import block_layout
+
+    if source is not None and source not in foreign.SOURCES:
+        raise UserError(f"--source must be one of {', '.join(foreign.SOURCES)}, got {source!r}")
+    if not model:
+        raise UserError(f"{src}: a .pth records no MindCV model: pass --model (resnet18, resnet50, "
+                        f"resnext50_32x4d, mobilenet_v1_100, repvgg_a0, ...)")
+    try:
+        model_entry(model)
+    except (KeyError, ValueError) as err:
+        raise UserError(f"--model {model}: {str(err).strip(chr(34)).strip(chr(39))}") from None
+    if os.path.exists(src) and os.path.exists(dst) and same_file(src, dst):
+        raise UserError(f"{dst}: --output is the input file; choose another file")
+    folder = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(folder):
+        raise UserError(f"{dst}: output folder {folder} does not exist")
+    check_replaceable(dst, "--output", overwrite)
+    try:
+        state = read_pth(src)
+        found, arch = foreign.identify(state)
+    except (PthError, foreign.MapError) as err:
+        raise UserError(f"{src}: {err}") from None
+    classes = foreign.classes_in(state, arch)
+    if num_classes is not None and classes is not None and num_classes != classes:
+        raise UserError(f"{src}: --num_classes {num_classes}, but its classifier has {classes} classes")
+    classes = classes or num_classes
+    keep = finish = None
+    kind = block_type or "base"
+    try:
+        if kind == "base":
+            net = uninitialised_model(model, classes)
+        else:
+            net = create_model(model, num_classes=classes, block_type=kind)
+    except ValueError as err:
+        raise UserError(f"{model}: {err}") from None
+    shapes = {p.name: tuple(p.shape) for p in net.get_parameters()}
+    if kind != "base":
+        layout = block_layout(net)
+        if kind == "dbb":
+            keep = _kind_keeper(layout)
+        elif found in ("dbb", "orepa") and arch != "repvgg":
+            log(f"{src}: {found}'s blocks are not {kind}'s: they are folded, and each {kind} block starts "
+                f"as the folded conv")
+
+        finish = block_finisher(net, layout)
+    try:
+        entries, info = foreign.to_mindcv(state, shapes, source=source, model=model, keep=keep, finish=finish)
+    except foreign.MapError as err:
+        raise UserError(f"{src}: {err}") from None
+    meta = dict(model=model, num_classes=classes, block_type=kind, source=info["source"],
+                source_file=os.path.basename(src))
+    if kind != "base":
+        meta.update(block_options=net.acnet.block_options, block_layout=block_layout(net))
+    write_checkpoint(dst, entries, meta)
+    forms = ", ".join(f"{n} {f}" for f, n in sorted(info["forms"].items()))
+    log(f"{src}: {info['source']} {info['architecture'].replace('_', ' ')} ({forms}) -> {dst}: "
+        f"{model}{'' if kind == 'base' else f' with {kind} blocks'}, {len(entries)} parameters, {classes} classes")
+    return dict(info, model=model, num_classes=classes, params_out=len(entries), block_type=kind)

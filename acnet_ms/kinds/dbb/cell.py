@@ -1,0 +1,428 @@
+"""Diverse Branch Block (DBB; Ding et al., "Diverse Branch Block: Building a Convolution as an
+Inception-like Unit", CVPR 2021).
+
+A k x k conv (+ BN) trained as four branches whose sum folds into one k x k conv:
+
+* ``dbb_origin``: the k x k conv + BN;
+* ``dbb_1x1``: a 1 x 1 conv + BN (not in depthwise blocks);
+* ``dbb_avg``: a 1 x 1 conv + BN-and-pad (not in depthwise blocks), k x k average pooling, BN (``avgbn``);
+* ``dbb_1x1_kxk``: a 1 x 1 conv (``idconv1``, identity-initialised, when it keeps the channel count;
+  ``conv1`` otherwise: depthwise blocks widen to twice the input channels) + BN-and-pad, then a k x k
+  conv + BN.
+
+The BN-and-pad pads its BN's output with what that BN gives for a zero input,
+``beta - mean * gamma / sqrt(var + eps)`` from the moving statistics (no gradient,
+as the original), so in eval mode the 1 x 1 stage followed by the k x k stage
+is exactly one k x k conv over the zero-padded input (``identities.merge_sequential``).
+The sub-cells carry the original PyTorch block's names (its BN fields as
+MindSpore's: ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``; the
+BN-and-pad's BN is its ``bn``: ``dbb_avg.bn.bn.gamma``), so a converted
+state dict of the original loads by name.
+
+Beyond the original (which asserts ``padding == k // 2``), every branch samples
+the k x k conv's grid for any stride, padding (``padding < k // 2`` included:
+the 1 x 1 branch crops its input instead, :func:`geometry.sub_window`),
+dilation, groups and ``pad_mode`` (``same``: the pads are computed from the
+input's size, as MindSpore's).
+"""
+import numpy as np
+from mindspore import Parameter, Tensor, nn, ops
+from mindspore.common import dtype as mstype
+
+from . import fold
+from .. import identities
+from .. import geometry
+from ..cell import Kernel
+
+
+def _inner(cell):
+    """``cell`` itself, or the cell a mixed-precision wrapper holds (MindSpore's ``_backbone``, MindCV's ``_op``)."""
+    for attr in ("_backbone", "_op"):
+        if isinstance(getattr(cell, attr, None), nn.Cell):
+            return getattr(cell, attr)
+    return cell
+
+
+class PadBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm2d whose output is padded with the value it gives for a zero input in eval mode
+    (moving statistics; no gradient), by ``pads`` (top, bottom, left, right), or, given ``same=(k, stride,
+    dilation)``, by what MindSpore's 'same' pads an input of its input's size with.
+
+    Being the BN itself (one input, as mixed-precision wrappers call a BN), mixed precision keeps it in
+    float32 like any BN.
+    """
+
+    def __init__(self, num_features, pads=(0, 0, 0, 0), same=None, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.pads, self.same = tuple(pads), same
+
+    def construct(self, x):
+        pads = geometry.same_pads(x.shape[2], x.shape[3], *self.same) if self.same else self.pads
+        y = super().construct(x)
+        value = self.beta - self.moving_mean * self.gamma / ops.sqrt(self.moving_variance + self.eps)
+        return geometry.pad_with(y, pads, ops.stop_gradient(value))
+
+
+class BNAndPad(nn.Cell):
+    """The original's ``BNAndPadLayer``: its BN is ``bn`` (``.bn.gamma``, ...); see :class:`PadBatchNorm`."""
+
+    def __init__(self, channels, pads=(0, 0, 0, 0), same=None, **bn):
+        super().__init__()
+        self.bn = PadBatchNorm(channels, pads, same, **bn)
+
+    def construct(self, x):
+        return self.bn(x)
+
+
+class ConvBN(nn.Cell):
+    """``bn(conv(x))``, the original's ``conv_bn`` (``conv``, ``bn``)."""
+
+    def __init__(self, conv, bn):
+        super().__init__()
+        self.conv, self.bn = conv, bn
+
+    def construct(self, x):
+        return self.bn(self.conv(x))
+
+
+class IdentityBasedConv1x1(nn.Cell):
+    """A 1 x 1 conv whose kernel is ``weight + I`` (I: the identity, per group); ``weight`` starts at zero."""
+
+    def __init__(self, channels, groups=1):
+        super().__init__()
+        self.weight = Parameter(Tensor(np.zeros((channels, channels // groups, 1, 1), np.float32)), name="weight")
+        self.identity = Tensor(identities.identity_kernel(channels, channels // groups, 1, np.float32))
+        self.conv2d = ops.Conv2D(channels, 1, group=groups)
+
+    def kernel(self):
+        return self.weight + self.identity
+
+    def construct(self, x):
+        return self.conv2d(x, ops.cast(self.kernel(), x.dtype))
+
+
+class FixedAverage(nn.Cell):
+    """k x k average pooling (zeros counted) with a dilation: a depthwise conv of fixed weights 1 / k^2."""
+
+    def __init__(self, channels, size, stride, dilation):
+        super().__init__()
+        self.kernel = Tensor(np.full((channels, 1, size, size), 1.0 / size ** 2, np.float32))
+        self.conv2d = ops.Conv2D(channels, size, stride=stride, dilation=dilation, group=channels)
+
+    def construct(self, x):
+        return self.conv2d(x, ops.cast(self.kernel, x.dtype))
+
+
+class AvgBranch(nn.Cell):
+    """``avgbn(avg(pad(bn(conv(x)))))``; without ``conv`` (depthwise) the input is padded with zeros."""
+
+    def __init__(self, conv, bn, avg, avgbn):
+        super().__init__()
+        self.has_conv = conv is not None
+        if self.has_conv:
+            self.conv, self.bn = conv, bn
+        self.avg, self.avgbn = avg, avgbn
+
+    def construct(self, x, pads):
+        if self.has_conv:
+            x = self.bn(self.conv(x))  # padded by its BN-and-pad
+        else:
+            x = geometry.pad_zeros(x, pads)
+        return self.avgbn(self.avg(x))
+
+
+class SeqBranch(nn.Cell):
+    """``bn2(conv2(pad(bn1(first(x)))))``, ``first`` being ``idconv1`` or ``conv1``."""
+
+    def __init__(self, first, identity, bn1, conv2, bn2):
+        super().__init__()
+        self.identity = identity
+        if identity:
+            self.idconv1 = first
+        else:
+            self.conv1 = first
+        self.bn1, self.conv2, self.bn2 = bn1, conv2, bn2
+
+    def construct(self, x):
+        x = self.idconv1(x) if self.identity else self.conv1(x)
+        return self.bn2(self.conv2(self.bn1(x)))
+
+
+class Holder(nn.Cell):
+    """Named parameter holders (the branch-BN-free form keeps the original's names without its cells)."""
+
+    def __init__(self, **cells):
+        super().__init__()
+        for name, cell in cells.items():
+            setattr(self, name, cell)
+
+
+def merge_1x1_kxk(first, second, groups):
+    """``identities.merge_sequential``'s kernel in MindSpore ops: (D, C/g, 1, 1) then (O, D/g, k, k) -> (O, C/g, k, k)."""
+    d, cpg = first.shape[0], first.shape[1]
+    o, dpg, kh, kw = second.shape
+    og = o // groups
+    a = second.reshape((groups, og, dpg, kh * kw)).transpose(0, 1, 3, 2).reshape((groups, og * kh * kw, dpg))
+    m = ops.bmm(a, first.reshape((groups, d // groups, cpg)))
+    return m.reshape((groups, og, kh * kw, cpg)).transpose(0, 1, 3, 2).reshape((o, cpg, kh, kw))
+
+
+def _uniform(rng, shape, dtype=np.float32):
+    """PyTorch's (and the original's) default conv init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / np.sqrt(int(np.prod(shape[1:])))
+    return rng.uniform(-bound, bound, shape).astype(dtype)
+
+
+class DiverseBranchBlock(nn.Cell):
+    """k x k conv (+ BN) trained as a Diverse Branch Block, deployed as one conv ``dbb_reparam``.
+
+    Args:
+        padding: an int, ``(top, bottom, left, right)`` or ``None`` (keep the size at stride 1); ignored
+            with ``pad_mode="same"`` (MindSpore's: output ceil(input / stride), the odd row/column at the
+            bottom/right); ``"valid"`` is padding 0.
+        internal_channels: channels between the 1 x 1 and the k x k conv of ``dbb_1x1_kxk`` (default: the
+            input channels, ``idconv1``; twice them for a depthwise block, ``conv1``).
+        branch_bn: a BN per branch (the original).  ``False``: the branches carry no BN (sites with
+            nowhere to put a folded bias); their sum is linear, so it trains as ONE conv over the kernel
+            the branches sum to, rebuilt at every step (the same function and gradients as the
+            branches, at the cost of one conv); a depthwise block then has no average branch (without
+            its BN it would add a constant kernel and no parameter).
+        has_bias: a bias (only without branch BNs, which carry the bias otherwise).
+        gamma_init: initial gamma of the last BN of every branch, ``dbb_origin``'s included (the
+            original's ``init_gamma``; ACNet's CIFAR recipe scales ACB's three alike), except that 0 is
+            the original's ``single_init``: ``dbb_origin`` keeps its start, the others start at 0
+            (None: every gamma 1, ``dbb_origin`` the model's BN's).  ``eps``, ``momentum``: those of every BN.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+                 pad_mode="pad", internal_channels=None, branch_bn=True, has_bias=False, gamma_init=None,
+                 deploy=False, eps=identities.BN_EPS, momentum=0.9):
+        super().__init__()
+        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 \
+                or kernel_size % 2 == 0:
+            raise ValueError(f"DiverseBranchBlock: kernel_size must be an odd integer >= 3, got {kernel_size!r}")
+        stride = geometry.pair(stride, "stride", "DiverseBranchBlock")
+        dilation = geometry.pair(dilation, "dilation", "DiverseBranchBlock")
+        if pad_mode not in ("pad", "valid", "same"):
+            raise ValueError(f"DiverseBranchBlock: pad_mode must be pad, valid or same, got {pad_mode!r}")
+        pads = geometry.pads_of(0 if pad_mode == "valid" else padding, kernel_size, dilation, "DiverseBranchBlock")
+        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or in_channels % groups \
+                or out_channels % groups:
+            raise ValueError(f"DiverseBranchBlock: groups={groups!r} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        self.depthwise = groups == in_channels == out_channels
+        internal = internal_channels or (2 * in_channels if self.depthwise else in_channels)
+        if internal % groups:
+            raise ValueError(f"DiverseBranchBlock: internal_channels={internal} is not a multiple of groups={groups}")
+        if has_bias and branch_bn:
+            raise ValueError("DiverseBranchBlock: has_bias needs branch_bn=False (the branch BNs carry the bias)")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
+        self.stride, self.dilation, self.groups, self.internal = stride, dilation, groups, internal
+        self.same = pad_mode == "same"
+        self.padding = (0, 0, 0, 0) if self.same else pads
+        self.branch_bn, self.has_bias, self.eps = bool(branch_bn), bool(has_bias), float(eps)
+        self.identity = internal == in_channels
+        self.with_one = not self.depthwise
+        self.with_avg = branch_bn or not self.depthwise
+        self.deploy = deploy
+        if deploy:
+            self.dbb_reparam = geometry.block_conv(self, self.branch_bn or self.has_bias)
+            return
+        k, c = kernel_size, kernel_size // 2
+        cpg, dpg = in_channels // groups, internal // groups
+        if not self.branch_bn:
+            native = geometry.block_conv(self, self.has_bias)
+            self.conv2d, self.bias_add = native.conv2d, native.bias_add
+            self.dbb_origin = Holder(conv=Kernel(out_channels, cpg, (k, k), has_bias=self.has_bias))
+            if self.with_one:
+                self.dbb_1x1 = Holder(conv=Kernel(out_channels, cpg, (1, 1)))
+            if self.with_avg:
+                self.dbb_avg = Holder(conv=Kernel(out_channels, cpg, (1, 1)))
+            first = Kernel(internal, cpg, (1, 1))
+            if self.identity:
+                first.weight.set_data(Tensor(np.zeros(first.weight.shape, np.float32)))
+            self.identity_kernel = Tensor(identities.identity_kernel(internal, cpg, 1, np.float32))
+            self.dbb_1x1_kxk = Holder(**{"idconv1" if self.identity else "conv1": first},
+                                      conv2=Kernel(out_channels, dpg, (k, k)))
+            return
+        bn = dict(eps=eps, momentum=momentum)
+        last = dict(bn, gamma_init=gamma_init) if gamma_init is not None else bn
+        pad = dict(bn, pads=self.padding, same=(k, stride, dilation) if self.same else None)
+        self.dbb_origin = ConvBN(geometry.block_conv(self, False),
+                                 nn.BatchNorm2d(out_channels, **(last if gamma_init else bn)))
+        if self.with_one:
+            one_pads, self.one_crop = geometry.sub_window(self.padding, k, dilation, c, c, 1, 1)
+            self.dbb_1x1 = ConvBN(self._conv(in_channels, out_channels, 1, stride, one_pads),
+                                  nn.BatchNorm2d(out_channels, **last))
+        avg = nn.AvgPool2d(k, stride) if dilation == (1, 1) else FixedAverage(out_channels, k, stride, dilation)
+        if self.depthwise:
+            self.dbb_avg = AvgBranch(None, None, avg, nn.BatchNorm2d(out_channels, **last))
+        else:
+            self.dbb_avg = AvgBranch(self._conv(in_channels, out_channels, 1), BNAndPad(out_channels, **pad), avg,
+                                     nn.BatchNorm2d(out_channels, **last))
+        first = IdentityBasedConv1x1(in_channels, groups) if self.identity else \
+            self._conv(in_channels, internal, 1)
+        self.dbb_1x1_kxk = SeqBranch(first, self.identity, BNAndPad(internal, **pad),
+                                     self._conv(internal, out_channels, k, stride, 0, dilation),
+                                     nn.BatchNorm2d(out_channels, **last))
+
+    # ------------------------------------------------------------ construction helpers
+
+    def _conv(self, cin, cout, size, stride=1, padding=0, dilation=1, has_bias=False):
+        return nn.Conv2d(cin, cout, size, stride=stride, pad_mode="pad", padding=padding, dilation=dilation,
+                         group=self.groups, has_bias=has_bias)
+
+
+    @classmethod
+    def from_conv(cls, conv, bn=None, branch_bn=True, gamma_init=None, seed=0):
+        """A DBB in place of ``conv`` (and of ``bn`` after it, if given), same geometry.
+
+        ``dbb_origin`` starts from ``conv``'s kernel and ``bn``'s values (with branch BNs and no ``bn``, a
+        bias of ``conv`` becomes ``dbb_origin.bn``'s beta); the other convs are drawn as the original's
+        (PyTorch's default, U(+-1/sqrt(fan_in)), from ``seed``), ``idconv1`` starts at the identity.
+        """
+        kh, kw = conv.kernel_size
+        if kh != kw:
+            raise ValueError(f"DiverseBranchBlock.from_conv: kernel {kh}x{kw} is not square")
+        padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
+        opts = dict(stride=tuple(conv.stride[-2:]), padding=tuple(padding), dilation=tuple(conv.dilation[-2:]),
+                    groups=conv.group, pad_mode=conv.pad_mode, branch_bn=branch_bn, gamma_init=gamma_init)
+        if bn is not None and branch_bn:
+            opts.update(eps=bn.eps, momentum=1.0 - bn.momentum)  # a BN cell keeps 1 - its argument
+        if not branch_bn:
+            opts["has_bias"] = conv.has_bias
+        block = cls(conv.in_channels, conv.out_channels, kh, **opts)
+        rng = np.random.default_rng(seed)
+        for name, param in block.parameters_and_names():
+            if name.endswith(".weight") and "idconv1" not in name and len(param.shape) == 4:
+                param.set_data(Tensor(_uniform(rng, param.shape)))
+        origin = _inner(block.dbb_origin.conv)
+        origin.weight.set_data(Tensor(conv.weight.asnumpy()))
+        if not branch_bn:
+            if conv.has_bias:
+                origin.bias.set_data(Tensor(conv.bias.asnumpy()))
+            return block
+        target = _inner(block.dbb_origin.bn)
+        if bn is not None:
+            fields = identities.BN_FIELDS if not gamma_init else ("moving_mean", "moving_variance")
+            for field in fields:
+                getattr(target, field).set_data(Tensor(getattr(bn, field).asnumpy()))
+        elif conv.has_bias:
+            target.beta.set_data(Tensor(conv.bias.asnumpy()))
+        return block
+
+    # ------------------------------------------------------------ forward
+
+    def _pads(self, x):
+        """(top, bottom, left, right) of the k x k conv for this input ('same': from its size)."""
+        if self.same:
+            return geometry.same_pads(x.shape[2], x.shape[3], self.kernel_size, self.stride, self.dilation)
+        return self.padding
+
+    def kernel(self):
+        """The k x k kernel the branch-BN-free form sums to (a float32 Tensor), rebuilt from its parameters
+        (in float32 whatever mixed precision made of them)."""
+        k, c = self.kernel_size, self.kernel_size // 2
+
+        def f32(param):
+            return ops.cast(param, mstype.float32)
+
+        w = f32(self.dbb_origin.conv.weight)
+        if self.with_one:
+            w = w + geometry.pad_zeros(f32(self.dbb_1x1.conv.weight), (c, c, c, c))
+        if self.with_avg:
+            w = w + ops.tile(f32(self.dbb_avg.conv.weight), (1, 1, k, k)) / float(k * k)
+        if self.identity:
+            first = f32(self.dbb_1x1_kxk.idconv1.weight) + self.identity_kernel
+        else:
+            first = f32(self.dbb_1x1_kxk.conv1.weight)
+        return w + merge_1x1_kxk(first, f32(self.dbb_1x1_kxk.conv2.weight), self.groups)
+
+    def construct(self, x):
+        if self.deploy:
+            return self.dbb_reparam(x)
+        if not self.branch_bn:
+            # built outside any conv cell: mixed precision does not cast it, it takes the input's type
+            out = self.conv2d(x, ops.cast(self.kernel(), x.dtype))
+            if self.has_bias:
+                out = self.bias_add(out, ops.cast(self.dbb_origin.conv.bias, out.dtype))
+            return out
+        pads = self._pads(x)
+        out = self.dbb_origin(x)
+        if self.with_one:
+            if self.same:
+                k, c = self.kernel_size, self.kernel_size // 2
+                one_pads, crop = geometry.sub_window(pads, k, self.dilation, c, c, 1, 1)
+                out = out + self.dbb_1x1(geometry.crop(geometry.pad_zeros(x, one_pads), crop))
+            else:
+                out = out + self.dbb_1x1(geometry.crop(x, self.one_crop) if any(self.one_crop) else x)
+        out = out + self.dbb_avg(x, pads)
+        return out + self.dbb_1x1_kxk(x)
+
+    # ------------------------------------------------------------ re-parameterisation
+
+    def branch_arrays(self):
+        """The numpy arguments of :func:`fold.fold_dbb` (``origin``, ``one``, ``avg``, ``seq``) and ``bias``."""
+        def arr(param):
+            return param.asnumpy()
+
+        def bn_of(cell):
+            if not self.branch_bn:
+                return None
+            cell = _inner(cell)
+            cell = _inner(cell.bn) if isinstance(cell, BNAndPad) else cell
+            return tuple(arr(getattr(cell, f)) for f in identities.BN_FIELDS)
+
+        o, seq = self.dbb_origin, self.dbb_1x1_kxk
+        args = dict(origin=(arr(_inner(o.conv).weight), bn_of(o.bn) if self.branch_bn else None))
+        if self.with_one:
+            args["one"] = (arr(_inner(self.dbb_1x1.conv).weight), bn_of(self.dbb_1x1.bn) if self.branch_bn else None)
+        if self.with_avg:
+            a = self.dbb_avg
+            has_conv = not self.branch_bn or a.has_conv
+            args["avg"] = (arr(_inner(a.conv).weight) if has_conv else None,
+                           bn_of(a.bn) if self.branch_bn and has_conv else None,
+                           bn_of(a.avgbn) if self.branch_bn else None)
+        first = arr(_inner(seq.idconv1 if self.identity else seq.conv1).weight)
+        if self.identity:
+            first = first + identities.identity_kernel(*first.shape[:2], 1, first.dtype)
+        args["seq"] = (first, bn_of(seq.bn1) if self.branch_bn else None, arr(_inner(seq.conv2).weight),
+                       bn_of(seq.bn2) if self.branch_bn else None)
+        bias = arr(o.conv.bias) if self.has_bias else None
+        return args, bias
+
+    def get_equivalent_kernel_bias(self):
+        """The single conv's (kernel, bias) that equals this block in eval mode, as numpy arrays (bias
+        ``None`` for a block with neither BN nor bias)."""
+        if self.deploy:
+            conv = self.dbb_reparam
+            return conv.weight.asnumpy(), conv.bias.asnumpy() if conv.has_bias else None
+        args, bias = self.branch_arrays()
+        return fold.fold_dbb(**args, groups=self.groups, eps=self.eps, bias=bias)
+
+    def reparam_info(self):
+        """What a converter needs besides the parameters to fold this block (JSON-able)."""
+        return dict(kind="dbb", branch_bn=self.branch_bn, has_bias=self.has_bias, eps=self.eps,
+                    groups=self.groups, internal=self.internal, depthwise=self.depthwise,
+                    identity=self.identity, kernel_size=self.kernel_size)
+
+    def switch_to_deploy(self):
+        """Replace the branches by ``dbb_reparam`` in place (no-op when already switched)."""
+        if self.deploy:
+            return
+        kernel, bias = self.get_equivalent_kernel_bias()
+        conv = geometry.block_conv(self, bias is not None)
+        conv.weight = Parameter(Tensor(kernel), name="dbb_reparam.weight")
+        if bias is not None:
+            conv.bias = Parameter(Tensor(bias), name="dbb_reparam.bias")
+        for name in ("dbb_origin", "dbb_1x1", "dbb_avg", "dbb_1x1_kxk"):
+            if hasattr(self, name):
+                delattr(self, name)
+        self.dbb_reparam = conv
+        self.deploy = True
+
+    def extend_repr(self):
+        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
+                f"pad_mode={'same' if self.same else 'pad'}, dilation={self.dilation}, groups={self.groups}, "
+                f"internal={self.internal}, branch_bn={self.branch_bn}, deploy={self.deploy}")

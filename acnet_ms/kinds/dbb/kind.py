@@ -1,0 +1,220 @@
+"""The DBB kind: the Diverse Branch Block (Ding et al., "Diverse Branch Block: Building a Convolution as an
+Inception-like Unit", CVPR 2021).
+
+Sites: every square k x k conv with odd k >= 3, whatever its stride, padding
+(below k // 2 too), dilation, groups and pad mode: each branch samples the k x k
+conv's grid, so the fold is exact in every case (the original asserts
+``padding == k // 2``).  Non-square and even kernels stay plain (the 1 x 1
+branch sits at the window's centre).  The fold goes into the BN slot after the
+conv (a BN per branch, the original's block), the conv's bias, or nowhere (no BN
+and no bias: pre-activation networks; the branches then carry no BN either and
+train as one conv over the kernel they sum to).
+
+Options: ``branch_bn`` (default true), ``gamma_init`` (the initial gamma of the
+last BN of every branch, as the original's ``init_gamma``; 0 is its ``single_init``).
+The Cell is :class:`acnet_ms.kinds.dbb.cell.DiverseBranchBlock`; the arithmetic is
+:func:`acnet_ms.kinds.dbb.fold.fold_dbb`.  Entry names are the original PyTorch block's
+(``dbb_origin.conv.weight``, ``dbb_avg.bn.bn.gamma``, ...), BN fields as MindSpore's.
+"""
+import numpy as np
+
+from . import fold
+from .. import identities
+from ..base import BlockKind, KindOption, optional_number, register_kind, square_odd_kernel, strict_bool
+
+ORIGIN_MARKER = ".dbb_origin.conv.weight"
+
+
+def _conv_macs(out_elems, cin_per_group, size):
+    return out_elems * cin_per_group * size * size
+
+
+def train_macs(in_channels, out_channels, kernel_size, stride=1, groups=1, height=56, width=None, padding=None,
+               branch_bn=True, batch=1):
+    """Multiply-adds of one forward pass of a DBB and of the plain k x k conv it replaces, on ``batch``
+    images of ``height`` x ``width`` (padding ``None``: k // 2).
+
+    Convs count out_elements x in_channels/groups x taps; the k x k average pooling counts its k^2 adds
+    per output element; BNs and pads (elementwise) are not counted.  ``branch_bn=False`` (one conv over
+    the summed kernel) adds the kernel's assembly, once per pass.  Returns ``{"plain", "block", "ratio",
+    "branches": {...}}``; the 3 x 3, 64 -> 64, stride-1 conv gives ratio 1353 / 576 = 2.35 (the training
+    step's backward costs about twice its forward in both, so the ratio holds for the step).
+    """
+    width = height if width is None else width
+    k, s, g = kernel_size, stride, groups
+    p = k // 2 if padding is None else padding
+    ho, wo = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
+    out, full = batch * out_channels * ho * wo, batch * height * width
+    depthwise = groups == in_channels == out_channels
+    internal = 2 * in_channels if depthwise else in_channels
+    plain = _conv_macs(out, in_channels // g, k)
+    if not branch_bn:
+        assembly = out_channels * (in_channels // g) * (internal // g) * k * k
+        return dict(plain=plain, block=plain + assembly, ratio=(plain + assembly) / plain,
+                    branches={"dbb_origin": plain, "kernel assembly": assembly})
+    branches = {"dbb_origin": plain}
+    if not depthwise:
+        branches["dbb_1x1"] = _conv_macs(out, in_channels // g, 1)
+    branches["dbb_avg"] = out * k * k + (0 if depthwise else _conv_macs(out_channels * full, in_channels // g, 1))
+    branches["dbb_1x1_kxk"] = _conv_macs(internal * full, in_channels // g, 1) + _conv_macs(out, internal // g, k)
+    block = sum(branches.values())
+    return dict(plain=plain, block=block, ratio=block / plain, branches=branches)
+
+
+#: PyTorch's BatchNorm fields -> MindSpore's (``num_batches_tracked`` has no counterpart)
+TORCH_BN_FIELDS = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+
+
+def rename_torch_state(state):
+    """A PyTorch state dict (name -> numpy array) with its BatchNorms' fields under MindSpore's names.
+
+    A BN is a prefix with a ``running_mean`` entry; its ``weight``/``bias``/``running_mean``/``running_var``
+    become ``gamma``/``beta``/``moving_mean``/``moving_variance`` and ``num_batches_tracked`` goes.  The
+    original DBB's names are this kind's, so its state dict then loads into a :class:`DiverseBranchBlock`.
+    """
+    bns = {name[:-len(".running_mean")] for name in state if name.endswith(".running_mean")}
+    out = {}
+    for name, value in state.items():
+        prefix, _, field = name.rpartition(".")
+        if prefix not in bns:
+            out[name] = value
+        elif field in TORCH_BN_FIELDS:
+            out[f"{prefix}.{TORCH_BN_FIELDS[field]}"] = value
+    return out
+
+
+class DBBKind(BlockKind):
+    name = "dbb"
+    label = "DBB"
+    marker = ORIGIN_MARKER
+    options = {
+        "branch_bn": KindOption(True, "a BN per branch (False: no BN; the branches train as one conv over "
+                                "their summed kernel)", (True, False), strict_bool),
+        "gamma_init": KindOption(None, "initial gamma of the last BN of every branch, dbb_origin's included "
+                                 "(None: 1; 0: the original's single_init)", None, optional_number),
+    }
+    slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
+    train_macs = staticmethod(train_macs)
+
+    # -------------------------------------------------------------- sites and Cells
+
+    def eligible(self, site, options):
+        return square_odd_kernel(site, "DBB needs an odd k: its 1 x 1 branch sits at the window's centre")
+
+    def build(self, conv, bn, slot, options, seed):
+        from .cell import DiverseBranchBlock
+
+        with_bn = options["branch_bn"] and slot != "none"
+        return DiverseBranchBlock.from_conv(conv, bn if with_bn else None, branch_bn=with_bn,
+                                            gamma_init=options["gamma_init"], seed=seed)
+
+    # -------------------------------------------------------------- checkpoints
+
+    @staticmethod
+    def structure(state, prefix, info):
+        """``(branch_bn, depthwise, identity)`` of the block at ``prefix``: its info's, else what its entries
+        in ``state`` show, else the original's defaults (BNs, not depthwise, ``idconv1``)."""
+        shown = dict(branch_bn=f"{prefix}.dbb_origin.bn.gamma" in state,
+                     depthwise=f"{prefix}.dbb_1x1.conv.weight" not in state,
+                     identity=f"{prefix}.dbb_1x1_kxk.conv1.weight" not in state) if state else \
+            dict(branch_bn=True, depthwise=False, identity=True)
+        return tuple(bool(info.get(key, shown[key])) for key in ("branch_bn", "depthwise", "identity"))
+
+    @staticmethod
+    def branch_entries(prefix, branch_bn=True, depthwise=False, identity=True, has_bias=False):
+        """Checkpoint names of one DBB's parameters, by branch: ``{"dbb_origin": [...], ...}``."""
+        def bn(name):
+            return [f"{prefix}.{name}.{f}" for f in identities.BN_FIELDS] if branch_bn else []
+
+        out = {"dbb_origin": [f"{prefix}.dbb_origin.conv.weight"] + bn("dbb_origin.bn")
+               + ([f"{prefix}.dbb_origin.conv.bias"] if has_bias and not branch_bn else [])}
+        if not depthwise:
+            out["dbb_1x1"] = [f"{prefix}.dbb_1x1.conv.weight"] + bn("dbb_1x1.bn")
+            out["dbb_avg"] = [f"{prefix}.dbb_avg.conv.weight"] + bn("dbb_avg.bn.bn") + bn("dbb_avg.avgbn")
+        elif branch_bn:
+            out["dbb_avg"] = bn("dbb_avg.avgbn")
+        first = "idconv1" if identity else "conv1"
+        out["dbb_1x1_kxk"] = ([f"{prefix}.dbb_1x1_kxk.{first}.weight"] + bn("dbb_1x1_kxk.bn1.bn")
+                              + [f"{prefix}.dbb_1x1_kxk.conv2.weight"] + bn("dbb_1x1_kxk.bn2"))
+        return out
+
+    def entries(self, prefix, info):
+        branch_bn, depthwise, identity = self.structure({}, prefix, info)
+        names = self.branch_entries(prefix, branch_bn, depthwise, identity, info.get("has_bias", False))
+        return [n for group in names.values() for n in group]
+
+    def fold(self, state, prefix, info):
+        branch_bn, depthwise, identity = self.structure(state, prefix, info)
+        has_bias = bool(info.get("has_bias")) and not branch_bn
+        names = self.branch_entries(prefix, branch_bn, depthwise, identity, has_bias)
+        consumed = [n for group in names.values() for n in group]
+        missing = [n for n in consumed if n not in state]
+        if missing:
+            raise ValueError(f"DBB '{prefix}' is incomplete: '{missing[0]}' is missing")
+
+        def get(name):
+            return np.asarray(state[f"{prefix}.{name}"])
+
+        def bn(name):
+            return tuple(get(f"{name}.{f}") for f in identities.BN_FIELDS) if branch_bn else None
+
+        args = dict(origin=(get("dbb_origin.conv.weight"), bn("dbb_origin.bn")))
+        if not depthwise:
+            args["one"] = (get("dbb_1x1.conv.weight"), bn("dbb_1x1.bn"))
+            args["avg"] = (get("dbb_avg.conv.weight"), bn("dbb_avg.bn.bn"), bn("dbb_avg.avgbn"))
+        elif branch_bn:
+            args["avg"] = (None, None, bn("dbb_avg.avgbn"))
+        first = get("dbb_1x1_kxk.idconv1.weight" if identity else "dbb_1x1_kxk.conv1.weight")
+        if identity:
+            first = first + identities.identity_kernel(*first.shape[:2], 1, first.dtype)
+        second = get("dbb_1x1_kxk.conv2.weight")
+        args["seq"] = (first, bn("dbb_1x1_kxk.bn1.bn"), second, bn("dbb_1x1_kxk.bn2"))
+        groups = first.shape[0] // second.shape[1]
+        bias = get("dbb_origin.conv.bias") if has_bias else None
+        kernel, bias = fold.fold_dbb(**args, groups=groups, eps=info.get("eps", identities.BN_EPS), bias=bias)
+        return kernel, bias, consumed
+
+    def from_plain(self, state, prefix, info):
+        """The plain conv (+ BN) becomes ``dbb_origin``; every other branch adds exactly zero until training
+        moves it: its last BN's gamma = beta = 0 (whatever its BN-and-pad pads with, it is multiplied by
+        that zero gamma), or, without branch BNs, the kernels that end each branch are zero."""
+        out = dict(state)
+        conv = f"{prefix}.weight"
+        if conv not in state:
+            return out
+        weight = out.pop(conv)
+        branch_bn, depthwise, identity = self.structure({}, prefix, info)
+        out[f"{prefix}.dbb_origin.conv.weight"] = weight
+        o, cpg, k = weight.shape[0], weight.shape[1], weight.shape[2]
+        if not branch_bn:
+            if f"{prefix}.bias" in out:
+                out[f"{prefix}.dbb_origin.conv.bias"] = out.pop(f"{prefix}.bias")
+            zeros = {"dbb_1x1_kxk.conv2.weight": (o, info["internal"] // info["groups"], k, k)}
+            if not depthwise:
+                zeros.update({"dbb_1x1.conv.weight": (o, cpg, 1, 1), "dbb_avg.conv.weight": (o, cpg, 1, 1)})
+            for name, shape in zeros.items():
+                out[f"{prefix}.{name}"] = np.zeros(shape, weight.dtype)
+            return out
+        if info["slot"] == "bn":
+            for field in identities.BN_FIELDS:
+                if f"{info['bn']}.{field}" in out:
+                    out[f"{prefix}.dbb_origin.bn.{field}"] = out.pop(f"{info['bn']}.{field}")
+        elif f"{prefix}.bias" in out:
+            bias = out.pop(f"{prefix}.bias")
+            for field, value in identities.bias_as_bn(bias, info.get("eps", identities.BN_EPS)).items():
+                out[f"{prefix}.dbb_origin.bn.{field}"] = value
+        zeros = np.zeros(o, weight.dtype)
+        for last in ("dbb_avg.avgbn", "dbb_1x1_kxk.bn2") + (() if depthwise else ("dbb_1x1.bn",)):
+            out[f"{prefix}.{last}.gamma"] = zeros
+            out[f"{prefix}.{last}.beta"] = zeros
+        return out
+
+    def infer_options(self, state, prefixes):
+        """Whether branches carry BNs shows in the entries (a model whose DBBs all lack BNs folds the same
+        either way); ``gamma_init`` only set the start of training."""
+        if not prefixes:
+            return {}, []
+        return dict(branch_bn=any(f"{q}.dbb_origin.bn.gamma" in state for q in prefixes)), []
+
+
+register_kind(DBBKind())

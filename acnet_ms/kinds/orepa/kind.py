@@ -1,0 +1,103 @@
+"""The OREPA kind: Online Convolutional Re-parameterization (Hu et al., CVPR 2022).
+
+Sites: every square k x k conv with k odd and k >= 3, any groups (depthwise
+included); 1 x 1 convs stay as they are, even and non-square kernels stay
+plain with the reason.  Each becomes ONE conv whose kernel is generated at
+every step from OREPA's linear branches (:class:`acnet_ms.kinds.orepa.cell.OREPABlock`).
+There is no BN inside, so the fold is that kernel alone (slot ``"none"``) or
+the kernel and the conv's own bias (``"bias"``): a BN after the conv stays
+the model's own, and a stock checkpoint's ``X.weight`` is simply the
+generated kernel.
+
+Options: ``branches`` (which of the six, the origin always among them: the
+paper's component ablation) and ``init`` (``paper``: the original's branch
+scales; ``single``: the origin alone, the block starts as the conv it
+replaces).  The arithmetic is :mod:`acnet_ms.kinds.identities` (``fold_orepa``).
+
+This module must not import MindSpore.
+"""
+import numpy as np
+
+from . import fold
+from .spec import (ALL, BRANCH_PARAMS, BRANCHES, INITS, MARKER, _shapes_of, branch_names, initial_arrays, params,
+                   parse_branches)
+from ..base import BlockKind, KindOption, register_kind, square_odd_kernel
+
+
+class OREPAKind(BlockKind):
+    name = "orepa"
+    label = "OREPA block"
+    marker = MARKER
+    options = {
+        "branches": KindOption(ALL, "OREPA's linear branches, comma-separated, origin always among them: "
+                               + ", ".join(BRANCHES), None, parse_branches),
+        "init": KindOption("paper", "the branch scales' start: the original's (origin 0.25, avg 0.25, prior 0, "
+                           "1x1_kxk 0.5, 1x1 1, dws 0.5) or the origin alone (1; the others 0)", tuple(INITS)),
+    }
+    slot_words = {"none": "kernel alone", "bias": "kernel + conv bias"}
+
+    # -------------------------------------------------------------- sites and Cells
+
+    def eligible(self, site, options):
+        return square_odd_kernel(site, "OREPA takes odd k >= 3")
+
+    def slot(self, site, options):
+        # no BN inside: the model's BN after the conv, if any, stays where it is
+        return "bias" if site.has_bias else "none"
+
+    def build(self, conv, bn, slot, options, seed):
+        from .cell import OREPABlock
+
+        return OREPABlock.from_conv(conv, branches=options["branches"], init=options["init"], seed=seed)
+
+    def summary_words(self, n, counts):
+        """``"20 k x k convs became OREPA blocks (20 kernel alone; the model's BN after one stays)"``."""
+        kinds = ", ".join(f"{c} {w}" for w, c in counts.items())
+        return f"{n} k x k convs became {self.label}s ({kinds}; the model's BN after one stays)"
+
+    # -------------------------------------------------------------- checkpoints
+
+    def entries(self, prefix, info):
+        names = [f"{prefix}.{name}" for name in params(info.get("branches", ALL))]
+        return names + ([f"{prefix}.orepa_bias"] if info.get("has_bias") else [])
+
+    def fold(self, state, prefix, info):
+        names = self.entries(prefix, info)
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise ValueError(f"OREPA block '{prefix}' is incomplete: '{missing[0]}' is missing")
+        branches = {}
+        for branch in branch_names(info.get("branches")):
+            arrays = tuple(state[f"{prefix}.{p}"] for p in BRANCH_PARAMS[branch])
+            branches[branch] = arrays if len(arrays) > 1 else arrays[0]
+        dtype = np.asarray(branches["origin"]).dtype
+        kernel = fold.fold_orepa(branches, state[prefix + MARKER], groups=info["groups"]).astype(dtype)
+        bias = np.asarray(state[f"{prefix}.orepa_bias"]) if info.get("has_bias") else None
+        return kernel, bias, names
+
+    def from_plain(self, state, prefix, info):
+        """The plain kernel becomes the origin branch, scaled by 1; every other branch is scaled by 0, its
+        kernels drawn as at the start of training (from a generator seeded by the block's name: a branch
+        whose scale and kernels were both 0 would never get a gradient)."""
+        out = dict(state)
+        conv = f"{prefix}.weight"
+        if conv not in state:
+            return out
+        weight = out.pop(conv)
+        for name, value in initial_arrays(_shapes_of(info), "single", prefix, origin=weight).items():
+            out[f"{prefix}.{name}"] = value
+        if info.get("has_bias") and f"{prefix}.bias" in out:
+            out[f"{prefix}.orepa_bias"] = out.pop(f"{prefix}.bias")
+        return out
+
+    def infer_options(self, state, prefixes):
+        """The branches show in the entries (every block of a model has the same); ``init`` only set the
+        start of training, and no entry shows it."""
+        if not prefixes:
+            return {}, ["init"]
+        p = prefixes[0]
+        present = [b for b in BRANCHES if f"{p}.{BRANCH_PARAMS[b][0]}" in state]
+        return {"branches": ",".join(present)}, ["init"]
+
+
+register_kind(OREPAKind())

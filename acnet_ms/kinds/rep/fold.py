@@ -1,0 +1,48 @@
+"""rep's fold (RepVGG, Ding et al., CVPR 2021; MobileOne, Vasu et al., CVPR 2023), in pure numpy.
+
+No MindSpore here; the identities come from :mod:`acnet_ms.kinds.identities`.
+"""
+import numpy as np
+
+from ..identities import BN_EPS, embed_center, fuse_bn, identity_kernel, sum_branches
+
+
+# ---------------------------------------------------------------- rep (RepVGG, Ding et al., CVPR 2021; MobileOne,
+# Vasu et al., CVPR 2023)
+#
+#    y = sum_i BN_i(K_i * x) + BN_s(S * x) + BN_id(x)
+#      = (sum_i t_i K_i + embed_center(t_s S) + t_id I) * x + (sum_i c_i + c_s + c_id)
+#
+# with t, c the scale and shift of each BN's fold (fuse_bn), S the 1 x 1 ("scale") kernel and I
+# identity_kernel; a branch without BN has t = 1, c = 0.  Exact when the 1 x 1 branch reads the centre tap
+# of the k x k window and the identity branch's output is the input on the same grid (stride 1, the
+# padding k // 2 times the dilation on every side): see RepBlock.
+
+
+def fold_rep(dense, scale=None, identity=None, eps=BN_EPS, bias=None):
+    """One rep block as a single k x k kernel and bias (the formula above).
+
+    ``dense``: the k x k branches, each ``(kernel, gamma, beta, mean, var)`` or ``(kernel,)`` without BN;
+    ``scale``: the 1 x 1 branch alike, or ``None``; ``identity``: ``None`` (absent), ``()`` (present, no BN)
+    or ``(gamma, beta, mean, var)``; ``bias``: a bias added after the sum.  The kernels are
+    (O, C/g, k, k) and (O, C/g, 1, 1); an identity needs O == C.  Returns ``(kernel, bias)`` in the first
+    kernel's dtype, the bias ``None`` when no branch has a BN and no ``bias`` is given.
+    """
+    first = np.asarray(dense[0][0])
+    out, per_group, size = first.shape[:3]
+
+    def folded(branch, kernel):
+        return (kernel, 0.0) if len(branch) == 1 else fuse_bn(kernel, *branch[1:], eps=eps)
+
+    pairs = [folded(b, np.asarray(b[0], np.float64)) for b in dense]
+    if scale is not None:
+        pairs.append(folded(scale, embed_center(np.asarray(scale[0], np.float64), size)))
+    if identity is not None:
+        pairs.append(folded((None,) + tuple(identity), identity_kernel(out, per_group, size)))
+    kernel, total = sum_branches(pairs)
+    with_bn = any(len(b) > 1 for b in dense) or (scale is not None and len(scale) > 1) or bool(identity)
+    if bias is not None:
+        total = total + np.asarray(bias, np.float64)
+    if not with_bn and bias is None:
+        return kernel.astype(first.dtype), None
+    return kernel.astype(first.dtype), np.broadcast_to(total, (out,)).astype(first.dtype)

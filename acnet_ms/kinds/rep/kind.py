@@ -1,0 +1,223 @@
+"""The rep kind: RepVGG / MobileOne-style over-parameterization (Ding et al., CVPR 2021; Vasu et al., CVPR 2023).
+
+Sites: every square k x k conv with k odd and k > 1 (the 1 x 1 branch and the
+identity sit on the window's centre tap: exact for any stride, padding,
+dilation and groups, depthwise included); with ``pointwise`` also every 1 x 1
+conv whose output goes alone into a BatchNorm (MobileOne's pointwise convs;
+the 1 x 1 convs of SE modules and classifiers, which have no BN after them,
+stay plain).  Non-square and even kernels stay plain: they have no centre tap.
+
+Each block has ``num_kxk`` parallel conv-BN branches of the site's own kernel,
+a 1 x 1 conv-BN branch at k x k sites (``scale``) and an identity BN branch
+where the conv keeps the input's shape and grid (``identity``).  Its fold goes
+into the BN slot after the conv, the conv's bias, or nowhere (pre-activation
+sites: then the branches carry no BN and train as one conv, as ACB's).  The
+Cell is :class:`acnet_ms.kinds.rep.cell.RepBlock`; the arithmetic is
+:func:`acnet_ms.kinds.rep.fold.fold_rep`.
+
+This module must not import MindSpore.
+"""
+import numpy as np
+
+from .. import identities
+from . import fold
+from ..base import BlockKind, KindOption, optional_number, register_kind, strict_bool
+
+MARKER = ".dense.0.conv.weight"
+
+
+def _count(value):
+    if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
+        raise ValueError(f"expected an integer >= 1, got {value!r}")
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected an integer >= 1, got {value!r}") from None
+    if count < 1:
+        raise ValueError(f"expected an integer >= 1, got {value!r}")
+    return count
+
+
+def mac_ratio(kernel_size, num_kxk=1, scale=True, branch_bn=True):
+    """Multiply-adds of a rep block's training form per multiply-add of the plain conv it replaces.
+
+    With branch BNs every branch is a conv of its own: ``(num_kxk k^2 + 1) / k^2``
+    for k > 1 with the 1 x 1 branch (``num_kxk`` for 1 x 1 sites), whatever the
+    channels, groups and strides (each output pixel of each branch costs
+    C/g x its taps).  Without branch BNs the block is one conv over the summed
+    kernel: 1.  The BNs and the identity branch are elementwise and not
+    counted.  A 3 x 3 64 -> 64 conv with ``num_kxk=1``: 10/9 = 1.11; MobileOne's
+    ``num_kxk=4``: 37/9 = 4.11.
+    """
+    if not branch_bn:
+        return 1.0
+    taps = kernel_size * kernel_size
+    return (num_kxk * taps + (1 if scale and kernel_size > 1 else 0)) / taps
+
+
+class RepKind(BlockKind):
+    name = "rep"
+    label = "rep block"
+    marker = MARKER
+    options = {
+        "num_kxk": KindOption(1, "parallel conv-BN branches of the conv's own kernel (MobileOne's "
+                              "num_conv_branches)", None, _count),
+        "pointwise": KindOption(False, "1 x 1 convs followed by a BN become rep blocks too (parallel 1 x 1 "
+                                "branches + identity), as in MobileOne", (True, False), strict_bool),
+        "scale": KindOption(True, "a 1 x 1 conv-BN branch at the centre of each k x k conv", (True, False),
+                            strict_bool),
+        "identity": KindOption(True, "an identity BN branch where the conv keeps the input's shape and grid",
+                               (True, False), strict_bool),
+        "branch_bn": KindOption(True, "a BN per branch (False: the branches are summed, trained as one conv)",
+                                (True, False), strict_bool),
+        "gamma_init": KindOption(None, "initial gamma of every branch BN (None: 1, the first branch keeps the "
+                                 "model's BN)", None, optional_number),
+    }
+    slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
+
+    # -------------------------------------------------------------- sites and Cells
+
+    def eligible(self, site, options):
+        kh, kw = site.kernel
+        if (kh, kw) == (1, 1):
+            if not options["pointwise"]:
+                return False
+            if site.bn or site.feeds_bn:  # a BN and something else: the tracer's reason
+                return True
+            return "1 x 1 conv with no BatchNorm after it (pointwise rep blocks take conv + BN pairs)"
+        if kh != kw:
+            return f"non-square kernel {kh}x{kw} (no centre tap for the 1 x 1 branch)"
+        if kh % 2 == 0:
+            return f"even kernel {kh}x{kh} (no centre tap for the 1 x 1 branch)"
+        return True
+
+    def build(self, conv, bn, slot, options, seed):
+        from .cell import RepBlock
+
+        with_bn = options["branch_bn"] and slot != "none"
+        return RepBlock.from_conv(conv, bn if with_bn else None, num_kxk=options["num_kxk"],
+                                  scale=options["scale"], identity=options["identity"], branch_bn=with_bn,
+                                  gamma_init=options["gamma_init"], seed=seed)
+
+    def slot_counts(self, slots):
+        """The kernels' counts (``"k x k"``, ``"1 x 1"``), then the slots' (see :class:`BlockKind`)."""
+        slots = list(slots)
+        kernels = {}
+        for entry in slots:
+            kernel = tuple(entry.get("kernel") or ()) if isinstance(entry, dict) else ()
+            if kernel:
+                word = "1 x 1" if kernel == (1, 1) else "k x k"
+                kernels[word] = kernels.get(word, 0) + 1
+        if set(kernels) != {"k x k", "1 x 1"}:
+            kernels = {}  # one kernel size: the sentence says it
+        return dict(kernels, **super().slot_counts(slots))
+
+    def summary_words(self, n, counts):
+        """``"52 convs became rep blocks (20 k x k, 32 1 x 1; 50 BN slot, 2 no BN (bias-free))"``."""
+        sizes = ", ".join(f"{counts[w]} {w}" for w in ("k x k", "1 x 1") if w in counts)
+        slots = ", ".join(f"{c} {w}" for w, c in counts.items() if w not in ("k x k", "1 x 1"))
+        words = "; ".join(filter(None, (sizes, slots)))
+        return f"{n} {'convs' if sizes else 'k x k convs'} became {self.label}s" + (f" ({words})" if words else "")
+
+    # -------------------------------------------------------------- checkpoints
+
+    @staticmethod
+    def branch_entries(prefix, info):
+        """Checkpoint names of one block's parameters, by branch: ``{"dense.0": [...], "scale": [...],
+        "identity": [...]}`` (the identity has none without branch BNs)."""
+        with_bn = info.get("branch_bn", True)
+
+        def conv_bn(head):
+            return [f"{head}.conv.weight"] + ([f"{head}.bn.{f}" for f in identities.BN_FIELDS] if with_bn else [])
+
+        out = {f"dense.{i}": conv_bn(f"{prefix}.dense.{i}") for i in range(info.get("num_kxk", 1))}
+        if info.get("has_scale"):
+            out["scale"] = conv_bn(f"{prefix}.scale")
+        if info.get("has_identity") and with_bn:
+            out["identity"] = [f"{prefix}.identity_bn.{f}" for f in identities.BN_FIELDS]
+        return out
+
+    def entries(self, prefix, info):
+        names = [n for names in self.branch_entries(prefix, info).values() for n in names]
+        return names + ([f"{prefix}.dense.0.conv.bias"] if info.get("has_bias") else [])
+
+    def fold(self, state, prefix, info):
+        names = self.entries(prefix, info)
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise ValueError(f"rep block '{prefix}' is incomplete: '{missing[0]}' is missing")
+        arrays = {b: tuple(state[n] for n in ns) for b, ns in self.branch_entries(prefix, info).items()}
+        dense = [arrays[f"dense.{i}"] for i in range(info.get("num_kxk", 1))]
+        identity = arrays.get("identity", ()) if info.get("has_identity") else None
+        bias = state[f"{prefix}.dense.0.conv.bias"] if info.get("has_bias") else None
+        kernel, bias = fold.fold_rep(dense, arrays.get("scale"), identity, eps=info.get("eps", identities.BN_EPS),
+                                     bias=bias)
+        return kernel, bias, names
+
+    def from_plain(self, state, prefix, info):
+        """The plain conv becomes the first branch (its BN that branch's BN); every other branch adds exactly
+        zero (its BN's gamma = beta = 0) until training moves it.  Without branch BNs the other kernels are
+        zero and the first one is the plain kernel less the identity's."""
+        out = dict(state)
+        conv = f"{prefix}.weight"
+        if conv not in state:
+            return out
+        weight = out.pop(conv)
+        first = f"{prefix}.dense.0"
+        n = info.get("num_kxk", 1)
+        if not info.get("branch_bn", True):
+            if info.get("has_identity"):
+                weight = (weight - identities.identity_kernel(weight.shape[0], weight.shape[1], weight.shape[2])
+                          ).astype(weight.dtype)
+            out[f"{first}.conv.weight"] = weight
+            if f"{prefix}.bias" in out:
+                out[f"{first}.conv.bias"] = out.pop(f"{prefix}.bias")
+            for i in range(1, n):
+                out[f"{prefix}.dense.{i}.conv.weight"] = np.zeros_like(weight)
+            if info.get("has_scale"):
+                out[f"{prefix}.scale.conv.weight"] = np.zeros(weight.shape[:2] + (1, 1), weight.dtype)
+            return out
+        out[f"{first}.conv.weight"] = weight
+        if info["slot"] == "bn":
+            for field in identities.BN_FIELDS:
+                if f"{info['bn']}.{field}" in out:
+                    out[f"{first}.bn.{field}"] = out.pop(f"{info['bn']}.{field}")
+        elif f"{prefix}.bias" in out:
+            bias = out.pop(f"{prefix}.bias")
+            for field, value in identities.bias_as_bn(bias, info.get("eps", identities.BN_EPS)).items():
+                out[f"{first}.bn.{field}"] = value
+        zeros = np.zeros(np.shape(weight)[0], weight.dtype)
+        heads = [f"{prefix}.dense.{i}.bn" for i in range(1, n)]
+        heads += [f"{prefix}.scale.bn"] if info.get("has_scale") else []
+        heads += [f"{prefix}.identity_bn"] if info.get("has_identity") else []
+        for head in heads:
+            out[f"{head}.gamma"] = zeros
+            out[f"{head}.beta"] = zeros
+        return out
+
+    def infer_options(self, state, prefixes):
+        """The entries show ``num_kxk`` (the parallel branches of every block), ``pointwise`` (a block with a
+        1 x 1 kernel), ``scale`` (a k x k block with a 1 x 1 branch) and ``branch_bn`` (BN entries; a model
+        whose blocks all lack BNs folds the same either way).  ``identity`` shows only through an identity
+        BN: with every block carrying BNs, none means identity off (or no block that keeps its grid, which
+        builds the same); a block without BNs would have an identity without entries, so it is unseen."""
+        if not prefixes:
+            return {}, ["identity"]
+        p = prefixes[0]
+        num = 1
+        while f"{p}.dense.{num}.conv.weight" in state:
+            num += 1
+        kernels = {q: tuple(np.shape(state[q + MARKER])[2:]) for q in prefixes}
+        square = [q for q, k in kernels.items() if k != (1, 1)]
+        with_bn = [f"{q}.dense.0.bn.gamma" in state for q in prefixes]
+        shown = dict(num_kxk=num, pointwise=any(k == (1, 1) for k in kernels.values()), branch_bn=any(with_bn))
+        if square:
+            shown["scale"] = any(f"{q}.scale.conv.weight" in state for q in square)
+        if any(f"{q}.identity_bn.gamma" in state for q in prefixes):
+            shown["identity"] = True
+        elif all(with_bn):  # no block that keeps its grid has one: identity off, or no such block (the same)
+            shown["identity"] = False
+        return shown, [k for k in ("scale", "identity") if k not in shown]
+
+
+register_kind(RepKind())
