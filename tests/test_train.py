@@ -535,3 +535,37 @@ def test_the_training_pipeline_is_the_same_for_a_seed_whatever_the_scheduling(di
     two = digest(2, 3)
     assert len(set(two)) == 1
     assert digest(1, 1)[0] != two[0]
+
+
+def test_a_refusal_names_only_files_that_exist(tmp_path):
+    """A folder holding an earlier run's config and log only: the line says so and offers no --resume; with
+    epoch checkpoints, it names the last one."""
+    from acnet_ms.training.setup import check_run_folder
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("model: src20\n")
+    (folder / "train_rank0.log").write_text("")
+    with pytest.raises(UserError) as err:
+        check_run_folder({"ckpt_save_dir": str(folder), "resume": None})
+    assert "or remove those files (they hold no checkpoint to resume)" in str(err.value)
+    assert "--resume" not in str(err.value) and "<" not in str(err.value)
+    for epoch in (2, 10):
+        (folder / f"src20_acb-e{epoch:03d}.ckpt").write_bytes(b"")
+    last = folder / "src20_acb-e010.ckpt"
+    with pytest.raises(UserError, match=re.escape(f"continue that run with --resume {last}")):
+        check_run_folder({"ckpt_save_dir": str(folder), "resume": None})
+
+
+def test_class_names_check_names_the_first_difference():
+    from acnet_ms.engine.data import DataSpec, check_class_names
+
+    spec = DataSpec("folder", "/data/val", 30, 3, class_names=["cat", "dog", "fox"])
+    check_class_names(spec, ["cat", "dog", "fox"], "x.ckpt", "--any_class_names")
+    check_class_names(spec, None, "x.ckpt", "--any_class_names")  # nothing recorded: nothing to compare
+    with pytest.raises(UserError, match=r"^/data/val: the class folders differ from those x.ckpt was trained on "
+                                        r"\(label 1 is folder 'dog' here, 'cow' in training\); pass "
+                                        r"--any_class_names to score anyway$"):
+        check_class_names(spec, ["cat", "cow", "fox"], "x.ckpt", "--any_class_names")
+    with pytest.raises(UserError, match=r"3 class folders here, 4 in training"):
+        check_class_names(spec, ["cat", "dog", "fox", "gnu"], "x.ckpt", "--any_class_names")
