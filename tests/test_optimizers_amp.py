@@ -41,6 +41,9 @@ def test_the_optimizer_list_is_mindcvs():
     for group in re.findall(r"opt in \[([^\]]*)\]", source):
         accepted.update(re.findall(r'"(\w+)"', group))
     assert accepted == set(OPTIMIZERS)
+    from acnet_ms.config.options import OPTIONS
+
+    assert set(OPTIONS["opt"].choices) == accepted  # every name MindCV takes is an option value
 
 
 def batch(seed=0, size=16, n=2):

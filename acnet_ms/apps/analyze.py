@@ -18,6 +18,7 @@ matplotlib: pip install -r requirements-study.txt; quantization needs onnx and
 onnxruntime: pip install -r requirements-onnx.txt.  See docs/analysis.md.
 """
 import argparse
+import os
 import sys
 import textwrap
 
@@ -68,6 +69,8 @@ def make_parser(command=None):
                         help="one name per checkpoint for the table and figure (default: the file names)")
     parser.add_argument("--out", default="analysis_out", metavar="DIR",
                         help="folder for <sub-command>.json and .png (default: analysis_out)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the <sub-command>.json and .png that --out already holds")
     shown = command in (None, "sparsity")  # parsed for every sub-command, to say where they apply
     sparsity = "sparsity only: " if command is None else ""
     parser.add_argument("--ratios", nargs="+", default=None, metavar="R",
@@ -151,6 +154,11 @@ def main(argv=None):
         if samples is not None and samples < 1:
             raise UserError(f"--calib_samples: {samples} is not positive")
         kwargs = dict(calib_data=args.calib_data, calib_samples=samples, calib_method=args.calib_method or "minmax")
+    earlier = [os.path.join(args.out, f"{command}{ext}") for ext in (".json", ".png")]
+    earlier = [p for p in earlier if os.path.exists(p)]
+    if earlier and not args.overwrite:
+        raise UserError(f"{earlier[0]} exists (results of an earlier analysis); choose another --out, or pass "
+                        f"--overwrite to replace them")
     analysis.require_matplotlib()
     quiet_mindspore()
     labels = args.labels or _default_labels(args.ckpt_path)

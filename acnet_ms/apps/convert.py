@@ -74,6 +74,8 @@ def main(argv=None):
                         help="how many calibration images, spread evenly over DIR (default 256)")
     parser.add_argument("--calib_method", choices=("minmax", "entropy", "percentile"),
                         help="how activation ranges are chosen (default minmax)")
+    parser.add_argument("--any_class_names", action="store_true",
+                        help="calibrate even if --calib_data's class folders differ from those the checkpoint records")
     args = parser.parse_args(argv)
     quiet_mindspore()
     from ..convert.foreign.pipeline import is_pth
@@ -89,7 +91,7 @@ def main(argv=None):
     options = ConvertOptions(fold_bn=args.fold_bn, export=args.export, input_shape=args.input_shape,
                              overwrite=args.overwrite, fallback=from_config, int8=args.int8,
                              calib_data=args.calib_data, calib_samples=args.calib_samples,
-                             calib_method=args.calib_method, **explicit)
+                             calib_method=args.calib_method, any_class_names=args.any_class_names, **explicit)
     convert_checkpoint(args.ckpt_path, args.output, options)
     return 0
 

@@ -12,7 +12,7 @@ with bias, no BN).  --deploy folds a training checkpoint's blocks on loading;
 for MindCV's RepVGG that is its single-branch deploy form.
 
 An .onnx file (FP32 or INT8, e.g. convert.py --export onnx [--int8]) is run in
-onnxruntime on the same data path; its data options are those recorded in the
+onnxruntime on the same data path, a .mindir file (convert.py --export mindir) in MindSpore; its data options are those recorded in the
 checkpoint beside it (x.onnx or x.int8.onnx -> x.ckpt) if there is one, its
 input size and classes the graph's.
 """
@@ -28,6 +28,8 @@ def extra(parser):
                         help="fold the re-parameterizable blocks in memory before evaluating (MindCV's RepVGG: "
                              "its single-branch deploy form)")
     parser.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    parser.add_argument("--any_class_names", action="store_true",
+                        help="score even if the data's class folders differ from those the checkpoint records")
 
 
 def main(argv=None):
@@ -50,7 +52,7 @@ def main(argv=None):
 
     if not known.ckpt_path:
         raise UserError("--ckpt_path is required")
-    if known.ckpt_path.lower().endswith(".onnx"):
+    if known.ckpt_path.lower().endswith((".onnx", ".mindir")):
         from ..convert.quantize import graph_options, score_graph
 
         cfg, args = config.parse(argv, __doc__, extra=extra, base=graph_options(known.ckpt_path))
@@ -68,6 +70,7 @@ def main(argv=None):
         if cfg["num_classes"] is None:
             raise UserError(f"{known.ckpt_path}: no classifier entry of {cfg['model']} found to read the class "
                             f"count from; pass --num_classes N")
+    cfg["any_class_names"] = args.any_class_names
     metrics = validate(cfg, arrays, deploy=args.deploy, folded_bn=bool(meta.get("deploy")), meta=meta)
     return report(metrics, known.ckpt_path, args)
 

@@ -38,6 +38,7 @@ def export_graph(net, shape, path, fmt):
     folder = os.path.dirname(os.path.abspath(path))
     # MindSpore appends the suffix to names that lack it, so the temporary name keeps it
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp{suffix}")
+    mode = os.stat(folder).st_mode & 0o7777  # MindSpore's export makes the folder 0700: it is put back
     try:
         ms.export(net, ms.Tensor(np.zeros(shape, np.float32)), file_name=tmp, file_format=file_format)
         if not os.path.isfile(tmp):
@@ -46,6 +47,9 @@ def export_graph(net, shape, path, fmt):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise UserError(f"{path}: {file_format} export failed ({first_line(err)})") from None
+    finally:
+        if os.stat(folder).st_mode & 0o7777 != mode:
+            os.chmod(folder, mode)
     return tmp
 
 

@@ -48,6 +48,7 @@ class ConvertOptions:
     calib_data: Optional[str] = None
     calib_samples: Optional[int] = None
     calib_method: Optional[str] = None
+    any_class_names: bool = False
 
     @classmethod
     def of(cls, options=None, **given):
@@ -176,8 +177,8 @@ def identify(src, state, meta, opts, log=print):
     if opts.int8:
         from .quantize import check_calibration
 
-        recipe = calibration_recipe(meta)
-        calibration = (recipe, check_calibration(recipe, opts.calib_data, num_classes))
+        recipe = dict(calibration_recipe(meta), any_class_names=opts.any_class_names)
+        calibration = (recipe, check_calibration(recipe, opts.calib_data, num_classes, meta.get("class_names")))
     block_type, block_options = opts.block_type, opts.block_options
     if not (meta.get("block_type") or block_type or block_options):
         block_type, block_options = opts.fallback.get("block_type"), opts.fallback.get("block_options")

@@ -92,6 +92,8 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None)
     path = cfg["ckpt_path"]
     spec = data.inspect(cfg, "val")
     data.check_num_classes(spec, cfg["num_classes"], "validation")
+    if not cfg.get("any_class_names"):
+        data.check_class_names(spec, (meta or {}).get("class_names"), path, "--any_class_names")
     context = setup(cfg, log=log)
     try:
         if folded_bn:

@@ -39,12 +39,18 @@ def net_state(state, net, meta=None):
     return arrays
 
 
-def load_pretrained(net, path, log=print):
-    """Finetuning start: load every parameter of ``path`` that matches ``net`` by name and shape.
+def load_pretrained(net, path, log=print, partial=False):
+    """Finetuning start: load ``path`` into ``net``, strictly unless ``partial``.
 
-    Parameters whose shape differs (a classifier for another number of
-    classes) are skipped and named in the log; so are the parameters the
-    checkpoint lacks.  Returns the names loaded.
+    Strict: every parameter of ``net`` must come from the checkpoint by name and
+    shape (a plain checkpoint fills a model's blocks by each kind's ``from_plain``:
+    the parameters of a block's added branches that it leaves are kept as initialised
+    when the block's own conv loaded); otherwise one UserError says how many matched
+    and names the first that did not.  ``partial``: the classifier (the parameters
+    whose first dimension is the model's class count) may differ or be missing, and
+    keeps its initial values.  The log says what was loaded, what the block
+    conversion set (branches started at zero to keep the pretrained function) and
+    what was initialised.  Returns the names loaded.
     """
     import mindspore as ms
 
@@ -56,22 +62,49 @@ def load_pretrained(net, path, log=print):
         state = net_state(arrays, net, meta)
     except ValueError as err:
         raise UserError(f"{path}: {err}") from None
-    loaded, skipped, absent = [], [], []
-    for param in net.get_parameters():
+    original = set(state_map.network_entries(arrays))
+    blocks = tuple(prefix + "." for prefix in block_layout(net))
+    params = list(net.get_parameters())
+    num_classes = getattr(record_of(net), "num_classes", None)
+    matched, problems = [], []
+    for param in params:
         value = state.get(param.name)
         if value is None:
-            absent.append(param.name)
+            problems.append((param, f"'{param.name}' is not in the checkpoint"))
         elif tuple(value.shape) != tuple(param.shape):
-            skipped.append(f"{param.name} {list(value.shape)} (model: {list(param.shape)})")
+            problems.append((param, f"'{param.name}' has shape {list(value.shape)} in the checkpoint, "
+                                    f"{list(param.shape)} in the model"))
         else:
-            param.set_data(ms.Tensor(value.astype(ms.dtype_to_nptype(param.dtype))))
-            loaded.append(param.name)
-    if not loaded:
-        raise UserError(f"{path}: no parameter matches the model by name and shape")
-    log(f"loaded {len(loaded)} of {len(loaded) + len(skipped) + len(absent)} parameters from {path}")
-    if skipped:
-        log(f"skipped (shape differs): {', '.join(skipped)}")
-    if absent:
-        log(f"not in the checkpoint, kept as initialised: {len(absent)} ({', '.join(absent[:4])}"
-            f"{', ...' if len(absent) > 4 else ''})")
-    return loaded
+            matched.append(param)
+    loaded_blocks = {b for b in blocks for p in matched if p.name.startswith(b)}
+    branch_init = {p.name for p, _ in problems if p.name.startswith(blocks) and state.get(p.name) is None
+                   and any(p.name.startswith(b) for b in loaded_blocks)}
+    head = {p.name for p, _ in problems if num_classes and p.shape and p.shape[0] == num_classes}
+    failing = [(p, why) for p, why in problems if p.name not in branch_init and not (partial and p.name in head)]
+    names = {p.name for p in params}
+    unused = [name for name in state if name not in names]
+    if unused and not partial:
+        failing.append((None, f"'{unused[0]}' is in the checkpoint, not in the model ({len(unused)} such entries)"))
+    model = getattr(record_of(net), "model", None) or type(net).__name__
+    if failing or not matched:
+        what = failing[0][1] if failing else "no parameter matches by name and shape"
+        hint = ("; pass --ckpt_partial True to start the classifier afresh (another num_classes)"
+                if failing and not partial and all(p is not None and p.name in head for p, _ in failing) else "")
+        raise UserError(f"{path}: the checkpoint does not cover {model}: {len(matched)} of {len(params)} "
+                        f"parameters match by name and shape; first that does not: {what}{hint}")
+    for param in matched:
+        param.set_data(ms.Tensor(state[param.name].astype(ms.dtype_to_nptype(param.dtype))))
+    converted = [p.name for p in matched if p.name not in original]
+    log(f"loaded {len(matched)} of {len(params)} parameters from {path}"
+        + (f" ({len(converted)} of them set by the block conversion to keep the pretrained function: "
+           f"branches started at zero, e.g. {converted[0]})" if converted else ""))
+    if branch_init:
+        log(f"kept as initialised, branches whose output the conversion switched off: {len(branch_init)} "
+            f"({', '.join(sorted(branch_init)[:4])}{', ...' if len(branch_init) > 4 else ''})")
+    started = [why for p, why in problems if p.name in head and p.name not in branch_init]
+    if started:
+        log("classifier initialised afresh (ckpt_partial): " + ", ".join(started))
+    if unused:
+        log(f"checkpoint entries the model does not have: {len(unused)} ({', '.join(unused[:3])}"
+            f"{', ...' if len(unused) > 3 else ''})")
+    return [p.name for p in matched]

@@ -128,9 +128,13 @@ class BlockKind:
         if unknown:
             import difflib
 
-            close = difflib.get_close_matches(str(unknown[0]), list(self.options), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (options: {', '.join(self.options)})"
-            raise ValueError(f"block_type {self.name} has no option '{unknown[0]}'{hint}")
+            named = []
+            for key in unknown:  # every bad key at once
+                close = difflib.get_close_matches(str(key), list(self.options), n=1)
+                named.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            listed = "" if all("did you mean" in n for n in named) else f" (options: {', '.join(self.options)})"
+            raise ValueError(f"block_type {self.name} has no option{'s' if len(named) > 1 else ''} "
+                             f"{', '.join(named)}{listed}")
         return {k: spec.check(k, options.get(k, spec.default), self.name) for k, spec in self.options.items()}
 
     def options_from_flat(self, mapping):
