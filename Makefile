@@ -4,17 +4,20 @@
 #   (pytest-xdist; each test file runs on one worker, so a file's module fixtures run once; docs/testing.md)
 # `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
 # `make study`: set up .venv and reproduce ACNet's ablations and kernel analyses on the digits (study_out/).
-# `make sweep`: set up .venv; train one step, convert and strict-load every MindCV model with ACBs (docs/sweep.md; hours).
+# `make sweep`: set up .venv; train one step, convert and strict-load every MindCV model with ACBs (docs/sweep.md; hours);
+#               `make sweep BLOCK_TYPE=dbb` (any kind): with that kind's blocks (docs/sweep_dbb.md).
+# `make families`: one member per MindCV family with every kind: tables and conversions (docs/families.md; ~20 min).
 # `make install`: set up .venv only: acnet_ms installed editable with its test extra (pyproject.toml).
 # `make clean`: remove .venv and every output folder.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+BLOCK_TYPE ?= acb
 # the test targets' workers (`make test PARALLEL=` runs serially)
 PARALLEL ?= -n 2 --dist loadfile
 
-.PHONY: demo test test-fast bench study sweep install clean
+.PHONY: demo test test-fast bench study sweep families install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,7 +47,10 @@ study: install
 	$(PY) -m acnet_ms.study --out study_out
 
 sweep: install
-	$(PY) benchmarks/sweep.py --out docs/sweep.md
+	$(PY) benchmarks/sweep.py --block_type $(BLOCK_TYPE)
+
+families: install
+	$(PY) benchmarks/families.py --out docs/families.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache build acnet_ms.egg-info demo_out study_out analysis_out data/digits

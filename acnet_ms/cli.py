@@ -48,6 +48,8 @@ def quiet_mindspore():
     own format.  ``GLOG_v=2`` (or lower) in the environment brings its logs back.
     """
     os.environ.setdefault("GLOG_v", "4")
+    # OpenCV (MindSpore's image decoders) prints its own "[ WARN...]" line for a damaged image: the error names it
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT" if os.environ["GLOG_v"] > "2" else "WARNING")
     # MindSpore writes its report of a failed compilation under ./rank_N/om/: keep the user's folder clean
     os.environ.setdefault("MS_DEV_SAVE_GRAPHS_PATH", os.path.join(tempfile.gettempdir(), "acnet_ms-graphs"))
 

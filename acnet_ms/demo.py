@@ -3,9 +3,12 @@
 The data are the 1,797 handwritten digits that scikit-learn ships (8 x 8
 grey images, 10 classes), written once as an ImageFolder tree
 (``data/digits/{train,val}/<digit>/*.png``, 80/20 stratified split).  Every
-step runs the project's own entry points as a user would.
+step runs the package's own programs (:mod:`acnet_ms.apps`: train, validate,
+convert) in a process of its own, as a user would; the recipe is the
+package's ``configs/demo_digits.yaml``.  Outputs go under the current folder
+unless told otherwise, so the demo runs from an installed package too.
 
-    python -m acnet_ms.demo [--workdir DIR] [--epochs N]
+    python -m acnet_ms.demo [--workdir DIR] [--data DIR] [--epochs N]
 """
 import argparse
 import os
@@ -21,7 +24,23 @@ quiet_mindspore()  # before MindSpore is imported (the training package imports 
 
 from .training.setup import clear_run  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: the folder that holds this acnet_ms package: the programs run in the demo's processes import it from there
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+#: the demo's recipe, shipped in the package
+DEMO_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "demo_digits.yaml")
+
+
+def program(name):
+    """The command line that runs the package's program ``name`` (``train``, ...): ``[python, -m, ...]``."""
+    return [sys.executable, "-m", f"acnet_ms.apps.{name}"]
+
+
+def program_env():
+    """The environment of a program's process: this package first on its path, whichever folder it runs in."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, (PACKAGE_PARENT, env.get("PYTHONPATH"))))
+    return env
 
 
 def write_digits(root, val_fraction=0.2, seed=0):
@@ -52,16 +71,16 @@ def write_digits(root, val_fraction=0.2, seed=0):
     return counts
 
 
-def step(title, script, *args):
-    """Run one entry point; stop the demo with its error if it fails. Returns (stdout, seconds)."""
-    print(f"\n== {title}: python {script} {' '.join(map(str, args))}", flush=True)
+def step(title, name, *args):
+    """Run one program (``train``, ...); stop the demo with its error if it fails. Returns (stdout, seconds)."""
+    print(f"\n== {title}: python {name}.py {' '.join(map(str, args))}", flush=True)
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
-                          stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(program(name) + [str(a) for a in args], env=program_env(), stdout=subprocess.PIPE,
+                          text=True)
     seconds = time.perf_counter() - start
     print(proc.stdout, end="", flush=True)
     if proc.returncode != 0:
-        sys.exit(f"demo: {script} failed (exit {proc.returncode})")
+        sys.exit(f"demo: {name}.py failed (exit {proc.returncode})")
     return proc.stdout, seconds
 
 
@@ -72,24 +91,26 @@ def last_line_metrics(text):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", default=os.path.join(ROOT, "demo_out"), help="checkpoints and outputs")
-    parser.add_argument("--data", default=os.path.join(ROOT, "data", "digits"), help="where the images go")
+    parser.add_argument("--workdir", default="demo_out", help="checkpoints and outputs (default: ./demo_out)")
+    parser.add_argument("--data", default=os.path.join("data", "digits"),
+                        help="where the images go (default: ./data/digits)")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo config's epoch_size")
     args = parser.parse_args(argv)
+    args.workdir, args.data = os.path.abspath(args.workdir), os.path.abspath(args.data)
     start = time.perf_counter()
     counts = write_digits(args.data)
     print(f"digits: {counts['train']} training and {counts['val']} validation images in {args.data}")
-    config = os.path.join(ROOT, "configs", "demo_digits.yaml")
+    config = DEMO_CONFIG
     extra = ["--epoch_size", args.epochs] if args.epochs else []
     clear_run(args.workdir)  # the demo's own folder: a second make demo starts afresh
-    _, t_train = step("train", "train.py", "--config", config, "--data_dir", args.data,
+    _, t_train = step("train", "train", "--config", config, "--data_dir", args.data,
                       "--ckpt_save_dir", args.workdir, *extra)
     trained = os.path.join(args.workdir, "src20_acb-best.ckpt")
     folded = os.path.join(args.workdir, "src20_deploy.ckpt")
-    out, t_val = step("validate the ACB checkpoint", "validate.py", "--ckpt_path", trained)
+    out, t_val = step("validate the ACB checkpoint", "validate", "--ckpt_path", trained)
     before = last_line_metrics(out)
-    _, t_conv = step("fold it into a plain src20", "convert.py", "--ckpt_path", trained, "--output", folded)
-    out, t_val2 = step("validate the plain checkpoint", "validate.py", "--ckpt_path", folded)
+    _, t_conv = step("fold it into a plain src20", "convert", "--ckpt_path", trained, "--output", folded)
+    out, t_val2 = step("validate the plain checkpoint", "validate", "--ckpt_path", folded)
     after = last_line_metrics(out)
     size = lambda p: f"{os.path.getsize(p) / 1e6:.2f} MB"  # noqa: E731
     rows = [

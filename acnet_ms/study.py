@@ -17,7 +17,7 @@ of each digit (400 by default) and validated on all 359 held-out ones.  With
 the full training split every form reaches ~98 % (see ``make demo``) and the
 forms cannot differ; with a tenth of it they stay in the 80-95 % range, where
 the branches' regularising effect can show.  Every form's block starts at the plain conv's scale: ACB's three branch BNs at gamma
-1/3 (ACNet's CIFAR recipe, ``configs/demo_digits.yaml``), DBB's four at 1/4 and
+1/3 (ACNet's CIFAR recipe, the package's ``configs/demo_digits.yaml``), DBB's four at 1/4 and
 rep's (up to) three at 1/3 alike; OREPA's branch scales start as its paper's.
 With gamma 1 the sum of the branches starts two to four times larger and src20's
 residual stages amplify it (measured: first-epoch loss 7.6 for DBB, 4.4 for rep,
@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from .demo import ROOT, write_digits
+from .demo import DEMO_CONFIG, program, program_env, write_digits
 from .cli import quiet_mindspore
 
 quiet_mindspore()  # before MindSpore is imported (the training package imports it): its logs stay critical
@@ -74,9 +74,8 @@ def write_list(data, out, per_class):
 
 
 def run_args(data, train_list, run_dir, variant, seed, epochs):
-    """train.py's command line for one form and seed (without the interpreter)."""
-    config = os.path.join(ROOT, "configs", "demo_digits.yaml")
-    args = [os.path.join(ROOT, "train.py"), "--config", config, "--data_dir", data, "--train_list", train_list,
+    """train.py's options for one form and seed."""
+    args = ["--config", DEMO_CONFIG, "--data_dir", data, "--train_list", train_list,
             "--ckpt_save_dir", run_dir, "--seed", seed, "--epoch_size", epochs, "--val_while_train", "False",
             "--keep_checkpoint_max", 1, "--log_interval", 1000, *VARIANTS[variant]]
     return [str(a) for a in args]
@@ -97,8 +96,8 @@ def train_run(data, train_list, run_dir, variant, seed, epochs, reuse=False):
         if done.get("args") == args and os.path.exists(done.get("last", "")):
             return done["last"]
     clear_run(run_dir)  # the study's own folder: a second make study starts afresh
-    proc = subprocess.run([sys.executable] + args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+    proc = subprocess.run(program("train") + args, env=program_env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         sys.exit(f"study: training {variant} (seed {seed}) failed: {proc.stderr.strip().splitlines()[-1:]}")
     last = [ln.split(": ", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("last checkpoint: ")][-1]
@@ -145,7 +144,7 @@ def auc(curve):
 
 def figures(out, mag, sp, rob, variants):
     """Per-form figures, averaged over seeds: magnitude heatmaps, sparsity curves, robustness bars."""
-    from .analysis import _pyplot
+    from .analysis.common import _pyplot
 
     plt = _pyplot()
     paths = {}
@@ -258,6 +257,25 @@ def report(out, runs, mag, sp, rob, seconds, args, quant=None):
     for v in variants:
         lines.append(f"| {v} | " + " | ".join(f"{t:.4f}" for t in top1[v]) +
                      f" | {np.mean(top1[v]):.4f} | {spread(top1[v]):.4f} |")
+    lines += ["", "## The paper's observations in this run", "",
+              "A difference counts as *inside the seed-to-seed spread* when it is no larger than the range "
+              "(max − min over seeds) of either side.", "",
+              "| observation | difference | here |", "|---|---|---|"]
+    lines += observations(top1, ud, lr, ratio, sk, co)
+    lines += analysis_tables(mag, sp, rob, variants, args.seeds)
+    if quant is not None:
+        lines += int8_section(quant, args.seeds)
+    lines += ["", "Per-checkpoint numbers: `analyses/*.json` (the `analyze.py` format); checkpoints: "
+              + ", ".join(f"`{os.path.relpath(p, out)}`" for p in runs.values()) + "."]
+    path = os.path.join(out, "report.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def observations(top1, ud, lr, ratio, sk, co):
+    """The report's rows, one per observation of the papers: whether this run shows it, and by how much."""
     obs = []
     d, inside = compare(top1["acb"], top1["base"])
     obs.append(observation("ACB beats the plain model (paper: Table 2–4)", d > 0, d, inside))
@@ -287,11 +305,12 @@ def report(out, runs, mag, sp, rob, seconds, args, quant=None):
         d, inside = compare(co[v], sk[v])
         obs.append(observation(f"{v}: zeroing skeleton entries hurts more than corners (Fig. 6; mean top-1 "
                                f"over r)", d > 0, d, inside))
-    lines += ["", "## The paper's observations in this run", "",
-              "A difference counts as *inside the seed-to-seed spread* when it is no larger than the range "
-              "(max − min over seeds) of either side.", "",
-              "| observation | difference | here |", "|---|---|---|"] + obs
-    lines += ["", "## Kernel magnitude (Fig. 7)", "", "![magnitude](magnitude.png)", "",
+    return obs
+
+
+def analysis_tables(mag, sp, rob, variants, seeds):
+    """The report's sections of the three kernel analyses: magnitude, sparsity, robustness."""
+    lines = ["", "## Kernel magnitude (Fig. 7)", "", "![magnitude](magnitude.png)", "",
               f"Definition: {mag['definition']}; shown: the 3 × 3 matrices averaged over seeds.", "",
               "| form | skeleton ÷ corner (per seed) | centre |", "|---|---|---|"]
     for v in variants:
@@ -303,28 +322,21 @@ def report(out, runs, mag, sp, rob, seconds, args, quant=None):
               "|---|---|" + "---|" * len(sp["ratios"])]
     for v in variants:
         for g in sp["groups"]:
-            curves = by_variant(sp["checkpoints"], lambda r, g=g: r["curves"][g]["mean"], args.seeds)[v]
+            curves = by_variant(sp["checkpoints"], lambda r, g=g: r["curves"][g]["mean"], seeds)[v]
             lines.append(f"| {v} | {g} | " + " | ".join(f"{x:.3f}" for x in np.mean(curves, axis=0)) + " |")
     lines += ["", "## Robustness (Table 5)", "", "![robustness](robustness.png)", "",
               "| form | " + " | ".join(rob["transforms"]) + " |", "|---|" + "---|" * len(rob["transforms"])]
     for v in variants:
-        vals = by_variant(rob["checkpoints"], lambda r: [r["top1"][t] for t in rob["transforms"]], args.seeds)[v]
+        vals = by_variant(rob["checkpoints"], lambda r: [r["top1"][t] for t in rob["transforms"]], seeds)[v]
         lines.append(f"| {v} | " + " | ".join(f"{x:.4f}" for x in np.mean(vals, axis=0)) + " |")
-    if quant is not None:
-        lines += int8_section(quant, args.seeds)
-    lines += ["", "Per-checkpoint numbers: `analyses/*.json` (the `analyze.py` format); checkpoints: "
-              + ", ".join(f"`{os.path.relpath(p, out)}`" for p in runs.values()) + "."]
-    path = os.path.join(out, "report.md")
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(path + ".tmp", path)
-    return path
+    return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default=os.path.join(ROOT, "study_out"), help="report, figures, checkpoints")
-    parser.add_argument("--data", default=os.path.join(ROOT, "data", "digits"), help="where the images go")
+    parser.add_argument("--out", default="study_out", help="report, figures, checkpoints (default: ./study_out)")
+    parser.add_argument("--data", default=os.path.join("data", "digits"),
+                        help="where the images go (default: ./data/digits)")
     parser.add_argument("--seeds", type=int, default=2, help="training seeds per form (>= 2)")
     parser.add_argument("--epochs", type=int, default=12, help="training epochs")
     parser.add_argument("--per_class", type=int, default=40, help="training images per digit")
@@ -335,7 +347,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.seeds < 2 or args.epochs < 1 or not 1 <= args.per_class <= 140:
         sys.exit("study: --seeds must be >= 2, --epochs >= 1, --per_class in 1..140")
-    args.out, args.data = os.path.abspath(args.out), os.path.abspath(args.data)  # train.py runs from the root
+    args.out, args.data = os.path.abspath(args.out), os.path.abspath(args.data)
     os.environ.setdefault("GLOG_v", "4")
     from . import analysis
 

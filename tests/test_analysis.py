@@ -318,3 +318,16 @@ def test_without_matplotlib_one_line_says_how_to_install_it(folded, tmp_path):
     assert res.returncode == 2 and not out.exists()
     assert res.stderr.strip() == ("error: the figures need matplotlib, which is not installed: "
                                   "pip install -r requirements-study.txt")
+
+
+def test_results_already_in_out_need_overwrite(folded, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "magnitude.json").write_text("{}\n")
+    res = run_main("analyze.py", "magnitude", "--ckpt_path", folded, "--out", out)
+    assert_one_line_error(res, f"{out / 'magnitude.json'} exists (results of an earlier analysis); choose another "
+                          "--out, or pass --overwrite")
+    assert (out / "magnitude.json").read_text() == "{}\n" and sorted(os.listdir(out)) == ["magnitude.json"]
+    res = run_main("analyze.py", "magnitude", "--ckpt_path", folded, "--out", out, "--overwrite")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.load(open(out / "magnitude.json"))["analysis"] == "magnitude"

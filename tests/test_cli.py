@@ -1,6 +1,8 @@
 """Every entry point's --help works on its own: usage and options on stdout, exit 0, nothing else needed."""
+import sys
+
 import pytest
-from conftest import assert_clean_exit, run_script
+from conftest import ROOT, assert_clean_exit, run_script
 
 HELP = {
     ("train.py",): ["--config", "--model", "--block_type", "--data_dir", "--ckpt_save_dir", "--image_resize"],
@@ -39,3 +41,44 @@ def test_a_sub_command_help_lists_only_its_options():
 def test_validate_without_a_checkpoint_is_still_an_error():
     res = run_script("validate.py", "--data_dir", ".", timeout=120)
     assert res.returncode == 2 and res.stderr.strip() == "error: --ckpt_path is required", res.stderr
+
+
+def test_msrun_environment_and_port_check():
+    """msrun's variables name the role, rank and port; a port another program listens on is refused by the
+    scheduler in one line naming it; outside msrun nothing is detected."""
+    import socket
+
+    from acnet_ms.cli import UserError
+    from acnet_ms.engine.msrun import check_port_free, msrun_env
+
+    assert msrun_env({}) is None
+    worker = msrun_env({"MS_ROLE": "MS_WORKER", "MS_SCHED_PORT": "8118", "RANK_ID": "1", "MS_TOPO_TIMEOUT": "30"})
+    assert (worker.role, worker.rank, worker.port, worker.timeout) == ("MS_WORKER", "1", 8118, 30)
+    assert worker.who == "rank 1 (msrun --master_port 8118)"
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        sched = msrun_env({"MS_ROLE": "MS_SCHED", "MS_SCHED_PORT": str(port), "MS_SCHED_HOST": "127.0.0.1"})
+        with pytest.raises(UserError, match=f"port {port} on 127.0.0.1 is in use"):
+            check_port_free(sched)
+    check_port_free(sched)  # free again
+
+
+def test_msrun_watchdog_ends_a_waiting_worker_with_one_line():
+    """The watchdog process kills the worker it watches once the scheduler beside it has exited."""
+    import subprocess
+
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    scheduler = subprocess.Popen([sys.executable, "-c", "pass"])
+    scheduler.wait()
+    code = (f"import sys; sys.path.insert(0, {ROOT!r}); from acnet_ms.engine.msrun import watch; "
+            f"watch({worker.pid}, 'rank 1 (msrun --master_port 9)', 9, '127.0.0.1', 30, {scheduler.pid}, 0.1)")
+    try:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert worker.wait(timeout=10) == -9
+    finally:
+        worker.kill()
+    assert res.stderr.strip() == ("error: rank 1 (msrun --master_port 9): msrun's scheduler (pid "
+                                  f"{scheduler.pid}) exited before the cluster formed; its line is in scheduler.log "
+                                  "under msrun's --log_dir")

@@ -118,3 +118,23 @@ def test_bad_block_options_are_one_line_naming_the_option(args, fragment):
     with pytest.raises(UserError) as err:
         parse(["--model", "src20", *args], "test")
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_bad_key_is_reported_at_once_against_its_true_source(tmp_path):
+    """All typos of a YAML file in one line; a bad --block_options key is the command line's, not the file's."""
+    path = tmp_path / "typos.yaml"
+    path.write_text("model: src20\nlearning_rate: 0.1\nepochs: 3\nbatch_size: 8\n")
+    with pytest.raises(UserError) as err:
+        parse(["--config", str(path)], "test")
+    assert str(err.value) == (f"{path}: unknown options 'learning_rate' (did you mean 'lr'?), 'epochs' (did you "
+                              f"mean 'epoch_size'?)")
+    good = tmp_path / "good.yaml"
+    good.write_text("model: src20\nblock_type: acb\n")
+    with pytest.raises(UserError) as err:
+        parse(["--config", str(good), "--block_options", "{branchs: h, postion: corner}"], "test")
+    assert str(err.value) == ("command line: block_type acb has no options 'branchs' (did you mean 'branches'?), "
+                              "'postion' (did you mean 'position'?)")
+    bad = tmp_path / "bad_block.yaml"
+    bad.write_text("model: src20\nblock_type: acb\nblock_options: {branchs: h}\n")
+    with pytest.raises(UserError, match=f"^{bad}: block_type acb has no option 'branchs'"):
+        parse(["--config", str(bad), "--lr", "0.2"], "test")

@@ -16,7 +16,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from acnet_ms.kinds.dbb import fold as dbb_fold
 from acnet_ms.kinds import identities
 from acnet_ms.kinds import check_block, get_kind
-from acnet_ms.kinds.dbb.kind import rename_torch_state, train_macs
+from acnet_ms.kinds.dbb.kind import rename_torch_state
 from acnet_ms.kinds.dbb.cell import DiverseBranchBlock
 from acnet_ms.reparam.switch import switch_to_deploy
 from acnet_ms.kinds import geometry
@@ -412,11 +412,11 @@ def test_every_site_folds_into_the_plain_network(options):
 
 def test_defaults_and_the_mac_count():
     assert check_block("dbb", None) == ("dbb", {"branch_bn": True, "gamma_init": None})
-    macs = train_macs(64, 64, 3, stride=1, height=56)
+    macs = KIND.macs(64, 64, 3, stride=1, height=56)
     assert macs["plain"] == 576 * 64 * 56 * 56 and macs["block"] == 1353 * 64 * 56 * 56
     assert macs["ratio"] == pytest.approx(2.349, abs=1e-3)
-    assert KIND.train_macs(32, 32, 3, groups=32)["ratio"] == pytest.approx((9 + 9 + 2 + 18) / 9)
-    assert 1 < train_macs(64, 64, 3, branch_bn=False, batch=32)["ratio"] < 1.001
+    assert KIND.macs(32, 32, 3, groups=32)["ratio"] == pytest.approx((9 + 9 + 2 + 18) / 9)
+    assert 1 < KIND.macs(64, 64, 3, {"branch_bn": False}, batch=32)["ratio"] < 1.001
 
 
 def test_from_plain_adds_zero_in_training_mode_too():

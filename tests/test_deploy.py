@@ -249,7 +249,7 @@ def test_validate_picks_the_deploy_model_with_the_same_top1(src20, digits, tmp_p
 
 
 def test_finetuning_refuses_a_fully_folded_checkpoint(src20):
-    from acnet_ms.io.checkpoint import load_pretrained
+    from acnet_ms.engine.loading import load_pretrained
     from acnet_ms.cli import UserError
 
     _, plain, deploy = src20
@@ -297,3 +297,26 @@ def test_bad_input_is_one_line_and_writes_nothing(kind, src20, tmp_path):
     assert_one_line_error(run_main("convert.py", *args), *fragments)
     assert os.listdir(tmp_path) == []  # no checkpoint, no graph, no temporary file
     assert sorted(os.listdir(os.path.dirname(src20[1]))) == inputs
+
+
+def test_validate_scores_a_mindir_graph_as_its_checkpoint_and_export_keeps_the_folders_mode(digits, tmp_path):
+    """convert.py --export mindir, then validate.py on the .mindir: the checkpoint's metrics line; the output
+    folder's mode is what it was (MindSpore's export makes it 0700)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    os.chmod(folder, 0o755)
+    src, out = str(tmp_path / "acb.ckpt"), str(folder / "plain.ckpt")
+    recipe = {"image_resize": 16, "crop_pct": 1.0, "interpolation": "bilinear", "num_parallel_workers": 1}
+    training_checkpoint(src, "src20", seed=2, meta={"config": recipe})
+    res = run_main("convert.py", "--ckpt_path", src, "--output", out, "--export", "mindir")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert os.stat(folder).st_mode & 0o777 == 0o755
+    scores = {}
+    for path in (out, str(folder / "plain.mindir")):
+        res = run_main("validate.py", "--ckpt_path", path, "--data_dir", digits, "--val_list", "val_small.txt")
+        assert res.returncode == 0, res.stderr[-2000:]
+        scores[path] = dict(kv.split("=") for kv in res.stdout.strip().splitlines()[-1].split())
+    ckpt, graph = scores[out], scores[str(folder / "plain.mindir")]
+    assert ckpt["samples"] == graph["samples"] == "60"
+    assert (ckpt["top1"], ckpt["top5"]) == (graph["top1"], graph["top5"])
+    assert abs(float(ckpt["loss"]) - float(graph["loss"])) <= 1e-4 * max(1.0, float(ckpt["loss"])), scores

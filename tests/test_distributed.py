@@ -119,3 +119,131 @@ def test_msrun_in_run_top1_is_the_saved_checkpoints(digits, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1].startswith(f"top1={in_run.group(1)} ")
     assert f"loss={in_run.group(2)} " in res.stdout
+
+
+def job_processes(port):
+    """Pids of the processes msrun started for the job on ``port`` that still run (from /proc)."""
+    from acnet_ms.engine.msrun import running
+
+    found = []
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if f"MS_SCHED_PORT={port}".encode() in env and running(pid):
+            found.append(pid)
+    return found
+
+
+def bounded_msrun(cmd, limit):
+    """Run an msrun command in its own process group for at most ``limit`` seconds; the group is killed
+    afterwards whatever happened.  Returns (exit status or None if it had to be killed, output, seconds)."""
+    import signal
+    import time
+
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=limit)
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        code, out = None, ""
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+    return code, out, time.monotonic() - start
+
+
+def kill_job(port):
+    import signal
+
+    for pid in job_processes(port):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def our_lines(log_dir, name):
+    text = open(os.path.join(log_dir, name)).read()
+    return [line for line in text.splitlines() if line.startswith("error: ")]
+
+
+def test_msrun_on_a_busy_port_ends_every_process_with_one_line(digits, tmp_path):
+    """Another program listens on --master_port: the scheduler says so, each worker says why it stops, msrun
+    exits non-zero within a minute or two, and no process of the job is left."""
+    port, logs, save = free_port(), str(tmp_path / "logs"), str(tmp_path / "run")
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", port))
+    holder.listen(8)
+    cmd = [MSRUN, "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(port), "--join", "True",
+           "--log_dir", logs, "python", os.path.join(ROOT, "train.py"),
+           *map(str, small_run(digits, save, "--distribute", "True", "--epoch_size", 1))]
+    try:
+        code, out, seconds = bounded_msrun(cmd, 240)
+        left = job_processes(port)
+    finally:
+        holder.close()
+        kill_job(port)
+    assert code not in (0, None), (code, out[-2000:])
+    assert not left, f"processes of the job still running: {left}"
+    (line,) = our_lines(logs, "scheduler.log")
+    assert f"port {port}" in line and "in use by another program" in line and "no launcher" not in line
+    # the first worker to end has msrun kill the other (SIGKILL), which may leave that one no time for a line
+    said = {rank: our_lines(logs, f"worker_{rank}.log") for rank in (0, 1)}
+    assert any(said.values()), said
+    for rank, lines in said.items():
+        assert len(lines) <= 1 and all(f"rank {rank} (msrun --master_port {port}): msrun's scheduler" in line
+                                       and "exited before the cluster formed" in line for line in lines), lines
+    assert not os.path.exists(save)  # nothing written
+
+
+def test_msrun_a_worker_that_dies_ends_the_job(digits, tmp_path):
+    """One worker killed mid-run: msrun stops the other, the scheduler ends with one line (not the "no
+    launcher" one), msrun exits non-zero in bounded time, no process of the job is left."""
+    import signal
+    import time
+
+    port, logs, save = free_port(), str(tmp_path / "logs"), str(tmp_path / "run")
+    cmd = [MSRUN, "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(port), "--join", "True",
+           "--log_dir", logs, "python", os.path.join(ROOT, "train.py"),
+           *map(str, small_run(digits, save, "--distribute", "True", "--epoch_size", 200))]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        rank1_log, deadline = os.path.join(save, "train_rank1.log"), time.monotonic() + 400
+        while time.monotonic() < deadline and proc.poll() is None:
+            if os.path.isfile(rank1_log) and "epoch 2/200 step 1/" in open(rank1_log).read():
+                break
+            time.sleep(1)
+        victims = [pid for pid in job_processes(port)
+                   if b"RANK_ID=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
+                   and b"MS_ROLE=MS_WORKER" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
+        assert victims, "rank 1 did not start training"
+        os.kill(victims[0], signal.SIGKILL)
+        try:
+            out, _ = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            out = None
+        left = job_processes(port)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        proc.communicate()
+        kill_job(port)
+    assert out is not None, "msrun did not end within 300 s of a worker's death"
+    assert proc.returncode != 0
+    assert not left, f"processes of the job still running: {left}"
+    lines = our_lines(logs, "scheduler.log")
+    assert len(lines) <= 1 and not any("no launcher" in line for line in lines), lines
+    if lines:
+        assert f"--master_port {port}" in lines[0]

@@ -11,7 +11,7 @@ from conftest import assert_close, randomize_bn
 import mindspore as ms
 from mindspore import Tensor
 
-from acnet_ms import acb_summary, create_model
+from acnet_ms import block_summary, create_model
 from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.convert.pipeline import convert_checkpoint
 
@@ -38,7 +38,7 @@ def test_acb_model_converts_to_the_stock_mindcv_checkpoint(name, tmp_path):
     size = FAMILIES[name]
     ms.set_seed(1)
     acb = randomize_bn(create_model(name, num_classes=10, block_type="acb"), seed=2)
-    report = acb_summary(acb)
+    report = block_summary(acb)
     assert report["acbs"] == sum(type(c).__name__ == "ACBlock" for _, c in acb.cells_and_names()) > 0
     src, dst = str(tmp_path / "acb.ckpt"), str(tmp_path / "plain.ckpt")
     write_checkpoint(src, {p.name: p.asnumpy() for p in acb.get_parameters()},

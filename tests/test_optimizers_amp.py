@@ -15,7 +15,8 @@ import mindspore as ms
 from mindspore import Tensor, nn
 
 from acnet_ms import create_model
-from acnet_ms.io.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.engine.loading import load_pretrained
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.cli import UserError
 from acnet_ms.config.loader import defaults
 from acnet_ms.convert.pipeline import convert_checkpoint
@@ -41,6 +42,9 @@ def test_the_optimizer_list_is_mindcvs():
     for group in re.findall(r"opt in \[([^\]]*)\]", source):
         accepted.update(re.findall(r'"(\w+)"', group))
     assert accepted == set(OPTIMIZERS)
+    from acnet_ms.config.options import OPTIONS
+
+    assert set(OPTIONS["opt"].choices) == accepted  # every name MindCV takes is an option value
 
 
 def batch(seed=0, size=16, n=2):

@@ -211,11 +211,11 @@ def test_the_paper_start_and_the_single_start():
 
 
 def test_training_costs_one_conv_plus_a_batch_independent_kernel_generation():
-    block = OREPABlock(64, 64, 3, stride=2)
-    macs = block.macs((8, 64, 32, 32))
-    assert macs["conv"] == 8 * 16 * 16 * 64 * 64 * 9
-    assert macs["kernel"] == 64 * 64 * 9 * (2 * 6 + 64 + 8)  # six products and sums, T/g = 64, M = 8
-    assert OREPABlock(64, 64, 3, branches="origin,avg").macs((1, 64, 8, 8))["kernel"] == 64 * 64 * 9 * 4
+    macs = get_kind("orepa").macs(64, 64, 3, stride=2, height=32, batch=8)
+    assert macs["plain"] == macs["branches"]["conv"] == 8 * 16 * 16 * 64 * 64 * 9
+    assert macs["branches"]["kernel"] == 64 * 64 * 9 * (2 * 6 + 64 + 8)  # six products and sums, T/g = 64, M = 8
+    assert get_kind("orepa").macs(64, 64, 3, {"branches": "origin,avg"}, height=8)["branches"]["kernel"] \
+        == 64 * 64 * 9 * 4
 
 
 @pytest.mark.parametrize("bad, match", [(dict(kernel_size=4), "kernel_size"), (dict(kernel_size=1), "kernel_size"),

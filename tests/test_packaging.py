@@ -67,3 +67,72 @@ def test_the_metadata_pins_the_requirements_and_offers_the_extras(installed):
         assert wanted
         for requirement in wanted:
             assert f'{requirement}; extra == "{extra}"' in requires, (extra, requirement, requires)
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory):
+    """A fresh venv with acnet_ms installed into it by ``pip install --no-deps .`` (from a copy of the sources).
+
+    Its dependencies (MindSpore, MindCV, scikit-learn, ...) are this environment's: a ``.pth`` file puts this
+    environment's site-packages on the new one's path (``venv --system-site-packages`` would give the base
+    interpreter's, not this venv's).  No package is downloaded.
+    """
+    import site
+    import sysconfig
+
+    pytest.importorskip("setuptools")
+    tmp = tmp_path_factory.mktemp("venv")
+    src, env = tmp / "src", tmp / "env"
+    src.mkdir()
+    for path in ["pyproject.toml", "README.md", *glob.glob(os.path.join(ROOT, "requirements*.txt"))]:
+        shutil.copy(os.path.join(ROOT, path), src)
+    shutil.copytree(os.path.join(ROOT, "acnet_ms"), src / "acnet_ms", ignore=shutil.ignore_patterns("__pycache__"))
+    res = subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(env)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    python = str(env / "bin" / "python")
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    ours = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if os.path.isdir(p)]
+    with open(os.path.join(purelib, "project_deps.pth"), "w", encoding="utf-8") as f:
+        f.write("\n".join(dict.fromkeys(ours)) + "\n")  # plain paths: their own .pth files (an editable acnet_ms) stay out
+    res = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                          "--no-build-isolation", "--no-index", str(src)], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    shutil.rmtree(src)  # the installed copy is the only one left
+    return python, purelib
+
+
+def run_installed(venv, cwd, *args, timeout=900):
+    python, _ = venv
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return subprocess.run([python, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_an_installed_package_in_another_folder(venv, tmp_path):
+    res = run_installed(venv, tmp_path, "-c", "import acnet_ms; print(acnet_ms.__file__)")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip() == os.path.join(venv[1], "acnet_ms", "__init__.py")  # not the checkout's
+    res = run_installed(venv, tmp_path, "-m", "acnet_ms.demo", "--epochs", 1)
+    assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
+    assert "| folded plain src20 |" in res.stdout
+    assert sorted(os.listdir(tmp_path)) == ["data", "demo_out"]  # outputs under the folder it runs in
+    assert os.path.isfile(tmp_path / "demo_out" / "src20_deploy.ckpt")
+
+
+@pytest.mark.slow
+def test_the_study_and_the_programs_start_from_an_installed_package(venv, tmp_path):
+    res = run_installed(venv, tmp_path, "-m", "acnet_ms.study", "--help")
+    assert res.returncode == 0 and "--per_class" in res.stdout, res.stderr[-3000:]
+    code = ("import os; from acnet_ms.study import run_args; args = run_args('d', 'l', 'r', 'acb', 1, 1); "
+            "config = args[args.index('--config') + 1]; print(config); assert os.path.isfile(config)")
+    res = run_installed(venv, tmp_path, "-c", code)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.strip().startswith(os.path.join(venv[1], "acnet_ms", "configs"))  # the package's data
+    for program in ("train", "validate", "convert", "analyze"):
+        res = run_installed(venv, tmp_path, "-m", f"acnet_ms.apps.{program}", "--help")
+        assert res.returncode == 0 and "usage:" in res.stdout, (program, res.stderr[-3000:])
+    assert os.listdir(tmp_path) == []

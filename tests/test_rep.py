@@ -14,7 +14,6 @@ from mindspore import Tensor, nn, ops
 
 from acnet_ms.kinds.rep import fold as rep_fold
 from acnet_ms.kinds import check_block, get_kind
-from acnet_ms.kinds.rep.kind import mac_ratio
 from acnet_ms.kinds.rep.cell import RepBlock
 from acnet_ms.kinds import geometry
 
@@ -76,12 +75,17 @@ def test_fold_rep_equals_its_branches(groups, with_bn):
     np.testing.assert_allclose(reference_conv(x, kernel, bias, groups), ref + 1, rtol=1e-10, atol=1e-10)
 
 
+def mac_ratio(kernel_size, **options):
+    return get_kind("rep").macs(64, 64, kernel_size, options)["ratio"]
+
+
 def test_mac_ratio_counts_the_branch_convs():
     """The 'FLOP floor': conv multiply-adds of the training form per multiply-add of the plain conv, checked
     by counting those of every conv cell of a 3 x 3 64 -> 64 block."""
     assert mac_ratio(3) == pytest.approx(10 / 9)
     assert mac_ratio(3, num_kxk=4) == pytest.approx(37 / 9)
     assert mac_ratio(1, num_kxk=4) == 4 and mac_ratio(3, branch_bn=False) == 1.0
+    assert mac_ratio(3, scale=False) == 1.0
     for num in (1, 4):
         block = RepBlock(64, 64, 3, num_kxk=num)
         x = Tensor(np.zeros((1, 64, 8, 8), np.float32))

@@ -10,7 +10,7 @@ from conftest import (arrays_of, assert_clean_exit, assert_close, images, load_s
 import mindspore as ms
 from mindspore import nn
 
-from acnet_ms import acb_layout, create_model, list_models, model_entry, switch_to_deploy
+from acnet_ms import block_layout, create_model, list_models, model_entry, switch_to_deploy
 from acnet_ms.reparam import state as state_map
 from acnet_ms.reparam.transform import to_blocks, trace
 from acnet_ms.io.checkpoint import read_checkpoint
@@ -55,7 +55,7 @@ def test_acb_sk_block_equals_its_folded_forms(stride, split, groups):
     assert np.abs(y).max() > 0.1  # not a degenerate (all-zero) output
 
     # the converter's path: fold the state dict, load it into the plain block
-    plain_state, acbs = state_map.fold_state(arrays_of(sk), acb_layout(sk))
+    plain_state, acbs = state_map.fold_state(arrays_of(sk), block_layout(sk))
     assert sorted(acbs) == ["paths.0.features.0", "paths.1.features.0"]
     base = load_strict(SelectiveKernel(16, 24, **kwargs), plain_state)
     assert_close(base(x).asnumpy(), y, BLOCK_TOL, "folded checkpoint vs ACB")
@@ -196,7 +196,7 @@ def test_acbs_sit_in_every_kxk_slot_and_fold_to_the_base_names(name):
     dilations = sorted({c.dilation for c in acb_cells.values() if isinstance(c, ACBlock)})
     assert dilations == [(1, 1), (2, 2)]
 
-    plain, folded = state_map.fold_state(arrays_of(acb), acb_layout(acb))
+    plain, folded = state_map.fold_state(arrays_of(acb), block_layout(acb))
     assert len(folded) == ACB_COUNT[name]
     expected = shapes(base)
     assert {k: tuple(v.shape) for k, v in plain.items()} == expected
@@ -264,7 +264,7 @@ def test_grouped_sknet50_acb_folds_into_the_base_model():
     ms.set_seed(7)
     acb = randomize_bn(create_model("sknet50", num_classes=10, block_type="acb"), seed=7)
     acb.set_train(False)
-    plain, folded = state_map.fold_state(arrays_of(acb), acb_layout(acb))
+    plain, folded = state_map.fold_state(arrays_of(acb), block_layout(acb))
     assert len(folded) == 32
     base = load_strict(create_model("sknet50", num_classes=10), plain)
     x = images(4, size=32)

@@ -9,14 +9,16 @@ import sys
 import numpy as np
 import pytest
 from conftest import (ROOT, assert_clean_exit, assert_close, assert_one_line_error, images, randomize_bn, run_main,
-                      run_script, small_run, user_env)
+                      run_script, small_run, training_checkpoint, user_env)
 
 import mindspore as ms
 from mindspore import Tensor
 
 from acnet_ms import create_model
-from acnet_ms.io.checkpoint import load_pretrained, read_checkpoint, write_checkpoint
+from acnet_ms.cli import UserError
 from acnet_ms.config.loader import load_config
+from acnet_ms.engine.loading import load_pretrained
+from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 
 PROGRESS = re.compile(r"^epoch (\d+)/(\d+) step (\d+)/(\d+) loss [\d.]+ lr [\d.]+ images/s [\d.]+ eta \d+:\d\d:\d\d$",
                       re.M)
@@ -100,11 +102,16 @@ def test_finetuning_a_plain_checkpoint_into_acb_starts_from_the_same_function(tm
     assert lines[0].startswith("loaded ") and not any(line.startswith("skipped") for line in lines)
     # another number of classes: everything but the classifier loads, and the log names what was skipped
     other = create_model("src20", num_classes=5, block_type="acb")
+    with pytest.raises(UserError, match=r"does not cover src20: \d+ of \d+ parameters match by name and shape; "
+                                        r"first that does not: 'classifier.weight' has shape \[10, 64\] in the "
+                                        r"checkpoint, \[5, 64\] in the model; pass --ckpt_partial True"):
+        load_pretrained(other, path, log=lines.append)
     lines = []
-    load_pretrained(other, path, log=lines.append)
-    skipped = [line for line in lines if line.startswith("skipped")]
-    assert len(skipped) == 1 and "classifier.weight [10, 64] (model: [5, 64])" in skipped[0]
-    assert "classifier.bias" in skipped[0]
+    load_pretrained(other, path, log=lines.append, partial=True)
+    started = [line for line in lines if line.startswith("classifier initialised afresh")]
+    assert len(started) == 1 and "'classifier.weight' has shape [10, 64] in the checkpoint, [5, 64]" in started[0]
+    assert "classifier.bias" in started[0]
+    assert "set by the block conversion to keep the pretrained function: branches started at zero" in lines[0]
     np.testing.assert_array_equal(other.layer1[0].conv1.square_conv.weight.asnumpy(),
                                   base.layer1[0].conv1.weight.asnumpy())
 
@@ -115,10 +122,32 @@ def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
     path = str(tmp_path / "pretrained.ckpt")
     write_checkpoint(path, {p.name: p.asnumpy() for p in base.get_parameters()}, {"model": "src20"})
     res = run_script("train.py", *small_run(digits, str(tmp_path / "ft"), "--epoch_size", 1, "--ckpt_path", path,
-                                            "--val_while_train", "False"))
+                                            "--val_while_train", "False", "--ckpt_partial", "True"))
     assert res.returncode == 0, res.stderr[-2000:]
-    assert re.search(r"loaded \d+ of \d+ parameters from .*pretrained.ckpt", res.stdout)
-    assert "skipped (shape differs): classifier.weight [7, 64] (model: [10, 64])" in res.stdout
+    assert re.search(r"loaded \d+ of \d+ parameters from .*pretrained.ckpt \(\d+ of them set by the block "
+                     r"conversion", res.stdout)
+    assert ("classifier initialised afresh (ckpt_partial): 'classifier.weight' has shape [7, 64] in the checkpoint, "
+            "[10, 64] in the model") in res.stdout
+
+
+def test_finetuning_from_another_models_checkpoint_is_refused_in_one_line(digits, tmp_path):
+    """A checkpoint that does not cover the model (another depth; another class count without ckpt_partial):
+    one line with how many entries matched and the first that did not; nothing written."""
+    other = create_model("src56", num_classes=10)
+    path = str(tmp_path / "src56.ckpt")
+    write_checkpoint(path, {p.name: p.asnumpy() for p in other.get_parameters()}, {"model": "src56"})
+    save = tmp_path / "ft"
+    res = run_main("train.py", *small_run(digits, str(save), "--ckpt_path", path))
+    assert_one_line_error(res, f"{path}: the checkpoint does not cover src20: ", " parameters match by name and "
+                          "shape; first that does not: ")
+    assert "ckpt_partial" not in res.stderr and not save.exists()
+    seven = str(tmp_path / "seven.ckpt")
+    base = create_model("src20", num_classes=7)
+    write_checkpoint(seven, {p.name: p.asnumpy() for p in base.get_parameters()}, {"model": "src20"})
+    res = run_main("train.py", *small_run(digits, str(save), "--ckpt_path", seven))
+    assert_one_line_error(res, "first that does not: 'classifier.weight' has shape [7, 64] in the checkpoint, "
+                          "[10, 64] in the model; pass --ckpt_partial True")
+    assert not save.exists()
 
 
 @pytest.mark.slow
@@ -376,3 +405,168 @@ def test_a_run_stopped_before_its_first_checkpoint_says_its_folder_cannot_be_reu
         f.write("model: src20\n")
     res = run_main("train.py", *small_run(digits, folder))
     assert_one_line_error(res, "ckpt_save_dir holds an earlier run")
+
+
+def _renamed_digits(digits, root, names):
+    """A val split of 3 digits a class whose class folders are called ``names`` (in label order 0..9)."""
+    import shutil
+
+    for label, name in enumerate(names):
+        os.makedirs(os.path.join(root, "val", name))
+        for image in sorted(os.listdir(os.path.join(digits, "val", str(label))))[:3]:
+            shutil.copy(os.path.join(digits, "val", str(label), image), os.path.join(root, "val", name, image))
+    return root
+
+
+def test_validate_refuses_data_whose_class_folders_differ_from_training(digits, tmp_path):
+    """The checkpoint records training's class folders: a folder named otherwise is one line naming the first
+    difference, unless --any_class_names; the same names score."""
+    path = str(tmp_path / "src20.ckpt")
+    recipe = {"image_resize": 16, "crop_pct": 1.0, "interpolation": "bilinear", "num_parallel_workers": 1}
+    training_checkpoint(path, "src20", meta={"class_names": [str(i) for i in range(10)], "config": recipe},
+                        block_type="acb", gamma_init=1 / 3)
+    words = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    renamed = _renamed_digits(digits, str(tmp_path / "words"), words)
+    res = run_main("validate.py", "--ckpt_path", path, "--data_dir", renamed)
+    assert_one_line_error(res, f"{os.path.join(renamed, 'val')}: the class folders differ from those {path} was "
+                          "trained on (label 0 is folder 'eight' here, '0' in training); pass --any_class_names")
+    res = run_main("validate.py", "--ckpt_path", path, "--data_dir", renamed, "--any_class_names")
+    assert res.returncode == 0 and res.stdout.strip().splitlines()[-1].endswith("samples=30"), res.stderr[-2000:]
+    same = _renamed_digits(digits, str(tmp_path / "same"), [str(i) for i in range(10)])
+    res = run_main("validate.py", "--ckpt_path", path, "--data_dir", same)
+    assert res.returncode == 0, res.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_training_records_its_class_folders(digits, tmp_path):
+    save = str(tmp_path / "run")
+    res = run_main("train.py", "--config", os.path.join(ROOT, "configs", "demo_digits.yaml"), "--data_dir", digits,
+                   "--ckpt_save_dir", save, "--epoch_size", 1, "--num_parallel_workers", 1, "--val_while_train",
+                   "False")
+    assert res.returncode == 0, res.stderr[-2000:]
+    _, meta = read_checkpoint(os.path.join(save, "src20_acb-e001.ckpt"))
+    assert meta["class_names"] == [str(i) for i in range(10)]
+
+
+def test_errors_name_their_cause(digits, tmp_path):
+    """A MindCV model that does not build in this MindSpore, and a repeated-augmentation sampler that leaves
+    no batch: one line each saying so, nothing written."""
+    import mindcv
+
+    save = tmp_path / "run"
+    res = run_main("train.py", *small_run(digits, str(save), "--model", "rexnet_10", "--block_type", "base"))
+    assert_one_line_error(res, f"model rexnet_10 does not build in MindSpore {ms.__version__} with MindCV "
+                          f"{mindcv.__version__} (", "docs/sweep.md")
+    res = run_main("train.py", *small_run(digits, str(save), "--aug_repeats", 3, "--batch_size", 8))
+    assert_one_line_error(res, "option 'aug_repeats' 3: MindCV's repeated-augmentation sampler takes whole rounds "
+                          "of 256 of the 160 samples, 0 per device, which make no full batch of 8")
+    assert not save.exists()
+
+
+def _truncated_digits(digits, root):
+    """The small lists' images with one PNG cut in half."""
+    import shutil
+
+    os.makedirs(root)
+    for name in ("train_small.txt", "val_small.txt"):
+        shutil.copy(os.path.join(digits, name), os.path.join(root, name))
+    for split in ("train", "val"):
+        shutil.copytree(os.path.join(digits, split), os.path.join(root, split))
+    first = open(os.path.join(root, "train_small.txt")).readline().split()[0]
+    path = os.path.join(root, first)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:len(data) // 2])
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["compile", "bad image", "input too small"])
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_behind(case, digits, tmp_path):
+    """A train step that does not compile (lamb on CPU), an image that does not decode, an input too small for
+    the model: one line saying so, and nothing of the run left (a folder that existed stays, empty), so the
+    same command runs again.  No third-party warning line beside ours."""
+    save = tmp_path / "run"
+    data, extra, fragments = digits, [], []
+    if case == "compile":
+        save.mkdir()  # the user's own empty folder: it stays
+        extra, fragments = ["--opt", "lamb"], ["does not compile or run on CPU", "Lamb"]
+    elif case == "bad image":
+        data = _truncated_digits(digits, str(tmp_path / "data"))
+        fragments = ["data pipeline failed", "decode"]
+    else:
+        extra = ["--model", "inception_v3", "--image_resize", 96, "--batch_size", 4]
+        fragments = ["image_resize 96 is too small for inception_v3: the smallest input it runs on is 299x299 "
+                     "(found by running the model at each size; "]
+    res = run_script("train.py", *small_run(data, str(save), "--epoch_size", 1, *extra), timeout=900)
+    assert_one_line_error(res, *fragments)
+    assert "WARN" not in res.stdout + res.stderr
+    if case == "compile":
+        assert os.listdir(save) == []
+    else:
+        assert not save.exists()
+
+
+def test_the_training_pipeline_is_the_same_for_a_seed_whatever_the_scheduling(digits):
+    """Random crops drawn by two parallel workers: the same batches every time the epoch's seed is set (each
+    worker's draws follow its own seeded stream), so a seeded run does not depend on the machine's load;
+    another worker count draws other crops."""
+    import hashlib
+
+    import mindspore.dataset as ds
+
+    from acnet_ms.config.loader import parse
+    from acnet_ms.engine import data
+    from acnet_ms.training.loop import epoch_seed
+
+    def digest(workers, times):
+        cfg, _ = parse(["--config", os.path.join(ROOT, "configs", "demo_digits.yaml"), "--data_dir", digits,
+                        "--train_list", "train_small.txt", "--num_parallel_workers", str(workers)], "test")
+        spec = data.inspect(cfg, "train")
+        loader = data.create_loader(dict(cfg, num_classes=10), spec, True, 0, 1, workers)
+        out = []
+        for _ in range(times):
+            ds.config.set_seed(epoch_seed(cfg["seed"], 1))
+            h = hashlib.sha256()
+            for image, label in loader.create_tuple_iterator(num_epochs=1):
+                h.update(image.asnumpy().tobytes() + label.asnumpy().tobytes())
+            out.append(h.hexdigest())
+        return out
+
+    two = digest(2, 3)
+    assert len(set(two)) == 1
+    assert digest(1, 1)[0] != two[0]
+
+
+def test_a_refusal_names_only_files_that_exist(tmp_path):
+    """A folder holding an earlier run's config and log only: the line says so and offers no --resume; with
+    epoch checkpoints, it names the last one."""
+    from acnet_ms.training.setup import check_run_folder
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("model: src20\n")
+    (folder / "train_rank0.log").write_text("")
+    with pytest.raises(UserError) as err:
+        check_run_folder({"ckpt_save_dir": str(folder), "resume": None})
+    assert "or remove those files (they hold no checkpoint to resume)" in str(err.value)
+    assert "--resume" not in str(err.value) and "<" not in str(err.value)
+    for epoch in (2, 10):
+        (folder / f"src20_acb-e{epoch:03d}.ckpt").write_bytes(b"")
+    last = folder / "src20_acb-e010.ckpt"
+    with pytest.raises(UserError, match=re.escape(f"continue that run with --resume {last}")):
+        check_run_folder({"ckpt_save_dir": str(folder), "resume": None})
+
+
+def test_class_names_check_names_the_first_difference():
+    from acnet_ms.engine.data import DataSpec, check_class_names
+
+    spec = DataSpec("folder", "/data/val", 30, 3, class_names=["cat", "dog", "fox"])
+    check_class_names(spec, ["cat", "dog", "fox"], "x.ckpt", "--any_class_names")
+    check_class_names(spec, None, "x.ckpt", "--any_class_names")  # nothing recorded: nothing to compare
+    with pytest.raises(UserError, match=r"^/data/val: the class folders differ from those x.ckpt was trained on "
+                                        r"\(label 1 is folder 'dog' here, 'cow' in training\); pass "
+                                        r"--any_class_names to score anyway$"):
+        check_class_names(spec, ["cat", "cow", "fox"], "x.ckpt", "--any_class_names")
+    with pytest.raises(UserError, match=r"3 class folders here, 4 in training"):
+        check_class_names(spec, ["cat", "dog", "fox", "gnu"], "x.ckpt", "--any_class_names")

@@ -6,9 +6,10 @@ from conftest import assert_close, randomize_bn, slow_except
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from acnet_ms import acb_layout, acb_summary, create_model
+from acnet_ms import block_layout, block_summary, create_model
 from acnet_ms.reparam import state as state_map
-from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
+from acnet_ms.engine.loading import load_pretrained
+from acnet_ms.io.checkpoint import write_checkpoint
 from acnet_ms.kinds.acb.cell import ACBlock
 from acnet_ms.reparam.switch import switch_to_deploy
 from acnet_ms.reparam.transform import summary_line, to_blocks, trace
@@ -51,7 +52,7 @@ def test_trace_finds_pairs_and_refuses_shared_outputs():
     assert sites["conv_c"].bn is None and sites["conv_c"].feeds_bn
     assert sites["conv_d"].bn is None and sites["conv_d"].has_bias
     to_blocks(net, sites, "acb")
-    s = acb_summary(net)
+    s = block_summary(net)
     assert s["acbs"] == 3 and s["kinds"] == {"BN slot": 1, "conv bias": 1, "no BN (bias-free)": 1}
     assert s["plain"] == {"conv_b": "its output feeds a BatchNorm and something else",
                           "conv_c": "its output feeds a BatchNorm and something else",
@@ -148,7 +149,7 @@ class Mixed(nn.Cell):
 def test_conv_subclasses_stay_plain_and_the_summary_names_their_class():
     net = Mixed()
     to_blocks(net, trace(net, (1, 3, 8, 8)), "acb")
-    s = acb_summary(net)
+    s = block_summary(net)
     assert s["acbs"] == 1 and isinstance(net.plain, ACBlock)
     assert s["plain"] == {  # the 1 x 1 one is no k x k conv
         "std": "StandardisedConv, an nn.Conv2d subclass whose construct differs: ACBs replace only plain nn.Conv2d",
@@ -168,7 +169,7 @@ def test_a_model_of_conv_subclasses_only_says_which_class_kept_its_convs():
 
 def test_layout_records_where_each_fold_goes():
     net = create_model("src20", block_type="acb", acb_position="corner")
-    layout = acb_layout(net)
+    layout = block_layout(net)
     assert len(layout) == 19
     assert layout["conv1"] == dict(kind="acb", branches="hv", branch_bn=True, position="corner", eps=1e-5,
                                    has_bias=False, slot="bn", bn="bn1")
@@ -239,6 +240,6 @@ def test_same_padded_acb_model_keeps_training_past_its_first_step():
 
 def test_a_model_that_asserts_its_input_size_is_traced_at_a_size_it_takes():
     # cmt_small asserts (AssertionError) that its input is 224 px: tracing goes on to the next size
-    from acnet_ms import acb_summary, create_model
+    from acnet_ms import block_summary, create_model
 
-    assert acb_summary(create_model("cmt_small", num_classes=10, block_type="acb"))["acbs"] == 53
+    assert block_summary(create_model("cmt_small", num_classes=10, block_type="acb"))["acbs"] == 53

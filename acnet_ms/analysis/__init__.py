@@ -30,7 +30,7 @@ from .weight_quantization import (QUANTIZATION_DEFINITION, calibration_folder, e
 
 COMMANDS = ("magnitude", "sparsity", "robustness", "quantization")
 
-__all__ = ["_pyplot", "COMMANDS", "DEFAULT_RATIOS", "DEFAULT_SEEDS", "Evaluator", "GROUPS", "MAGNITUDE_DEFINITION", "Subject",
+__all__ = ["COMMANDS", "DEFAULT_RATIOS", "DEFAULT_SEEDS", "Evaluator", "GROUPS", "MAGNITUDE_DEFINITION", "Subject",
            "TRANSFORMS", "check_data", "check_kernels", "check_known", "check_ratios", "figure", "folded_kernels",
            "group_means", "is_square_kernel", "kernel_magnitudes", "layer_magnitude", "load_subject", "magnitude",
            "position_mask", "quantization", "QUANTIZATION_DEFINITION", "calibration_folder", "export_graphs",

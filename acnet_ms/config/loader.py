@@ -31,11 +31,14 @@ def defaults():
 
 
 def check_keys(keys, where):
+    """UserError naming every key no option knows (each with the closest valid name), in one line."""
+    named = []
     for key in keys:
         if key not in OPTIONS:
             close = suggest(key, list(OPTIONS))
-            hint = f" (did you mean '{close}'?)" if close else ""
-            raise UserError(f"{where}: unknown option '{key}'{hint}")
+            named.append(f"'{key}'" + (f" (did you mean '{close}'?)" if close else ""))
+    if named:
+        raise UserError(f"{where}: unknown option{'s' if len(named) > 1 else ''} {', '.join(named)}")
 
 
 def coerce(name, value, where):
@@ -113,9 +116,10 @@ def resolve_block(cfg, where="config"):
     return cfg
 
 
-def resolve(cfg, where="config"):
-    """Translate the keys of older MindCV recipes and check what no single option can check alone."""
-    resolve_block(cfg, where)
+def resolve(cfg, where="config", block_where=None):
+    """Translate the keys of older MindCV recipes and check what no single option can check alone
+    (``block_where``: where the block options came from, if not ``where``)."""
+    resolve_block(cfg, block_where or where)
     if cfg.get("filter_bias_and_bn") is not None and cfg["weight_decay_filter"] == "disable":
         cfg["weight_decay_filter"] = "norm_and_bias" if cfg["filter_bias_and_bn"] else "disable"
     if cfg.get("dynamic_loss_scale") and cfg["loss_scale_type"] == "fixed":
@@ -203,7 +207,9 @@ def parse(argv, description, extra=None, base=None):
     for name in OPTIONS:
         if name in vars(args):
             cfg[name] = coerce(name, getattr(args, name), "command line")
-    return resolve(cfg, args.config or "command line"), args
+    given = set(vars(args))
+    block_where = "command line" if given & {"block_options", *FLAT_BLOCK_KEYS} else None
+    return resolve(cfg, args.config or "command line", block_where), args
 
 
 def dump(cfg, path):

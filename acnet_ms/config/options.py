@@ -124,7 +124,7 @@ _IMAGENET_MEAN = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 _IMAGENET_STD = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 SCHEDULERS = ("constant", "cosine_decay", "warmup_cosine_decay", "exponential_decay", "polynomial_decay",
               "step_decay", "multi_step_decay", "one_cycle", "cyclic")
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "lion", "rmsprop", "adagrad", "lamb", "nadam", "adan")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "lion", "rmsprop", "adagrad", "lamb", "nadam", "adan")
 
 _TABLE = [
     # System (MindCV)
@@ -181,6 +181,8 @@ _TABLE = [
     Option("drop_path_rate", None, _opt(_float), MODEL, "stochastic depth rate (models that take it)"),
     Option("pretrained", False, _bool, MODEL, "MindCV's downloaded weights (needs network; see docs/options.md)"),
     Option("ckpt_path", None, _str_opt, MODEL, "checkpoint to start from (finetuning) or to validate"),
+    Option("ckpt_partial", False, _bool, MODEL, "with ckpt_path: the classifier may differ from the checkpoint's "
+           "(another num_classes) and starts afresh; every other parameter must still load"),
     Option("resume_opt", False, _bool, MODEL, "with ckpt_path: resume its optimizer state, epoch and step too"),
     Option("keep_checkpoint_max", 10, _int, MODEL, "epoch checkpoints kept (the -best one is kept apart)"),
     Option("ckpt_save_dir", "./ckpt", _text, MODEL, "folder for checkpoints, logs and the merged config"),

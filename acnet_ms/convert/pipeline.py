@@ -1,162 +1,110 @@
-"""Checkpoint conversion: a training-form checkpoint (re-parameterizable blocks) becomes a plain-model one.
+"""Checkpoint conversion as a pipeline: a training-form checkpoint becomes a plain-model one.
+
+    plan_outputs   where the results go, checked before anything is read      -> Outputs
+    read           the file's arrays and metadata                             -> (state, meta)
+    identify       model, class count, block kind and options, layout         -> Source
+    fold           the blocks (then, fully folded, the model's own blocks
+                   and every BatchNorm), checked against the stock model      -> Folded
+    export         the graph (MINDIR or ONNX) and its INT8 twin, to temporary files
+    write          the checkpoint, then the graphs renamed into place
+    report         the summary dict and the log lines
 
 With ``fold_bn`` every BatchNorm is folded too, into a checkpoint of the fully
-folded model (``create_model(name, deploy=True)``); with ``export`` that model
-is also written as a MINDIR or ONNX graph.  File I/O and model identification
-live here; the name mapping is :func:`acnet_ms.reparam.state.fold_state` and
-:func:`acnet_ms.reparam.state.fold_bns`, the arithmetic :mod:`acnet_ms.kinds.identities`.  Which
-entries fold into which comes from the model itself (``acnet_ms.reparam.transform``),
-so every registered model, MindCV's included, converts to the stock model's
-checkpoint: the same names, shapes and order.
+folded model (``create_model(name, deploy=True)``).  The name mapping is
+:func:`acnet_ms.reparam.state.fold_state` and :func:`~acnet_ms.reparam.state.fold_bns`,
+through the kind table (a model's own blocks, MindCV's RepVGG's, are a native
+kind's); the arithmetic is the kinds'.  Which entries fold into which comes
+from the model itself, so every registered model, MindCV's included, converts
+to the stock model's checkpoint: the same names, shapes and order.
 """
 import os
 import time
+from dataclasses import dataclass, field, fields
+from typing import Optional
 
 from .. import kinds
-from ..kinds.repvgg import state as repvgg_state
-from ..reparam import state as state_map
+from ..cli import UserError
 from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
-from ..cli import UserError, first_line
-from ..models import list_models, model_entry
-from ..models.factory import create_model, layout_for, num_classes_of, recorded_block, uninitialised_model
+from ..models.factory import create_model, layout_for, uninitialised_model
+from ..reparam import state as state_map
+from .export import (EXPORT_FORMATS, calibration_recipe, check_int8, export_format, export_graph,  # noqa: F401
+                     fit_calibration, graph_path, graph_shape, parse_input_shape, trained_size)
+from .identify import block_of, classes_of, resolve_model  # noqa: F401  (the identify stage's parts)
 
 
-#: graph formats of ``--export``: name -> (MindSpore's file_format, file suffix)
-EXPORT_FORMATS = {"mindir": ("MINDIR", ".mindir"), "onnx": ("ONNX", ".onnx")}
+@dataclass
+class ConvertOptions:
+    """What :func:`convert_checkpoint` is told besides the two paths (see its docstring)."""
+    model: Optional[str] = None
+    num_classes: Optional[int] = None
+    block_type: Optional[str] = None
+    block_options: Optional[dict] = None
+    fallback: dict = field(default_factory=dict)   # the same four keys from a config file
+    fold_bn: bool = False
+    export: Optional[str] = None
+    input_shape: Optional[str] = None
+    overwrite: bool = False
+    int8: bool = False
+    calib_data: Optional[str] = None
+    calib_samples: Optional[int] = None
+    calib_method: Optional[str] = None
+    any_class_names: bool = False
+
+    @classmethod
+    def of(cls, options=None, **given):
+        """``options`` (a ConvertOptions or None) with the keywords ``given`` set over it; TypeError for a
+        keyword that is no option."""
+        unknown = [k for k in given if k not in {f.name for f in fields(cls)}]
+        if unknown:
+            raise TypeError(f"convert_checkpoint() got an unexpected keyword argument {unknown[0]!r}")
+        base = {f.name: getattr(options, f.name) for f in fields(cls)} if options is not None else {}
+        out = cls(**dict(base, **given))
+        out.fallback = dict(out.fallback or {})
+        return out
 
 
-def expected_shapes(model, num_classes):
-    """Parameter name -> shape of the plain (``base``) form of ``model``, in the model's order."""
-    return shapes_of(uninitialised_model(model, num_classes))
+@dataclass
+class Outputs:
+    """Where a conversion writes: the checkpoint, and the graph and its INT8 twin if asked for."""
+    checkpoint: str
+    fmt: Optional[str] = None
+    shape: Optional[tuple] = None
+    graph: Optional[str] = None
+    int8: Optional[str] = None
 
 
-def fused_model(model, num_classes):
-    """The fully folded model (initialised: its structure is traced) and its ``(conv, bn, eps)`` pairs."""
-    net = create_model(model, num_classes=num_classes, deploy=True)
-    return net, net.acnet.fused_pairs
+@dataclass
+class Source:
+    """What the checkpoint is: its arrays and record, model, classes, kind, and which blocks it holds."""
+    path: str
+    state: dict
+    meta: dict
+    model: str
+    num_classes: int
+    kind: str
+    options: dict
+    blocks: list      # prefixes of its blocks of a block kind
+    own: dict         # the model's own blocks it holds (a native kind's): {prefix: kind name}
+    fully: bool       # the result is the fully folded model (fold_bn, or nothing else to fold)
+    calibration: Optional[tuple] = None   # (recipe, data spec) for --int8
 
 
-def export_format(name):
-    """The ``--export`` format, lower case; UserError for an unknown one."""
-    fmt = str(name).lower()
-    if fmt not in EXPORT_FORMATS:
-        raise UserError(f"--export must be one of {', '.join(EXPORT_FORMATS)}, got {name!r}")
-    return fmt
-
-
-def parse_input_shape(text):
-    """``"1,3,224,224"`` -> ``(1, 3, 224, 224)``; UserError unless four positive integers."""
-    parts = [p.strip() for p in str(text).split(",")]
-    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise UserError(f"--input_shape must be four positive integers N,C,H,W (e.g. 1,3,224,224), got {text!r}")
-    return tuple(int(p) for p in parts)
-
-
-def graph_path(dst, fmt):
-    """Where ``--export`` writes: next to ``dst``, same stem (``deploy.ckpt`` -> ``deploy.onnx``)."""
-    return os.path.splitext(dst)[0] + EXPORT_FORMATS[fmt][1]
-
-
-def export_graph(net, shape, path, fmt):
-    """Export ``net`` for a float32 input of ``shape`` to ``path``, atomically; returns a temporary path
-    to rename (the caller renames it once the checkpoint is written, or removes it)."""
-    import mindspore as ms
-    import numpy as np
-
-    file_format, suffix = EXPORT_FORMATS[fmt]
-    folder = os.path.dirname(os.path.abspath(path))
-    # MindSpore appends the suffix to names that lack it, so the temporary name keeps it
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp{suffix}")
-    try:
-        ms.export(net, ms.Tensor(np.zeros(shape, np.float32)), file_name=tmp, file_format=file_format)
-        if not os.path.isfile(tmp):
-            raise RuntimeError("no file written")
-    except (OSError, RuntimeError, TypeError, ValueError) as err:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise UserError(f"{path}: {file_format} export failed ({first_line(err)})") from None
-    return tmp
-
-
-def check_against(state, shapes, model, path):
-    """UserError naming the first parameter of ``state`` that does not fit ``shapes``."""
-    problem = mismatch(state, shapes)
-    if problem:
-        raise UserError(f"{path}: not a checkpoint of {model}: {problem}")
-
-
-def _check_agreement(kind, given, known, source, path):
-    """UserError if an option ``given`` differs, once checked, from what the checkpoint tells (``known``)."""
-    checked = kind.check_options(given)
-    differ = [k for k in (given or {}) if k in known and checked[k] != known[k]]
-    if differ:
-        raise UserError(f"{path}: block option '{differ[0]}' is {checked[differ[0]]!r} in the options given, "
-                        f"but {source} {known[differ[0]]!r}")
-
-
-def block_of(state, meta, block_type=None, block_options=None, path="", log=print):
-    """``(block_type, options)`` of a training checkpoint's blocks.
-
-    What the metadata records wins; ``block_type``/``block_options`` given
-    must agree with it.  A checkpoint that records nothing (saved by
-    ``mindspore.save_checkpoint`` in a loop of one's own, or by MindCV's
-    trainer): the kind is the one whose blocks its entries hold, the options
-    the entries show are read from them, the others come from
-    ``block_options``, and those still absent take the kind's defaults, said
-    in one line through ``log``.
-    """
-    try:
-        if meta.get("block_type") and meta["block_type"] != kinds.BASE:
-            recorded, options = recorded_block(meta)
-            if block_type and block_type != recorded:
-                raise UserError(f"{path}: --block_type {block_type}, but the checkpoint records {recorded}")
-            _check_agreement(kinds.get_kind(recorded), block_options, options, "the checkpoint records", path)
-            return recorded, options
-        found, shown, unseen = state_map.infer_block(state)
-        if found == kinds.BASE:
-            return kinds.BASE, {}
-        if block_type and block_type != found:
-            raise UserError(f"{path}: --block_type {block_type}, but the checkpoint holds {found} blocks")
-        kind = kinds.get_kind(found)
-        _check_agreement(kind, block_options, shown, "the checkpoint's entries show", path)
-        options = kind.check_options(dict(block_options or {}, **shown))
-        assumed = [k for k in unseen if k not in (block_options or {})]
-        if assumed:
-            log(f"{path}: the checkpoint records no block options; assumed the defaults "
-                f"{', '.join(f'{k}={options[k]!r}' for k in assumed)} (pass --block_options to say otherwise)")
-        return kind.name, options
-    except ValueError as err:
-        raise UserError(f"{path}: {err}") from None
-
-
-def classes_of(model, state, meta, num_classes=None, fallback=None, path=""):
-    """The class count: the one recorded (``num_classes`` given must agree), else the one given, else
-    ``fallback``'s (a config's), else the one the model's classifier entries in ``state`` show (dense or
-    conv classifier alike); None if none of those tells."""
-    recorded = meta.get("num_classes")
-    if recorded and num_classes and recorded != num_classes:
-        raise UserError(f"{path}: --num_classes {num_classes}, but the checkpoint records {recorded} classes")
-    return (recorded or num_classes or (fallback or {}).get("num_classes")
-            or num_classes_of(model, state_map.network_entries(state)))
-
-
-def resolve_model(meta, model, path):
-    """The model name: the one given, else the one recorded in the checkpoint."""
-    name = model or meta.get("model")
-    if not name:
-        raise UserError(f"{path}: the checkpoint does not record its model; pass --model NAME or --config CFG "
-                        f"(models: {', '.join(list_models())})")
-    try:
-        model_entry(name)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    return name
+@dataclass
+class Folded:
+    """The converted arrays in the target model's order, the target model (or None), what was folded."""
+    state: dict
+    net: object
+    blocks: list
+    own: list         # the model's own blocks folded into their deploy conv
+    bns: list
+    own_label: str = "block"   # what those are called (their native kind's label)
 
 
 def same_file(a, b):
     if os.path.exists(b):
         return os.path.samefile(a, b)
     return os.path.realpath(a) == os.path.realpath(b)
+
 
 
 def check_replaceable(path, what, overwrite):
@@ -167,66 +115,259 @@ def check_replaceable(path, what, overwrite):
         raise UserError(f"{path}: {what} already exists; pass --overwrite to replace it")
 
 
-def trained_size(meta):
-    """The input size a training checkpoint records (its config's ``image_resize``), or None."""
-    config = meta.get("config")
-    size = config.get("image_resize") if isinstance(config, dict) else None
-    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else None
+def check_against(state, shapes, model, path):
+    """UserError naming the first parameter of ``state`` that does not fit ``shapes``."""
+    problem = mismatch(state, shapes)
+    if problem:
+        raise UserError(f"{path}: not a checkpoint of {model}: {problem}")
 
 
-def check_int8(fmt, int8, calib_data, calib_samples, calib_method):
-    """UserError for INT8 options that do not go together (before anything is read)."""
-    from .quantize import check_method, check_samples
+# ---------------------------------------------------------------- stage 1: where the results go
 
-    if not int8:
-        given = [n for n, v in (("calib_data", calib_data), ("calib_samples", calib_samples),
-                                ("calib_method", calib_method)) if v is not None]
-        if given:
-            raise UserError(f"--{given[0]} needs --int8")
-        return
-    if fmt != "onnx":
-        raise UserError("--int8 needs --export onnx (the INT8 graph is quantized from the exported ONNX graph)")
-    if not calib_data:
-        raise UserError("--int8 needs --calib_data DIR (a folder of calibration images, DIR/<class>/<image>)")
-    if calib_samples is not None:
-        check_samples(calib_samples)
-    if calib_method is not None:
-        check_method(calib_method)
+def plan_outputs(src, dst, opts):
+    """The :class:`Outputs` of a conversion, every option and path checked before anything is read."""
+    fmt = export_format(opts.export) if opts.export is not None else None
+    if opts.input_shape is not None and fmt is None:
+        raise UserError("--input_shape needs --export")
+    shape = parse_input_shape(opts.input_shape) if opts.input_shape is not None else None
+    check_int8(fmt, opts.int8, opts.calib_data, opts.calib_samples, opts.calib_method)
+    if os.path.exists(src) and same_file(src, dst):
+        raise UserError(f"{dst}: --output is the input checkpoint; choose another file")
+    folder = os.path.dirname(os.path.abspath(dst))
+    if not os.path.isdir(folder):
+        raise UserError(f"{dst}: output folder {folder} does not exist")
+    graph = graph_path(dst, fmt) if fmt else None
+    if graph and (os.path.realpath(graph) == os.path.realpath(dst) or os.path.exists(src) and same_file(src, graph)):
+        raise UserError(f"{graph}: the exported graph would overwrite --output or the input; "
+                        f"give --output another name")
+    check_replaceable(dst, "--output", opts.overwrite)
+    if graph:
+        check_replaceable(graph, "the exported graph (next to --output)", opts.overwrite)
+    quantized = None
+    if opts.int8:
+        from .quantize import int8_path
 
-
-def calibration_recipe(meta):
-    """validate.py's options for this checkpoint: its recorded recipe over the defaults."""
-    from ..config import loader as config
-    from ..engine.evaluation import recorded_options
-
-    cfg, _ = config.parse([], "calibration", base=recorded_options(meta))
-    return cfg
-
-
-def fit_calibration(cfg, meta, shape):
-    """The calibration recipe at the graph's input size: the recorded ``image_resize`` must be it."""
-    size = trained_size(meta)
-    if size and (shape[2], shape[3]) != (size, size):
-        raise UserError(f"--input_shape {','.join(map(str, shape))}: the checkpoint is validated at "
-                        f"{size}x{size} (its image_resize); calibration images would not fit the graph")
-    if not size:
-        if shape[2] != shape[3]:
-            raise UserError(f"--input_shape {','.join(map(str, shape))}: calibration needs square images "
-                            f"(the validation transforms make them)")
-        cfg = dict(cfg, image_resize=shape[2])
-    return cfg
+        quantized = int8_path(graph)
+        check_replaceable(quantized, "the INT8 graph (next to --output)", opts.overwrite)
+    return Outputs(dst, fmt, shape, graph, quantized)
 
 
-def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_shape=None, overwrite=False,
-                       log=print, num_classes=None, block_type=None, block_options=None, fallback=None,
-                       int8=False, calib_data=None, calib_samples=None, calib_method=None):
+# ---------------------------------------------------------------- stages 2-3: read, identify
+
+def read(src):
+    """``(state, meta)``: the checkpoint's arrays and its record (:func:`acnet_ms.io.checkpoint.read_checkpoint`)."""
+    return read_checkpoint(src)
+
+
+def identify(src, state, meta, opts, log=print):
+    """The :class:`Source`: model, class count, block kind and options, the blocks the checkpoint holds."""
+    model = resolve_model(meta, opts.model or opts.fallback.get("model"), src)
+    if meta.get("deploy"):
+        raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
+    blocks = state_map.block_prefixes(state)
+    own = state_map.find_blocks(state, native=True)  # the model's own blocks: they fold into its deploy form
+    if not blocks and not own and not opts.fold_bn:
+        raise UserError(f"{src}: no re-parameterizable block in this checkpoint: it is already plain "
+                        f"(nothing to convert)")
+    num_classes = classes_of(model, state, meta, opts.num_classes, opts.fallback, src)
+    if num_classes is None:
+        raise UserError(f"{src}: no classifier entry of {model} found to read the class count from; "
+                        f"pass --num_classes N")
+    calibration = None
+    if opts.int8:
+        from .quantize import check_calibration
+
+        recipe = dict(calibration_recipe(meta), any_class_names=opts.any_class_names)
+        calibration = (recipe, check_calibration(recipe, opts.calib_data, num_classes, meta.get("class_names")))
+    block_type, block_options = opts.block_type, opts.block_options
+    if not (meta.get("block_type") or block_type or block_options):
+        block_type, block_options = opts.fallback.get("block_type"), opts.fallback.get("block_options")
+    kind, options = block_of(state, meta, block_type, block_options, src, log) if blocks else (kinds.BASE, {})
+    return Source(src, state, meta, model, num_classes, kind, options, blocks, own,
+                  fully=opts.fold_bn or not blocks, calibration=calibration)
+
+
+# ---------------------------------------------------------------- stage 4: fold, checked against the stock model
+
+def training_layout(source):
+    """Where each block of the checkpoint folds (the model's layout for its kind and options); UserError
+    naming a block of the model the checkpoint lacks."""
+    if not source.blocks:
+        return {}
+    layout = layout_for(source.model, source.num_classes,
+                        dict(source.meta, block_type=source.kind, block_options=source.options))
+    absent = [p for p in layout if p not in source.blocks]
+    if absent:
+        label = kinds.get_kind(layout[absent[0]]["kind"]).label
+        raise UserError(f"{source.path}: not a checkpoint of {source.model}: its {label} '{absent[0]}' is missing "
+                        f"({len(absent)} of {len(layout)})")
+    return layout
+
+
+def fold_to_stock(source, native):
+    """``(arrays, folded block names)``: the checkpoint's blocks folded into the stock model's entries, in its
+    order; checked against its names and shapes (and the model's own blocks, ``native``, complete)."""
+    shapes = shapes_of(uninitialised_model(source.model, source.num_classes))
+    try:
+        layout = training_layout(source)
+        # the network's entries are the model's names in training form; all else is optimizer/trainer state
+        plain, names = state_map.fold_state(source.state, layout,
+                                            network=state_map.training_names(shapes, layout))
+        state_map.check_blocks(plain, native)
+    except ValueError as err:
+        raise UserError(f"{source.path}: {err}") from None
+    check_against(plain, shapes, source.model, source.path)
+    return {k: plain[k] for k in shapes}, names
+
+
+def fold_to_deploy(source, plain, net):
+    """``(arrays, own blocks folded, BN pairs folded)``: the stock arrays ``plain`` folded on into the fully
+    folded model ``net`` (its own blocks, then every conv + BN), in its order, checked against it."""
+    try:
+        plain, own = state_map.fold_state(plain, net.acnet.native_blocks) if net.acnet.native_blocks \
+            else (plain, [])
+        plain, bns = state_map.fold_bns(plain, net.acnet.fused_pairs)
+    except ValueError as err:
+        raise UserError(f"{source.path}: {err}") from None
+    check_against(plain, shapes_of(net), source.model + " (deploy)", source.path)
+    return {p.name: plain[p.name] for p in net.get_parameters()}, own, bns
+
+
+def fold(source, opts, outputs):
+    """The :class:`Folded` result of ``source``: the stock model's checkpoint, or the fully folded one."""
+    net, native = None, {}
+    if source.fully:
+        net = create_model(source.model, num_classes=source.num_classes, deploy=True)
+        native = net.acnet.native_blocks
+        if not native and not opts.fold_bn:
+            raise UserError(f"{source.path}: no re-parameterizable block of {source.model} in this checkpoint: it "
+                            f"is already plain (nothing to convert)")
+    plain, blocks = fold_to_stock(source, native)
+    own, bns = [], []
+    if source.fully:
+        plain, own, bns = fold_to_deploy(source, plain, net)
+    elif outputs.fmt:
+        net = uninitialised_model(source.model, source.num_classes)
+    return Folded(plain, net, blocks, own, bns, _label([info["kind"] for info in native.values()]))
+
+
+# ---------------------------------------------------------------- stage 5: export
+
+@dataclass
+class Graphs:
+    """The exported graphs, still at their temporary paths, and what the log says of them."""
+    graph: Optional[str] = None
+    int8: Optional[str] = None
+    origin: Optional[str] = None     # where the input shape comes from
+    calibrated: int = 0              # calibration images of the INT8 graph
+
+    def discard(self):
+        for tmp in (self.graph, self.int8):
+            if tmp and os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def export(source, folded, outputs, opts):
+    """The :class:`Graphs` asked for (none without ``--export``), at temporary paths; ``outputs.shape``
+    becomes the graph's input shape.  The caller renames them into place or discards them."""
+    graphs = Graphs()
+    if not outputs.fmt:
+        return graphs
+    import mindspore as ms
+
+    outputs.shape, graphs.origin = graph_shape(folded.net, source.model, source.meta, outputs.shape)
+    recipe = fit_calibration(source.calibration[0], source.meta, outputs.shape) if opts.int8 else None
+    for param in folded.net.get_parameters():
+        param.set_data(ms.Tensor(folded.state[param.name]))
+    folded.net.set_train(False)
+    graphs.graph = export_graph(folded.net, outputs.shape, outputs.graph, outputs.fmt)
+    try:
+        if opts.int8:
+            quantize(graphs, recipe, source, outputs, opts)
+    except BaseException:
+        graphs.discard()
+        raise
+    return graphs
+
+
+def quantize(graphs, recipe, source, outputs, opts):
+    """``graphs.int8``: the INT8 graph of ``graphs.graph``, calibrated on images read as validate.py reads them."""
+    from .quantize import DEFAULT_CALIB_SAMPLES, calibration_batches, quantize_graph
+
+    samples = opts.calib_samples or DEFAULT_CALIB_SAMPLES
+    batches = calibration_batches(recipe, opts.calib_data, source.calibration[1], samples, batch=outputs.shape[0],
+                                  log=lambda *_: None)
+    graphs.calibrated = sum(len(b) for b in batches)
+    graphs.int8 = quantize_graph(graphs.graph, outputs.int8, batches, opts.calib_method or "minmax")
+
+
+# ---------------------------------------------------------------- stages 6-7: write, report
+
+def out_meta(source):
+    """The converted checkpoint's record: the source's, now of the plain (or fully folded) model."""
+    meta = {k: v for k, v in source.meta.items() if k not in ("block_type", "deploy")}
+    meta.update(model=source.model, block_type=kinds.BASE, block_options={}, num_classes=source.num_classes,
+                folded_from=os.path.basename(source.path))
+    if source.fully:
+        meta["deploy"] = True
+    return meta
+
+
+def write(source, folded, graphs, outputs):
+    """The checkpoint written (atomically), then the graphs renamed next to it; nothing left half-written."""
+    try:
+        write_checkpoint(outputs.checkpoint, folded.state, out_meta(source))
+        if graphs.graph:
+            os.replace(graphs.graph, outputs.graph)
+        if graphs.int8:
+            os.replace(graphs.int8, outputs.int8)
+    except OSError as err:
+        raise UserError(f"{outputs.graph}: cannot write ({err.strerror})") from None
+    finally:
+        graphs.discard()
+
+
+def report(source, folded, graphs, outputs, opts, seconds, log=print):
+    """The summary dict, and its lines through ``log``."""
+    summary = dict(model=source.model, acbs=len(folded.blocks), blocks=len(folded.blocks), bns=len(folded.bns),
+                   params_in=len(source.state), params_out=len(folded.state), seconds=seconds, graph=outputs.graph,
+                   input_shape=outputs.shape if outputs.fmt else None, int8_graph=outputs.int8,
+                   native_blocks=len(folded.own))
+    label = _label([source.kind] if source.kind != kinds.BASE else [])
+    steps = [f"{len(folded.blocks)} {label}s"] if source.blocks or not folded.own else []
+    steps += [f"{len(folded.own)} {folded.own_label}s (the model's own) into one conv each"] if folded.own else []
+    steps += [f"{len(folded.bns)} BatchNorms into their convs"] if opts.fold_bn else []
+    log(f"{source.model}: folded {', then '.join(steps)}; {summary['params_in']} parameters in, "
+        f"{summary['params_out']} out; wrote {outputs.checkpoint} in {seconds:.2f} s")
+    if source.own and not source.fully:
+        log(f"{source.model}: its own {_label(source.own.values())}s stay in training form, as in the stock "
+            f"model; --fold_bn folds each into one conv (the deploy form)")
+    if outputs.fmt:
+        log(f"exported {EXPORT_FORMATS[outputs.fmt][0]} graph {outputs.graph}: input shape {list(outputs.shape)} "
+            f"(float32, NCHW; {graphs.origin})")
+    if opts.int8:
+        log(f"quantized INT8 graph {outputs.int8}: onnxruntime static quantization (QDQ, per-channel INT8 "
+            f"weights), {graphs.calibrated} calibration images of {opts.calib_data} ({opts.calib_method or 'minmax'})")
+    return summary
+
+
+def _label(kind_names):
+    """What blocks of these kinds are called: the first kind's label ("block" for none)."""
+    names = list(kind_names)
+    return kinds.get_kind(names[0]).label if names else "block"
+
+
+# ---------------------------------------------------------------- the pipeline
+
+def convert_checkpoint(src, dst, options=None, log=print, **given):
     """Fold every re-parameterizable block of checkpoint ``src`` and write a plain-model checkpoint to ``dst``.
 
-    ``model``, ``num_classes``, ``block_type``, ``block_options``: for a
-    checkpoint that does not record them (given ones must agree with what it
-    records; see :func:`block_of`, :func:`classes_of`); ``fallback``: the same
-    keys from a config file, used only where the checkpoint records nothing
-    and nothing is given.
+    ``options``: a :class:`ConvertOptions`; its fields may also be given as
+    keywords (over ``options``).  ``model``, ``num_classes``, ``block_type``,
+    ``block_options``: for a checkpoint that does not record them (given ones
+    must agree with what it records; see :func:`block_of`,
+    :func:`classes_of`); ``fallback``: the same keys from a config file, used
+    only where the checkpoint records nothing and nothing is given.
 
     ``fold_bn``: fold every BatchNorm too, into a checkpoint of the fully
     folded model (``create_model(name, deploy=True)``; its meta says
@@ -248,155 +389,11 @@ def convert_checkpoint(src, dst, model=None, fold_bn=False, export=None, input_s
     checked against the model's parameter names and shapes (and exported).
     """
     start = time.perf_counter()
-    fmt = export_format(export) if export is not None else None
-    if input_shape is not None and fmt is None:
-        raise UserError("--input_shape needs --export")
-    shape = parse_input_shape(input_shape) if input_shape is not None else None
-    check_int8(fmt, int8, calib_data, calib_samples, calib_method)
-    if os.path.exists(src) and same_file(src, dst):
-        raise UserError(f"{dst}: --output is the input checkpoint; choose another file")
-    folder = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(folder):
-        raise UserError(f"{dst}: output folder {folder} does not exist")
-    graph = graph_path(dst, fmt) if fmt else None
-    if graph and (os.path.realpath(graph) == os.path.realpath(dst)
-                  or os.path.exists(src) and same_file(src, graph)):
-        raise UserError(f"{graph}: the exported graph would overwrite --output or the input; "
-                        f"give --output another name")
-    check_replaceable(dst, "--output", overwrite)
-    if graph:
-        check_replaceable(graph, "the exported graph (next to --output)", overwrite)
-    quantized = None
-    if int8:
-        from .quantize import int8_path
-
-        quantized = int8_path(graph)
-        check_replaceable(quantized, "the INT8 graph (next to --output)", overwrite)
-    state, meta = read_checkpoint(src)
-    fallback = fallback or {}
-    name = resolve_model(meta, model or fallback.get("model"), src)
-    if meta.get("deploy"):
-        raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
-    found = state_map.block_prefixes(state)
-    own = repvgg_state.find(state)  # the model's own blocks (MindCV's RepVGG): they fold into its deploy form
-    if not found and not own and not fold_bn:
-        raise UserError(f"{src}: no re-parameterizable block in this checkpoint: it is already plain "
-                        f"(nothing to convert)")
-    num_classes = classes_of(name, state, meta, num_classes, fallback, src)
-    if num_classes is None:
-        raise UserError(f"{src}: no classifier entry of {name} found to read the class count from; "
-                        f"pass --num_classes N")
-    if int8:
-        from .quantize import check_calibration
-
-        calib_cfg = calibration_recipe(meta)
-        calib_spec = check_calibration(calib_cfg, calib_data, num_classes)
-    shapes = expected_shapes(name, num_classes)
-    if not (meta.get("block_type") or block_type or block_options):
-        block_type, block_options = fallback.get("block_type"), fallback.get("block_options")
-    kind, options = block_of(state, meta, block_type, block_options, src, log) if found else (kinds.BASE, {})
-    # the fully folded form: asked for, or the only conversion a checkpoint of a model's own blocks has
-    fully = fold_bn or not found
-    net, pairs, native = None, [], {}
-    if fully:
-        net, pairs = fused_model(name, num_classes)
-        native = net.acnet.native_blocks
-        if not native and not fold_bn:
-            raise UserError(f"{src}: no re-parameterizable block of {name} in this checkpoint: it is already "
-                            f"plain (nothing to convert)")
-    try:
-        layout = layout_for(name, num_classes, dict(meta, block_type=kind, block_options=options)) \
-            if found else {}
-        absent = [p for p in layout if p not in found]
-        if absent:
-            label = kinds.get_kind(layout[absent[0]]["kind"]).label
-            raise UserError(f"{src}: not a checkpoint of {name}: its {label} '{absent[0]}' is missing "
-                            f"({len(absent)} of {len(layout)})")
-        # the network's entries are the model's names in training form; all else is optimizer/trainer state
-        plain, acbs = state_map.fold_state(state, layout, network=state_map.training_names(shapes, layout))
-        repvgg_state.check_blocks(plain, native)
-    except ValueError as err:
-        raise UserError(f"{src}: {err}") from None
-    check_against(plain, shapes, name, src)
-    plain = {k: plain[k] for k in shapes}  # the stock model's order
-    bns, own_folded = [], []
-    if fully:
-        try:
-            plain, own_folded = repvgg_state.fold_blocks(plain, native)
-            plain, bns = state_map.fold_bns(plain, pairs)
-        except ValueError as err:
-            raise UserError(f"{src}: {err}") from None
-        check_against(plain, shapes_of(net), name + " (deploy)", src)
-        plain = {p.name: plain[p.name] for p in net.get_parameters()}
-    elif fmt:
-        net = uninitialised_model(name, num_classes)
-    tmp_graph = None
-    if fmt:
-        import mindspore as ms
-
-        channels = next(p.shape[1] for p in net.get_parameters() if len(p.shape) == 4)  # the stem's input
-        if shape:
-            origin = "from --input_shape"
-        elif trained_size(meta):
-            size, origin = trained_size(meta), "the checkpoint's training image_resize"
-        else:
-            size = model_entry(name).input_size
-            origin = f"{name}'s input size: the checkpoint records no image_resize"
-        shape = shape or (1, channels, size, size)
-        if shape[1] != channels:
-            raise UserError(f"--input_shape {','.join(map(str, shape))}: {name} takes {channels} input channels, "
-                            f"not {shape[1]}")
-        if int8:
-            calib_cfg = fit_calibration(calib_cfg, meta, shape)
-        for param in net.get_parameters():
-            param.set_data(ms.Tensor(plain[param.name]))
-        net.set_train(False)
-        tmp_graph = export_graph(net, shape, graph, fmt)
-    tmp_int8 = None
-    if int8:
-        from .quantize import DEFAULT_CALIB_SAMPLES, calibration_batches, quantize_graph
-
-        samples, method = calib_samples or DEFAULT_CALIB_SAMPLES, calib_method or "minmax"
-        try:
-            batches = calibration_batches(calib_cfg, calib_data, calib_spec, samples, batch=shape[0],
-                                          log=lambda *_: None)
-            tmp_int8 = quantize_graph(tmp_graph, quantized, batches, method)
-        except BaseException:
-            os.remove(tmp_graph)
-            raise
-    out_meta = {k: v for k, v in meta.items() if k not in ("block_type", "deploy")}
-    out_meta.update(model=name, block_type=kinds.BASE, block_options={}, num_classes=num_classes,
-                    folded_from=os.path.basename(src))
-    if fully:
-        out_meta["deploy"] = True
-    try:
-        write_checkpoint(dst, plain, out_meta)
-        if tmp_graph:
-            os.replace(tmp_graph, graph)
-        if tmp_int8:
-            os.replace(tmp_int8, quantized)
-    except OSError as err:
-        raise UserError(f"{graph}: cannot write ({err.strerror})") from None
-    finally:
-        for tmp in (tmp_graph, tmp_int8):
-            if tmp and os.path.exists(tmp):
-                os.remove(tmp)
-    summary = dict(model=name, acbs=len(acbs), blocks=len(acbs), bns=len(bns), params_in=len(state),
-                   params_out=len(plain), seconds=time.perf_counter() - start, graph=graph,
-                   input_shape=shape if fmt else None, int8_graph=quantized, native_blocks=len(own_folded))
-    label = kinds.get_kind(kind).label if kind != kinds.BASE else "block"
-    steps = [f"{len(acbs)} {label}s"] if found or not own_folded else []
-    steps += [f"{len(own_folded)} RepVGG blocks (the model's own) into one conv each"] if own_folded else []
-    steps += [f"{len(bns)} BatchNorms into their convs"] if fold_bn else []
-    log(f"{name}: folded {', then '.join(steps)}; {summary['params_in']} parameters in, "
-        f"{summary['params_out']} out; wrote {dst} in {summary['seconds']:.2f} s")
-    if own and not fully:
-        log(f"{name}: its own RepVGG blocks stay three-branch, as in MindCV's model; --fold_bn folds each into "
-            f"one conv (the deploy form)")
-    if fmt:
-        log(f"exported {EXPORT_FORMATS[fmt][0]} graph {graph}: input shape {list(shape)} (float32, NCHW; "
-            f"{origin})")
-    if int8:
-        log(f"quantized INT8 graph {quantized}: onnxruntime static quantization (QDQ, per-channel INT8 weights), "
-            f"{sum(len(b) for b in batches)} calibration images of {calib_data} ({method})")
-    return summary
+    opts = ConvertOptions.of(options, **given)
+    outputs = plan_outputs(src, dst, opts)
+    state, meta = read(src)
+    source = identify(src, state, meta, opts, log)
+    folded = fold(source, opts, outputs)
+    graphs = export(source, folded, outputs, opts)
+    write(source, folded, graphs, outputs)
+    return report(source, folded, graphs, outputs, opts, time.perf_counter() - start, log)

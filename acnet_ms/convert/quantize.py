@@ -154,6 +154,57 @@ class Graph:
                             f"but {option} makes 3x{size}x{size} ones")
 
 
+class MindIRGraph(Graph):
+    """A MINDIR image classifier (``convert.py --export mindir``) run by MindSpore (``mindspore.load`` and
+    ``nn.GraphCell``), with :class:`Graph`'s interface: its input and output shapes are read from the file."""
+
+    def __init__(self, path):  # noqa: D107  (Graph's __init__ is onnxruntime's; not called)
+        import mindspore as ms
+        from mindspore import nn
+        from mindspore.train import mind_ir_pb2
+
+        if not os.path.isfile(path):
+            raise UserError(f"{path}: no such file")
+        model = mind_ir_pb2.ModelProto()
+        try:
+            with open(path, "rb") as f:
+                model.ParseFromString(f.read())
+            inputs = [list(t.dims) for i in model.graph.input for t in i.tensor]
+            outputs = [list(t.dims) for o in model.graph.output for t in o.tensor]
+            self.cell = nn.GraphCell(ms.load(path))
+        except Exception as err:  # noqa: BLE001  (protobuf and MindSpore raise their own classes for bad files)
+            raise UserError(f"{path}: not a MINDIR graph MindSpore can load ({first_line(err)})") from None
+        if len(inputs) != 1 or len(inputs[0]) != 4 or any(d < 1 for d in inputs[0][1:]):
+            raise UserError(f"{path}: not an image classifier: expected one NCHW input, found {inputs}")
+        if len(outputs) != 1 or len(outputs[0]) != 2:
+            raise UserError(f"{path}: not a classifier: expected one (batch, classes) output, found {outputs}")
+        self.path = path
+        batch, self.channels, self.height, self.width = inputs[0]
+        self.batch = batch if batch > 0 else None
+        self.classes = outputs[0][1]
+        self.session = self
+
+    def run(self, images):  # noqa: D102
+        import mindspore as ms
+
+        images = np.ascontiguousarray(images, np.float32)
+        if self.batch is None:
+            return self.cell(ms.Tensor(images)).asnumpy()
+        out = []
+        for start in range(0, len(images), self.batch):
+            chunk = images[start:start + self.batch]
+            n = len(chunk)
+            if n < self.batch:
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n,) + chunk.shape[1:], np.float32)])
+            out.append(self.cell(ms.Tensor(chunk)).asnumpy()[:n])
+        return np.concatenate(out)
+
+
+def open_graph(path):
+    """The graph ``path`` names: an ONNX one (onnxruntime) or a MINDIR one (MindSpore), by its suffix."""
+    return MindIRGraph(path) if path.lower().endswith(".mindir") else Graph(path)
+
+
 class _Logits:
     def __init__(self, array):
         self.array = array
@@ -195,7 +246,7 @@ def graph_options(path, log=print):
     from ..io.checkpoint import read_checkpoint
     from ..engine.evaluation import recorded_options
 
-    graph = Graph(path)
+    graph = open_graph(path)
     base = {}
     ckpt = sibling_checkpoint(path)
     if os.path.isfile(ckpt):
@@ -209,11 +260,11 @@ def graph_options(path, log=print):
 
 
 def score_graph(cfg, path, log=print):
-    """validate.py's metrics dict for the ONNX classifier ``path`` on ``cfg``'s validation split."""
+    """validate.py's metrics dict for the ONNX or MINDIR classifier ``path`` on ``cfg``'s validation split."""
     from ..engine import data
     from ..engine.evaluation import evaluate
 
-    graph = Graph(path)
+    graph = open_graph(path)
     spec = data.inspect(cfg, "val")
     if graph.classes != spec.num_classes:
         raise UserError(f"{path}: the graph classifies {graph.classes} classes, but the validation data "
@@ -244,8 +295,10 @@ def calibration_config(cfg, folder):
                 val_list=None, eval_shuffle=False)
 
 
-def check_calibration(cfg, folder, num_classes):
-    """Check the calibration folder before anything is written: a DataSpec of it, else a UserError."""
+def check_calibration(cfg, folder, num_classes, class_names=None):
+    """Check the calibration folder before anything is written: a DataSpec of it, else a UserError.
+
+    ``class_names``: those the checkpoint records (training's class folders), which the folder's must be."""
     from ..engine import data
 
     if not os.path.isdir(folder):
@@ -257,6 +310,8 @@ def check_calibration(cfg, folder, num_classes):
     if spec.num_classes != num_classes:
         raise UserError(f"--calib_data {folder}: {spec.num_classes} class folders, but the model classifies "
                         f"{num_classes} classes")
+    if not cfg.get("any_class_names"):
+        data.check_class_names(spec, class_names, "the checkpoint", "--any_class_names")
     return spec
 
 

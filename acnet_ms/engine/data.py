@@ -19,10 +19,11 @@ IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 class DataSpec:
     """What was found on disk for one split: where, how many samples and classes."""
 
-    def __init__(self, kind, root, num_samples, num_classes, items=None):
+    def __init__(self, kind, root, num_samples, num_classes, items=None, class_names=None):
         self.kind, self.root = kind, root
         self.num_samples, self.num_classes = num_samples, num_classes
         self.items = items  # (path, label) pairs for list files
+        self.class_names = class_names  # an ImageFolder's class folder names, in label order (else None)
 
 
 def _scan_image_folder(root):
@@ -36,7 +37,7 @@ def _scan_image_folder(root):
         if count == 0:
             raise UserError(f"{folder}: empty class folder (no {'/'.join(IMAGE_EXTENSIONS)} images)")
         total += count
-    return total, len(classes)
+    return total, classes
 
 
 def _read_list(path, root):
@@ -89,7 +90,23 @@ def inspect(cfg, split):
     if not os.path.isdir(root):
         raise UserError(f"{root}: split folder does not exist ({split}_split={cfg[f'{split}_split']!r})")
     total, classes = _scan_image_folder(root)
-    return DataSpec("folder", root, total, classes)
+    return DataSpec("folder", root, total, len(classes), class_names=classes)
+
+
+def check_class_names(spec, recorded, what, flag):
+    """The class folders of ``spec`` must be those a checkpoint recorded (``recorded``, in label order):
+    UserError naming the first difference otherwise (``flag``: the option that scores anyway).  Nothing
+    to compare (no record, or data without folder names) passes."""
+    if not recorded or not spec.class_names or list(recorded) == list(spec.class_names):
+        return
+    for label, (mine, theirs) in enumerate(zip(spec.class_names, recorded)):
+        if mine != theirs:
+            first = f"label {label} is folder '{mine}' here, '{theirs}' in training"
+            break
+    else:
+        first = f"{len(spec.class_names)} class folders here, {len(recorded)} in training"
+    raise UserError(f"{spec.root}: the class folders differ from those {what} was trained on ({first}); "
+                    f"pass {flag} to score anyway")
 
 
 def check_download(cfg):

@@ -8,7 +8,8 @@ import time
 import numpy as np
 
 from . import data
-from ..io.checkpoint import mismatch, net_state, shapes_of
+from ..io.checkpoint import mismatch, shapes_of
+from .loading import net_state
 from ..cli import UserError
 from ..config.loader import FLAT_BLOCK_KEYS, IDENTITY, OPTIONS
 from .runtime import apply_amp, build_model, fmt_time, setup
@@ -65,9 +66,9 @@ def recorded_options(meta):
 def validate(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None):
     """Evaluate the checkpoint ``arrays`` (name -> numpy) on the ``val`` split; returns the metrics dict.
 
-    ``deploy``: fold the ACBs in memory first (for a model with blocks of its
-    own, MindCV's RepVGG: fold everything into its deploy form,
-    ``create_model(..., deploy=True)``).  ``folded_bn``: the checkpoint is
+    ``deploy``: fold the blocks in memory first (for a model with blocks of
+    its own, a native kind's such as MindCV's RepVGG: fold everything into
+    its deploy form, ``create_model(..., deploy=True)``).  ``folded_bn``: the checkpoint is
     of the fully folded model (``convert.py --fold_bn``), which has one form:
     ``create_model(..., deploy=True)``, whatever ``block_type`` says.  The
     network runs at ``val_amp_level``.
@@ -86,18 +87,20 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None)
 
     from ..reparam.switch import switch_to_deploy
     from ..models import create_model
-    from ..kinds.repvgg.blocks import repvgg_blocks
+    from ..reparam.transform import native_blocks
 
     path = cfg["ckpt_path"]
     spec = data.inspect(cfg, "val")
     data.check_num_classes(spec, cfg["num_classes"], "validation")
+    if not cfg.get("any_class_names"):
+        data.check_class_names(spec, (meta or {}).get("class_names"), path, "--any_class_names")
     context = setup(cfg, log=log)
     try:
         if folded_bn:
             net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
         else:
             net = build_model(cfg)
-            if deploy and repvgg_blocks(net):  # the checkpoint's blocks and the model's own fold on loading
+            if deploy and native_blocks(net):  # the checkpoint's blocks and the model's own fold on loading
                 folded_bn = True
                 net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
         # where an ACB checkpoint's folds go: its recorded layout, else the ACB options it was trained with

@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 
 from ..cli import UserError, first_line
+from .msrun import InitWatchdog, check_port_free, msrun_env
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,17 @@ def setup(cfg, log=print):
     if cfg["distribute"]:
         from mindspore.communication import get_group_size, get_rank, init
 
+        msrun = msrun_env()
+        if msrun and msrun.role == "MS_SCHED":
+            check_port_free(msrun)
         try:
-            init()
-        except RuntimeError:
+            with InitWatchdog(msrun):
+                init()
+        except RuntimeError as err:
+            if msrun:
+                raise UserError(f"{msrun.who}: msrun's cluster at {msrun.host}:{msrun.port} failed "
+                                f"({first_line(err)}); every process of the job ends, see msrun's --log_dir for "
+                                f"each rank's line") from None
             raise UserError("option 'distribute' is True but no launcher started this process: pass "
                             "--distribute False for one device, or launch with msrun (msrun --worker_num N "
                             "--local_worker_num N python train.py ...)") from None
@@ -87,6 +96,93 @@ def build_model(cfg, num_classes=None):
                         f"({first_line(err)})") from None
     except ValueError as err:
         raise UserError(f"model {cfg['model']}: {first_line(err)}") from None
+    except (RuntimeError, AttributeError, IndexError, KeyError, AssertionError, ZeroDivisionError) as err:
+        import mindcv
+        import mindspore as ms
+
+        raise UserError(f"model {cfg['model']} does not build in MindSpore {ms.__version__} with MindCV "
+                        f"{mindcv.__version__} ({first_line(err)}); docs/sweep.md lists the MindCV models that do "
+                        f"not run as shipped here") from None
+
+
+#: words of MindSpore's shape-inference errors: the input may be too small for the model
+_SHAPE_WORDS = ("must be positive", "H_out", "W_out", "shape", "kernel size", "out of range", "less than")
+
+
+def model_input_size(name):
+    """The input size a model is made for: MindCV's ``default_cfg`` ``input_size``, else the registry's."""
+    try:
+        from mindcv.models.registry import get_pretrained_cfg_value
+
+        size = get_pretrained_cfg_value(name, "input_size")
+        if size:
+            return int(size[-1])
+    except Exception:  # noqa: BLE001  (a model MindCV does not know, or no such record)
+        pass
+    from ..models import model_entry
+
+    return model_entry(name).input_size
+
+
+#: input sizes tried, in order, for one that runs (ImageNet models' usual ones)
+COMMON_SIZES = (224, 256, 299, 320, 384, 448, 512)
+
+
+def smallest_input(cfg, size):
+    """The smallest square input on which a fresh build of ``cfg``'s model runs a training forward pass,
+    when it does not run on ``size`` x ``size``; None when it does (the failure was something else) or when
+    none of the usual sizes runs either.
+
+    Found by running the model (PyNative, batch 2, training mode, auxiliary heads
+    included): the model's input size (:func:`model_input_size`) and :data:`COMMON_SIZES`
+    above ``size`` in turn until one runs, then bisection between it and the largest
+    that failed (about ten forward passes).  Models whose heads take one size only (a flattening
+    classifier) run on an interval of sizes: the smallest of that interval is found.
+    """
+    import mindspore as ms
+    import numpy as np
+
+    mode = ms.get_context("mode")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    try:
+        net = build_model(cfg)
+        net.set_train(True)
+
+        def runs(side):
+            try:
+                net(ms.Tensor(np.zeros((2, cfg["in_channels"], side, side), np.float32)))
+                return True
+            except (RuntimeError, ValueError, TypeError, IndexError):
+                return False
+
+        if runs(size):
+            return None
+        # the first of the usual sizes above ``size`` that runs bounds the search
+        lo, hi = size, None
+        for side in sorted({model_input_size(cfg["model"]), *COMMON_SIZES}):
+            if side > size:
+                if runs(side):
+                    hi = side
+                    break
+                lo = side
+        if hi is None:
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if runs(mid) else (mid, hi)
+        return hi
+    except UserError:
+        return None
+    finally:
+        ms.set_context(mode=mode)
+
+
+def too_small(cfg, err):
+    """The smallest input size the model runs on when ``err`` reads as a shape error of an input too small
+    for it (see :func:`smallest_input`), else None."""
+    if not any(word in str(err) for word in _SHAPE_WORDS):
+        return None
+    return smallest_input(cfg, cfg["image_resize"])
 
 
 def amp_cast_classes(text):

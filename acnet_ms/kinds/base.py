@@ -16,7 +16,19 @@ family of training-time blocks, in one object:
   ``fold`` (its entries -> one kernel + bias), ``from_plain`` (a plain conv's
   entries -> a block computing the same function, for finetuning),
   ``infer_options`` (the options its entries show);
-* ``label`` and ``slot_words``: the words of the model's summary line.
+* ``label`` and ``slot_words``: the words of the model's summary line;
+* ``macs(...)``: the forward multiply-adds of its training form against the plain conv's.
+
+:class:`BranchBNKind` is what the kinds whose branches are convs each followed
+by a BN share (their ``branch_bn`` and ``gamma_init`` options, the BN slot
+moving into one branch in ``from_plain``, the ``build`` rule).
+
+A *native* kind (``native = True``) is the re-parameterizable blocks a model
+already has (MindCV's RepVGG): it is no ``block_type`` (it takes no plain
+conv: its site rule says ``False`` everywhere), its blocks are found in the
+plain model (``model_blocks``, ``model_layout``) and turned into their deploy
+conv by ``to_deploy`` (``create_model(..., deploy=True)``), and on checkpoint
+dicts it is found, checked and folded by the same code as every kind.
 
 :func:`register_kind` adds a kind; every module of the package looks kinds up
 here by name and never names one.  Kinds in other packages register when
@@ -29,6 +41,11 @@ This module must not import MindSpore.
 """
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
+
+import numpy as np
+
+from ..cli import UserError, first_line
+from .identities import BN_EPS, BN_FIELDS, bias_as_bn
 
 #: the block type of plain models (not a kind: nothing to fold)
 BASE = "base"
@@ -100,6 +117,7 @@ class BlockKind:
     options = {}           # {option: KindOption}
     flat = {}              # {older flat config key: option}
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN"}
+    native = False         # True: a model's own blocks (see the module's docstring); never a block_type
 
     # -------------------------------------------------------------- options
 
@@ -110,9 +128,13 @@ class BlockKind:
         if unknown:
             import difflib
 
-            close = difflib.get_close_matches(str(unknown[0]), list(self.options), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f" (options: {', '.join(self.options)})"
-            raise ValueError(f"block_type {self.name} has no option '{unknown[0]}'{hint}")
+            named = []
+            for key in unknown:  # every bad key at once
+                close = difflib.get_close_matches(str(key), list(self.options), n=1)
+                named.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            listed = "" if all("did you mean" in n for n in named) else f" (options: {', '.join(self.options)})"
+            raise ValueError(f"block_type {self.name} has no option{'s' if len(named) > 1 else ''} "
+                             f"{', '.join(named)}{listed}")
         return {k: spec.check(k, options.get(k, spec.default), self.name) for k, spec in self.options.items()}
 
     def options_from_flat(self, mapping):
@@ -160,11 +182,65 @@ class BlockKind:
         names of those they cannot show."""
         return {}, [k for k in self.options]
 
+    def check_complete(self, state, names, prefix):
+        """ValueError naming the first of ``names`` that ``state`` lacks: the block at ``prefix`` is
+        incomplete."""
+        missing = next((name for name in names if name not in state), None)
+        if missing is not None:
+            raise ValueError(f"{self.label} '{prefix}' is incomplete: '{missing}' is missing")
+
+    # -------------------------------------------------------------- cost
+
+    def macs(self, in_channels, out_channels, kernel_size, options=None, stride=1, groups=1, height=56,
+             width=None, padding=None, batch=1):
+        """Multiply-adds of one forward pass of this kind's training form of a k x k conv, and of the plain
+        conv it replaces, on ``batch`` images of ``height`` x ``width`` (``padding`` on every side; ``None``:
+        k // 2), with the kind's ``options`` (defaults filled in).
+
+        Returns ``{"plain", "block", "ratio", "branches": {part: multiply-adds}}``.  Convs count output
+        elements x input channels per group x taps, pooling its adds; BNs, pads and sums (elementwise)
+        are not counted.  The ratio is the training step's arithmetic floor (the backward costs about
+        twice the forward in both)."""
+        shape = ConvShape(in_channels, out_channels, kernel_size, stride, groups, height,
+                          height if width is None else width, kernel_size // 2 if padding is None else padding, batch)
+        branches = self.branch_macs(shape, self.check_options(options))
+        block = sum(branches.values())
+        return dict(plain=shape.plain, block=block, ratio=block / shape.plain, branches=branches)
+
+    def branch_macs(self, shape, options):
+        """``{part: multiply-adds}`` of the training form of the conv ``shape`` (a :class:`ConvShape`)."""
+        raise NotImplementedError
+
+    def folded_names(self, prefix, info):
+        """``(kernel name, bias name)``: where the fold of the block at ``prefix`` goes when its slot is
+        ``"bias"`` or ``"none"`` (the conv's own names; a native kind's deploy conv)."""
+        return f"{prefix}.weight", f"{prefix}.bias"
+
+    def missing(self, state, prefix, info):
+        """The first of the block's entries ``state`` lacks, or None."""
+        return next((n for n in self.entries(prefix, info) if n not in state), None)
+
     def find(self, state):
         """The prefixes of the blocks of this kind in ``state``, in file order."""
         if not self.marker:
             return []
         return [name[:-len(self.marker)] for name in state if name.endswith(self.marker)]
+
+    # -------------------------------------------------------------- a model's own blocks (native kinds)
+
+    def model_blocks(self, net):
+        """``[(cell path, cell), ...]``: ``net``'s own blocks of this kind still in training form (native
+        kinds; none for the others)."""
+        return []
+
+    def model_layout(self, net):
+        """``{parameter prefix: layout entry}`` of ``net``'s own training-form blocks (native kinds)."""
+        return {}
+
+    def to_deploy(self, net):
+        """Turn ``net``'s own training-form blocks into their deploy conv, in place (freshly initialised:
+        load a folded checkpoint into them); returns their layout (native kinds; ``{}`` for the others)."""
+        return {}
 
     def slot_counts(self, slots):
         """``{"BN slot": 16, ...}``: how many blocks fold where, in the summary's words, for their slots
@@ -180,6 +256,128 @@ class BlockKind:
         """``"16 k x k convs became ACBs (16 BN slot)"`` for ``n`` blocks and their :meth:`slot_counts`."""
         kinds = ", ".join(f"{c} {w}" for w, c in counts.items())
         return f"{n} k x k convs became {self.label}s" + (f" ({kinds})" if kinds else "")
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """A k x k conv's shape, for counting multiply-adds (:meth:`BlockKind.macs`)."""
+    in_channels: int
+    out_channels: int
+    kernel_size: int
+    stride: int
+    groups: int
+    height: int
+    width: int
+    padding: int
+    batch: int
+
+    @property
+    def out_pixels(self):
+        """Output pixels of the k x k conv, the batch's."""
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return self.batch * ((self.height + 2 * p - k) // s + 1) * ((self.width + 2 * p - k) // s + 1)
+
+    @property
+    def in_pixels(self):
+        """Input pixels, the batch's."""
+        return self.batch * self.height * self.width
+
+    def conv(self, out_channels, in_channels, taps, at_input=False):
+        """A conv in the block's groups: ``out_channels`` from ``in_channels`` with ``taps`` taps, on the k x k
+        conv's output grid (``at_input``: on the input's, stride 1)."""
+        pixels = self.in_pixels if at_input else self.out_pixels
+        return pixels * out_channels * (in_channels // self.groups) * taps
+
+    @property
+    def plain(self):
+        """The plain k x k conv's multiply-adds."""
+        return self.conv(self.out_channels, self.in_channels, self.kernel_size ** 2)
+
+
+#: the ``branch_bn`` option of the kinds whose branches end in BNs
+BRANCH_BN = KindOption(True, "a BN per branch (False: no BN; the branches are summed, trained as one conv over "
+                       "their summed kernel)", (True, False), strict_bool)
+
+
+def gamma_init_option(help):
+    """The ``gamma_init`` option of a kind whose branches end in BNs (``help``: which BNs it starts)."""
+    return KindOption(None, help, None, optional_number)
+
+
+class BranchBNKind(BlockKind):
+    """A kind whose branches are convs each followed by a BN (option ``branch_bn``, and ``gamma_init``: see
+    :data:`BRANCH_BN`, :func:`gamma_init_option`); at sites with neither a BN nor a bias after the conv,
+    or with ``branch_bn`` off, its branches carry no BN and train as one conv.
+
+    :meth:`BlockKind.slot` already keeps the BN after the conv where ``branch_bn`` is off.  A subclass
+    names its Cell (:meth:`cell_class`, :meth:`cell_options`) and, for :meth:`from_plain`, the
+    branch the plain conv becomes (``origin_conv``, ``origin_bn``: entry prefixes relative to the
+    block), the BNs whose zero gamma and beta silence the other branches (:meth:`silent_bns`) and, for
+    blocks without branch BNs, the kernels that start at zero (:meth:`zero_kernels`).
+    """
+
+    origin_conv = None
+    origin_bn = None
+    slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
+
+    def cell_class(self):
+        """The kind's Cell (imported here: this module must not import MindSpore)."""
+        raise NotImplementedError
+
+    def cell_options(self, options):
+        """The Cell's ``from_conv`` arguments for the kind's ``options`` besides ``branch_bn`` and
+        ``gamma_init``."""
+        return {}
+
+    def build(self, conv, bn, slot, options, seed):
+        with_bn = options["branch_bn"] and slot != "none"
+        return self.cell_class().from_conv(conv, bn if with_bn else None, branch_bn=with_bn,
+                                           gamma_init=options["gamma_init"], seed=seed, **self.cell_options(options))
+
+    # -------------------------------------------------------------- from_plain
+
+    def origin_kernel(self, weight, info):
+        """The origin branch's kernel in a block without branch BNs that computes the plain ``weight``."""
+        return weight
+
+    def zero_kernels(self, prefix, info, weight):
+        """``{entry: shape}``: the kernels that start at zero in a block without branch BNs."""
+        raise NotImplementedError
+
+    def silent_bns(self, prefix, info):
+        """The entry prefixes of the BNs whose gamma = beta = 0 make every branch but the origin add zero."""
+        raise NotImplementedError
+
+    def from_plain(self, state, prefix, info):
+        """The plain conv becomes the origin branch (its BN slot that branch's BN, a bias a BN that adds it);
+        every other branch adds exactly zero until training moves it: its last BN's gamma = beta = 0, or,
+        without branch BNs, the kernels that end it are zero."""
+        out = dict(state)
+        if f"{prefix}.weight" not in state:
+            return out
+        weight = out.pop(f"{prefix}.weight")
+        conv, norm = f"{prefix}.{self.origin_conv}", f"{prefix}.{self.origin_bn}"
+        if not info.get("branch_bn", True):
+            out[f"{conv}.weight"] = self.origin_kernel(weight, info)
+            if f"{prefix}.bias" in out:
+                out[f"{conv}.bias"] = out.pop(f"{prefix}.bias")
+            for name, shape in self.zero_kernels(prefix, info, weight).items():
+                out[name] = np.zeros(shape, weight.dtype)
+            return out
+        out[f"{conv}.weight"] = weight
+        if info["slot"] == "bn":
+            for field in BN_FIELDS:
+                if f"{info['bn']}.{field}" in out:
+                    out[f"{norm}.{field}"] = out.pop(f"{info['bn']}.{field}")
+        elif f"{prefix}.bias" in out:
+            bias = out.pop(f"{prefix}.bias")
+            for field, value in bias_as_bn(bias, info.get("eps", BN_EPS)).items():
+                out[f"{norm}.{field}"] = value
+        zeros = np.zeros(np.shape(weight)[0], weight.dtype)
+        for head in self.silent_bns(prefix, info):
+            out[f"{head}.gamma"] = zeros
+            out[f"{head}.beta"] = zeros
+        return out
 
 
 _KINDS = {}
@@ -201,28 +399,58 @@ def unregister_kind(name):
     _KINDS.pop(name, None)
 
 
+class KindImportError(UserError):
+    """A block-kind module named by ``ACNET_MS_KINDS`` (or an entry point) that does not import: one line
+    (``error: ACNET_MS_KINDS: cannot import ...``, exit 2) from every entry point."""
+
+
+def _why(err):
+    """``No module named 'x'``, or the error's type and first line for anything else a module raises."""
+    text = first_line(err)
+    return text if isinstance(err, ImportError) else f"{type(err).__name__}: {text}"
+
+
 def _load_plugins():
     global _PLUGINS_LOADED
     if _PLUGINS_LOADED:
         return
-    _PLUGINS_LOADED = True
+    _PLUGINS_LOADED = True  # first: a kind module may look kinds up while it registers
+    try:
+        _import_plugins()
+    except KindImportError:
+        _PLUGINS_LOADED = False  # every lookup says it again
+        raise
+
+
+def _import_plugins():
     import importlib
     import os
     from importlib.metadata import entry_points
 
     for point in entry_points(group=ENTRY_POINT_GROUP):
-        point.load()
+        try:
+            point.load()
+        except Exception as err:  # noqa: BLE001  (whatever the module raises on import: one line)
+            raise KindImportError(f"entry point {point.name!r} ({ENTRY_POINT_GROUP}): cannot import block-kind "
+                                  f"module {point.value!r} ({_why(err)})") from None
     for module in filter(None, (m.strip() for m in os.environ.get(ENV_VAR, "").split(","))):
         try:
             importlib.import_module(module)
-        except ImportError as err:
-            raise ValueError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({err})") from None
+        except Exception as err:  # noqa: BLE001
+            raise KindImportError(f"{ENV_VAR}: cannot import block-kind module {module!r} ({_why(err)})") from None
 
 
-def kind_names():
-    """The registered kinds' names, in registration order."""
+def load_kinds():
+    """Import the block-kind modules named by entry points and ``ACNET_MS_KINDS`` now (they load on the first
+    lookup otherwise): the entry points call it first, so a module that does not import is their one line."""
     _load_plugins()
-    return list(_KINDS)
+
+
+def kind_names(native=False):
+    """The registered kinds' names, in registration order: the block types' (``native=True``: the kinds
+    that are models' own blocks, which are no block type, instead)."""
+    _load_plugins()
+    return [name for name, kind in _KINDS.items() if bool(kind.native) == bool(native)]
 
 
 def block_types():
@@ -250,6 +478,9 @@ def check_block(block_type, options=None, flat=None):
             raise ValueError(f"block_options {dict(options)} given for block_type {BASE}, which has none")
         return BASE, {}
     kind = get_kind(block_type)
+    if kind.native:
+        raise ValueError(f"block_type must be one of {', '.join(block_types())}, got {block_type!r} (the blocks "
+                         f"{kind.name} names are a model's own, not a block type for other models)")
     merged = kind.options_from_flat(flat or {})
     for key, value in dict(options or {}).items():
         if key in merged and merged[key] != value:

@@ -10,8 +10,7 @@ from .. import kinds
 from ..cli import first_line
 from ..reparam.record import BuildRecord, set_record
 from ..reparam.state import infer_block
-from ..reparam.transform import block_layout, summary_line, to_blocks, to_fused, trace
-from ..kinds.repvgg.blocks import to_single_branch
+from ..reparam.transform import block_layout, summary_line, to_blocks, to_fused, to_native_deploy, trace
 from .registry import model_entry
 
 #: input sizes tried, in order, when tracing a model's structure (small first: it is faster)
@@ -20,11 +19,11 @@ TRACE_SIZES = (64, 224, 299)
 _SITES = {}
 
 
-def structure(name, net, kwargs):
+def structure(name, net, kwargs, form="plain"):
     """The traced conv/BN structure (``transform.trace``) of model ``name`` built as ``net`` with
-    ``kwargs`` (cached per process: the structure does not depend on the weights)."""
+    ``kwargs`` (cached per process and ``form``: the structure does not depend on the weights)."""
     in_channels = kwargs.get("in_channels", 3)
-    key = (name, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+    key = (name, form, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
     if key not in _SITES:
         sizes = (32,) if model_entry(name).family == "cifar" else TRACE_SIZES
         errors = []
@@ -61,8 +60,9 @@ def create_model(name, num_classes=None, block_type="base", block_options=None, 
             conv + BN is one conv with bias under the conv's name, every BN
             slot an ``nn.Identity`` (``convert.py --fold_bn`` writes its
             checkpoints).  A model with re-parameterizable blocks of its own
-            (MindCV's ``repvgg_*``) runs each as one conv with bias, as its
-            own deploy form does (``stage1.0.rbr_reparam``; ``net.acnet.native_blocks``).
+            (a native kind's: MindCV's ``repvgg_*``) runs each as one conv
+            with bias, as its own deploy form does (``stage1.0.rbr_reparam``;
+            ``net.acnet.native_blocks``).
             Needs ``block_type="base"``; ValueError otherwise.
         **kwargs: passed to the model (``in_channels``, MindCV's ``drop_rate``, ...).
     """
@@ -80,12 +80,10 @@ def create_model(name, num_classes=None, block_type="base", block_options=None, 
     record = set_record(net, BuildRecord(model=name, num_classes=num_classes, kwargs=dict(kwargs)))
     if block_type == kinds.BASE and not deploy:
         return net
-    if deploy:
-        native = to_single_branch(net)
-        if native:  # MindCV's RepVGG: its blocks hold all its BNs, so each block becomes one conv with bias
-            record.native_blocks = native
-            return net
-    sites = structure(name, net, dict(kwargs, num_classes=num_classes))
+    if deploy:  # the model's own blocks (a native kind's) become their deploy conv first
+        record.native_blocks = to_native_deploy(net)
+    form = "native deploy" if record.native_blocks else "plain"
+    sites = structure(name, net, dict(kwargs, num_classes=num_classes), form)
     if deploy:
         record.fused_pairs = to_fused(net, sites)
         return net

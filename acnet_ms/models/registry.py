@@ -54,6 +54,22 @@ def list_models():
     return sorted(set(_REGISTRY) | _mindcv_models())
 
 
+def model_hint(path=None):
+    """Where to find a model name, for an error: the models whose names are closest to the file name of
+    ``path`` (if any), and how to list them all (``python -m acnet_ms.models``)."""
+    import difflib
+    import os
+
+    names = list_models()
+    close = []
+    if path:
+        stem = os.path.splitext(os.path.basename(str(path)))[0].lower()
+        for word in dict.fromkeys((stem, stem.split("-")[0], stem.split("_")[0])):
+            close += [n for n in difflib.get_close_matches(word, names, n=3, cutoff=0.6) if n not in close]
+    near = f"closest to the file's name: {', '.join(close[:3])}; " if close else ""
+    return f"{near}python -m acnet_ms.models lists all {len(names)}"
+
+
 def model_entry(name):
     """The :class:`ModelEntry` of ``name``; ValueError suggesting close names otherwise."""
     if name in _REGISTRY:

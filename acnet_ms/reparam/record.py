@@ -16,9 +16,8 @@ class BuildRecord:
     prefix); ``plain`` maps each k x k conv that stayed plain to the reason;
     ``fused_pairs`` lists the ``(conv, bn, eps)`` pairs of the fully folded
     form (``deploy=True``); ``native_blocks`` the model's own
-    re-parameterizable blocks that form runs as single convs (MindCV's
-    RepVGG: ``{parameter prefix: layout entry}``, see
-    :mod:`acnet_ms.kinds.repvgg.state`).
+    re-parameterizable blocks (of a native kind) that form runs as single
+    convs: ``{parameter prefix: layout entry}``, the entry naming its kind.
     """
     model: Optional[str] = None
     num_classes: Optional[int] = None

@@ -60,11 +60,12 @@ def network_entries(state, network=None):
     return {name: value for name, value in state.items() if name not in trainer}
 
 
-def find_blocks(state):
+def find_blocks(state, native=False):
     """``{prefix: kind name}`` of the re-parameterizable blocks of every kind in ``state``, in file order
-    (each kind recognises its own by an entry suffix); optimizer slots and EMA copies are not blocks."""
+    (each kind recognises its own by an entry suffix); optimizer slots and EMA copies are not blocks.
+    ``native``: the blocks of the native kinds (a model's own blocks, MindCV's RepVGG's) instead."""
     found = {}
-    for kind in map(kinds.get_kind, kinds.kind_names()):
+    for kind in map(kinds.get_kind, kinds.kind_names(native=native)):
         markers = {p + kind.marker: p for p in kind.find(state)}
         copies = trainer_entries({m: state[m] for m in markers})
         found.update({prefix: (marker, kind.name) for marker, prefix in markers.items() if marker not in copies})
@@ -128,20 +129,31 @@ def fold_state(state, layout, network=None):
         raise ValueError(f"block '{unknown[0]}' is not part of this model")
     consumed, folded = set(), {}
     for prefix, info in layout.items():
-        kernel, bias, names = _kind(prefix, info).fold(state, prefix, info)
+        kind = _kind(prefix, info)
+        kernel, bias, names = kind.fold(state, prefix, info)
+        weight_name, bias_name = kind.folded_names(prefix, info)
         consumed.update(names)
-        folded[prefix + ".weight"] = kernel
+        folded[weight_name] = kernel
         if info["slot"] == "bn":
             for field, value in identities.bias_as_bn(bias, info.get("eps", identities.BN_EPS)).items():
                 folded[f"{info['bn']}.{field}"] = value
         elif bias is not None:
-            folded[prefix + ".bias"] = bias
+            folded[bias_name] = bias
     out = {name: value for name, value in state.items() if name not in consumed}
     clash = sorted(set(out) & set(folded))
     if clash:
         raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding a block")
     out.update(folded)
     return out, list(layout)
+
+
+def check_blocks(state, layout):
+    """ValueError naming the first block of ``layout`` whose entries ``state`` lacks, and the entry."""
+    for prefix, info in layout.items():
+        kind = _kind(prefix, info)
+        missing = kind.missing(state, prefix, info)
+        if missing:
+            raise ValueError(f"{kind.label} '{prefix}' is incomplete: '{missing}' is missing")
 
 
 def plain_to_blocks(state, layout):

@@ -291,6 +291,29 @@ def block_layout(net):
     return layout
 
 
+def native_blocks(net):
+    """``[(cell path, cell), ...]``: the model's own re-parameterizable blocks still in training form (those
+    of the native kinds, MindCV's RepVGG's)."""
+    return [block for name in kinds.kind_names(native=True) for block in kinds.get_kind(name).model_blocks(net)]
+
+
+def native_layout(net):
+    """``{parameter prefix: layout entry}`` of the model's own training-form blocks (native kinds)."""
+    layout = {}
+    for name in kinds.kind_names(native=True):
+        layout.update(kinds.get_kind(name).model_layout(net))
+    return layout
+
+
+def to_native_deploy(net):
+    """The model's own blocks in their deploy form, in place (each native kind's ``to_deploy``); returns
+    their layout (``{}`` for a model without any)."""
+    layout = {}
+    for name in kinds.kind_names(native=True):
+        layout.update(kinds.get_kind(name).to_deploy(net))
+    return layout
+
+
 def block_summary(net):
     """How many k x k convs became blocks, where their folds go, which stayed plain and why (a dict)."""
     record = record_of(net)

@@ -131,8 +131,9 @@ class Saving:
     top-1 and the paths written.
     """
 
-    def __init__(self, cfg, step_cell, net, ckpts, state, rank):
+    def __init__(self, cfg, step_cell, net, ckpts, state, rank, class_names=None):
         self.cfg, self.step_cell, self.ckpts, self.state, self.rank = cfg, step_cell, ckpts, state, rank
+        self.class_names = class_names
         self.layout = block_layout(net) or None  # where each block's fold goes: convert.py needs nothing else
 
     def __call__(self, record):
@@ -143,7 +144,7 @@ class Saving:
         if improved:
             state.best_top1 = top1
         meta = training_meta(self.cfg, self.layout, record.epoch, record.step, record.summary["lr"], state.best_top1,
-                             top1, self.step_cell.scaler_state())
+                             top1, self.step_cell.scaler_state(), self.class_names)
         if record.save:
             state.last_saved = self.ckpts.save(self.step_cell, meta)
         if improved:

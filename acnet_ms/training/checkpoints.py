@@ -16,15 +16,17 @@ def identity_of(cfg):
     return {k: cfg[k] for k in IDENTITY}
 
 
-def training_meta(cfg, layout, epoch, step, lr, best_top1, val_top1, scaler_state):
+def training_meta(cfg, layout, epoch, step, lr, best_top1, val_top1, scaler_state, class_names=None):
     """The metadata of a training checkpoint: what ``--resume``, validate.py and convert.py read back.
 
     ``layout``: where each ACB's fold goes (convert.py needs nothing else);
     ``config``: the run's resolved options; with EMA the averaged weights sit
-    in the model's slots (``ema_in_model_slots``).
+    in the model's slots (``ema_in_model_slots``); ``class_names``: the training
+    data's class folders in label order (validate.py and calibration compare them).
     """
+    extra = dict(class_names=list(class_names)) if class_names else {}
     return dict(identity_of(cfg), block_layout=layout, epoch=epoch, step=step, lr=lr, best_top1=best_top1,
-                val_top1=val_top1, ema_in_model_slots=bool(cfg["ema"]), config=dict(cfg), **scaler_state)
+                val_top1=val_top1, ema_in_model_slots=bool(cfg["ema"]), config=dict(cfg), **extra, **scaler_state)
 
 
 class Checkpoints:

@@ -7,17 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import data
-from ..io.checkpoint import load_pretrained
+from ..engine.loading import load_pretrained
 from ..cli import Interrupted, UserError, first_line
 from ..config.loader import dump
-from ..engine.runtime import apply_amp, build_model, fmt_time, setup
+from ..engine.runtime import apply_amp, build_model, fmt_time, setup, too_small
 from ..reparam.transform import summary_line
 from .callbacks import EpochEnd, Saving, Summary, SyncBatchNorm, Validation
 from .checkpoints import Checkpoints, restore
 from .factories import build_train_step, lr_schedule
 from .run import Plan, RunConfig, RunState
-from .setup import (RunLog, StopSignals, Stopped, check_inputs, keep_summary_until, remove_stale_temporaries,
-                    stopped_line)
+from .setup import (RunLog, StopSignals, Stopped, check_inputs, forget_failed_run, keep_summary_until,
+                    remove_stale_temporaries, stopped_line)
 
 
 @dataclass
@@ -30,6 +30,7 @@ class RunParts:
     step_cell: Any
     plan: Plan
     sink: bool
+    class_names: Any = None
 
 
 def weights_digest(net):
@@ -75,6 +76,7 @@ def train(options):
             stop.check()
         except Stopped as stopped:
             raise Interrupted(stopped_line(stopped, state, None), code=stopped.code) from None
+        created = not os.path.isdir(folder)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as err:
@@ -82,17 +84,25 @@ def train(options):
         log = RunLog(folder, context.rank, echo=context.rank == 0)
         for line in early:
             log(line)
+        failed = True
         try:
             if context.rank == 0:
                 remove_stale_temporaries(folder, log)
                 if cfg["resume"]:
                     keep_summary_until(folder, parts.plan.start_epoch)
                 dump(cfg, os.path.join(folder, "config.yaml"))
-            return _train(cfg, context.rank, context.world, parts, state, stop, log)
+            summary = _train(cfg, context.rank, context.world, parts, state, stop, log)
+            failed = False
+            return summary
         except Stopped as stopped:
+            failed = False  # its line says what to do with the folder
             raise Interrupted(stopped_line(stopped, state, log, folder), code=stopped.code) from None
         finally:
             log.close()
+            if failed and not cfg["resume"]:
+                # failed before its first checkpoint (a graph that does not compile, an unreadable image, ...):
+                # nothing of it may block the same command again
+                forget_failed_run(folder, context.rank, created)
 
 
 def _build(cfg, rank, world, train_spec, val_spec, state, log):
@@ -103,6 +113,13 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
     workers = data.workers(cfg, log)
     train_loader = data.create_loader(cfg, train_spec, True, rank, world, workers)
     spe = train_loader.get_dataset_size()
+    if spe == 0 and cfg["aug_repeats"] > 1:
+        # MindCV's RepeatAugSampler takes whole rounds of 256 samples, split over the devices
+        taken = train_spec.num_samples // 256 * 256 // world
+        raise UserError(f"{train_spec.root}: option 'aug_repeats' {cfg['aug_repeats']}: MindCV's repeated-"
+                        f"augmentation sampler takes whole rounds of 256 of the {train_spec.num_samples} samples, "
+                        f"{taken} per device, which make no full batch of {cfg['batch_size']}; set aug_repeats 1 "
+                        f"or train on at least {256 * world} samples")
     if spe == 0:
         raise UserError(f"{train_spec.root}: {train_spec.num_samples} samples make no full batch of "
                         f"{cfg['batch_size']} per device")
@@ -115,7 +132,7 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
         # validation runs at val_amp_level: a second network of the same names, given the weights before each use
         eval_net = apply_amp(build_model(cfg), cfg["val_amp_level"], cfg["amp_cast_list"])
     if cfg["ckpt_path"]:
-        load_pretrained(net, cfg["ckpt_path"], log)
+        load_pretrained(net, cfg["ckpt_path"], log, partial=cfg["ckpt_partial"])
     lrs = lr_schedule(cfg, spe, log)
     step_cell, _ = build_train_step(net, cfg, lrs)
     start_epoch, gstep = 0, 0
@@ -125,7 +142,8 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
     state.epoch, state.step = start_epoch, gstep
     plan = Plan(spe, cfg["epoch_size"], lrs, start_epoch, gstep, cfg["val_interval"], cfg["ckpt_save_interval"],
                 val_loader is not None)
-    return RunParts(train_loader, val_loader, net, eval_net, step_cell, plan, uses_sink(cfg, log))
+    return RunParts(train_loader, val_loader, net, eval_net, step_cell, plan, uses_sink(cfg, log),
+                    train_spec.class_names)
 
 
 def _train(cfg, rank, world, parts, state, stop, log):
@@ -137,7 +155,7 @@ def _train(cfg, rank, world, parts, state, stop, log):
     end = EpochEnd(plan, step_cell, [SyncBatchNorm(net, cfg["dist_bn"], world),
                                      Validation(net, parts.eval_net, parts.val_loader, world),
                                      Summary(ckpts.folder, rank, log),
-                                     Saving(cfg, step_cell, net, ckpts, state, rank)])
+                                     Saving(cfg, step_cell, net, ckpts, state, rank, parts.class_names)])
     if plan.start_epoch >= plan.epochs:
         log(f"nothing to do: the checkpoint already has {plan.start_epoch} of {plan.epochs} epochs")
     images_per_step = cfg["batch_size"] * world
@@ -216,6 +234,11 @@ def train_call(step_cell, image, label, first, cfg):
     except (TypeError, ValueError, RuntimeError) as err:
         if data.pipeline_error(err):
             raise
+        smallest = too_small(cfg, err)
+        if smallest:
+            raise UserError(f"image_resize {cfg['image_resize']} is too small for {cfg['model']}: the smallest input "
+                            f"it runs on is {smallest}x{smallest} (found by running the model at each size; "
+                            f"{first_line(err)})") from None
         raise UserError(f"the train step of {cfg['model']} (block_type {cfg['block_type']}, amp_level "
                         f"{cfg['amp_level']}, opt {cfg['opt']}) does not compile or run on {cfg['device_target']}: "
                         f"{first_line(err)}{graph_report()}") from None

@@ -101,9 +101,36 @@ def check_run_folder(cfg):
     earlier = [f for _, f in earlier]  # checkpoints first
     if earlier:
         more = f" and {len(earlier) - 1} more" if len(earlier) > 1 else ""
+        epochs = sorted(f for f in earlier if EPOCH_FILE.search(f))
+        then = (f"or continue that run with --resume {os.path.join(folder, epochs[-1])}" if epochs else
+                "or remove those files (they hold no checkpoint to resume)")
         raise UserError(f"{folder}: ckpt_save_dir holds an earlier run ({earlier[0]}{more}), which this run would "
-                        f"overwrite; choose another --ckpt_save_dir, or continue that run with --resume "
-                        f"{os.path.join(folder, '<its last -eNNN.ckpt>')}")
+                        f"overwrite; choose another --ckpt_save_dir, {then}")
+
+
+#: an epoch checkpoint (``<model>_<block_type>-eNNN.ckpt``), the files ``--resume`` continues from
+EPOCH_FILE = re.compile(r"-e\d+\.ckpt$")
+
+
+def forget_failed_run(folder, rank, created):
+    """A run that failed before any checkpoint reached ``folder``: remove what it wrote there (its config,
+    this rank's log, its summary), and the folder itself if the run created it and it is left empty, so
+    that the same command can run again.  Returns whether anything was removed."""
+    if not os.path.isdir(folder) or any(f.endswith(".ckpt") for f in os.listdir(folder)):
+        return False
+    mine = [f"train_rank{rank}.log"] + (["config.yaml", "summary.jsonl"] if rank == 0 else [])
+    removed = False
+    for name in mine:
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            os.remove(path)
+            removed = True
+    if created:
+        try:
+            os.rmdir(folder)  # only if empty (another rank's log may still be there)
+        except OSError:
+            pass
+    return removed
 
 
 def clear_run(folder):

@@ -9,11 +9,9 @@ Options: ``branches`` (``hv``, ``h``, ``v``), ``branch_bn``, ``position``
 (``center``, ``corner``: the paper's border variant), ``gamma_init``.  The
 Cell is :class:`acnet_ms.kinds.acb.cell.ACBlock`; the arithmetic is :mod:`acnet_ms.kinds.identities`.
 """
-import numpy as np
-
 from . import fold
 from .. import identities
-from ..base import BlockKind, KindOption, optional_number, register_kind, square_odd_kernel, strict_bool
+from ..base import BRANCH_BN, BranchBNKind, KindOption, gamma_init_option, register_kind, square_odd_kernel
 
 #: ACNet converts square k x k convs with MIN_K <= k <= MAX_K
 MIN_K, MAX_K = 3, 5
@@ -21,21 +19,20 @@ MIN_K, MAX_K = 3, 5
 SQUARE_MARKER = ".square_conv.weight"
 
 
-class ACBKind(BlockKind):
+class ACBKind(BranchBNKind):
     name = "acb"
     label = "ACB"
     marker = SQUARE_MARKER
     options = {
         "branches": KindOption("hv", "asymmetric branches: both, 1 x k only, k x 1 only", tuple(fold.BRANCH_SETS)),
-        "branch_bn": KindOption(True, "a BN per branch (False: the branch convs are summed, trained as one conv)",
-                                (True, False), strict_bool),
+        "branch_bn": BRANCH_BN,
         "position": KindOption("center", "asymmetric kernels on the centre row/column or the bottom row/right "
                                "column (the paper's border variant)", fold.POSITIONS),
-        "gamma_init": KindOption(None, "initial gamma of the branch BNs (None: 1)", None, optional_number),
+        "gamma_init": gamma_init_option("initial gamma of the branch BNs (None: 1)"),
     }
     flat = {"gamma_init": "gamma_init", "acb_branches": "branches", "acb_branch_bn": "branch_bn",
             "acb_position": "position"}
-    slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
+    origin_conv, origin_bn = "square_conv", "square_bn"
 
     # -------------------------------------------------------------- sites and Cells
 
@@ -45,13 +42,13 @@ class ACBKind(BlockKind):
             return f"kernel {site.kernel[0]}x{site.kernel[0]} (ACNet converts odd k with 1 < k < 7)"
         return verdict
 
-    def build(self, conv, bn, slot, options, seed):
+    def cell_class(self):
         from .cell import ACBlock
 
-        with_bn = options["branch_bn"] and slot != "none"
-        return ACBlock.from_conv(conv, bn if with_bn else None, gamma_init=options["gamma_init"],
-                                 branches=options["branches"], branch_bn=with_bn, position=options["position"],
-                                 seed=seed)
+        return ACBlock
+
+    def cell_options(self, options):
+        return dict(branches=options["branches"], position=options["position"])
 
     # -------------------------------------------------------------- checkpoints
 
@@ -71,49 +68,24 @@ class ACBKind(BlockKind):
         return names + ([f"{prefix}.square_conv.bias"] if info.get("has_bias") else [])
 
     def fold(self, state, prefix, info):
-        entries = self.branch_entries(prefix, info)
-        bias_name = f"{prefix}.square_conv.bias"
-        for names in entries.values():
-            missing = [n for n in names if n not in state]
-            if missing:
-                raise ValueError(f"ACB '{prefix}' is incomplete: '{missing[0]}' is missing")
-        branches = {b: tuple(state[n] for n in names) for b, names in entries.items()}
-        bias = state.get(bias_name) if info.get("has_bias") else None
+        names = self.entries(prefix, info)
+        self.check_complete(state, names, prefix)
+        branches = {b: tuple(state[n] for n in group) for b, group in self.branch_entries(prefix, info).items()}
+        bias = state[f"{prefix}.square_conv.bias"] if info.get("has_bias") else None
         kernel, bias = fold.fold_acb(branches["square"], branches.get("hor"), branches.get("ver"),
                                      eps=info.get("eps", identities.BN_EPS), position=info.get("position", "center"),
                                      bias=bias)
-        return kernel, bias, self.entries(prefix, info)
+        return kernel, bias, names
 
-    def from_plain(self, state, prefix, info):
-        """The plain conv becomes the square branch; each asymmetric branch adds exactly zero (its BN's
-        gamma = beta = 0, or, without branch BNs, a zero kernel) until training moves it."""
-        out = dict(state)
-        conv = f"{prefix}.weight"
-        if conv not in state:
-            return out
-        weight = out.pop(conv)
-        out[f"{prefix}.square_conv.weight"] = weight
-        asym = fold.BRANCH_SETS[info.get("branches", "hv")]
-        if not info.get("branch_bn", True):
-            if f"{prefix}.bias" in out:
-                out[f"{prefix}.square_conv.bias"] = out.pop(f"{prefix}.bias")
-            for branch in asym:
-                shape = np.shape(weight)[:2] + ((1, weight.shape[3]) if branch == "hor" else (weight.shape[2], 1))
-                out[f"{prefix}.{branch}_conv.weight"] = np.zeros(shape, weight.dtype)
-            return out
-        if info["slot"] == "bn":
-            for field in identities.BN_FIELDS:
-                if f"{info['bn']}.{field}" in out:
-                    out[f"{prefix}.square_bn.{field}"] = out.pop(f"{info['bn']}.{field}")
-        elif f"{prefix}.bias" in out:
-            bias = out.pop(f"{prefix}.bias")
-            for field, value in identities.bias_as_bn(bias, info.get("eps", identities.BN_EPS)).items():
-                out[f"{prefix}.square_bn.{field}"] = value
-        zeros = np.zeros(np.shape(weight)[0], weight.dtype)
-        for branch in asym:
-            out[f"{prefix}.{branch}_bn.gamma"] = zeros
-            out[f"{prefix}.{branch}_bn.beta"] = zeros
-        return out
+    # -------------------------------------------------------------- from_plain (BranchBNKind's)
+
+    def zero_kernels(self, prefix, info, weight):
+        o, cpg, kh, kw = weight.shape
+        shapes = {"hor": (o, cpg, 1, kw), "ver": (o, cpg, kh, 1)}
+        return {f"{prefix}.{b}_conv.weight": shapes[b] for b in fold.BRANCH_SETS[info.get("branches", "hv")]}
+
+    def silent_bns(self, prefix, info):
+        return [f"{prefix}.{b}_bn" for b in fold.BRANCH_SETS[info.get("branches", "hv")]]
 
     def infer_options(self, state, prefixes):
         """Which asymmetric branches exist and whether branches carry BNs show in the entries (every ACB
@@ -125,6 +97,18 @@ class ACBKind(BlockKind):
         branches = "".join(b[0] for b in ("hor", "ver") if f"{p}.{b}_conv.weight" in state) or "hv"
         return dict(branches=branches, branch_bn=any(f"{q}.square_bn.gamma" in state for q in prefixes)), \
             ["position"]
+
+    # -------------------------------------------------------------- cost
+
+    def branch_macs(self, shape, options):
+        """The square conv and the 1 x k and k x 1 convs (k^2 + 2k taps); without branch BNs one conv over
+        their summed kernel (its assembly is additions)."""
+        if not options["branch_bn"]:
+            return {"one conv": shape.plain}
+        k, out = shape.kernel_size, {"square": shape.plain}
+        for branch in fold.BRANCH_SETS[options["branches"]]:
+            out[branch] = shape.conv(shape.out_channels, shape.in_channels, k)
+        return out
 
 
 register_kind(ACBKind())

@@ -30,9 +30,8 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
 from . import fold
-from .. import identities
-from .. import geometry
-from ..cell import Kernel
+from .. import geometry, identities
+from ..cell import BranchBNBlock, Kernel
 
 
 def _inner(cell):
@@ -173,8 +172,8 @@ def _uniform(rng, shape, dtype=np.float32):
     return rng.uniform(-bound, bound, shape).astype(dtype)
 
 
-class DiverseBranchBlock(nn.Cell):
-    """k x k conv (+ BN) trained as a Diverse Branch Block, deployed as one conv ``dbb_reparam``.
+class DiverseBranchBlock(BranchBNBlock):
+    """k x k conv (+ BN) trained as a Diverse Branch Block, deployed as one conv ``fused_conv``.
 
     Args:
         padding: an int, ``(top, bottom, left, right)`` or ``None`` (keep the size at stride 1); ignored
@@ -194,45 +193,30 @@ class DiverseBranchBlock(nn.Cell):
             (None: every gamma 1, ``dbb_origin`` the model's BN's).  ``eps``, ``momentum``: those of every BN.
     """
 
+    kind = "dbb"
+    info_fields = ("branch_bn", "has_bias", "eps", "groups", "internal", "depthwise", "identity", "kernel_size")
+    repr_fields = ("internal", "branch_bn")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
                  pad_mode="pad", internal_channels=None, branch_bn=True, has_bias=False, gamma_init=None,
                  deploy=False, eps=identities.BN_EPS, momentum=0.9):
-        super().__init__()
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 \
-                or kernel_size % 2 == 0:
-            raise ValueError(f"DiverseBranchBlock: kernel_size must be an odd integer >= 3, got {kernel_size!r}")
-        stride = geometry.pair(stride, "stride", "DiverseBranchBlock")
-        dilation = geometry.pair(dilation, "dilation", "DiverseBranchBlock")
-        if pad_mode not in ("pad", "valid", "same"):
-            raise ValueError(f"DiverseBranchBlock: pad_mode must be pad, valid or same, got {pad_mode!r}")
-        pads = geometry.pads_of(0 if pad_mode == "valid" else padding, kernel_size, dilation, "DiverseBranchBlock")
-        if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or in_channels % groups \
-                or out_channels % groups:
-            raise ValueError(f"DiverseBranchBlock: groups={groups!r} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
+                         has_bias, deploy, branch_bn, eps, momentum)
         self.depthwise = groups == in_channels == out_channels
         internal = internal_channels or (2 * in_channels if self.depthwise else in_channels)
         if internal % groups:
             raise ValueError(f"DiverseBranchBlock: internal_channels={internal} is not a multiple of groups={groups}")
-        if has_bias and branch_bn:
-            raise ValueError("DiverseBranchBlock: has_bias needs branch_bn=False (the branch BNs carry the bias)")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.stride, self.dilation, self.groups, self.internal = stride, dilation, groups, internal
-        self.same = pad_mode == "same"
-        self.padding = (0, 0, 0, 0) if self.same else pads
-        self.branch_bn, self.has_bias, self.eps = bool(branch_bn), bool(has_bias), float(eps)
+        self.internal, self.gamma_init = internal, gamma_init
         self.identity = internal == in_channels
         self.with_one = not self.depthwise
-        self.with_avg = branch_bn or not self.depthwise
-        self.deploy = deploy
-        if deploy:
-            self.dbb_reparam = geometry.block_conv(self, self.branch_bn or self.has_bias)
-            return
-        k, c = kernel_size, kernel_size // 2
-        cpg, dpg = in_channels // groups, internal // groups
-        if not self.branch_bn:
-            native = geometry.block_conv(self, self.has_bias)
-            self.conv2d, self.bias_add = native.conv2d, native.bias_add
+        self.with_avg = self.branch_bn or not self.depthwise
+        self.build()
+
+    def build_training(self):
+        k, c = self.kernel_size, self.kernel_size // 2
+        in_channels, out_channels, internal = self.in_channels, self.out_channels, self.internal
+        cpg, dpg = in_channels // self.groups, internal // self.groups
+        if self.one_conv:
             self.dbb_origin = Holder(conv=Kernel(out_channels, cpg, (k, k), has_bias=self.has_bias))
             if self.with_one:
                 self.dbb_1x1 = Holder(conv=Kernel(out_channels, cpg, (1, 1)))
@@ -245,33 +229,25 @@ class DiverseBranchBlock(nn.Cell):
             self.dbb_1x1_kxk = Holder(**{"idconv1" if self.identity else "conv1": first},
                                       conv2=Kernel(out_channels, dpg, (k, k)))
             return
-        bn = dict(eps=eps, momentum=momentum)
-        last = dict(bn, gamma_init=gamma_init) if gamma_init is not None else bn
-        pad = dict(bn, pads=self.padding, same=(k, stride, dilation) if self.same else None)
-        self.dbb_origin = ConvBN(geometry.block_conv(self, False),
-                                 nn.BatchNorm2d(out_channels, **(last if gamma_init else bn)))
+        # gamma_init: every branch's last BN; dbb_origin's too unless it is 0 (the original's single_init)
+        last, stride, dilation = self.gamma_init, self.stride, self.dilation
+        pad = dict(eps=self.eps, momentum=self.momentum, pads=self.padding,
+                   same=(k, stride, dilation) if self.same else None)
+        self.dbb_origin = ConvBN(geometry.block_conv(self, False), self.new_bn(gamma_init=last or None))
         if self.with_one:
             one_pads, self.one_crop = geometry.sub_window(self.padding, k, dilation, c, c, 1, 1)
-            self.dbb_1x1 = ConvBN(self._conv(in_channels, out_channels, 1, stride, one_pads),
-                                  nn.BatchNorm2d(out_channels, **last))
+            self.dbb_1x1 = ConvBN(self.branch_conv(1, one_pads, stride=stride), self.new_bn(gamma_init=last))
         avg = nn.AvgPool2d(k, stride) if dilation == (1, 1) else FixedAverage(out_channels, k, stride, dilation)
         if self.depthwise:
-            self.dbb_avg = AvgBranch(None, None, avg, nn.BatchNorm2d(out_channels, **last))
+            self.dbb_avg = AvgBranch(None, None, avg, self.new_bn(gamma_init=last))
         else:
-            self.dbb_avg = AvgBranch(self._conv(in_channels, out_channels, 1), BNAndPad(out_channels, **pad), avg,
-                                     nn.BatchNorm2d(out_channels, **last))
-        first = IdentityBasedConv1x1(in_channels, groups) if self.identity else \
-            self._conv(in_channels, internal, 1)
+            self.dbb_avg = AvgBranch(self.branch_conv(1, stride=1), BNAndPad(out_channels, **pad), avg,
+                                     self.new_bn(gamma_init=last))
+        first = IdentityBasedConv1x1(in_channels, self.groups) if self.identity else \
+            self.branch_conv(1, stride=1, out_channels=internal)
         self.dbb_1x1_kxk = SeqBranch(first, self.identity, BNAndPad(internal, **pad),
-                                     self._conv(internal, out_channels, k, stride, 0, dilation),
-                                     nn.BatchNorm2d(out_channels, **last))
-
-    # ------------------------------------------------------------ construction helpers
-
-    def _conv(self, cin, cout, size, stride=1, padding=0, dilation=1, has_bias=False):
-        return nn.Conv2d(cin, cout, size, stride=stride, pad_mode="pad", padding=padding, dilation=dilation,
-                         group=self.groups, has_bias=has_bias)
-
+                                     self.branch_conv(k, 0, dilation, in_channels=internal),
+                                     self.new_bn(gamma_init=last))
 
     @classmethod
     def from_conv(cls, conv, bn=None, branch_bn=True, gamma_init=None, seed=0):
@@ -281,17 +257,8 @@ class DiverseBranchBlock(nn.Cell):
         bias of ``conv`` becomes ``dbb_origin.bn``'s beta); the other convs are drawn as the original's
         (PyTorch's default, U(+-1/sqrt(fan_in)), from ``seed``), ``idconv1`` starts at the identity.
         """
-        kh, kw = conv.kernel_size
-        if kh != kw:
-            raise ValueError(f"DiverseBranchBlock.from_conv: kernel {kh}x{kw} is not square")
-        padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
-        opts = dict(stride=tuple(conv.stride[-2:]), padding=tuple(padding), dilation=tuple(conv.dilation[-2:]),
-                    groups=conv.group, pad_mode=conv.pad_mode, branch_bn=branch_bn, gamma_init=gamma_init)
-        if bn is not None and branch_bn:
-            opts.update(eps=bn.eps, momentum=1.0 - bn.momentum)  # a BN cell keeps 1 - its argument
-        if not branch_bn:
-            opts["has_bias"] = conv.has_bias
-        block = cls(conv.in_channels, conv.out_channels, kh, **opts)
+        kh, opts = cls.options_of(conv, bn, branch_bn)
+        block = cls(conv.in_channels, conv.out_channels, kh, gamma_init=gamma_init, **opts)
         rng = np.random.default_rng(seed)
         for name, param in block.parameters_and_names():
             if name.endswith(".weight") and "idconv1" not in name and len(param.shape) == 4:
@@ -313,13 +280,7 @@ class DiverseBranchBlock(nn.Cell):
 
     # ------------------------------------------------------------ forward
 
-    def _pads(self, x):
-        """(top, bottom, left, right) of the k x k conv for this input ('same': from its size)."""
-        if self.same:
-            return geometry.same_pads(x.shape[2], x.shape[3], self.kernel_size, self.stride, self.dilation)
-        return self.padding
-
-    def kernel(self):
+    def conv_kernel(self):
         """The k x k kernel the branch-BN-free form sums to (a float32 Tensor), rebuilt from its parameters
         (in float32 whatever mixed precision made of them)."""
         k, c = self.kernel_size, self.kernel_size // 2
@@ -338,16 +299,11 @@ class DiverseBranchBlock(nn.Cell):
             first = f32(self.dbb_1x1_kxk.conv1.weight)
         return w + merge_1x1_kxk(first, f32(self.dbb_1x1_kxk.conv2.weight), self.groups)
 
-    def construct(self, x):
-        if self.deploy:
-            return self.dbb_reparam(x)
-        if not self.branch_bn:
-            # built outside any conv cell: mixed precision does not cast it, it takes the input's type
-            out = self.conv2d(x, ops.cast(self.kernel(), x.dtype))
-            if self.has_bias:
-                out = self.bias_add(out, ops.cast(self.dbb_origin.conv.bias, out.dtype))
-            return out
-        pads = self._pads(x)
+    def conv_bias(self):
+        return self.dbb_origin.conv.bias
+
+    def forward_branches(self, x):
+        pads = self.pads_for(x)
         out = self.dbb_origin(x)
         if self.with_one:
             if self.same:
@@ -391,38 +347,6 @@ class DiverseBranchBlock(nn.Cell):
         bias = arr(o.conv.bias) if self.has_bias else None
         return args, bias
 
-    def get_equivalent_kernel_bias(self):
-        """The single conv's (kernel, bias) that equals this block in eval mode, as numpy arrays (bias
-        ``None`` for a block with neither BN nor bias)."""
-        if self.deploy:
-            conv = self.dbb_reparam
-            return conv.weight.asnumpy(), conv.bias.asnumpy() if conv.has_bias else None
+    def fold_branches(self):
         args, bias = self.branch_arrays()
         return fold.fold_dbb(**args, groups=self.groups, eps=self.eps, bias=bias)
-
-    def reparam_info(self):
-        """What a converter needs besides the parameters to fold this block (JSON-able)."""
-        return dict(kind="dbb", branch_bn=self.branch_bn, has_bias=self.has_bias, eps=self.eps,
-                    groups=self.groups, internal=self.internal, depthwise=self.depthwise,
-                    identity=self.identity, kernel_size=self.kernel_size)
-
-    def switch_to_deploy(self):
-        """Replace the branches by ``dbb_reparam`` in place (no-op when already switched)."""
-        if self.deploy:
-            return
-        kernel, bias = self.get_equivalent_kernel_bias()
-        conv = geometry.block_conv(self, bias is not None)
-        conv.weight = Parameter(Tensor(kernel), name="dbb_reparam.weight")
-        if bias is not None:
-            conv.bias = Parameter(Tensor(bias), name="dbb_reparam.bias")
-        for name in ("dbb_origin", "dbb_1x1", "dbb_avg", "dbb_1x1_kxk"):
-            if hasattr(self, name):
-                delattr(self, name)
-        self.dbb_reparam = conv
-        self.deploy = True
-
-    def extend_repr(self):
-        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
-                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"pad_mode={'same' if self.same else 'pad'}, dilation={self.dilation}, groups={self.groups}, "
-                f"internal={self.internal}, branch_bn={self.branch_bn}, deploy={self.deploy}")

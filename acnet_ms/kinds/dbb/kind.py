@@ -20,45 +20,9 @@ import numpy as np
 
 from . import fold
 from .. import identities
-from ..base import BlockKind, KindOption, optional_number, register_kind, square_odd_kernel, strict_bool
+from ..base import BRANCH_BN, BranchBNKind, gamma_init_option, register_kind, square_odd_kernel
 
 ORIGIN_MARKER = ".dbb_origin.conv.weight"
-
-
-def _conv_macs(out_elems, cin_per_group, size):
-    return out_elems * cin_per_group * size * size
-
-
-def train_macs(in_channels, out_channels, kernel_size, stride=1, groups=1, height=56, width=None, padding=None,
-               branch_bn=True, batch=1):
-    """Multiply-adds of one forward pass of a DBB and of the plain k x k conv it replaces, on ``batch``
-    images of ``height`` x ``width`` (padding ``None``: k // 2).
-
-    Convs count out_elements x in_channels/groups x taps; the k x k average pooling counts its k^2 adds
-    per output element; BNs and pads (elementwise) are not counted.  ``branch_bn=False`` (one conv over
-    the summed kernel) adds the kernel's assembly, once per pass.  Returns ``{"plain", "block", "ratio",
-    "branches": {...}}``; the 3 x 3, 64 -> 64, stride-1 conv gives ratio 1353 / 576 = 2.35 (the training
-    step's backward costs about twice its forward in both, so the ratio holds for the step).
-    """
-    width = height if width is None else width
-    k, s, g = kernel_size, stride, groups
-    p = k // 2 if padding is None else padding
-    ho, wo = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
-    out, full = batch * out_channels * ho * wo, batch * height * width
-    depthwise = groups == in_channels == out_channels
-    internal = 2 * in_channels if depthwise else in_channels
-    plain = _conv_macs(out, in_channels // g, k)
-    if not branch_bn:
-        assembly = out_channels * (in_channels // g) * (internal // g) * k * k
-        return dict(plain=plain, block=plain + assembly, ratio=(plain + assembly) / plain,
-                    branches={"dbb_origin": plain, "kernel assembly": assembly})
-    branches = {"dbb_origin": plain}
-    if not depthwise:
-        branches["dbb_1x1"] = _conv_macs(out, in_channels // g, 1)
-    branches["dbb_avg"] = out * k * k + (0 if depthwise else _conv_macs(out_channels * full, in_channels // g, 1))
-    branches["dbb_1x1_kxk"] = _conv_macs(internal * full, in_channels // g, 1) + _conv_macs(out, internal // g, k)
-    block = sum(branches.values())
-    return dict(plain=plain, block=block, ratio=block / plain, branches=branches)
 
 
 #: PyTorch's BatchNorm fields -> MindSpore's (``num_batches_tracked`` has no counterpart)
@@ -83,30 +47,26 @@ def rename_torch_state(state):
     return out
 
 
-class DBBKind(BlockKind):
+class DBBKind(BranchBNKind):
     name = "dbb"
     label = "DBB"
     marker = ORIGIN_MARKER
     options = {
-        "branch_bn": KindOption(True, "a BN per branch (False: no BN; the branches train as one conv over "
-                                "their summed kernel)", (True, False), strict_bool),
-        "gamma_init": KindOption(None, "initial gamma of the last BN of every branch, dbb_origin's included "
-                                 "(None: 1; 0: the original's single_init)", None, optional_number),
+        "branch_bn": BRANCH_BN,
+        "gamma_init": gamma_init_option("initial gamma of the last BN of every branch, dbb_origin's included "
+                                        "(None: 1; 0: the original's single_init)"),
     }
-    slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
-    train_macs = staticmethod(train_macs)
+    origin_conv, origin_bn = "dbb_origin.conv", "dbb_origin.bn"
 
     # -------------------------------------------------------------- sites and Cells
 
     def eligible(self, site, options):
         return square_odd_kernel(site, "DBB needs an odd k: its 1 x 1 branch sits at the window's centre")
 
-    def build(self, conv, bn, slot, options, seed):
+    def cell_class(self):
         from .cell import DiverseBranchBlock
 
-        with_bn = options["branch_bn"] and slot != "none"
-        return DiverseBranchBlock.from_conv(conv, bn if with_bn else None, branch_bn=with_bn,
-                                            gamma_init=options["gamma_init"], seed=seed)
+        return DiverseBranchBlock
 
     # -------------------------------------------------------------- checkpoints
 
@@ -148,9 +108,7 @@ class DBBKind(BlockKind):
         has_bias = bool(info.get("has_bias")) and not branch_bn
         names = self.branch_entries(prefix, branch_bn, depthwise, identity, has_bias)
         consumed = [n for group in names.values() for n in group]
-        missing = [n for n in consumed if n not in state]
-        if missing:
-            raise ValueError(f"DBB '{prefix}' is incomplete: '{missing[0]}' is missing")
+        self.check_complete(state, consumed, prefix)
 
         def get(name):
             return np.asarray(state[f"{prefix}.{name}"])
@@ -174,40 +132,20 @@ class DBBKind(BlockKind):
         kernel, bias = fold.fold_dbb(**args, groups=groups, eps=info.get("eps", identities.BN_EPS), bias=bias)
         return kernel, bias, consumed
 
-    def from_plain(self, state, prefix, info):
-        """The plain conv (+ BN) becomes ``dbb_origin``; every other branch adds exactly zero until training
-        moves it: its last BN's gamma = beta = 0 (whatever its BN-and-pad pads with, it is multiplied by
-        that zero gamma), or, without branch BNs, the kernels that end each branch are zero."""
-        out = dict(state)
-        conv = f"{prefix}.weight"
-        if conv not in state:
-            return out
-        weight = out.pop(conv)
-        branch_bn, depthwise, identity = self.structure({}, prefix, info)
-        out[f"{prefix}.dbb_origin.conv.weight"] = weight
+    # -------------------------------------------------------------- from_plain (BranchBNKind's)
+
+    def zero_kernels(self, prefix, info, weight):
+        _, depthwise, _ = self.structure({}, prefix, info)
         o, cpg, k = weight.shape[0], weight.shape[1], weight.shape[2]
-        if not branch_bn:
-            if f"{prefix}.bias" in out:
-                out[f"{prefix}.dbb_origin.conv.bias"] = out.pop(f"{prefix}.bias")
-            zeros = {"dbb_1x1_kxk.conv2.weight": (o, info["internal"] // info["groups"], k, k)}
-            if not depthwise:
-                zeros.update({"dbb_1x1.conv.weight": (o, cpg, 1, 1), "dbb_avg.conv.weight": (o, cpg, 1, 1)})
-            for name, shape in zeros.items():
-                out[f"{prefix}.{name}"] = np.zeros(shape, weight.dtype)
-            return out
-        if info["slot"] == "bn":
-            for field in identities.BN_FIELDS:
-                if f"{info['bn']}.{field}" in out:
-                    out[f"{prefix}.dbb_origin.bn.{field}"] = out.pop(f"{info['bn']}.{field}")
-        elif f"{prefix}.bias" in out:
-            bias = out.pop(f"{prefix}.bias")
-            for field, value in identities.bias_as_bn(bias, info.get("eps", identities.BN_EPS)).items():
-                out[f"{prefix}.dbb_origin.bn.{field}"] = value
-        zeros = np.zeros(o, weight.dtype)
-        for last in ("dbb_avg.avgbn", "dbb_1x1_kxk.bn2") + (() if depthwise else ("dbb_1x1.bn",)):
-            out[f"{prefix}.{last}.gamma"] = zeros
-            out[f"{prefix}.{last}.beta"] = zeros
-        return out
+        zeros = {"dbb_1x1_kxk.conv2.weight": (o, info["internal"] // info["groups"], k, k)}
+        if not depthwise:
+            zeros.update({"dbb_1x1.conv.weight": (o, cpg, 1, 1), "dbb_avg.conv.weight": (o, cpg, 1, 1)})
+        return {f"{prefix}.{name}": shape for name, shape in zeros.items()}
+
+    def silent_bns(self, prefix, info):
+        _, depthwise, _ = self.structure({}, prefix, info)
+        last = ("dbb_avg.avgbn", "dbb_1x1_kxk.bn2") + (() if depthwise else ("dbb_1x1.bn",))
+        return [f"{prefix}.{name}" for name in last]
 
     def infer_options(self, state, prefixes):
         """Whether branches carry BNs shows in the entries (a model whose DBBs all lack BNs folds the same
@@ -215,6 +153,24 @@ class DBBKind(BlockKind):
         if not prefixes:
             return {}, []
         return dict(branch_bn=any(f"{q}.dbb_origin.bn.gamma" in state for q in prefixes)), []
+
+    # -------------------------------------------------------------- cost
+
+    def branch_macs(self, shape, options):
+        """The four branches' convs and the k x k average pooling's adds; without branch BNs one conv over
+        the summed kernel plus that kernel's assembly (the 1 x 1 then k x k merge, once per pass).  The
+        3 x 3, 64 -> 64, stride-1 conv: 1353 / 576 = 2.35 x the plain conv."""
+        k, cin, cout, g = shape.kernel_size, shape.in_channels, shape.out_channels, shape.groups
+        depthwise = g == cin == cout
+        internal = 2 * cin if depthwise else cin
+        if not options["branch_bn"]:
+            return {"dbb_origin": shape.plain, "kernel assembly": cout * (cin // g) * (internal // g) * k * k}
+        out = {"dbb_origin": shape.plain}
+        if not depthwise:
+            out["dbb_1x1"] = shape.conv(cout, cin, 1)
+        out["dbb_avg"] = shape.out_pixels * cout * k * k + (0 if depthwise else shape.conv(cout, cin, 1, True))
+        out["dbb_1x1_kxk"] = shape.conv(internal, cin, 1, True) + shape.conv(cout, internal, k * k)
+        return out
 
 
 register_kind(DBBKind())

@@ -1,13 +1,14 @@
 """Online Convolutional Re-parameterization (OREPA, Hu et al., CVPR 2022): one conv, its kernel generated."""
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Parameter, Tensor, ops
 from mindspore.common import dtype as mstype
 
 from .. import identities
 from . import fold
 from .spec import (EXPAND, INITS, branch_names, branch_shapes, generated_kernel, initial_arrays, internal_channels,
                    params)
-from .. import geometry
+from ..cell import ReparamBlock
+
 
 def _f32(x):
     """``x`` as float32: mixed precision (O2/O3) may hand a product one float16 operand, and the kernel
@@ -19,7 +20,7 @@ def _f32(x):
 TAPS = ("avg", "prior", "1x1")
 
 
-class OREPABlock(nn.Cell):
+class OREPABlock(ReparamBlock):
     """A k x k conv trained as OREPA's linear branches, computed as ONE conv over a generated kernel.
 
     The kernel is rebuilt at every step from the branch parameters (no BN inside; a BN after the block
@@ -50,21 +51,16 @@ class OREPABlock(nn.Cell):
         internal: the 1x1-kxk branch's middle width (``None``: the original's rule).
     """
 
+    kind = "orepa"
+    info_fields = ("branches", "kernel_size", "in_channels", "out_channels", "groups", "internal", "expand",
+                   "has_bias")
+    repr_fields = ("branches", "internal", "init")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
                  pad_mode="pad", has_bias=False, branches=None, init="paper", internal=None, deploy=False,
                  seed=0):
-        super().__init__()
-        if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 3 \
-                or kernel_size % 2 == 0:
-            raise ValueError(f"OREPABlock: kernel_size must be an odd integer >= 3, got {kernel_size!r}")
-        stride = geometry.pair(stride, "stride", "OREPABlock")
-        dilation = geometry.pair(dilation, "dilation", "OREPABlock")
-        if pad_mode not in ("pad", "valid", "same"):
-            raise ValueError(f"OREPABlock: pad_mode must be pad, valid or same, got {pad_mode!r}")
-        pads = geometry.pads_of(0 if pad_mode == "valid" else padding, kernel_size, dilation, "OREPABlock")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"OREPABlock: groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
+                         has_bias, deploy)
         if init not in INITS:
             raise ValueError(f"OREPABlock: init must be one of {', '.join(INITS)}, got {init!r}")
         try:
@@ -74,34 +70,28 @@ class OREPABlock(nn.Cell):
         internal = internal or internal_channels(in_channels, groups)
         if internal % groups:
             raise ValueError(f"OREPABlock: internal={internal} must be a multiple of groups={groups}")
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
-        self.stride, self.dilation, self.groups = stride, dilation, groups
-        self.pad_mode = "pad" if pad_mode == "valid" else pad_mode
-        self.same = self.pad_mode == "same"
-        self.padding = (0, 0, 0, 0) if self.same else pads
         self.branches = ",".join(names)
-        self.has_bias, self.init, self.internal, self.expand = bool(has_bias), init, internal, EXPAND
-        self.deploy = deploy
-        if deploy:
-            self.fused_conv = geometry.block_conv(self, self.has_bias)
-            return
-        native = geometry.block_conv(self, self.has_bias)
-        self.conv2d, self.bias_add = native.conv2d, native.bias_add
-        shapes = branch_shapes(in_channels, out_channels, kernel_size, groups, self.branches, internal)
-        for name, value in initial_arrays(shapes, init, seed).items():
+        self.init, self.internal, self.expand, self.seed = init, internal, EXPAND, seed
+        self.one_conv = True  # there is no branch form: the branches make one kernel
+        self.build()
+
+    def build_training(self):
+        in_channels, out_channels, k, groups = self.in_channels, self.out_channels, self.kernel_size, self.groups
+        shapes = branch_shapes(in_channels, out_channels, k, groups, self.branches, self.internal)
+        for name, value in initial_arrays(shapes, self.init, self.seed).items():
             setattr(self, name, Parameter(Tensor(value), name=name))
         if self.has_bias:
-            bound = 1.0 / np.sqrt(in_channels // groups * kernel_size ** 2)
-            bias = np.random.default_rng(seed + 1).uniform(-bound, bound, out_channels).astype(np.float32)
+            bound = 1.0 / np.sqrt(in_channels // groups * k ** 2)
+            bias = np.random.default_rng(self.seed + 1).uniform(-bound, bound, out_channels).astype(np.float32)
             self.orepa_bias = Parameter(Tensor(bias), name="orepa_bias")
         # which row of the vector scales which branch (Python constants, so graph mode unrolls them)
+        names = self.branches.split(",")
         rows = {name: i for i, name in enumerate(names)}
         self.taps = tuple(t for t in TAPS if t in rows)
         self.use_seq, self.use_dws = "1x1_kxk" in rows, "dws" in rows
         self.row_seq, self.row_dws = rows.get("1x1_kxk", 0), rows.get("dws", 0)
         # the fixed k x k filters after the taps' 1 x 1 convs, (O, taps, k k), and the identity the
         # 1x1-kxk branch's first conv starts at
-        k = kernel_size
         filters = {"avg": np.full((out_channels, k * k), 1.0 / (k * k)),
                    "prior": fold.prior_filter(out_channels, k).reshape(out_channels, k * k),
                    "1x1": np.eye(k * k)[(k * k) // 2][None].repeat(out_channels, 0)}
@@ -109,19 +99,15 @@ class OREPABlock(nn.Cell):
             self.tap_rows = Tensor(np.array([rows[t] for t in self.taps], np.int32))
             self.tap_filters = Tensor(np.stack([filters[t] for t in self.taps], 1).astype(np.float32))
         if self.use_seq:
-            self.identity = Tensor(identities.identity_kernel(internal, in_channels // groups, 1, np.float32))
+            self.identity = Tensor(identities.identity_kernel(self.internal, in_channels // groups, 1, np.float32))
 
     @classmethod
     def from_conv(cls, conv, branches=None, init="paper", seed=0):
         """An OREPA block in place of ``conv``, same geometry; the origin branch starts from ``conv``'s
         kernel (and the bias from its bias), the others from the original's initialisation."""
-        kh, kw = conv.kernel_size
-        if kh != kw:
-            raise ValueError(f"OREPABlock.from_conv: kernel {kh}x{kw} is not square")
-        padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
-        block = cls(conv.in_channels, conv.out_channels, kh, stride=tuple(conv.stride[-2:]), padding=tuple(padding),
-                    dilation=tuple(conv.dilation[-2:]), groups=conv.group, pad_mode=conv.pad_mode,
-                    has_bias=conv.has_bias, branches=branches, init=init, seed=seed)
+        kh, opts = cls.geometry_of(conv)
+        block = cls(conv.in_channels, conv.out_channels, kh, has_bias=conv.has_bias, branches=branches, init=init,
+                    seed=seed, **opts)
         block.orepa_origin.set_data(Tensor(conv.weight.asnumpy()))
         if conv.has_bias:
             block.orepa_bias.set_data(Tensor(conv.bias.asnumpy()))
@@ -165,7 +151,7 @@ class OREPABlock(nn.Cell):
         merged = ops.bmm(_f32(pw), _f32(dw))                                                        # (C, O/g, k k)
         return merged.reshape(g, cg, o // g, k * k).transpose(0, 2, 1, 3).reshape(o, cg, k, k)
 
-    def generated_kernel(self):
+    def conv_kernel(self):
         """The block's k x k kernel (a Tensor): its branches, each scaled per output channel."""
         kernel = self.orepa_origin * self._scale(0)
         if self.taps:
@@ -176,38 +162,8 @@ class OREPABlock(nn.Cell):
             kernel = kernel + self._merged_dws() * self._scale(self.row_dws)
         return kernel
 
-    def construct(self, x):
-        if self.deploy:
-            return self.fused_conv(x)
-        # built outside any conv cell, so mixed precision (O2/O3 cast the input to float16) leaves the
-        # parameters alone: the kernel takes the input's type, as a conv cell's weight would
-        out = self.conv2d(x, ops.cast(self.generated_kernel(), x.dtype))
-        if self.has_bias:
-            out = self.bias_add(out, ops.cast(self.orepa_bias, out.dtype))
-        return out
-
-    # ------------------------------------------------------------ cost
-
-    def macs(self, input_shape):
-        """Multiply-adds of one forward pass on ``input_shape`` (N, C, H, W): ``{"conv": ..., "kernel": ...}``,
-        the conv's and the kernel generation's (the backward costs about twice each).
-
-        Per kernel entry the generation costs one product per branch and an addition, plus T/g (the
-        1x1-kxk branch's middle per group) and M = 8 (the depthwise-separable branch's expansion) for
-        the two compositions: it does not depend on the batch or the image size, the conv does."""
-        n, _, h, w = input_shape
-        k, d = self.kernel_size, self.dilation
-        if self.pad_mode == "same":
-            oh, ow = -(-h // self.stride[0]), -(-w // self.stride[1])
-        else:
-            t, b, l, r = self.padding
-            oh = (h + t + b - d[0] * (k - 1) - 1) // self.stride[0] + 1
-            ow = (w + l + r - d[1] * (k - 1) - 1) // self.stride[1] + 1
-        entries = self.out_channels * (self.in_channels // self.groups) * k * k
-        names = self.branches.split(",")
-        per_entry = 2 * len(names) + (self.internal // self.groups if "1x1_kxk" in names else 0) \
-            + (self.expand if "dws" in names else 0)
-        return {"conv": n * oh * ow * entries, "kernel": entries * per_entry}
+    def conv_bias(self):
+        return self.orepa_bias
 
     # ------------------------------------------------------------ re-parameterisation
 
@@ -218,36 +174,6 @@ class OREPABlock(nn.Cell):
         """``{parameter: numpy array}`` of the training form (``orepa_bias`` included if any)."""
         return {name: getattr(self, name).asnumpy() for name in self._param_names()}
 
-    def get_equivalent_kernel_bias(self):
-        """The single conv's (kernel, bias or None) that equals this block, as numpy arrays."""
-        if self.deploy:
-            bias = self.fused_conv.bias.asnumpy() if self.fused_conv.has_bias else None
-            return self.fused_conv.weight.asnumpy(), bias
+    def fold_branches(self):
         arrays = self.branch_arrays()
         return generated_kernel(arrays, self.groups), arrays.get("orepa_bias")
-
-    def reparam_info(self):
-        """What a converter needs besides the parameters to fold this block (JSON-able)."""
-        return dict(kind="orepa", branches=self.branches, kernel_size=self.kernel_size,
-                    in_channels=self.in_channels, out_channels=self.out_channels, groups=self.groups,
-                    internal=self.internal, expand=self.expand, has_bias=self.has_bias)
-
-    def switch_to_deploy(self):
-        """Replace the branch parameters by ``fused_conv`` in place (no-op when already switched)."""
-        if self.deploy:
-            return
-        kernel, bias = self.get_equivalent_kernel_bias()
-        conv = geometry.block_conv(self, bias is not None)
-        conv.weight = Parameter(Tensor(kernel), name="fused_conv.weight")
-        if bias is not None:
-            conv.bias = Parameter(Tensor(bias), name="fused_conv.bias")
-        for name in self._param_names():
-            delattr(self, name)
-        self.fused_conv = conv
-        self.deploy = True
-
-    def extend_repr(self):
-        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
-                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"pad_mode={self.pad_mode}, dilation={self.dilation}, groups={self.groups}, "
-                f"branches={self.branches}, internal={self.internal}, init={self.init}, deploy={self.deploy}")

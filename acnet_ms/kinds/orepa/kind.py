@@ -19,8 +19,8 @@ This module must not import MindSpore.
 import numpy as np
 
 from . import fold
-from .spec import (ALL, BRANCH_PARAMS, BRANCHES, INITS, MARKER, _shapes_of, branch_names, initial_arrays, params,
-                   parse_branches)
+from .spec import (ALL, BRANCH_PARAMS, BRANCHES, EXPAND, INITS, MARKER, _shapes_of, branch_names, initial_arrays,
+                   internal_channels, params, parse_branches)
 from ..base import BlockKind, KindOption, register_kind, square_odd_kernel
 
 
@@ -63,9 +63,7 @@ class OREPAKind(BlockKind):
 
     def fold(self, state, prefix, info):
         names = self.entries(prefix, info)
-        missing = [n for n in names if n not in state]
-        if missing:
-            raise ValueError(f"OREPA block '{prefix}' is incomplete: '{missing[0]}' is missing")
+        self.check_complete(state, names, prefix)
         branches = {}
         for branch in branch_names(info.get("branches")):
             arrays = tuple(state[f"{prefix}.{p}"] for p in BRANCH_PARAMS[branch])
@@ -98,6 +96,19 @@ class OREPAKind(BlockKind):
         p = prefixes[0]
         present = [b for b in BRANCHES if f"{p}.{BRANCH_PARAMS[b][0]}" in state]
         return {"branches": ",".join(present)}, ["init"]
+
+    # -------------------------------------------------------------- cost
+
+    def branch_macs(self, shape, options):
+        """One conv, and the kernel's generation, which does not depend on the batch or the image size: per
+        kernel entry one product per branch and an addition, plus T/g (the 1x1-kxk branch's middle per
+        group) and M = 8 (the depthwise-separable branch's expansion) for the two compositions."""
+        names = branch_names(options["branches"])
+        k, g = shape.kernel_size, shape.groups
+        entries = shape.out_channels * (shape.in_channels // g) * k * k
+        per_entry = 2 * len(names) + (internal_channels(shape.in_channels, g) // g if "1x1_kxk" in names else 0) \
+            + (EXPAND if "dws" in names else 0)
+        return {"conv": shape.plain, "kernel": entries * per_entry}
 
 
 register_kind(OREPAKind())

@@ -8,18 +8,12 @@ branches and the identity, no separate scale branch.  The arithmetic is
 :func:`acnet_ms.kinds.rep.fold.fold_rep`.
 """
 import numpy as np
-from mindspore import Parameter, Tensor, nn, ops
+from mindspore import Tensor, nn, ops
 
-from .. import identities
+from .. import geometry, identities
 from . import fold
-from .. import geometry
-from ..cell import Kernel
-
-
-def check_kernel_size(kernel_size):
-    """A rep block's kernel is square and odd (the 1 x 1 and identity branches sit on its centre tap)."""
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"RepBlock: kernel_size must be an odd integer >= 1, got {kernel_size!r}")
+from ..cell import BranchBNBlock, Kernel
+from ..identities import BN_EPS
 
 
 def keeps_grid(in_channels, out_channels, kernel_size, stride, pads, dilation, same):
@@ -49,7 +43,7 @@ class Branch(nn.Cell):
         return self.conv(x)
 
 
-class RepBlock(nn.Cell):
+class RepBlock(BranchBNBlock):
     """k x k conv + BN, trained as parallel k x k, 1 x 1 and identity branches, deployed as one conv.
 
     Training form with branch BNs (``branch_bn=True``): ``dense[i]`` (``conv``
@@ -80,67 +74,43 @@ class RepBlock(nn.Cell):
         eps, momentum: those of the branch BNs.
     """
 
+    kind = "rep"
+    info_fields = ("kernel_size", "num_kxk", "has_scale", "has_identity", "branch_bn", "has_bias", "eps")
+    repr_fields = ("num_kxk", ("scale", "has_scale"), ("identity", "has_identity"), "branch_bn")
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
                  num_kxk=1, scale=True, identity=True, branch_bn=True, pad_mode="pad", has_bias=False,
-                 eps=identities.BN_EPS, momentum=0.9, deploy=False):
-        super().__init__()
-        check_kernel_size(kernel_size)
+                 eps=BN_EPS, momentum=0.9, deploy=False):
         if isinstance(num_kxk, bool) or not isinstance(num_kxk, int) or num_kxk < 1:
             raise ValueError(f"RepBlock: num_kxk must be an integer >= 1, got {num_kxk!r}")
-        stride = geometry.pair(stride, "stride", "RepBlock")
-        dilation = geometry.pair(dilation, "dilation", "RepBlock")
-        if pad_mode not in ("pad", "valid", "same"):
-            raise ValueError(f"RepBlock: pad_mode must be pad, valid or same, got {pad_mode!r}")
-        pads = geometry.pads_of(0 if pad_mode == "valid" else padding, kernel_size, dilation, "RepBlock")
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"RepBlock: groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
-        if has_bias and branch_bn:
-            raise ValueError("RepBlock: has_bias needs branch_bn=False (branch BNs carry the bias)")
-        k = kernel_size
-        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, k
-        self.stride, self.dilation, self.groups = stride, dilation, groups
-        self.same = pad_mode == "same"
-        self.pad_mode = "pad" if pad_mode == "valid" else pad_mode
-        self.padding = (0, 0, 0, 0) if self.same else pads
-        self.num_kxk, self.branch_bn, self.has_bias, self.eps = num_kxk, bool(branch_bn), bool(has_bias), float(eps)
-        self.has_scale = bool(scale) and k > 1
-        self.has_identity = bool(identity) and keeps_grid(in_channels, out_channels, k, stride, pads, dilation,
-                                                          self.same)
-        self.deploy = deploy
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
+                         has_bias, deploy, branch_bn, eps, momentum, min_kernel=1)
+        self.num_kxk = num_kxk
+        self.has_scale = bool(scale) and kernel_size > 1
+        self.has_identity = bool(identity) and keeps_grid(in_channels, out_channels, kernel_size, self.stride,
+                                                          self.padding, self.dilation, self.same)
         self.scale_crop, self.crop_scale = (0, 0, 0, 0), False
-        per_group = in_channels // groups
-        if deploy:
-            self.fused_conv = geometry.block_conv(self, self.has_bias or self.branch_bn)
-            return
-        if not self.branch_bn:
-            native = geometry.block_conv(self, self.has_bias)
-            self.conv2d, self.bias_add = native.conv2d, native.bias_add
-            self.dense = nn.CellList([Branch(Kernel(out_channels, per_group, (k, k), self.has_bias and i == 0))
-                                      for i in range(num_kxk)])
+        self.build()
+
+    def build_training(self):
+        k, per_group = self.kernel_size, self.in_channels // self.groups
+        if self.one_conv:
+            self.dense = nn.CellList([Branch(Kernel(self.out_channels, per_group, (k, k), self.has_bias and i == 0))
+                                      for i in range(self.num_kxk)])
             if self.has_scale:
-                self.scale = Branch(Kernel(out_channels, per_group, (1, 1)))
+                self.scale = Branch(Kernel(self.out_channels, per_group, (1, 1)))
             if self.has_identity:
-                self.identity_kernel = Tensor(identities.identity_kernel(out_channels, per_group, k, np.float32))
+                self.identity_kernel = Tensor(identities.identity_kernel(self.out_channels, per_group, k, np.float32))
             return
-
-        def bn():
-            return nn.BatchNorm2d(out_channels, eps=eps, momentum=momentum)
-
-        self.dense = nn.CellList([Branch(self._conv((k, k), self.padding, dilation), bn()) for _ in range(num_kxk)])
+        dilation = self.dilation
+        self.dense = nn.CellList([Branch(self.branch_conv((k, k), self.padding, dilation), self.new_bn())
+                                  for _ in range(self.num_kxk)])
         if self.has_scale:
             pads, self.scale_crop = geometry.sub_window(self.padding, k, dilation, k // 2, k // 2, 1, 1)
             self.crop_scale = any(self.scale_crop)
-            self.scale = Branch(self._conv((1, 1), pads, (1, 1)), bn())
+            self.scale = Branch(self.branch_conv((1, 1), pads, (1, 1)), self.new_bn())
         if self.has_identity:
-            self.identity_bn = bn()
-
-    # ------------------------------------------------------------ construction helpers
-
-    def _conv(self, kernel, padding, dilation, has_bias=False):
-        return nn.Conv2d(self.in_channels, self.out_channels, kernel, stride=self.stride, pad_mode="pad",
-                         padding=padding, dilation=dilation, group=self.groups, has_bias=has_bias)
-
+            self.identity_bn = self.new_bn()
 
     @classmethod
     def from_conv(cls, conv, bn=None, num_kxk=1, scale=True, identity=True, branch_bn=True, gamma_init=None, seed=0):
@@ -154,18 +124,8 @@ class RepBlock(nn.Cell):
         the sum at the plain conv's scale); ``None`` keeps ``bn``'s gamma and beta
         in the first branch and 1 in the others.
         """
-        kh, kw = conv.kernel_size
-        if kh != kw:
-            raise ValueError(f"RepBlock.from_conv: kernel {kh}x{kw} is not square")
-        padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
-        opts = dict(stride=tuple(conv.stride[-2:]), padding=tuple(padding), dilation=tuple(conv.dilation[-2:]),
-                    groups=conv.group, pad_mode=conv.pad_mode, num_kxk=num_kxk, scale=scale, identity=identity,
-                    branch_bn=branch_bn)
-        if bn is not None and branch_bn:
-            opts.update(eps=bn.eps, momentum=1.0 - bn.momentum)
-        if not branch_bn:
-            opts["has_bias"] = conv.has_bias
-        block = cls(conv.in_channels, conv.out_channels, kh, **opts)
+        kh, opts = cls.options_of(conv, bn, branch_bn)
+        block = cls(conv.in_channels, conv.out_channels, kh, num_kxk=num_kxk, scale=scale, identity=identity, **opts)
         kernel = conv.weight.asnumpy()
         first = block.dense[0]
         first.conv.weight.set_data(Tensor(kernel))
@@ -193,12 +153,7 @@ class RepBlock(nn.Cell):
 
     # ------------------------------------------------------------ forward
 
-    def _pad_same(self, x):
-        """Pad as MindSpore's 'same' does: output ceil(size / stride), the odd row/column at the end."""
-        return geometry.pad_zeros(x, geometry.same_pads(x.shape[2], x.shape[3], self.kernel_size, self.stride,
-                                                        self.dilation))
-
-    def summed_kernel(self):
+    def conv_kernel(self):
         """The k x k kernel of the BN-free form: the k x k kernels, the 1 x 1 one on the centre tap and the
         identity (a Tensor)."""
         w = self.dense[0].conv.weight
@@ -211,16 +166,11 @@ class RepBlock(nn.Cell):
             w = w + ops.cast(self.identity_kernel, w.dtype)
         return w
 
-    def construct(self, x):
-        if self.deploy:
-            return self.fused_conv(x)
-        if not self.branch_bn:
-            # built here, outside any conv cell, so mixed precision does not cast it: it takes the input's type
-            out = self.conv2d(x, ops.cast(self.summed_kernel(), x.dtype))
-            if self.has_bias:
-                out = self.bias_add(out, ops.cast(self.dense[0].conv.bias, out.dtype))
-            return out
-        padded = self._pad_same(x) if self.same else x
+    def conv_bias(self):
+        return self.dense[0].conv.bias
+
+    def forward_branches(self, x):
+        padded = self.pad_same(x)
         out = self.dense[0](padded)
         for i in range(1, self.num_kxk):
             out = out + self.dense[i](padded)
@@ -237,47 +187,15 @@ class RepBlock(nn.Cell):
         def arrays(branch):
             if not self.branch_bn:
                 return (branch.conv.weight.asnumpy(),)
-            return (branch.conv.weight.asnumpy(),) + tuple(getattr(branch.bn, f).asnumpy() for f in identities.BN_FIELDS)
+            return (branch.conv.weight.asnumpy(),) + self.bn_arrays(branch.bn)
 
         dense = [arrays(b) for b in self.dense]
         scale = arrays(self.scale) if self.has_scale else None
         identity = None
         if self.has_identity:
-            identity = tuple(getattr(self.identity_bn, f).asnumpy() for f in identities.BN_FIELDS) if self.branch_bn else ()
+            identity = self.bn_arrays(self.identity_bn) if self.branch_bn else ()
         return dense, scale, identity
 
-    def get_equivalent_kernel_bias(self):
-        """The single conv's (kernel, bias) that equals this block in eval mode, as numpy arrays
-        (bias ``None`` for a block with neither BN nor bias)."""
-        if self.deploy:
-            bias = self.fused_conv.bias.asnumpy() if self.fused_conv.has_bias else None
-            return self.fused_conv.weight.asnumpy(), bias
+    def fold_branches(self):
         bias = self.dense[0].conv.bias.asnumpy() if self.has_bias else None
         return fold.fold_rep(*self.branch_arrays(), eps=self.eps, bias=bias)
-
-    def reparam_info(self):
-        """What a converter needs besides the parameters to fold this block (JSON-able)."""
-        return dict(kind="rep", kernel_size=self.kernel_size, num_kxk=self.num_kxk, has_scale=self.has_scale,
-                    has_identity=self.has_identity, branch_bn=self.branch_bn, has_bias=self.has_bias, eps=self.eps)
-
-    def switch_to_deploy(self):
-        """Replace the branches by ``fused_conv`` in place (no-op when already switched)."""
-        if self.deploy:
-            return
-        kernel, bias = self.get_equivalent_kernel_bias()
-        conv = geometry.block_conv(self, bias is not None)
-        conv.weight = Parameter(Tensor(kernel), name="fused_conv.weight")
-        if bias is not None:
-            conv.bias = Parameter(Tensor(bias), name="fused_conv.bias")
-        for name in ("dense", "scale", "identity_bn", "identity_kernel"):
-            if hasattr(self, name):
-                delattr(self, name)
-        self.fused_conv = conv
-        self.deploy = True
-
-    def extend_repr(self):
-        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
-                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
-                f"pad_mode={self.pad_mode}, dilation={self.dilation}, groups={self.groups}, num_kxk={self.num_kxk}, "
-                f"scale={self.has_scale}, identity={self.has_identity}, branch_bn={self.branch_bn}, "
-                f"deploy={self.deploy}")

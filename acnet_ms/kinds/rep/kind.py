@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import identities
 from . import fold
-from ..base import BlockKind, KindOption, optional_number, register_kind, strict_bool
+from ..base import BRANCH_BN, BranchBNKind, KindOption, gamma_init_option, register_kind, strict_bool
 
 MARKER = ".dense.0.conv.weight"
 
@@ -38,24 +38,7 @@ def _count(value):
     return count
 
 
-def mac_ratio(kernel_size, num_kxk=1, scale=True, branch_bn=True):
-    """Multiply-adds of a rep block's training form per multiply-add of the plain conv it replaces.
-
-    With branch BNs every branch is a conv of its own: ``(num_kxk k^2 + 1) / k^2``
-    for k > 1 with the 1 x 1 branch (``num_kxk`` for 1 x 1 sites), whatever the
-    channels, groups and strides (each output pixel of each branch costs
-    C/g x its taps).  Without branch BNs the block is one conv over the summed
-    kernel: 1.  The BNs and the identity branch are elementwise and not
-    counted.  A 3 x 3 64 -> 64 conv with ``num_kxk=1``: 10/9 = 1.11; MobileOne's
-    ``num_kxk=4``: 37/9 = 4.11.
-    """
-    if not branch_bn:
-        return 1.0
-    taps = kernel_size * kernel_size
-    return (num_kxk * taps + (1 if scale and kernel_size > 1 else 0)) / taps
-
-
-class RepKind(BlockKind):
+class RepKind(BranchBNKind):
     name = "rep"
     label = "rep block"
     marker = MARKER
@@ -68,12 +51,11 @@ class RepKind(BlockKind):
                             strict_bool),
         "identity": KindOption(True, "an identity BN branch where the conv keeps the input's shape and grid",
                                (True, False), strict_bool),
-        "branch_bn": KindOption(True, "a BN per branch (False: the branches are summed, trained as one conv)",
-                                (True, False), strict_bool),
-        "gamma_init": KindOption(None, "initial gamma of every branch BN (None: 1, the first branch keeps the "
-                                 "model's BN)", None, optional_number),
+        "branch_bn": BRANCH_BN,
+        "gamma_init": gamma_init_option("initial gamma of every branch BN (None: 1, the first branch keeps the "
+                                        "model's BN)"),
     }
-    slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
+    origin_conv, origin_bn = "dense.0.conv", "dense.0.bn"
 
     # -------------------------------------------------------------- sites and Cells
 
@@ -91,13 +73,13 @@ class RepKind(BlockKind):
             return f"even kernel {kh}x{kh} (no centre tap for the 1 x 1 branch)"
         return True
 
-    def build(self, conv, bn, slot, options, seed):
+    def cell_class(self):
         from .cell import RepBlock
 
-        with_bn = options["branch_bn"] and slot != "none"
-        return RepBlock.from_conv(conv, bn if with_bn else None, num_kxk=options["num_kxk"],
-                                  scale=options["scale"], identity=options["identity"], branch_bn=with_bn,
-                                  gamma_init=options["gamma_init"], seed=seed)
+        return RepBlock
+
+    def cell_options(self, options):
+        return dict(num_kxk=options["num_kxk"], scale=options["scale"], identity=options["identity"])
 
     def slot_counts(self, slots):
         """The kernels' counts (``"k x k"``, ``"1 x 1"``), then the slots' (see :class:`BlockKind`)."""
@@ -143,9 +125,7 @@ class RepKind(BlockKind):
 
     def fold(self, state, prefix, info):
         names = self.entries(prefix, info)
-        missing = [n for n in names if n not in state]
-        if missing:
-            raise ValueError(f"rep block '{prefix}' is incomplete: '{missing[0]}' is missing")
+        self.check_complete(state, names, prefix)
         arrays = {b: tuple(state[n] for n in ns) for b, ns in self.branch_entries(prefix, info).items()}
         dense = [arrays[f"dense.{i}"] for i in range(info.get("num_kxk", 1))]
         identity = arrays.get("identity", ()) if info.get("has_identity") else None
@@ -154,46 +134,26 @@ class RepKind(BlockKind):
                                      bias=bias)
         return kernel, bias, names
 
-    def from_plain(self, state, prefix, info):
-        """The plain conv becomes the first branch (its BN that branch's BN); every other branch adds exactly
-        zero (its BN's gamma = beta = 0) until training moves it.  Without branch BNs the other kernels are
-        zero and the first one is the plain kernel less the identity's."""
-        out = dict(state)
-        conv = f"{prefix}.weight"
-        if conv not in state:
-            return out
-        weight = out.pop(conv)
-        first = f"{prefix}.dense.0"
-        n = info.get("num_kxk", 1)
-        if not info.get("branch_bn", True):
-            if info.get("has_identity"):
-                weight = (weight - identities.identity_kernel(weight.shape[0], weight.shape[1], weight.shape[2])
-                          ).astype(weight.dtype)
-            out[f"{first}.conv.weight"] = weight
-            if f"{prefix}.bias" in out:
-                out[f"{first}.conv.bias"] = out.pop(f"{prefix}.bias")
-            for i in range(1, n):
-                out[f"{prefix}.dense.{i}.conv.weight"] = np.zeros_like(weight)
-            if info.get("has_scale"):
-                out[f"{prefix}.scale.conv.weight"] = np.zeros(weight.shape[:2] + (1, 1), weight.dtype)
-            return out
-        out[f"{first}.conv.weight"] = weight
-        if info["slot"] == "bn":
-            for field in identities.BN_FIELDS:
-                if f"{info['bn']}.{field}" in out:
-                    out[f"{first}.bn.{field}"] = out.pop(f"{info['bn']}.{field}")
-        elif f"{prefix}.bias" in out:
-            bias = out.pop(f"{prefix}.bias")
-            for field, value in identities.bias_as_bn(bias, info.get("eps", identities.BN_EPS)).items():
-                out[f"{first}.bn.{field}"] = value
-        zeros = np.zeros(np.shape(weight)[0], weight.dtype)
-        heads = [f"{prefix}.dense.{i}.bn" for i in range(1, n)]
+    # -------------------------------------------------------------- from_plain (BranchBNKind's)
+
+    def origin_kernel(self, weight, info):
+        """Without branch BNs the identity adds ``x`` itself: the first kernel is the plain one less the
+        identity's."""
+        if not info.get("has_identity"):
+            return weight
+        return (weight - identities.identity_kernel(weight.shape[0], weight.shape[1], weight.shape[2])
+                ).astype(weight.dtype)
+
+    def zero_kernels(self, prefix, info, weight):
+        zeros = {f"{prefix}.dense.{i}.conv.weight": weight.shape for i in range(1, info.get("num_kxk", 1))}
+        if info.get("has_scale"):
+            zeros[f"{prefix}.scale.conv.weight"] = weight.shape[:2] + (1, 1)
+        return zeros
+
+    def silent_bns(self, prefix, info):
+        heads = [f"{prefix}.dense.{i}.bn" for i in range(1, info.get("num_kxk", 1))]
         heads += [f"{prefix}.scale.bn"] if info.get("has_scale") else []
-        heads += [f"{prefix}.identity_bn"] if info.get("has_identity") else []
-        for head in heads:
-            out[f"{head}.gamma"] = zeros
-            out[f"{head}.beta"] = zeros
-        return out
+        return heads + ([f"{prefix}.identity_bn"] if info.get("has_identity") else [])
 
     def infer_options(self, state, prefixes):
         """The entries show ``num_kxk`` (the parallel branches of every block), ``pointwise`` (a block with a
@@ -218,6 +178,20 @@ class RepKind(BlockKind):
         elif all(with_bn):  # no block that keeps its grid has one: identity off, or no such block (the same)
             shown["identity"] = False
         return shown, [k for k in ("scale", "identity") if k not in shown]
+
+    # -------------------------------------------------------------- cost
+
+    def branch_macs(self, shape, options):
+        """``num_kxk`` convs of the site's kernel and, at k x k sites with ``scale``, the 1 x 1 conv:
+        ``(num_kxk k^2 + 1) / k^2`` x the plain conv whatever the channels, groups and strides (the BNs and
+        the identity are elementwise).  Without branch BNs one conv over the summed kernel: 1.  A 3 x 3
+        conv: 10/9 = 1.11; MobileOne's ``num_kxk=4``: 37/9 = 4.11."""
+        if not options["branch_bn"]:
+            return {"one conv": shape.plain}
+        out = {f"dense.{i}": shape.plain for i in range(options["num_kxk"])}
+        if options["scale"] and shape.kernel_size > 1:
+            out["scale"] = shape.conv(shape.out_channels, shape.in_channels, 1)
+        return out
 
 
 register_kind(RepKind())

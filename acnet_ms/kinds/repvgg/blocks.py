@@ -54,7 +54,7 @@ def block_info(name, cell):
     eps = {"dense": float(cell.rbr_dense[1].eps), "1x1": float(cell.rbr_1x1[1].eps)}
     if identity is not None:
         eps["identity"] = float(identity.eps)
-    return dict(in_channels=int(conv.in_channels), groups=int(conv.group), kernel=int(conv.kernel_size[0]),
+    return dict(kind=repvgg_state.KIND, slot="bias", bn=None, in_channels=int(conv.in_channels), groups=int(conv.group), kernel=int(conv.kernel_size[0]),
                 identity=identity is not None, eps=eps)
 
 

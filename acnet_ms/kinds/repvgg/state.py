@@ -18,16 +18,19 @@ is the kernel ``identity_kernel`` (1 at ``[i, i % (C/g), k//2, k//2]``, so
 grouped blocks too); the three kernels and biases add up (``sum_branches``).
 
 A block's layout entry (``acnet_ms.kinds.repvgg.blocks.repvgg_layout``, read
-from the model): ``in_channels``, ``groups``, ``kernel``, ``identity`` (has
-the identity branch) and ``eps`` (per branch: ``dense``, ``1x1``,
-``identity``).
+from the model): ``kind`` (``repvgg``), ``slot`` (``bias``: the fold is the
+deploy conv's kernel and bias), ``in_channels``, ``groups``, ``kernel``,
+``identity`` (has the identity branch) and ``eps`` (per branch: ``dense``,
+``1x1``, ``identity``).
 
 This module must not import MindSpore.
 """
 import numpy as np
 
 from .. import identities
-from ...reparam.state import trainer_entries
+
+#: the kind's name in the table (:mod:`acnet_ms.kinds.repvgg.kind`)
+KIND = "repvgg"
 
 #: the branches of a block, and the cell each lives in
 BRANCH_CELLS = {"dense": "rbr_dense", "1x1": "rbr_1x1", "identity": "rbr_identity"}
@@ -59,14 +62,6 @@ def entries(prefix, info):
 def deploy_entries(prefix):
     """The deploy form's names of the block at ``prefix``: its conv's kernel and bias."""
     return [f"{prefix}.{DEPLOY_CELL}.weight", f"{prefix}.{DEPLOY_CELL}.bias"]
-
-
-def find(state):
-    """The prefixes of the training-form RepVGG blocks in ``state``, in file order (optimizer slots
-    and EMA copies of their entries are not blocks)."""
-    markers = {name: state[name] for name in state if name.endswith(MARKER)}
-    copies = trainer_entries(markers)
-    return [name[:-len(MARKER)] for name in markers if name not in copies]
 
 
 def check_blocks(state, layout):

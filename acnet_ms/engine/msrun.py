@@ -1,0 +1,163 @@
+"""Processes msrun starts: who they are (its environment variables), and a bounded wait for its cluster.
+
+MindSpore's ``communication.init()`` blocks in C++ holding Python's lock until
+msrun's cluster forms: no Python thread or signal handler runs meanwhile.  A
+busy ``--master_port`` made the scheduler fail while the workers waited,
+connected to whatever program held the port, for good.  So the scheduler
+checks its port first, and each worker waits under a watchdog *process*
+(:class:`InitWatchdog`) that ends it with one line when the scheduler beside
+it has exited or the cluster has not formed in time.  No MindSpore import here.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from ..cli import UserError
+
+
+@dataclass(frozen=True)
+class Msrun:
+    """What msrun tells a process it started: its role, rank, and the scheduler's address."""
+    role: str      # MS_SCHED (the scheduler) or MS_WORKER
+    rank: str      # RANK_ID ("?" when msrun leaves it to the cluster)
+    host: str
+    port: int
+    timeout: int   # msrun --cluster_time_out, seconds (MS_TOPO_TIMEOUT); negative: no limit
+
+    @property
+    def who(self):
+        return (f"msrun's scheduler (--master_port {self.port})" if self.role == "MS_SCHED" else
+                f"rank {self.rank} (msrun --master_port {self.port})")
+
+
+def msrun_env(environ=None):
+    """The :class:`Msrun` of this process if msrun started it (``MS_ROLE`` / ``MS_SCHED_PORT``), else None."""
+    env = os.environ if environ is None else environ
+    if not env.get("MS_ROLE") and not env.get("MS_SCHED_PORT"):
+        return None
+    try:
+        port = int(env.get("MS_SCHED_PORT", "0"))
+        timeout = int(env.get("MS_TOPO_TIMEOUT", "600"))
+    except ValueError:
+        port, timeout = 0, 600
+    return Msrun(env.get("MS_ROLE", "MS_WORKER"), env.get("RANK_ID", "?"), env.get("MS_SCHED_HOST", "127.0.0.1"),
+                 port, timeout)
+
+
+def check_port_free(msrun):
+    """The scheduler's port must be free to listen on: UserError naming it otherwise."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((msrun.host, msrun.port))
+        except OSError as err:
+            raise UserError(f"{msrun.who}: port {msrun.port} on {msrun.host} is in use by another program "
+                            f"({err.strerror}); choose a free --master_port (the workers stop as well)") from None
+
+
+def _stat(pid):
+    """(state, parent pid) of a process from /proc (Linux), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), int(fields[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def scheduler_beside(port, parent=None):
+    """The pid of the msrun scheduler started beside this process (a child of the same msrun with
+    MS_ROLE=MS_SCHED and the same port), or None (another node's, or no /proc)."""
+    parent = os.getppid() if parent is None else parent
+    try:
+        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        stat = _stat(pid)
+        if pid == os.getpid() or not stat or stat[1] != parent:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+        except OSError:
+            continue
+        if env.get(b"MS_ROLE") == b"MS_SCHED" and env.get(b"MS_SCHED_PORT", b"").decode() == str(port):
+            return pid
+    return None
+
+
+def running(pid):
+    """Whether ``pid`` runs (a zombie, exited but not yet collected by msrun, does not)."""
+    stat = _stat(pid)
+    if stat is None:
+        try:
+            os.kill(pid, 0)
+            return True
+        except OSError:
+            return False
+    return stat[0] not in ("Z", "X")
+
+
+def watch(worker, who, port, host, timeout, scheduler, poll=1.0):
+    """The watchdog process's loop: end ``worker`` with one line on stderr when the scheduler ``scheduler``
+    (a pid, or 0) has exited or ``timeout`` seconds have passed; return when ``worker`` is gone."""
+    deadline = time.monotonic() + timeout if timeout >= 0 else float("inf")
+    while running(worker):
+        if scheduler and not running(scheduler):
+            why = (f"msrun's scheduler (pid {scheduler}) exited before the cluster formed; its line is in "
+                   f"scheduler.log under msrun's --log_dir")
+        elif time.monotonic() > deadline:
+            why = (f"the cluster did not form within {timeout} s (msrun --cluster_time_out plus a minute): is "
+                   f"port {port} on {host} held by another program, or did a process of the job not start?")
+        else:
+            time.sleep(poll)
+            continue
+        print(f"error: {who}: {why}", file=sys.stderr, flush=True)
+        try:
+            os.kill(worker, signal.SIGKILL)
+        except OSError:
+            pass
+        return
+
+
+class InitWatchdog:
+    """A bounded wait for msrun's cluster around ``mindspore.communication.init()`` in a worker.
+
+    While it waits, SIGINT/SIGTERM end the process at once (Python's handlers
+    cannot run then), and a watchdog process ends it with one line (see
+    :func:`watch`).  Outside msrun, and in the scheduler, it does nothing.
+    """
+
+    def __init__(self, msrun):
+        self.msrun = msrun if msrun and msrun.role != "MS_SCHED" else None
+        self.previous, self.process = {}, None
+
+    def __enter__(self):
+        import threading
+
+        m = self.msrun
+        if m is None:
+            return self
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, signal.SIG_DFL)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        limit = m.timeout + 60 if m.timeout >= 0 else -1
+        code = (f"import sys; sys.path.insert(0, {root!r}); from acnet_ms.engine.msrun import watch; "
+                f"watch({os.getpid()}, {m.who!r}, {m.port}, {m.host!r}, {limit}, {scheduler_beside(m.port) or 0})")
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+        return self
+
+    def __exit__(self, *exc):
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+        return False

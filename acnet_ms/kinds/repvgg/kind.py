@@ -1,0 +1,67 @@
+"""The repvgg kind: MindCV's own RepVGG blocks (``repvgg_a0`` ... ``repvgg_b3``), a native kind.
+
+MindCV's RepVGG network is built of re-parameterizable blocks already
+(``RepVGGBlock``: ``rbr_dense``, ``rbr_1x1``, ``rbr_identity``; deploy form
+``rbr_reparam``), so this kind is no ``block_type``: it takes no plain conv of
+another model.  It says where a model's own blocks are and what they fold
+into, so that the factory (``create_model(..., deploy=True)``), the
+converter, evaluation and the checkpoint adapter find, fold and check them
+through the kind table like the blocks of every other kind.  The numpy side
+is :mod:`.state`, the model side (MindSpore) :mod:`.blocks`.
+
+This module must not import MindSpore.
+"""
+from ..base import BlockKind, register_kind
+from . import state
+
+
+class RepVGGKind(BlockKind):
+    name = state.KIND
+    label = "RepVGG block"
+    marker = state.MARKER
+    native = True
+    slot_words = {"bias": "deploy conv"}
+
+    def eligible(self, site, options):
+        return False  # the model's own blocks only: no plain conv becomes one
+
+    def build(self, conv, bn, slot, options, seed):
+        raise ValueError("repvgg blocks are MindCV's RepVGG's own: they are not built in place of a conv")
+
+    # -------------------------------------------------------------- checkpoints (numpy)
+
+    def entries(self, prefix, info):
+        return state.entries(prefix, info)
+
+    def folded_names(self, prefix, info):
+        return tuple(state.deploy_entries(prefix))
+
+    def fold(self, state_dict, prefix, info):
+        missing = self.missing(state_dict, prefix, info)
+        if missing:
+            raise ValueError(f"RepVGG block '{prefix}' is incomplete: '{missing}' is missing")
+        kernel, bias = state.fold_block(state_dict, prefix, info)
+        return kernel, bias, self.entries(prefix, info)
+
+    def from_plain(self, state_dict, prefix, info):
+        return dict(state_dict)  # a plain RepVGG checkpoint already holds the blocks' entries
+
+    # -------------------------------------------------------------- the model's own blocks (MindSpore)
+
+    def model_blocks(self, net):
+        from .blocks import repvgg_blocks
+
+        return repvgg_blocks(net)
+
+    def model_layout(self, net):
+        from .blocks import repvgg_layout
+
+        return repvgg_layout(net)
+
+    def to_deploy(self, net):
+        from .blocks import to_single_branch
+
+        return to_single_branch(net)
+
+
+register_kind(RepVGGKind())
