@@ -504,7 +504,8 @@ def test_a_stock_checkpoint_starts_the_model_at_the_stock_function(name, tmp_pat
     """Finetuning from a stock MindCV checkpoint (depthwise and pointwise convs + BN): from_plain gives every
     block the stock conv's function."""
     from acnet_ms import create_model
-    from acnet_ms.io.checkpoint import load_pretrained, write_checkpoint
+    from acnet_ms.engine.loading import load_pretrained
+    from acnet_ms.io.checkpoint import write_checkpoint
 
     ms.set_seed(3)
     stock = randomize_bn(mindcv.create_model("mobilenet_v2_035_96", num_classes=10), seed=4)
