@@ -125,8 +125,8 @@ def test_fixed_scale_with_drop_overflow_update_skips_without_changing_the_scale(
     assert np.array_equal(net[1].weight.asnumpy(), before)
 
 
-@pytest.mark.graph  # in PyNative mode the step's `self.micro_step = 0` fails (assigning an int to a Parameter)
-def test_gradient_accumulation_of_k_batches_updates_like_one_batch_k_times_larger():
+@pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.graph)])
+def test_gradient_accumulation_of_k_batches_updates_like_one_batch_k_times_larger(mode):
     (x1, y1), (x2, y2) = _batch(4, 1), _batch(4, 2)
     net_a = _dense()
     step = _step(net_a, gradient_accumulation_steps=2)

@@ -134,13 +134,13 @@ class TrainStep(nn.Cell):
         grads = self.hyper_map(F.partial(_unscale, scale), grads)
         if self.accumulation > 1:
             loss = F.depend(loss, self.hyper_map(F.partial(_accumulate, self.inv_steps), self.accumulated, grads))
-            self.micro_step += 1
+            F.assign_add(self.micro_step, ops.ones_like(self.micro_step))
             finite = Tensor(True, ms.bool_)
             if self.micro_step >= self.accumulation:
                 loss, finite = self._apply(loss, self.accumulated)
                 loss = F.depend(loss, self.hyper_map(F.partial(F.assign), self.accumulated,
                                                      self.hyper_map(F.zeros_like, self.accumulated)))
-                self.micro_step = 0
+                F.assign(self.micro_step, ops.zeros_like(self.micro_step))
             else:
                 loss = F.depend(loss, self.optimizer.get_lr())  # the schedule advances every call
             return loss, finite, scale
