@@ -197,7 +197,17 @@ def versions():
 # ---------------------------------------------------------------- the worker side
 
 def peak_rss_mb():
-    """This process's peak resident memory so far, MB."""
+    """This process's peak resident memory so far, MB: the kernel's high-water mark of its own memory
+    (``VmHWM``).  ``ru_maxrss`` is not used where /proc has it: Linux carries it over an exec from the
+    process that forked the worker, so a worker started by a large process (a test runner with MindSpore
+    loaded) would report that process's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

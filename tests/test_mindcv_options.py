@@ -300,10 +300,12 @@ def test_validate_on_a_stock_checkpoint_reads_classes_and_asks_for_the_model(dig
     from acnet_ms import create_model
 
     net = create_model("src20", num_classes=10)
-    ckpt = str(tmp_path / "stock.ckpt")
+    ckpt = str(tmp_path / "src20_stock.ckpt")
     ms.save_checkpoint(net, ckpt)  # as MindCV writes it: no acnet_ms metadata
     args = ["--ckpt_path", ckpt, "--data_dir", digits, "--val_list", "val_small.txt", "--num_parallel_workers", 1]
-    assert_one_line_error(run_main("validate.py", *args), "does not record its model; pass --model", "src20")
+    # the closest names to the file's come first, and the command that lists them all
+    assert_one_line_error(run_main("validate.py", *args), "does not record its model; pass --model", "src20",
+                          "python -m acnet_ms.models")
     res = run_script("validate.py", *args, "--model", "src20")
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().splitlines()[-1].endswith("samples=60")

@@ -134,18 +134,23 @@ class Graph:
         self.classes = outputs[0].shape[1]
 
     def run(self, images):
-        """Logits (numpy float32) of an NCHW float batch of any size."""
+        """Logits (numpy float32) of an NCHW float batch of any size (padded to the graph's batch if it has
+        a fixed one)."""
         images = np.ascontiguousarray(images, np.float32)
         if self.batch is None:
-            return self.session.run(None, {self.input: images})[0]
+            return self.logits(images)
         out = []
         for start in range(0, len(images), self.batch):
             chunk = images[start:start + self.batch]
             n = len(chunk)
             if n < self.batch:
                 chunk = np.concatenate([chunk, np.zeros((self.batch - n,) + chunk.shape[1:], np.float32)])
-            out.append(self.session.run(None, {self.input: chunk})[0][:n])
+            out.append(self.logits(chunk)[:n])
         return np.concatenate(out)
+
+    def logits(self, images):
+        """The graph's output for one batch it takes."""
+        return self.session.run(None, {self.input: images})[0]
 
     def check_images(self, size, option="image_resize"):
         """UserError unless the transforms' ``size`` x ``size`` images are what the graph takes."""
@@ -182,22 +187,11 @@ class MindIRGraph(Graph):
         batch, self.channels, self.height, self.width = inputs[0]
         self.batch = batch if batch > 0 else None
         self.classes = outputs[0][1]
-        self.session = self
 
-    def run(self, images):  # noqa: D102
+    def logits(self, images):  # noqa: D102
         import mindspore as ms
 
-        images = np.ascontiguousarray(images, np.float32)
-        if self.batch is None:
-            return self.cell(ms.Tensor(images)).asnumpy()
-        out = []
-        for start in range(0, len(images), self.batch):
-            chunk = images[start:start + self.batch]
-            n = len(chunk)
-            if n < self.batch:
-                chunk = np.concatenate([chunk, np.zeros((self.batch - n,) + chunk.shape[1:], np.float32)])
-            out.append(self.cell(ms.Tensor(chunk)).asnumpy()[:n])
-        return np.concatenate(out)
+        return self.cell(ms.Tensor(images)).asnumpy()
 
 
 def open_graph(path):
