@@ -21,7 +21,7 @@ from acnet_ms.kinds.dbb.cell import DiverseBranchBlock
 from acnet_ms.reparam.switch import switch_to_deploy
 from acnet_ms.kinds import geometry
 from acnet_ms.kinds.dbb.cell import PadBatchNorm
-from acnet_ms.reparam.switch import name_params
+from acnet_ms.kinds.cell import name_params
 
 TOL = 2e-5   # float32 against float64 references, relative to the output's scale
 KIND = get_kind("dbb")

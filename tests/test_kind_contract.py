@@ -31,7 +31,8 @@ from mindspore import Tensor, nn
 
 from acnet_ms.kinds import check_block, get_kind, kind_names
 from acnet_ms.reparam.state import fold_state, infer_block
-from acnet_ms.reparam.switch import name_params, reparam_blocks, switch_to_deploy
+from acnet_ms.kinds.cell import name_params
+from acnet_ms.reparam.switch import reparam_blocks, switch_to_deploy
 from acnet_ms.reparam.transform import ConvSite, block_layout, to_blocks, trace
 
 KINDS = kind_names()

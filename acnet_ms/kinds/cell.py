@@ -15,6 +15,8 @@ A block is a k x k conv in one geometry (channels, stride, padding or MindSpore'
 switch, ``reparam_info`` and the padding helpers; a kind's Cell defines its branches and how they
 fold.  :class:`BranchBNBlock` adds what the kinds whose branches end in BNs share.
 """
+import time
+
 from mindspore import Parameter, Tensor, nn, ops
 
 from . import geometry
@@ -29,6 +31,34 @@ def check_kernel_size(kernel_size, owner="block", minimum=3):
     if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < minimum \
             or kernel_size % 2 == 0:
         raise ValueError(f"{owner}: kernel_size must be an odd integer >= {minimum}, got {kernel_size!r}")
+
+
+# naming and recompiling cells placed in a network: what switching a block in place needs
+def refresh_graph(net):
+    """Make graph mode compile ``net`` anew after its structure changed in place.
+
+    MindSpore keys its compiled-graph cache on each Cell's creation time; a
+    Cell whose sub-cells were swapped would otherwise keep running its old graph.
+    """
+    stamp = time.time_ns()
+    for i, (_, cell) in enumerate(net.cells_and_names()):
+        object.__setattr__(cell, "_create_time", stamp + i)
+
+
+def param_prefix(cell, default=""):
+    """The prefix of ``cell``'s parameter names in its network (MindCV's names need not be cell paths)."""
+    for local, param in cell.parameters_and_names():
+        if param.name.endswith("." + local):
+            return param.name[:-len(local) - 1]
+        return default
+    return default
+
+
+def name_params(cell, prefix):
+    """Give the parameters of ``cell``, placed at ``prefix`` in a network, their full names there."""
+    for local, param in cell.parameters_and_names():
+        param.name = f"{prefix}.{local}" if prefix else local
+
 
 
 class Kernel(nn.Cell):

@@ -32,7 +32,8 @@ from typing import Optional
 import numpy as np
 
 from .. import kinds
-from .switch import name_params, refresh_graph, reparam_blocks
+from ..kinds.cell import name_params, refresh_graph
+from .switch import reparam_blocks
 from .record import BuildRecord, record_of, set_record
 
 

@@ -21,7 +21,7 @@ bias, stride, padding and groups of the dense branch's conv: the network
 from :mod:`acnet_ms.kinds.repvgg.state` (pure numpy), on checkpoint dicts.
 """
 from . import state as repvgg_state
-from ...reparam.switch import name_params, param_prefix, refresh_graph
+from ..cell import name_params, param_prefix, refresh_graph
 
 
 def _block_class():
