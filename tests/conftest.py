@@ -242,6 +242,20 @@ def assert_close(actual, expected, tol, what=""):
     assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol:.1g} x {scale:.3g}"
 
 
+#: the test files that take longest (seconds on two workers, measured), run first: pytest-xdist's
+#: ``--dist loadfile`` hands files to the workers in collection order, so the long ones do not end the run on
+#: one worker while the other idles.  Files not listed follow in name order.
+LONGEST_FIRST = ("test_train.py", "test_kind_contract.py", "test_distributed.py", "test_sknet.py",
+                 "test_transform.py", "test_mindcv_families.py", "test_deploy.py", "test_analysis.py",
+                 "test_optimizers_amp.py", "test_quantize.py", "test_mindcv_options.py", "test_packaging.py",
+                 "test_mindcv_repvgg.py", "test_recipes.py", "test_convert.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: name order within a rank
+
+
 def pytest_collection_finish(session):
     """What is imported by now (MindSpore, MindCV, the test modules: most of the heap) lives for the whole
     session: keep the collector from walking it again after every test (_collect), which cost a few tenths

@@ -437,41 +437,6 @@ def test_from_plain_adds_zero_in_training_mode_too():
     assert_close(block(x).asnumpy(), origin, 1e-6, "training mode: the added branches give zero")
 
 
-TRAIN_STEPS = """
-import time, numpy as np, mindspore as ms
-from mindspore import Tensor, nn
-from acnet_ms import create_model
-from acnet_ms.engine.runtime import apply_amp
-ms.set_context(mode=ms.GRAPH_MODE)
-for options, amp in (({"branch_bn": False}, "O0"), ({}, "O2"), ({"branch_bn": False}, "O3")):
-    net = apply_amp(create_model("src20", num_classes=10, block_type="dbb", block_options=options), amp)
-    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), nn.Momentum(net.trainable_params(), 0.01, 0.9))
-    step.set_train()
-    x, y = Tensor(np.random.rand(4, 3, 16, 16).astype(np.float32)), Tensor(np.zeros(4, np.int32))
-    losses = [float(step(x, y).asnumpy()) for _ in range(2)]
-    assert all(np.isfinite(losses)), losses
-    print("ok", options, amp, flush=True)
-"""
-
-
-@pytest.mark.slow
-@pytest.mark.graph
-def test_graph_mode_train_steps_under_mixed_precision():
-    """Two graph-mode train steps each: the BN-free form (its kernel pads with concatenated zeros: ops.pad's
-    backward made the second step hang), and MindCV's O2 (its wrapper calls a BN with one input, so the
-    BN-and-pad takes its pads from its own geometry) and O3."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT, user_env
-
-    res = subprocess.run([sys.executable, "-c", TRAIN_STEPS], cwd=ROOT, env=dict(user_env(), GLOG_v="3"),
-                         capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("ok ") == 3, res.stdout
-
-
 def test_gamma_init_sets_every_branch_and_the_bns_keep_the_models_momentum():
     conv = nn.Conv2d(4, 6, 3, pad_mode="pad", padding=1)
     bn = randomize_bn(nn.SequentialCell([nn.BatchNorm2d(6, momentum=0.97)]), 1).cell_list[0]

@@ -360,8 +360,11 @@ def train_step(net, amp_level, name):
     step, _ = build_train_step(net, cfg, [0.05] * 4)
     rng = np.random.default_rng(0)
     x = Tensor(rng.normal(size=(2, 3, 16, 16)).astype(np.float32))
-    loss = train_call(step, x, Tensor(rng.integers(0, 10, 2).astype(np.int32)), True, cfg)[0]
-    return float(loss.asnumpy())
+    y = Tensor(rng.integers(0, 10, 2).astype(np.int32))
+    # two steps: a backward that stalled the graph from the second step on (ops.pad's, in DBB's BN-free form)
+    # would hang here
+    losses = [float(train_call(step, x, y, True, cfg)[0].asnumpy()) for _ in range(2)]
+    return losses[-1]
 
 
 def amp_cases():
@@ -379,8 +382,8 @@ def amp_cases():
 
 @pytest.mark.graph
 @pytest.mark.parametrize("name, amp_level, options", amp_cases())
-def test_one_graph_mode_train_step_at_each_amp_level_then_the_fold_is_the_model(name, amp_level, options):
-    """The block compiles and trains in GRAPH mode at the AMP level (O2/O3 cast the input to float16; the
+def test_graph_mode_train_steps_at_each_amp_level_then_the_fold_is_the_model(name, amp_level, options):
+    """The block compiles and trains (two steps) in GRAPH mode at the AMP level (O2/O3 cast the input to float16; the
     parameters stay float32); eval at that level is close to float32, and the fold of the weights is exact."""
     net = randomize_bn(sites_net(name, options), seed=2)
     assert np.isfinite(train_step(net, amp_level, name))

@@ -342,7 +342,8 @@ def test_mindcv_sk_bottleneck_models_convert_into_stock_mindcv(name, tmp_path):
 
 @pytest.mark.slow
 def test_skresnet18_acb_trains_converts_and_validates(digits, tmp_path):
-    """The SK models go through the same entry points: train.py, convert.py, validate.py."""
+    """The SK models go through the same entry points: train.py (graph mode, the SK block's one graph-mode
+    training here), convert.py, validate.py (PyNative, --mode 1: the scores are what is compared)."""
     save = str(tmp_path / "sk")
     res = run_script("train.py", *small_run(digits, save, "--model", "skresnet18", "--gamma_init", 1.0,
                                             "--image_resize", 32, "--epoch_size", 1))
@@ -357,7 +358,7 @@ def test_skresnet18_acb_trains_converts_and_validates(digits, tmp_path):
     counts = []
     for ckpt in (trained, plain):
         out = str(tmp_path / (os.path.basename(ckpt) + ".json"))
-        val = run_script("validate.py", "--ckpt_path", ckpt, "--json", out)
+        val = run_script("validate.py", "--ckpt_path", ckpt, "--json", out, "--mode", 1)
         assert val.returncode == 0, val.stderr[-2000:]
         assert_clean_exit(val)
         result = json.load(open(out))

@@ -179,7 +179,9 @@ def test_layout_records_where_each_fold_goes():
 
 @pytest.mark.slow
 def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits, tmp_path):
-    """ghostnet_050 (MindCV; 'same'-padded depthwise convs): train.py -> validate -> convert -> validate."""
+    """ghostnet_050 (MindCV; 'same'-padded depthwise convs): train.py -> validate -> convert -> validate, in
+    PyNative (--mode 1: graph-mode training of same-padded depthwise ACBs is
+    test_same_padded_acb_model_keeps_training_past_its_first_step's)."""
     import json
     import os
 
@@ -190,7 +192,8 @@ def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits,
 
     save = str(tmp_path / "run")
     res = run_script("train.py", *small_run(digits, save, "--model", "ghostnet_050", "--block_type", "acb",
-                                            "--image_resize", 32, "--epoch_size", 1, "--batch_size", 16))
+                                            "--image_resize", 32, "--epoch_size", 1, "--batch_size", 16,
+                                            "--mode", 1))
     assert res.returncode == 0, res.stderr[-3000:]
     assert "ghostnet_050: 42 k x k convs became ACBs (42 BN slot)" in res.stdout
     ckpt = os.path.join(save, "ghostnet_050_acb-best.ckpt")
@@ -202,7 +205,7 @@ def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits,
     top = {}
     for name, path in (("acb", ckpt), ("plain", plain)):
         out = tmp_path / f"{name}.json"
-        assert run_script("validate.py", "--ckpt_path", path, "--json", out).returncode == 0
+        assert run_script("validate.py", "--ckpt_path", path, "--json", out, "--mode", 1).returncode == 0
         top[name] = json.loads(out.read_text())["correct1"]
     assert top["acb"] == top["plain"]
     stock = mindcv.create_model("ghostnet_050", num_classes=10)
