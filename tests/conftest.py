@@ -29,6 +29,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # than running it; a test about graph mode says so with @pytest.mark.graph (see _mode below)
 ms.set_context(mode=ms.PYNATIVE_MODE)
 ms.set_device("CPU")
+# one CPU kernel thread per process (MindSpore's default is 25): two test workers and the entry scripts they
+# start (which inherit the variable) share two cores, and idle kernel threads spinning cost them about a seventh
+os.environ.setdefault("ACNET_MS_CPU_THREADS", "1")
+from acnet_ms.engine.runtime import set_cpu_threads  # noqa: E402
+
+set_cpu_threads()
 
 
 @pytest.fixture(autouse=True)

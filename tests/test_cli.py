@@ -82,3 +82,15 @@ def test_msrun_watchdog_ends_a_waiting_worker_with_one_line():
     assert res.stderr.strip() == ("error: rank 1 (msrun --master_port 9): msrun's scheduler (pid "
                                   f"{scheduler.pid}) exited before the cluster formed; its line is in scheduler.log "
                                   "under msrun's --log_dir")
+
+
+def test_cpu_threads_from_the_environment_must_be_a_positive_count(monkeypatch):
+    from acnet_ms.cli import UserError
+    from acnet_ms.engine.runtime import CPU_THREADS, set_cpu_threads
+
+    for bad in ("0", "many", "-2"):
+        monkeypatch.setenv(CPU_THREADS, bad)
+        with pytest.raises(UserError, match=rf"^{CPU_THREADS}='{bad}': a positive number of threads"):
+            set_cpu_threads()
+    monkeypatch.setenv(CPU_THREADS, "2")
+    set_cpu_threads()  # MindSpore took its count once (conftest's): a second one is no error
