@@ -299,6 +299,7 @@ def test_bad_input_is_one_line_and_writes_nothing(kind, src20, tmp_path):
     assert sorted(os.listdir(os.path.dirname(src20[1]))) == inputs
 
 
+@pytest.mark.slow
 def test_validate_scores_a_mindir_graph_as_its_checkpoint_and_export_keeps_the_folders_mode(digits, tmp_path):
     """convert.py --export mindir, then validate.py on the .mindir: the checkpoint's metrics line; the output
     folder's mode is what it was (MindSpore's export makes it 0700)."""

@@ -241,6 +241,7 @@ def test_same_padded_acb_model_keeps_training_past_its_first_step():
     assert res.stdout.strip().startswith("[") and res.stdout.count(",") == 2
 
 
+@pytest.mark.slow
 def test_a_model_that_asserts_its_input_size_is_traced_at_a_size_it_takes():
     # cmt_small asserts (AssertionError) that its input is 224 px: tracing goes on to the next size
     from acnet_ms import block_summary, create_model
