@@ -1,6 +1,6 @@
 # `make demo`: set up .venv on a fresh machine and run the digits demo (train, validate, fold, validate).
-# `make test`: set up .venv and run the whole test suite on two workers (CI's command).  (Python 3.9-3.11)
-# `make test-fast`: the suite without the tests marked slow or msrun (pyproject.toml), on two workers.
+# `make test`: set up .venv and run the whole test suite on three workers (CI's command).  (Python 3.9-3.11)
+# `make test-fast`: the suite without the tests marked slow or msrun (pyproject.toml), on three workers.
 #   (pytest-xdist; each test file runs on one worker, so a file's module fixtures run once; docs/testing.md)
 # `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
 # `make study`: set up .venv and reproduce ACNet's ablations and kernel analyses on the digits (study_out/).
@@ -15,7 +15,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 BLOCK_TYPE ?= acb
 # the test targets' workers (`make test PARALLEL=` runs serially)
-PARALLEL ?= -n 2 --dist loadfile
+PARALLEL ?= -n 3 --dist loadfile
 
 .PHONY: demo test test-fast bench study sweep families install clean
 

@@ -27,7 +27,7 @@ import harness  # noqa: E402  (benchmarks/ is not a package)
 import known_failures  # noqa: E402
 import report  # noqa: E402
 
-#: family -> one small member (the README's table), plus ReXNet, whose stock model does not run in MindSpore 2.8
+#: family -> one small member (docs/families.md's table), plus ReXNet, whose stock model does not run in MindSpore 2.8
 FAMILIES = {
     "ResNet": "resnet18", "ResNeXt": "resnext50_32x4d", "SE-ResNet": "seresnet18", "Res2Net": "res2net50",
     "ResNeSt": "resnest14", "RegNet": "regnet_x_200mf", "MobileNet v1": "mobilenet_v1_025",
@@ -220,7 +220,7 @@ def intro(records, kinds):
             f"({', '.join(kinds)}) through `acnet_ms.create_model(name, num_classes={NUM_CLASSES}, "
             "block_type=kind)` with the kind's default options. A row: the member's k x k convs (k > 1), how "
             "many became blocks and where each block's fold goes (`block_summary`), and the convs that stayed "
-            "plain with the kind's reason. The ACB table is the README's. "
+            "plain with the kind's reason. "
             f"Run: {wall / 60:.0f} min of wall time, one process per member, {cpu / 60:.0f} min of CPU in the "
             f"members' processes ({harness.versions()}). Again: `make families` "
             "(`python benchmarks/families.py --out docs/families.md`; `--members`, `--kinds`, `--no_convert`, "

@@ -45,7 +45,7 @@ FAMILY_COLUMNS = "| family | member | k×k convs (k > 1) | {label}s (where the f
 
 
 def family_table_row(family, name, row):
-    """One row of a kind's family table (the README's for ACB) from :func:`families.family_row`'s dict."""
+    """One row of a kind's family table (docs/families.md) from :func:`families.family_row`'s dict."""
     slots = ", ".join(f"{n} {where}" for where, n in row["slots"].items())
     plain = "; ".join(f"{n}: {reason}" for reason, n in row["plain"].items()) or "none"
     return f"| {family} | `{name}` | {row['convs']} | {row['blocks']} ({slots}) | {plain} |"

@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # than running it; a test about graph mode says so with @pytest.mark.graph (see _mode below)
 ms.set_context(mode=ms.PYNATIVE_MODE)
 ms.set_device("CPU")
-# one CPU kernel thread per process (MindSpore's default is 25): two test workers and the entry scripts they
-# start (which inherit the variable) share two cores, and idle kernel threads spinning cost them about a seventh
+# one CPU kernel thread per process (MindSpore's default is 25): three test workers and the entry scripts they
+# start (which inherit the variable) share two cores; idle kernel threads spinning cost them about a seventh
 os.environ.setdefault("ACNET_MS_CPU_THREADS", "1")
 from acnet_ms.engine.runtime import set_cpu_threads  # noqa: E402
 
@@ -248,7 +248,7 @@ def assert_close(actual, expected, tol, what=""):
     assert err <= tol * scale, f"{what}: max abs error {err:.3g} > {tol:.1g} x {scale:.3g}"
 
 
-#: the test files that take longest (seconds on two workers, measured), run first: pytest-xdist's
+#: the test files that take longest (measured), run first: pytest-xdist's
 #: ``--dist loadfile`` hands files to the workers in collection order, so the long ones do not end the run on
 #: one worker while the other idles.  Files not listed follow in name order.
 LONGEST_FIRST = ("test_train.py", "test_kind_contract.py", "test_distributed.py", "test_sknet.py",

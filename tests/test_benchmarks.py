@@ -135,8 +135,8 @@ def test_the_family_table_of_a_small_model_for_two_kinds():
                        plain={"kernel 7x7 (ACNet converts odd k with 1 < k < 7)": 1})
     orepa, _ = families.family_row("resnet18", "orepa")
     assert orepa == dict(convs=17, blocks=17, slots={"kernel alone": 17}, plain={})
-    # the ACB row is the README's
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    # the ACB row is docs/families.md's
+    with open(os.path.join(ROOT, "docs", "families.md"), encoding="utf-8") as f:
         assert report.family_table_row("ResNet", "resnet18", acb) + "\n" in f.read()
     table = report.family_table({"ResNet": dict(model="resnet18", kinds={"orepa": dict(row=orepa)})},
                                 "orepa", "OREPA block")

@@ -1,4 +1,4 @@
-"""Every MindCV CNN family of the README's table: ACB model -> convert -> strict load into the stock MindCV
+"""Every MindCV CNN family of docs/families.md's table: ACB model -> convert -> strict load into the stock MindCV
 model -> same logits.  The five kinds of site (plain, depthwise, grouped, pre-activation, biased: resnet18,
 mobilenet_v2_035_96, regnet_x_200mf, densenet121, squeezenet1_1) run for every kind in
 tests/test_kind_contract.py; the other members here, for ACB."""

@@ -178,43 +178,6 @@ def test_layout_records_where_each_fold_goes():
 
 
 @pytest.mark.slow
-def test_a_mindcv_model_trains_with_acbs_and_converts_to_the_stock_model(digits, tmp_path):
-    """ghostnet_050 (MindCV; 'same'-padded depthwise convs): train.py -> validate -> convert -> validate, in
-    PyNative (--mode 1: graph-mode training of same-padded depthwise ACBs is
-    test_same_padded_acb_model_keeps_training_past_its_first_step's)."""
-    import json
-    import os
-
-    import mindcv
-    from conftest import run_script, small_run
-
-    from acnet_ms.io.checkpoint import read_checkpoint
-
-    save = str(tmp_path / "run")
-    res = run_script("train.py", *small_run(digits, save, "--model", "ghostnet_050", "--block_type", "acb",
-                                            "--image_resize", 32, "--epoch_size", 1, "--batch_size", 16,
-                                            "--mode", 1))
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert "ghostnet_050: 42 k x k convs became ACBs (42 BN slot)" in res.stdout
-    ckpt = os.path.join(save, "ghostnet_050_acb-best.ckpt")
-    _, meta = read_checkpoint(ckpt)
-    assert len(meta["block_layout"]) == 42 and meta["block_options"]["branches"] == "hv"
-    plain = str(tmp_path / "plain.ckpt")
-    conv = run_script("convert.py", "--ckpt_path", ckpt, "--output", plain)
-    assert conv.returncode == 0, conv.stderr
-    top = {}
-    for name, path in (("acb", ckpt), ("plain", plain)):
-        out = tmp_path / f"{name}.json"
-        assert run_script("validate.py", "--ckpt_path", path, "--json", out, "--mode", 1).returncode == 0
-        top[name] = json.loads(out.read_text())["correct1"]
-    assert top["acb"] == top["plain"]
-    stock = mindcv.create_model("ghostnet_050", num_classes=10)
-    arrays, _ = read_checkpoint(plain)
-    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()}
-    assert ms.load_param_into_net(stock, params, strict_load=True) == ([], [])
-
-
-@pytest.mark.slow
 def test_same_padded_acb_model_keeps_training_past_its_first_step():
     """MobileNetV3's stride-2 'same' depthwise convs as ACBs: three graph-mode train steps (a padding op whose
     backward stalled the whole graph from the second step on once did not return)."""
