@@ -163,3 +163,16 @@ def test_the_sweep_takes_any_kind_and_names_its_files_after_it(capsys):
     assert exit_.value.code == 2
     lines = capsys.readouterr().err.strip().split("\n")
     assert len(lines) == 1 and lines[0].startswith("error: --block_type: block_type must be one of base, acb")
+
+
+@pytest.mark.slow
+def test_the_maxpool_shift_script_scores_both_paddings(capsys):
+    """benchmarks/maxpool_shift.py (docs/pretrained.md's top-1 table), untrained and small: one row, both
+    scores, and a logit change that is not zero (the paddings compute different functions)."""
+    import maxpool_shift
+
+    maxpool_shift.main(["--size", "16", "--epochs", "0", "--seeds", "0"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0 |")]
+    assert len(rows) == 1, rows
+    cells = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert all(0.0 <= float(c) <= 1.0 for c in cells[1:3]) and float(cells[4]) > 0, cells
