@@ -250,7 +250,7 @@ def assert_close(actual, expected, tol, what=""):
 
 #: the test files that take longest (measured), run first: pytest-xdist's
 #: ``--dist loadfile`` hands files to the workers in collection order, so the long ones do not end the run on
-#: one worker while the other idles.  Files not listed follow in name order.
+#: one worker while the others idle.  Files not listed follow in name order.
 LONGEST_FIRST = ("test_train.py", "test_kind_contract.py", "test_distributed.py", "test_sknet.py",
                  "test_transform.py", "test_mindcv_families.py", "test_deploy.py", "test_analysis.py",
                  "test_optimizers_amp.py", "test_quantize.py", "test_mindcv_options.py", "test_packaging.py",

@@ -60,7 +60,6 @@ def name_params(cell, prefix):
         param.name = f"{prefix}.{local}" if prefix else local
 
 
-
 class Kernel(nn.Cell):
     """A conv's parameters without its computation (``weight``, and ``bias`` if any).
 
