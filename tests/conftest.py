@@ -252,9 +252,9 @@ def assert_close(actual, expected, tol, what=""):
 #: ``--dist loadfile`` hands files to the workers in collection order, so the long ones do not end the run on
 #: one worker while the others idle.  Files not listed follow in name order.
 LONGEST_FIRST = ("test_train.py", "test_kind_contract.py", "test_distributed.py", "test_sknet.py",
-                 "test_transform.py", "test_mindcv_families.py", "test_deploy.py", "test_analysis.py",
-                 "test_optimizers_amp.py", "test_quantize.py", "test_mindcv_options.py", "test_packaging.py",
-                 "test_mindcv_repvgg.py", "test_recipes.py", "test_convert.py")
+                 "test_analysis.py", "test_quantize.py", "test_mindcv_families.py", "test_deploy.py",
+                 "test_optimizers_amp.py", "test_mindcv_options.py", "test_mindcv_repvgg.py", "test_transform.py",
+                 "test_packaging.py", "test_recipes.py", "test_convert.py", "test_block_kinds.py")
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -206,8 +206,9 @@ def test_msrun_a_worker_that_dies_ends_the_job(digits, tmp_path):
     cmd = [MSRUN, "--worker_num", "2", "--local_worker_num", "2", "--master_port", str(port), "--join", "True",
            "--log_dir", logs, "python", os.path.join(ROOT, "train.py"),
            *map(str, small_run(digits, save, "--distribute", "True", "--epoch_size", 200))]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    # MindSpore's cluster declares a silent node dead after MS_NODE_TIMEOUT seconds: 10 here, not its default
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=dict(user_env(), MS_NODE_TIMEOUT="10"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         rank1_log, deadline = os.path.join(save, "train_rank1.log"), time.monotonic() + 400
         while time.monotonic() < deadline and proc.poll() is None:
