@@ -64,6 +64,32 @@ class Grads(nn.Cell):
         return self.grad(self.loss, self.weights)(x, *r)
 
 
+class SiteNet(nn.Cell):
+    """One small conv of each kind of site a block can take, at 16 x 16: a 3 x 3 conv into a BN (``conv_bn``),
+    one with its own bias and ``stride`` (``conv_bias``), with ``pointwise`` a 1 x 1 conv into a BN
+    (``pointwise``), and a pre-activation 3 x 3 conv with neither BN nor bias (``conv_plain``)."""
+
+    def __init__(self, stride=2, pointwise=True):
+        super().__init__()
+        self.conv_bn, self.bn = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1), nn.BatchNorm2d(8)
+        self.conv_bias = nn.Conv2d(8, 8, 3, stride=stride, pad_mode="pad", padding=1, has_bias=True)
+        self.has_pointwise = pointwise
+        if pointwise:
+            self.pointwise, self.pw_bn = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.pre_bn = nn.BatchNorm2d(8)
+        self.conv_plain = nn.Conv2d(8, 8, 3, pad_mode="same")
+        self.relu = nn.ReLU()
+        self.head = nn.Dense(8, 10)
+
+    def construct(self, x):
+        x = self.relu(self.bn(self.conv_bn(x)))
+        x = self.relu(self.conv_bias(x))
+        if self.has_pointwise:
+            x = self.relu(self.pw_bn(self.pointwise(x)))
+        x = self.conv_plain(self.relu(self.pre_bn(x)))
+        return self.head(x.mean(axis=(2, 3)))
+
+
 def randomize_bn(net, seed=0):
     """Random statistics and affine parameters for every BatchNorm of ``net``."""
     rng = np.random.default_rng(seed)

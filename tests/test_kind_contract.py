@@ -23,7 +23,7 @@ import itertools
 import mindcv
 import numpy as np
 import pytest
-from conftest import Grads, assert_close, assert_one_line_error, images, load_strict, randomize_bn, run_main
+from conftest import SiteNet, Grads, assert_close, assert_one_line_error, images, load_strict, randomize_bn, run_main
 
 import kinds_twin  # noqa: F401  (registers the twin kind)
 import mindspore as ms
@@ -303,26 +303,10 @@ def test_the_numpy_fold_and_entries_agree_with_the_cell_on_the_full_grid(name):
 
 # ------------------------------------------------------------------ models: options, AMP, families
 
-class Sites(nn.Cell):
-    """One conv of each site: into a BN, with its own bias, bare (pre-activation), and a 1 x 1 conv into a BN,
-    at 16 x 16."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv_bn, self.bn = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1), nn.BatchNorm2d(8)
-        self.conv_bias = nn.Conv2d(8, 8, 3, stride=2, pad_mode="pad", padding=1, has_bias=True)
-        self.pointwise, self.pw_bn = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
-        self.pre_bn = nn.BatchNorm2d(8)
-        self.conv_bare = nn.Conv2d(8, 8, 3, pad_mode="same")
-        self.relu = nn.ReLU()
-        self.head = nn.Dense(8, 10)
-
-    def construct(self, x):
-        x = self.relu(self.bn(self.conv_bn(x)))
-        x = self.relu(self.conv_bias(x))
-        x = self.relu(self.pw_bn(self.pointwise(x)))
-        x = self.conv_bare(self.relu(self.pre_bn(x)))
-        return self.head(x.mean(axis=(2, 3)))
+def Sites():
+    """One conv of each site (conftest.SiteNet): into a BN, with its own bias (stride 2), a 1 x 1 into a BN, bare
+    (pre-activation)."""
+    return SiteNet()
 
 
 def sites_net(name, options=None, seed=0):

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import assert_close, randomize_bn, slow_except
+from conftest import SiteNet, assert_close, randomize_bn, slow_except
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -102,24 +102,10 @@ def test_a_checkpoint_of_every_optimizer_converts_finetunes_and_validates(opt, t
     assert num_classes_of("src20", network_entries(arrays)) == 10
 
 
-class ThreeKinds(nn.Cell):
-    """One conv of each ACB kind: into a BN slot, with its own bias, and with neither (pre-activation)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv_bn = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.conv_bias = nn.Conv2d(8, 8, 3, stride=2, pad_mode="pad", padding=1, has_bias=True)
-        self.pre_bn = nn.BatchNorm2d(8)
-        self.conv_plain = nn.Conv2d(8, 8, 3, pad_mode="same")
-        self.relu = nn.ReLU()
-        self.head = nn.Dense(8, 10)
-
-    def construct(self, x):
-        x = self.relu(self.bn(self.conv_bn(x)))
-        x = self.relu(self.conv_bias(x))
-        x = self.conv_plain(self.relu(self.pre_bn(x)))
-        return self.head(x.mean(axis=(2, 3)))
+def ThreeKinds():
+    """One conv of each ACB kind (conftest.SiteNet without the pointwise conv): into a BN slot, with its own
+    bias, and with neither (pre-activation)."""
+    return SiteNet(pointwise=False)
 
 
 def three_kinds(branch_bn=True):

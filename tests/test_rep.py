@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import Grads, assert_close, randomize_bn
+from conftest import SiteNet, Grads, assert_close, randomize_bn
 from test_fold import bn as np_bn, conv2d, random_branch
 
 import mindspore as ms
@@ -303,27 +303,10 @@ def test_fold_bn_and_onnx_export(tmp_path):
     assert_close(got, expected, MODEL_TOL, "onnx")
 
 
-class FourSites(nn.Cell):
-    """A 3 x 3 conv into a BN, one with its own bias, a pointwise conv into a BN and a pre-activation 3 x 3 conv
-    (no BN, no bias): the four kinds of rep block, three with an identity."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv_bn = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.conv_bias = nn.Conv2d(8, 8, 3, pad_mode="pad", padding=1, has_bias=True)
-        self.pointwise, self.pw_bn = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
-        self.pre_bn = nn.BatchNorm2d(8)
-        self.conv_plain = nn.Conv2d(8, 8, 3, pad_mode="same")
-        self.relu = nn.ReLU()
-        self.head = nn.Dense(8, 10)
-
-    def construct(self, x):
-        x = self.relu(self.bn(self.conv_bn(x)))
-        x = self.relu(self.conv_bias(x))
-        x = self.relu(self.pw_bn(self.pointwise(x)))
-        x = self.conv_plain(self.relu(self.pre_bn(x)))
-        return self.head(x.mean(axis=(2, 3)))
+def FourSites():
+    """The four kinds of rep block, three with an identity (conftest.SiteNet at stride 1): a 3 x 3 conv into a
+    BN, one with its own bias, a pointwise conv into a BN and a pre-activation 3 x 3 conv (no BN, no bias)."""
+    return SiteNet(stride=1)
 
 
 def four_sites(**options):
