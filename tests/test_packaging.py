@@ -116,15 +116,14 @@ def test_the_demo_runs_from_an_installed_package_in_another_folder(venv, digits,
     res = run_installed(venv, tmp_path, "-c", "import acnet_ms; print(acnet_ms.__file__)")
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.strip() == os.path.join(venv[1], "acnet_ms", "__init__.py")  # not the checkout's
-    # the demo's data folder, where it looks by default, made beforehand with a tenth of the digits (the demo
-    # writes the whole set only where it finds none: write_digits is the digits fixture's own writer)
+    # the demo's data folder, where it looks by default, made beforehand with the digits fixture's small lists
+    # (a tenth of the digits; the demo writes the whole set only where it finds none, with the fixture's writer)
     small = tmp_path / "data" / "digits"
-    for split, per_class in (("train", 16), ("val", 6)):
-        for label in range(10):
-            names = sorted(os.listdir(os.path.join(digits, split, str(label))))[:per_class]
-            (small / split / str(label)).mkdir(parents=True)
-            for name in names:
-                shutil.copy(os.path.join(digits, split, str(label), name), small / split / str(label) / name)
+    for split in ("train", "val"):
+        for line in open(os.path.join(digits, f"{split}_small.txt")):
+            rel = line.split()[0]
+            (small / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(os.path.join(digits, rel), small / rel)
     (small / ".complete").write_text("")
     res = run_installed(venv, tmp_path, "-m", "acnet_ms.demo", "--epochs", 1)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])

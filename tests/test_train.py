@@ -389,7 +389,8 @@ def test_bad_input_is_one_line_with_nothing_lost(kind, digits, tmp_path):
     assert_one_line_error(res, *fragments)
     assert (save / "notes.txt").read_bytes() == b"the user's own file"
     assert not [f for f in os.listdir(save) if f.endswith(".ckpt")]
-    assert not [f for f in set(os.listdir(ROOT)) - before if f.startswith(("abnormal_image", "rank_"))]  # no stray files
+    stray = [f for f in set(os.listdir(ROOT)) - before if f.startswith(("abnormal_image", "rank_"))]
+    assert not stray  # no stray files
 
 
 def test_a_run_stopped_before_its_first_checkpoint_says_its_folder_cannot_be_reused_as_is(digits, tmp_path):
