@@ -9,7 +9,8 @@ negative amount means cropping that many rows off the input instead
 (:func:`sub_window`).  Every branch then has the square conv's output size
 and grid, which is what lets the kernels be summed.
 """
-from mindspore import nn, ops
+import numpy as np
+from mindspore import Tensor, nn, ops
 
 
 def pair(value, what, owner="block"):
@@ -61,14 +62,27 @@ def block_conv(block, has_bias):
     return nn.Conv2d(block.in_channels, block.out_channels, k, pad_mode="pad", padding=block.padding, **common)
 
 
+def centre_tap(size):
+    """A (1, 1, size, size) float32 Tensor, 1 at the centre tap and 0 elsewhere: a (O, I, 1, 1) kernel times it
+    is that kernel on the centre tap of a size x size one.
+
+    A product with a constant rather than a pad: it reads no shape while it runs, which PyNative under
+    mixed precision (MindSpore 2.8) fails on for a concatenation's output ("The pointer[...] is null").
+    """
+    mask = np.zeros((1, 1, size, size), np.float32)
+    mask[0, 0, size // 2, size // 2] = 1.0
+    return Tensor(mask)
+
+
 def crop(x, amounts):
     """``x`` (N, C, H, W) without ``amounts`` = (top, bottom, left, right) rows/columns."""
     t, b, l, r = amounts
-    return x[:, :, t:x.shape[2] - b, l:x.shape[3] - r]
+    return x[:, :, t:(-b or None), l:(-r or None)]  # no shape read (see pad_zeros)
 
 
-def _zeros_beside(x, before, after, axis):
-    shape = list(x.shape)
+def _zeros_beside(x, shape, before, after, axis):
+    """``x`` between ``before`` and ``after`` zeros along ``axis``; ``shape`` is x's own (never read here)."""
+    shape = list(shape)
     parts = []
     if before:
         shape[axis] = before
@@ -84,13 +98,17 @@ def pad_zeros(x, pads):
     """``x`` padded with zeros by (top, bottom, left, right).
 
     Zeros are concatenated rather than ``ops.pad``-ed: the latter's backward
-    stalled MindSpore 2.8's CPU graph inside whole models.
+    stalled MindSpore 2.8's CPU graph inside whole models.  The shape is read
+    from ``x`` once, never from the concatenation made of it: PyNative under
+    mixed precision (MindSpore 2.8) can fail reading a concatenation's shape
+    ("The pointer[...] is null").
     """
     t, b, l, r = pads
+    n, c, h, w = x.shape
     if t or b:
-        x = _zeros_beside(x, t, b, 2)
+        x = _zeros_beside(x, (n, c, h, w), t, b, 2)
     if l or r:
-        x = _zeros_beside(x, l, r, 3)
+        x = _zeros_beside(x, (n, c, h + t + b, w), l, r, 3)
     return x
 
 

@@ -226,6 +226,7 @@ class DiverseBranchBlock(BranchBNBlock):
             if self.identity:
                 first.weight.set_data(Tensor(np.zeros(first.weight.shape, np.float32)))
             self.identity_kernel = Tensor(identities.identity_kernel(internal, cpg, 1, np.float32))
+            self.centre = geometry.centre_tap(k)
             self.dbb_1x1_kxk = Holder(**{"idconv1" if self.identity else "conv1": first},
                                       conv2=Kernel(out_channels, dpg, (k, k)))
             return
@@ -281,16 +282,17 @@ class DiverseBranchBlock(BranchBNBlock):
     # ------------------------------------------------------------ forward
 
     def conv_kernel(self):
-        """The k x k kernel the branch-BN-free form sums to (a float32 Tensor), rebuilt from its parameters
-        (in float32 whatever mixed precision made of them)."""
-        k, c = self.kernel_size, self.kernel_size // 2
+        """The k x k kernel the branch-BN-free form sums to (a Tensor), rebuilt from its parameters: in
+        float32 in graph mode whatever mixed precision made of them, in the cell's type in PyNative (which
+        casts each op's inputs)."""
+        k = self.kernel_size
 
         def f32(param):
             return ops.cast(param, mstype.float32)
 
         w = f32(self.dbb_origin.conv.weight)
         if self.with_one:
-            w = w + geometry.pad_zeros(f32(self.dbb_1x1.conv.weight), (c, c, c, c))
+            w = w + f32(self.dbb_1x1.conv.weight) * self.centre
         if self.with_avg:
             w = w + ops.tile(f32(self.dbb_avg.conv.weight), (1, 1, k, k)) / float(k * k)
         if self.identity:

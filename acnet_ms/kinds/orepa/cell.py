@@ -11,8 +11,9 @@ from ..cell import ReparamBlock
 
 
 def _f32(x):
-    """``x`` as float32: mixed precision (O2/O3) may hand a product one float16 operand, and the kernel
-    is generated in float32 whatever the level (then cast to the input's type)."""
+    """``x`` as float32: mixed precision (O2/O3) may hand a product one float16 operand.  In graph mode the
+    kernel is then generated in float32 whatever the level (and cast to the input's type); PyNative casts
+    each op's inputs to the cell's type, so there it comes out in that type."""
     return ops.cast(x, mstype.float32)
 
 
@@ -90,14 +91,17 @@ class OREPABlock(ReparamBlock):
         self.taps = tuple(t for t in TAPS if t in rows)
         self.use_seq, self.use_dws = "1x1_kxk" in rows, "dws" in rows
         self.row_seq, self.row_dws = rows.get("1x1_kxk", 0), rows.get("dws", 0)
-        # the fixed k x k filters after the taps' 1 x 1 convs, (O, taps, k k), and the identity the
-        # 1x1-kxk branch's first conv starts at
+        # the fixed k x k filter after each tap's 1 x 1 conv, (taps, O, 1, k, k), and the row of the vector
+        # that scales it; the identity the 1x1-kxk branch's first conv starts at
+        centre = np.zeros(k * k)
+        centre[(k * k) // 2] = 1.0
         filters = {"avg": np.full((out_channels, k * k), 1.0 / (k * k)),
                    "prior": fold.prior_filter(out_channels, k).reshape(out_channels, k * k),
-                   "1x1": np.eye(k * k)[(k * k) // 2][None].repeat(out_channels, 0)}
+                   "1x1": np.tile(centre, (out_channels, 1))}
         if self.taps:
-            self.tap_rows = Tensor(np.array([rows[t] for t in self.taps], np.int32))
-            self.tap_filters = Tensor(np.stack([filters[t] for t in self.taps], 1).astype(np.float32))
+            self.tap_rows = tuple(rows[t] for t in self.taps)
+            self.tap_filters = Tensor(np.stack([filters[t].reshape(out_channels, 1, k, k) for t in self.taps])
+                                      .astype(np.float32))
         if self.use_seq:
             self.identity = Tensor(identities.identity_kernel(self.internal, in_channels // groups, 1, np.float32))
 
@@ -117,23 +121,26 @@ class OREPABlock(ReparamBlock):
 
     def _scale(self, row):
         """Row ``row`` of the vector as (O, 1, 1, 1)."""
-        return self.orepa_vector[row].reshape(self.out_channels, 1, 1, 1)
+        return _f32(self.orepa_vector)[row].reshape(self.out_channels, 1, 1, 1)
 
     def _merged_taps(self):
-        """The avg, prior and 1x1 branches together, scaled: one (C/g x taps) @ (taps x k k) product per
-        output channel of the 1 x 1 weights and the scaled filters."""
-        o, cg, k = self.out_channels, self.in_channels // self.groups, self.kernel_size
-        weights = [getattr(self, "orepa_" + t).reshape(o, cg, 1) for t in self.taps]
-        a = weights[0] if len(weights) == 1 else ops.concat(weights, 2)                  # (O, C/g, taps)
-        scales = ops.gather(self.orepa_vector, self.tap_rows, 0).transpose(1, 0)        # (O, taps)
-        f = self.tap_filters * scales.reshape(o, len(self.taps), 1)                     # (O, taps, k k)
-        return ops.bmm(_f32(a), _f32(f)).reshape(o, cg, k, k)
+        """The avg, prior and 1x1 branches, scaled: each one's (O, C/g, 1, 1) weight times its fixed
+        (O, 1, k, k) filter, summed.
+
+        Products and sums only, no concatenation: in PyNative under mixed precision (MindSpore 2.8) a
+        concatenation of parameters hands them float16 gradients, which the optimizer cannot add to their
+        float32 values ("For primitive[AddN], the input type must be same")."""
+        merged = 0
+        for i, row in enumerate(self.tap_rows):
+            weight = _f32(getattr(self, "orepa_" + self.taps[i]))
+            merged = merged + weight * (self.tap_filters[i] * self._scale(row))
+        return merged
 
     def _merged_1x1_kxk(self):
         """conv2 o (idconv1 + I): (O, C/g, k, k), one (O/g k k x T/g) @ (T/g x C/g) product per group."""
         g, o, k = self.groups, self.out_channels, self.kernel_size
         t, cg, kk = self.internal // g, self.in_channels // g, self.kernel_size ** 2
-        first = _f32(self.orepa_1x1_kxk_idconv1.reshape(self.internal, cg) + self.identity.reshape(self.internal, cg))
+        first = _f32(self.orepa_1x1_kxk_idconv1).reshape(self.internal, cg) + self.identity.reshape(self.internal, cg)
         second = _f32(self.orepa_1x1_kxk_conv2).reshape(g, o // g, t, kk).transpose(0, 1, 3, 2)  # (g, O/g, kk, T/g)
         if g == 1:
             merged = ops.matmul(second.reshape(o * kk, t), first)
@@ -146,14 +153,14 @@ class OREPABlock(ReparamBlock):
         kernels and the M columns of pw that read them)."""
         g, o, k, m, c = self.groups, self.out_channels, self.kernel_size, self.expand, self.in_channels
         cg = c // g
-        dw = self.orepa_dw.reshape(c, m, k * k)
-        pw = self.orepa_pw.reshape(g, o // g, cg, m).transpose(0, 2, 1, 3).reshape(c, o // g, m)
-        merged = ops.bmm(_f32(pw), _f32(dw))                                                        # (C, O/g, k k)
+        dw = _f32(self.orepa_dw).reshape(c, m, k * k)
+        pw = _f32(self.orepa_pw).reshape(g, o // g, cg, m).transpose(0, 2, 1, 3).reshape(c, o // g, m)
+        merged = ops.bmm(pw, dw)                                                                    # (C, O/g, k k)
         return merged.reshape(g, cg, o // g, k * k).transpose(0, 2, 1, 3).reshape(o, cg, k, k)
 
     def conv_kernel(self):
         """The block's k x k kernel (a Tensor): its branches, each scaled per output channel."""
-        kernel = self.orepa_origin * self._scale(0)
+        kernel = _f32(self.orepa_origin) * self._scale(0)
         if self.taps:
             kernel = kernel + self._merged_taps()
         if self.use_seq:

@@ -99,6 +99,7 @@ class RepBlock(BranchBNBlock):
                                       for i in range(self.num_kxk)])
             if self.has_scale:
                 self.scale = Branch(Kernel(self.out_channels, per_group, (1, 1)))
+                self.centre = geometry.centre_tap(k)
             if self.has_identity:
                 self.identity_kernel = Tensor(identities.identity_kernel(self.out_channels, per_group, k, np.float32))
             return
@@ -160,8 +161,7 @@ class RepBlock(BranchBNBlock):
         for i in range(1, self.num_kxk):
             w = w + self.dense[i].conv.weight
         if self.has_scale:
-            c = self.kernel_size // 2
-            w = w + geometry.pad_zeros(self.scale.conv.weight, (c, c, c, c))
+            w = w + self.scale.conv.weight * self.centre
         if self.has_identity:
             w = w + ops.cast(self.identity_kernel, w.dtype)
         return w
