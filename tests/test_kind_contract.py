@@ -13,7 +13,8 @@ build them, through the kind (``eligible``, ``slot``, ``build``), and read throu
   entries agree with the Cell on the full grid;
 * ``from_plain`` keeps the plain conv's function, for each site and option set;
 * ``infer_options`` gives back the options a model was built with (those it can see);
-* one GRAPH-mode train step at each AMP level, after which the fold of the float32 weights is the model;
+* two train steps at each AMP level, in GRAPH mode and in PyNative, after which the fold of the float32 weights
+  is the model;
 * MindCV families (plain, depthwise, grouped, pre-activation, biased): convert, strict load into the stock
   model, logits within 1e-4; a stock checkpoint starts the kind's model at the stock function;
 * bad options: one line naming the option.
@@ -352,23 +353,24 @@ def train_step(net, amp_level, name):
 
 
 def amp_cases():
-    """Every kind at every AMP level (O2 in the fast lane), and its one-conv form (no branch BNs), where it has
-    one, at O0 and O3."""
+    """Every kind at every AMP level in both modes, and its one-conv form (no branch BNs) where it has one.  The
+    fast lane: O2 and O3 in PyNative (where MindSpore casts each op's inputs, and where dbb, orepa and rep once
+    failed), O2 in graph mode; the rest is slow."""
     cases = []
     for name in KINDS:
-        cases += [pytest.param(name, level, {}, id=f"{name}-{level}", marks=() if level == "O2" else
-                               pytest.mark.slow) for level in ("O0", "O1", "O2", "O3")]
-        if "branch_bn" in get_kind(name).options:
-            cases += [pytest.param(name, level, {"branch_bn": False}, id=f"{name}-{level}-one_conv",
-                                   marks=pytest.mark.slow) for level in ("O0", "O3")]
+        forms = [({}, "")] + ([({"branch_bn": False}, "-one_conv")] if "branch_bn" in get_kind(name).options else [])
+        for (options, tag), level, mode in itertools.product(forms, ("O0", "O1", "O2", "O3"), ("pynative", "graph")):
+            fast = (mode == "pynative" and level in ("O2", "O3")) or (mode == "graph" and level == "O2" and not tag)
+            marks = ([pytest.mark.graph] if mode == "graph" else []) + ([] if fast else [pytest.mark.slow])
+            cases.append(pytest.param(name, level, options, id=f"{name}-{level}{tag}-{mode}", marks=marks))
     return cases
 
 
-@pytest.mark.graph
 @pytest.mark.parametrize("name, amp_level, options", amp_cases())
-def test_graph_mode_train_steps_at_each_amp_level_then_the_fold_is_the_model(name, amp_level, options):
-    """The block compiles and trains (two steps) in GRAPH mode at the AMP level (O2/O3 cast the input to float16; the
-    parameters stay float32); eval at that level is close to float32, and the fold of the weights is exact."""
+def test_train_steps_at_each_amp_level_in_both_modes_then_the_fold_is_the_model(name, amp_level, options):
+    """The block trains (two steps) at the AMP level, in GRAPH mode (compiled) and in PyNative (each op cast on its
+    own), on every site SiteNet has (into a BN, biased, bare: BN-free); O2/O3 cast the input to float16, the
+    parameters stay float32; eval at that level is close to float32, and the fold of the weights is exact."""
     net = randomize_bn(sites_net(name, options), seed=2)
     assert np.isfinite(train_step(net, amp_level, name))
     x = Tensor(np.random.default_rng(4).normal(size=(2, 3, 16, 16)).astype(np.float32))
