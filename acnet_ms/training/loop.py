@@ -15,6 +15,7 @@ from ..reparam.transform import summary_line
 from .callbacks import EpochEnd, Saving, Summary, SyncBatchNorm, Validation
 from .checkpoints import Checkpoints, restore
 from .factories import build_train_step, lr_schedule
+from .failures import step_failure
 from .run import Plan, RunConfig, RunState
 from .setup import (RunLog, StopSignals, Stopped, check_inputs, forget_failed_run, keep_summary_until,
                     remove_stale_temporaries, stopped_line)
@@ -239,9 +240,7 @@ def train_call(step_cell, image, label, first, cfg):
             raise UserError(f"image_resize {cfg['image_resize']} is too small for {cfg['model']}: the smallest input "
                             f"it runs on is {smallest}x{smallest} (found by running the model at each size; "
                             f"{first_line(err)})") from None
-        raise UserError(f"the train step of {cfg['model']} (block_type {cfg['block_type']}, amp_level "
-                        f"{cfg['amp_level']}, opt {cfg['opt']}) does not compile or run on {cfg['device_target']}: "
-                        f"{first_line(err)}{graph_report()}") from None
+        raise UserError(step_failure(cfg, err) + graph_report()) from None
 
 
 def graph_report():
