@@ -369,6 +369,8 @@ def sweep_row(rec, label):
     logits = "—"
     if "logits_rel_err" in rec:
         logits = f"{rec['logits_rel_err']:.1e}" + (" **fail**" if "logits" in errors else "")
+        if rec.get("overflow_at"):
+            logits += f" (overflow at `{rec['overflow_at']}`; sites {rec.get('sites_rel_err', 0):.1e})"
     elif "logits" in errors:
         logits = "**fail**"
     size = f"{rec['size']}" if rec.get("size") else ("**fail**" if "input" in errors else "—")
@@ -420,9 +422,14 @@ def sweep_method(kind, label, sizes, batch, lr, tol):
         "model has).",
         "6. **strict load**: the converted file goes into the stock `mindcv.create_model(name, num_classes=10)` "
         "with `mindspore.load_param_into_net(..., strict_load=True)`: nothing missing, nothing unused.",
-        f"7. **logits**: in eval mode and float32, a fresh {label} model holding the training checkpoint's weights "
-        "and the stock model holding the converted ones, on the same batch: max |difference| over max(1, the "
-        f"largest |logit|); above {tol:.0e} is a failure (as in `tests/test_mindcv_families.py`).",
+        f"7. **logits**: in eval mode and float32, first site by site: each {label} of a fresh {label} model "
+        "holding the training checkpoint's weights against the stock model's conv holding the converted ones (and "
+        "its BN, where the block took the BN's place), on a random 16 x 16 input of its own; then the whole "
+        "models on the same batch: max |difference| over max(1, the largest |logit|); above "
+        f"{tol:.0e} is a failure (as in `tests/test_mindcv_families.py`). *overflow at X*: after one step at batch "
+        f"{batch} the BNs' running statistics are far from the batch's and a deep model's eval-mode activations "
+        f"grow past float32's range from block X on; the two models then overflow at different places, their "
+        "logits are shown but not compared, and the site-by-site error (shown beside them) decides.",
     ]
 
 

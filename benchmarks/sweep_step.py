@@ -196,9 +196,56 @@ def load_stage(rec, name, dst):
         return None
 
 
+def site_errors(fresh, stock, np, ms):
+    """``(max relative error, site)`` of the fold site by site: each block of the eval-mode block model against
+    the stock model's conv holding the converted weights (and its BN, for a block in the BN's slot), on a random
+    input of its own (16 x 16, normal noise), so that no other layer's numbers enter."""
+    from acnet_ms.reparam.record import record_of
+
+    cells, stock_cells = dict(fresh.cells_and_names()), dict(stock.cells_and_names())
+    rng = np.random.default_rng(1)
+    worst = (0.0, None)
+    for name, slot in record_of(fresh).blocks.items():
+        conv = stock_cells[name]
+        x = ms.Tensor(rng.normal(size=(1, conv.in_channels, 16, 16)).astype(np.float32))
+        want = cells[name](x).asnumpy().astype(np.float64)
+        got = conv(x)
+        if slot["slot"] == "bn":
+            got = stock_cells[slot["bn_cell"]](got)
+        err = float(np.abs(got.asnumpy().astype(np.float64) - want).max() / max(1.0, np.abs(want).max()))
+        worst = max(worst, (err, name), key=lambda t: t[0])
+    return worst
+
+
+def first_overflow(fresh, x, np):
+    """``(logits, block or None)``: the block model's eval-mode logits on ``x`` and the first block (in call order)
+    whose output is not finite: where float32 overflowed, if it did."""
+    from acnet_ms.reparam.switch import reparam_blocks
+
+    seen = []
+
+    def hook(name):
+        def record(cell, inputs, output):
+            if not seen and not np.isfinite(output.asnumpy()).all():
+                seen.append(name)
+        return record
+
+    handles = [cell.register_forward_hook(hook(name)) for name, cell in reparam_blocks(fresh)]
+    try:
+        logits = fresh(x).asnumpy().astype(np.float64)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return logits, (seen[0] if seen else None)
+
+
 def logits_stage(rec, name, block_type, src, stock, x):
-    """7. A fresh float32 model of the kind holding the training checkpoint's weights against the stock model
-    holding the converted ones, in eval mode: max |difference| over max(1, the largest |logit|)."""
+    """7. The fold, site by site (:func:`site_errors`), then a fresh float32 model of the kind holding the training
+    checkpoint's weights against the stock model holding the converted ones, in eval mode: max |difference| over
+    max(1, the largest |logit|).  Where the block model's eval-mode activations overflow float32 (after one step
+    of batch 2 the BNs' running statistics are far from the batch's, and a deep model's eval forward can grow past
+    3.4e38), the two models round and overflow in different places: their logits are recorded but not compared,
+    and the site-by-site check decides."""
     import mindspore as ms
     import numpy as np
 
@@ -215,17 +262,23 @@ def logits_stage(rec, name, block_type, src, stock, x):
             param.set_data(ms.Tensor(np.asarray(trained_arrays[param.name]).astype(np.float32)))
         fresh.set_train(False)
         stock.set_train(False)
-        expected = fresh(x).asnumpy().astype(np.float64)
+        rec["sites_rel_err"], worst = site_errors(fresh, stock, np, ms)
+        if rec["sites_rel_err"] > TOL:
+            rec["errors"]["logits"] = f"site {worst}: max relative error {rec['sites_rel_err']:.2e} > {TOL:.0e}"
+            return
+        expected, overflow = first_overflow(fresh, x, np)
         got = stock(x).asnumpy().astype(np.float64)
         scale = np.abs(expected).max()
-        if not (np.isfinite(expected).all() and np.isfinite(got).all()) or scale == 0:
+        if overflow:
+            rec["overflow_at"] = overflow
+        elif not (np.isfinite(expected).all() and np.isfinite(got).all()) or scale == 0:
             raise FloatingPointError(f"eval-mode logits not usable: {np.sum(~np.isfinite(expected))} of the block "
                                      f"model's and {np.sum(~np.isfinite(got))} of the stock model's are not "
                                      f"finite (max |block-model logit| {scale:.3g}; the step's loss {rec.get('loss')})")
         # relative to the largest logit, absolute below 1 (as the tests' assert_close: float32 rounding of
         # logits near zero is not a fold error)
         rec["logits_rel_err"] = float(np.abs(got - expected).max() / max(1.0, scale))
-        if rec["logits_rel_err"] > TOL:
+        if rec["logits_rel_err"] > TOL and not overflow:
             rec["errors"]["logits"] = f"max relative error {rec['logits_rel_err']:.2e} > {TOL:.0e}"
     except Exception as err:  # noqa: BLE001
         rec.fail("logits", err)

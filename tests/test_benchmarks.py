@@ -43,6 +43,8 @@ def sweep_record(model, status, **fields):
 def test_the_sweep_document_from_fixed_records():
     records = {
         "resnet18": sweep_record("resnet18", "ok", blocks=17, size=64, finite=True, logits_rel_err=2e-7),
+        "resnet101": sweep_record("resnet101", "ok", blocks=33, size=64, finite=True, logits_rel_err=2e3,
+                                  overflow_at="layer2.2.conv2", sites_rel_err=8.2e-7),
         "vit_b_16_224": sweep_record("vit_b_16_224", "no_block", stage="build", reason="no k x k conv"),
         "hrnet_w32": sweep_record("hrnet_w32", "killed", stage="train", blocks=272, size=64,
                                   errors={"train": "killed: resident memory 10.1 GB over the 10 GB cap"}),
@@ -54,9 +56,11 @@ def test_the_sweep_document_from_fixed_records():
     text = report.sweep_doc(records, sorted(records) + ["other"], setup)
     lines = text.split("\n")
     assert lines[0] == "# Recipe sweep: every MindCV model with rep blocks, one training step, conversion, strict load"
-    assert ("**3 of 4 MindCV models** in this table: pass every step 1, fail 1, no rep block 1, stock model does "
-            "not run 0 (2 min of runs; mindspore 2.8.0; code: abc1234).") in lines
+    assert ("**4 of 5 MindCV models** in this table: pass every step 2, fail 1, no rep block 1, stock model does "
+            "not run 0 (3 min of runs; mindspore 2.8.0; code: abc1234).") in lines
     assert "| `resnet18` | 17 | O2 / momentum | 64 | ok | ok | ok | 2.0e-07 | 40 | 2.0 |" in lines
+    assert ("| `resnet101` | 33 | O2 / momentum | 64 | ok | ok | ok | 2.0e+03 (overflow at `layer2.2.conv2`; sites "
+            "8.2e-07) | 40 | 2.0 |") in lines
     assert "| `vit_b_16_224` | no rep block | O2 / momentum | — | — | — | — | — | 40 | 2.0 |" in lines
     assert "| `hrnet_w32` | 272 | O2 / momentum | 64 | **fail** | — | — | — | 40 | 2.0 |" in lines
     assert ("- `hrnet_w32` (O2, momentum), train step: killed: resident memory 10.1 GB over the 10 GB cap. "
@@ -176,3 +180,27 @@ def test_the_maxpool_shift_script_scores_both_paddings(capsys):
     assert len(rows) == 1, rows
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert all(0.0 <= float(c) <= 1.0 for c in cells[1:3]) and float(cells[4]) > 0, cells
+
+
+def test_the_sweeps_site_check_passes_a_right_fold_and_names_a_wrong_site(tmp_path):
+    """benchmarks/sweep_step.py's site-by-site fold check (what decides where a deep model's eval-mode logits
+    overflow float32): each block against the stock conv (and BN) holding its folded weights."""
+    import mindcv
+    import mindspore as ms
+    import numpy as np
+    import sweep_step
+    from conftest import load_strict, training_checkpoint
+
+    from acnet_ms.convert.pipeline import convert_checkpoint
+
+    src, dst = str(tmp_path / "train.ckpt"), str(tmp_path / "plain.ckpt")
+    fresh = training_checkpoint(src, "resnet18", block_type="dbb")
+    convert_checkpoint(src, dst, log=lambda *_: None)
+    stock = load_strict(mindcv.create_model("resnet18", num_classes=10), dst)
+    err, _ = sweep_step.site_errors(fresh, stock, np, ms)
+    assert err < 1e-5
+    conv = dict(stock.cells_and_names())["layer3.0.conv1"]
+    conv.weight.set_data(ms.Tensor(conv.weight.asnumpy() * 1.01))
+    err, site = sweep_step.site_errors(fresh, stock, np, ms)
+    assert site == "layer3.0.conv1" and 1e-3 < err < 0.1
+    assert sweep_step.first_overflow(fresh, ms.Tensor(np.zeros((1, 3, 32, 32), np.float32)), np)[1] is None
