@@ -5,7 +5,8 @@
 # `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
 # `make study`: set up .venv and reproduce ACNet's ablations and kernel analyses on the digits (study_out/).
 # `make sweep`: set up .venv; train one step, convert and strict-load every MindCV model with ACBs (docs/sweep.md; hours);
-#               `make sweep BLOCK_TYPE=dbb` (any kind): with that kind's blocks (docs/sweep_dbb.md).
+#               `make sweep BLOCK_TYPE=dbb` (any kind): with that kind's blocks (docs/sweep_dbb.md);
+#               `MODE=0`: the train step in graph mode (docs/sweep_dbb_graph.md).
 # `make families`: one member per MindCV family with every kind: tables and conversions (docs/families.md; ~20 min).
 # `make install`: set up .venv only: acnet_ms installed editable with its test extra (pyproject.toml).
 # `make clean`: remove .venv and every output folder.
@@ -14,6 +15,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 BLOCK_TYPE ?= acb
+MODE       ?= 1
 # the test targets' workers (`make test PARALLEL=` runs serially)
 PARALLEL ?= -n 3 --dist loadfile
 
@@ -47,7 +49,7 @@ study: install
 	$(PY) -m acnet_ms.study --out study_out
 
 sweep: install
-	$(PY) benchmarks/sweep.py --block_type $(BLOCK_TYPE)
+	$(PY) benchmarks/sweep.py --block_type $(BLOCK_TYPE) --mode $(MODE)
 
 families: install
 	$(PY) benchmarks/families.py --out docs/families.md

@@ -393,7 +393,7 @@ def sweep_summary(recs, all_models, versions, label):
             f"{counts.get('stock_fails', 0)} ({spent} of runs; {versions}; code: {codes}).")
 
 
-def sweep_method(kind, label, sizes, batch, lr, tol):
+def sweep_method(kind, label, sizes, batch, lr, tol, mode=1):
     """The numbered description of the stages."""
     return [
         "For each model, in a process of its own (killed after `--timeout` seconds, default 600, or when its "
@@ -411,8 +411,11 @@ def sweep_method(kind, label, sizes, batch, lr, tol):
         f"images (normal noise, seed 0), int32 labels.",
         "3. **train step**: one step of the project's train step (`acnet_ms.training.factories.build_train_step`, "
         f"the options of `acnet_ms.config.loader.defaults()` with the recipe's `amp_level` and `opt`, constant "
-        f"lr {lr}, no warm-up, fixed loss scale 1) in **PyNative mode** on CPU (one step does not repay compiling "
-        "a graph). *ok (overflow)*: the step ran but its gradients were not all finite. *diverged*: the step ran "
+        f"lr {lr}, no warm-up, fixed loss scale 1) "
+        + ("in **graph mode** on CPU, the mode the recipes train in (the input size and the logits run in "
+           "PyNative: only the step is compiled)" if mode == 0 else
+           "in **PyNative mode** on CPU (one step does not repay compiling a graph)")
+        + ". *ok (overflow)*: the step ran but its gradients were not all finite. *diverged*: the step ran "
         "but left weights that are not finite (their logits are not compared).",
         "4. The step cell is saved with `acnet_ms.io.checkpoint.write_checkpoint` and the metadata training writes "
         "(identity, `block_layout`, epoch, step, lr, config, loss-scale state), so the optimizer's slots are in "
@@ -496,10 +499,12 @@ def sweep_doc(records, all_models, setup):
     label = s["label"]
     recs = [records[n] for n in all_models if n in records]
     failures = [r for r in recs if r["status"] in SWEEP_FAILED]
-    lines = [f"# Recipe sweep: every MindCV model with {label}s, one training step, conversion, strict load", "",
+    graph = " (train step in graph mode)" if s.get("mode", 1) == 0 else ""
+    lines = [f"# Recipe sweep: every MindCV model with {label}s, one training step, conversion, strict load{graph}",
+             "",
              f"Written by `benchmarks/sweep.py` (`{s['command']}`); do not edit by hand.", "",
              sweep_summary(recs, all_models, s["versions"], label), ""]
-    lines += sweep_method(s["kind"], label, s["sizes"], s["batch"], s["lr"], s["tol"]) + [""]
+    lines += sweep_method(s["kind"], label, s["sizes"], s["batch"], s["lr"], s["tol"], s.get("mode", 1)) + [""]
     lines += sweep_rerun(recs, len(all_models), s["command"], s["script_args"], s["jsonl"]) + [""]
     lines += recipe_table(*s["recipes"], s["family_of"])
     lines += ["", "## Results", "",

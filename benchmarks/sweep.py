@@ -1,7 +1,8 @@
 """Recipe sweep: every MindCV model, with one block kind, through one training step, conversion and a strict load.
 
     python benchmarks/sweep.py [--block_type acb] [--models resnet18,'mobilenet_v3_*'] [--limit N] [--resume]
-                               [--timeout 600] [--mem_gb 10] [--jsonl sweep_out/sweep.jsonl] [--out docs/sweep.md]
+                               [--mode 1] [--timeout 600] [--mem_gb 10] [--jsonl sweep_out/sweep.jsonl]
+                               [--out docs/sweep.md]
 
 (acnet_ms installed: `make sweep` sets that up, or `pip install -e .`; `make sweep BLOCK_TYPE=dbb` for
 another kind.)
@@ -19,7 +20,8 @@ done (``--resume`` skips models already there; without it the selected models
 run again and their new lines replace the old ones), and ``--out`` is
 rewritten from all the lines after each model (:func:`report.sweep_doc`).
 The kind's files default to ``docs/sweep.md`` and ``sweep_out/sweep.jsonl`` for
-acb, ``docs/sweep_<kind>.md`` and ``sweep_out/sweep_<kind>.jsonl`` for the others.
+acb, ``docs/sweep_<kind>.md`` and ``sweep_out/sweep_<kind>.jsonl`` for the others;
+``--mode 0`` (the train step in graph mode, as the recipes train) adds ``_graph`` to the names.
 """
 import argparse
 import difflib
@@ -43,16 +45,16 @@ STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep_step.py")
 DEFAULT_KIND = "acb"
 
 
-def default_paths(kind):
-    """``(markdown, JSON lines)`` of a kind's sweep, relative to the checkout."""
-    stem = "sweep" if kind == DEFAULT_KIND else f"sweep_{kind}"
+def default_paths(kind, mode=1):
+    """``(markdown, JSON lines)`` of a kind's sweep (``mode`` 0: its graph-mode sweep), relative to the checkout."""
+    stem = ("sweep" if kind == DEFAULT_KIND else f"sweep_{kind}") + ("_graph" if mode == 0 else "")
     return os.path.join("docs", f"{stem}.md"), os.path.join("sweep_out", f"{stem}.jsonl")
 
 
 def run_one(name, kind, args, logdir):
     """Run the worker of ``name`` under the time and memory caps; return its record."""
     workdir = tempfile.mkdtemp(prefix=f"{name}.", dir=args.workdir)
-    spec = dict(kind="sweep", model=name, block_type=kind, workdir=workdir)
+    spec = dict(kind="sweep", model=name, block_type=kind, workdir=workdir, mode=args.mode)
     try:
         run = harness.run(STEP, spec, cap_mb=args.mem_gb * 1024 if args.mem_gb > 0 else None,
                           timeout=args.timeout, log_path=os.path.join(logdir, f"{name}.log"))
@@ -122,10 +124,11 @@ def code_state():
     return f"{sha} + uncommitted changes to acnet_ms" if dirty else sha
 
 
-def doc_setup(kind, label, family_of, jsonl):
+def doc_setup(kind, label, family_of, jsonl, mode=1):
     """What :func:`report.sweep_doc` needs besides the records."""
-    extra = "" if kind == DEFAULT_KIND else f" --block_type {kind}"
-    return dict(kind=kind, label=label, command=f"make sweep{'' if kind == DEFAULT_KIND else ' BLOCK_TYPE=' + kind}",
+    extra = ("" if kind == DEFAULT_KIND else f" --block_type {kind}") + (" --mode 0" if mode == 0 else "")
+    make = ("" if kind == DEFAULT_KIND else f" BLOCK_TYPE={kind}") + (" MODE=0" if mode == 0 else "")
+    return dict(kind=kind, label=label, command=f"make sweep{make}", mode=mode,
                 script_args=extra, jsonl=jsonl, versions=harness.versions(), family_of=family_of,
                 why=known_failures.SWEEP.get(kind, {}), sizes=recipes.SIZES, batch=recipes.BATCH, lr=recipes.LR,
                 tol=recipes.TOL, recipes=(recipes.RECIPES_SOURCE, recipes.DEFAULT_RECIPE, recipes.FAMILY_RECIPES,
@@ -142,6 +145,8 @@ def parse(argv):
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model before it is killed")
     parser.add_argument("--mem_gb", type=float, default=10,
                         help="kill a model whose resident memory passes this many GB (0: no cap)")
+    parser.add_argument("--mode", type=int, choices=(0, 1), default=1,
+                        help="the train step's mode: 1 PyNative (default), 0 graph (files named *_graph)")
     parser.add_argument("--resume", action="store_true", help="skip the models already in --jsonl")
     args = parser.parse_args(argv)
     os.environ.setdefault("GLOG_v", "3")
@@ -151,7 +156,7 @@ def parse(argv):
         args.kind = kinds.get_kind(args.block_type)
     except ValueError as err:
         parser.exit(2, f"error: --block_type: {err}\n")
-    md_path, jsonl_path = default_paths(args.kind.name)
+    md_path, jsonl_path = default_paths(args.kind.name, args.mode)
     args.jsonl_default = jsonl_path
     args.out = args.out or os.path.join(ROOT, md_path)
     args.jsonl = os.path.abspath(args.jsonl or os.path.join(ROOT, jsonl_path))
@@ -175,7 +180,7 @@ def main(argv=None):
     os.makedirs(logdir, exist_ok=True)
     records = read_jsonl(args.jsonl, kind)
     todo = [n for n in names if not (args.resume and n in records)]
-    setup = doc_setup(kind, args.kind.label, family_of, args.jsonl_default)
+    setup = doc_setup(kind, args.kind.label, family_of, args.jsonl_default, args.mode)
     code = code_state()
     print(f"{kind}: {len(todo)} of {len(names)} selected models to run ({len(names) - len(todo)} already in "
           f"{args.jsonl}); timeout {args.timeout:g} s, memory cap {args.mem_gb:g} GB", flush=True)

@@ -286,33 +286,42 @@ def logits_stage(rec, name, block_type, src, stock, x):
 
 # ---------------------------------------------------------------- one model
 
-def sweep_config(name, block_type, amp, opt, workdir):
-    """The options of the model's training step: the defaults, the recipe's AMP level and optimizer, PyNative."""
+def sweep_config(name, block_type, amp, opt, workdir, mode=1):
+    """The options of the model's training step: the defaults, the recipe's AMP level and optimizer, ``mode``
+    (1 PyNative, 0 graph)."""
     from acnet_ms.config import loader as config
 
     cfg = config.defaults()
-    cfg.update(model=name, num_classes=NUM_CLASSES, block_type=block_type, amp_level=amp, opt=opt, mode=1,
+    cfg.update(model=name, num_classes=NUM_CLASSES, block_type=block_type, amp_level=amp, opt=opt, mode=mode,
                device_target="CPU", batch_size=BATCH, epoch_size=1, warmup_epochs=0, decay_epochs=1,
                scheduler="constant", lr=LR, ckpt_save_dir=workdir)
     return cfg
 
 
+def pynative(ms):
+    """Run what follows in PyNative mode (the input size, the logits, their hooks): only the train step is the
+    sweep's subject in graph mode, and a forward pass of each model and size would compile a graph of its own."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+
+
 def work_sweep(spec, result_path):
-    """Model ``spec["model"]`` with block kind ``spec["block_type"]`` through every stage (2. is the input
-    size: the first of SIZES at which the stock model trains, on a model of its own)."""
+    """Model ``spec["model"]`` with block kind ``spec["block_type"]`` through every stage, its train step in
+    ``spec["mode"]`` (1 PyNative, the default; 0 graph) (2. is the input size: the first of SIZES at which the
+    stock model trains, on a model of its own)."""
     os.environ.setdefault("GLOG_v", "3")
     import mindspore as ms
     import numpy as np
 
     from acnet_ms.engine.runtime import setup
 
-    name, block_type, workdir = spec["model"], spec["block_type"], spec["workdir"]
+    name, block_type, workdir, mode = spec["model"], spec["block_type"], spec["workdir"], spec.get("mode", 1)
     family = families().get(name, "")
     amp, opt = recipe_for(name, family)
     rec = Record(result_path, workdir, model=name, block_type=block_type, family=family, amp=amp, opt=opt,
-                 status="running", stage="build")
-    cfg = sweep_config(name, block_type, amp, opt, workdir)
-    setup(cfg)  # PyNative, CPU, seed
+                 mode=mode, status="running", stage="build")
+    cfg = sweep_config(name, block_type, amp, opt, workdir, mode)
+    setup(cfg)  # the mode (and its jit level), CPU, seed
+    pynative(ms)
     net = build_stage(rec, name, block_type)
     if net is None:
         return None
@@ -325,7 +334,9 @@ def work_sweep(spec, result_path):
     rng = np.random.default_rng(0)
     x = ms.Tensor(rng.normal(size=(BATCH, 3, size, size)).astype(np.float32))
     y = ms.Tensor(rng.integers(0, NUM_CLASSES, size=BATCH).astype(np.int32))
+    ms.set_context(mode=ms.GRAPH_MODE if mode == 0 else ms.PYNATIVE_MODE)
     step, lrs = train_stage(rec, net, cfg, x, y)
+    pynative(ms)
     src, dst = os.path.join(workdir, "train.ckpt"), os.path.join(workdir, "converted.ckpt")
     if step is None or not save_stage(rec, net, step, cfg, lrs, src):
         return rec.end("failed")
