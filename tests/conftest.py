@@ -253,6 +253,35 @@ def trained_run(digits, tmp_path_factory):
     return save, res
 
 
+# The suite's sample of the zoo sweep (benchmarks/sweep.py): one MindCV model per site type.  Every kind runs all of
+# them with the train step in PyNative (the sweep's mode, where the zoo's AMP failures were) and the cheap ones in
+# graph mode too (the recipes' mode; the dilated and deep models would compile for minutes).
+SAMPLE_MODELS = {"squeezenet1_1": "BN-free", "regnet_x_200mf": "grouped", "mobilenet_v2_035_96": "depthwise",
+                 "skresnet18": "dilated", "resnet101": "a deep ResNet"}
+SAMPLE_GRAPH = ("squeezenet1_1", "mobilenet_v2_035_96")
+
+
+def assert_sample_sweep(kind, tmp_path):
+    """``benchmarks/sweep.py`` over the sample, as a user runs it: each model trains one step under its recipe's
+    AMP level, converts every block, strict-loads into stock MindCV and computes the block model's function
+    (site by site, and its logits unless float32 overflowed)."""
+    import json
+
+    for mode, models in ((1, list(SAMPLE_MODELS)), (0, list(SAMPLE_GRAPH))):
+        jsonl = tmp_path / f"sample_{mode}.jsonl"
+        res = run_script("benchmarks/sweep.py", "--block_type", kind, "--mode", mode, "--models", ",".join(models),
+                         "--jsonl", jsonl, "--out", tmp_path / f"sample_{mode}.md", "--mem_gb", 8, timeout=1800)
+        assert res.returncode == 0, res.stderr[-2000:]
+        records = {r["model"]: r for r in map(json.loads, jsonl.read_text().splitlines())}
+        assert sorted(records) == sorted(models)
+        for name, rec in records.items():
+            what = f"{kind} {SAMPLE_MODELS[name]} {name} mode {mode}"
+            assert rec["status"] == "ok" and rec["mode"] == mode, (what, rec["status"], rec["errors"])
+            assert rec["blocks"] > 0 and rec["converted_blocks"] == rec["blocks"], what
+            assert rec["sites_rel_err"] <= 1e-4, (what, rec["sites_rel_err"])
+            assert rec["logits_rel_err"] <= 1e-4 or rec.get("overflow_at"), (what, rec["logits_rel_err"])
+
+
 def slow_except(values, *kept):
     """Parameter values for a sweep: those in ``kept`` run in the fast lane, the others are marked slow."""
     return [v if v in kept else pytest.param(v, marks=pytest.mark.slow) for v in values]

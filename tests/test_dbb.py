@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import Grads, assert_close, randomize_bn
+from conftest import Grads, assert_close, randomize_bn, assert_sample_sweep
 from test_fold import bn as bn_ref
 from test_fold import conv2d
 
@@ -446,3 +446,11 @@ def test_gamma_init_sets_every_branch_and_the_bns_keep_the_models_momentum():
     np.testing.assert_array_equal(block.dbb_origin.bn.moving_mean.asnumpy(), bn.moving_mean.asnumpy())
     norms = [c for _, c in block.cells_and_names() if isinstance(c, nn.BatchNorm2d)]
     assert len(norms) >= 6 and all(abs(n.momentum - bn.momentum) < 1e-7 for n in norms)
+
+
+@pytest.mark.slow
+def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(tmp_path):
+    """A MindCV model per site type (BN-free, grouped, depthwise, dilated, a deep ResNet) through the zoo sweep's
+    stages with dbb blocks: a train step under the recipe's AMP level in PyNative (and graph mode for the cheap
+    ones), conversion, strict load, the folded function."""
+    assert_sample_sweep("dbb", tmp_path)
