@@ -371,6 +371,9 @@ def sweep_row(rec, label):
         logits = f"{rec['logits_rel_err']:.1e}" + (" **fail**" if "logits" in errors else "")
         if rec.get("overflow_at"):
             logits += f" (overflow at `{rec['overflow_at']}`; sites {rec.get('sites_rel_err', 0):.1e})"
+        elif rec.get("rounding_rel") is not None:
+            logits += (f" (one rounding per {label} moves them {rec['rounding_rel']:.1e}; "
+                       f"sites {rec.get('sites_rel_err', 0):.1e})")
     elif "logits" in errors:
         logits = "**fail**"
     size = f"{rec['size']}" if rec.get("size") else ("**fail**" if "input" in errors else "—")
@@ -393,7 +396,7 @@ def sweep_summary(recs, all_models, versions, label):
             f"{counts.get('stock_fails', 0)} ({spent} of runs; {versions}; code: {codes}).")
 
 
-def sweep_method(kind, label, sizes, batch, lr, tol, mode=1):
+def sweep_method(kind, label, sizes, batch, lr, tol, mode=1, rounding_factor=10):
     """The numbered description of the stages."""
     return [
         "For each model, in a process of its own (killed after `--timeout` seconds, default 600, or when its "
@@ -432,7 +435,13 @@ def sweep_method(kind, label, sizes, batch, lr, tol, mode=1):
         f"{tol:.0e} is a failure (as in `tests/test_mindcv_families.py`). *overflow at X*: after one step at batch "
         f"{batch} the BNs' running statistics are far from the batch's and a deep model's eval-mode activations "
         f"grow past float32's range from block X on; the two models then overflow at different places, their "
-        "logits are shown but not compared, and the site-by-site error (shown beside them) decides.",
+        "logits are shown but not compared, and the site-by-site error (shown beside them) decides. *one "
+        f"rounding per {label} moves them Y*: the logits differ by more than {tol:.0e}, so the {label} model's "
+        f"eval-mode logits are measured again with every {label}'s output changed by one float32 rounding "
+        "(times 1 +/- 2^-24, at random, two draws); where that alone moves them by Y and the difference is at "
+        f"most {rounding_factor} times Y, the model amplifies float32 rounding past the tolerance (deep models "
+        "whose eval-mode BNs do not yet normalise), the sites being exact decide, and the row passes; "
+        f"beyond {rounding_factor} times Y it fails.",
     ]
 
 
@@ -504,7 +513,8 @@ def sweep_doc(records, all_models, setup):
              "",
              f"Written by `benchmarks/sweep.py` (`{s['command']}`); do not edit by hand.", "",
              sweep_summary(recs, all_models, s["versions"], label), ""]
-    lines += sweep_method(s["kind"], label, s["sizes"], s["batch"], s["lr"], s["tol"], s.get("mode", 1)) + [""]
+    lines += sweep_method(s["kind"], label, s["sizes"], s["batch"], s["lr"], s["tol"], s.get("mode", 1),
+                          s.get("rounding_factor", 10)) + [""]
     lines += sweep_rerun(recs, len(all_models), s["command"], s["script_args"], s["jsonl"]) + [""]
     lines += recipe_table(*s["recipes"], s["family_of"])
     lines += ["", "## Results", "",

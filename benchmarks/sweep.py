@@ -131,8 +131,8 @@ def doc_setup(kind, label, family_of, jsonl, mode=1):
     return dict(kind=kind, label=label, command=f"make sweep{make}", mode=mode,
                 script_args=extra, jsonl=jsonl, versions=harness.versions(), family_of=family_of,
                 why=known_failures.SWEEP.get(kind, {}), sizes=recipes.SIZES, batch=recipes.BATCH, lr=recipes.LR,
-                tol=recipes.TOL, recipes=(recipes.RECIPES_SOURCE, recipes.DEFAULT_RECIPE, recipes.FAMILY_RECIPES,
-                                          recipes.MODEL_RECIPES))
+                tol=recipes.TOL, rounding_factor=recipes.ROUNDING_FACTOR,
+                recipes=(recipes.RECIPES_SOURCE, recipes.DEFAULT_RECIPE, recipes.FAMILY_RECIPES, recipes.MODEL_RECIPES))
 
 
 def parse(argv):
