@@ -213,6 +213,7 @@ def site_errors(fresh, stock, np, ms):
         if slot["slot"] == "bn":
             got = stock_cells[slot["bn_cell"]](got)
         err = float(np.abs(got.asnumpy().astype(np.float64) - want).max() / max(1.0, np.abs(want).max()))
+        err = err if np.isfinite(err) else np.inf  # NaN weights (a diverged step) must not compare as exact
         worst = max(worst, (err, name), key=lambda t: t[0])
     return worst
 

@@ -207,6 +207,8 @@ def test_the_sweeps_site_check_passes_a_right_fold_and_names_a_wrong_site(tmp_pa
     conv.weight.set_data(ms.Tensor(conv.weight.asnumpy() * 1.01))
     err, site = sweep_step.site_errors(fresh, stock, np, ms)
     assert site == "layer3.0.conv1" and 1e-3 < err < 0.1
+    conv.weight.set_data(ms.Tensor(np.full(conv.weight.shape, np.nan, np.float32)))  # as after a diverged step
+    assert sweep_step.site_errors(fresh, stock, np, ms) == (np.inf, "layer3.0.conv1")
     x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32))
     assert sweep_step.first_overflow(fresh, x, np)[1] is None
     # a well-conditioned model: one rounding per block output moves the logits by about one rounding, so the
