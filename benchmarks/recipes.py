@@ -10,8 +10,8 @@ NUM_CLASSES = 10
 BATCH = 2
 SIZES = (64, 224, 299)  # tried in order: the first the stock model trains at is used (vgg: 224, inception_v3: 299)
 TOL = 1e-4  # logits: max |stock - block model| over max(1, largest |logit|), as the tests' assert_close
-# a logits difference above TOL is float32's, not the fold's, when the sites are exact and it is at most this many
-# times what one rounding per block output moves the logits (a conv's sum of K products rounds K times, not once)
+# a logits difference above TOL is float32's, not the fold's, when the sites are exact (within TOL) and it is at
+# most this many times what errors of the sites' measured size at every block output move the logits
 ROUNDING_FACTOR = 10
 LR = 0.01
 

@@ -372,7 +372,7 @@ def sweep_row(rec, label):
         if rec.get("overflow_at"):
             logits += f" (overflow at `{rec['overflow_at']}`; sites {rec.get('sites_rel_err', 0):.1e})"
         elif rec.get("rounding_rel") is not None:
-            logits += (f" (one rounding per {label} moves them {rec['rounding_rel']:.1e}; "
+            logits += (f" (the sites' error at every {label} moves them {rec['rounding_rel']:.1e}; "
                        f"sites {rec.get('sites_rel_err', 0):.1e})")
     elif "logits" in errors:
         logits = "**fail**"
@@ -435,12 +435,13 @@ def sweep_method(kind, label, sizes, batch, lr, tol, mode=1, rounding_factor=10)
         f"{tol:.0e} is a failure (as in `tests/test_mindcv_families.py`). *overflow at X*: after one step at batch "
         f"{batch} the BNs' running statistics are far from the batch's and a deep model's eval-mode activations "
         f"grow past float32's range from block X on; the two models then overflow at different places, their "
-        "logits are shown but not compared, and the site-by-site error (shown beside them) decides. *one "
-        f"rounding per {label} moves them Y*: the logits differ by more than {tol:.0e}, so the {label} model's "
-        f"eval-mode logits are measured again with every {label}'s output changed by one float32 rounding "
-        "(times 1 +/- 2^-24, at random, two draws); where that alone moves them by Y and the difference is at "
-        f"most {rounding_factor} times Y, the model amplifies float32 rounding past the tolerance (deep models "
-        "whose eval-mode BNs do not yet normalise), the sites being exact decide, and the row passes; "
+        "logits are shown but not compared, and the site-by-site error (shown beside them) decides. *the sites' error at every "
+        f"{label} moves them Y*: the logits differ by more than {tol:.0e}, so the {label} model's eval-mode "
+        f"logits are measured again with every {label}'s output changed by the site check's error (its largest "
+        "|value| times the sites' relative error, at least 2^-24, with a random sign per element; two draws); "
+        f"where that alone moves them by Y and the difference is at most {rounding_factor} times Y, errors no "
+        "larger than the site check allows explain it (deep models whose eval-mode BNs do not yet normalise "
+        "amplify them), the exact sites decide and the row passes; "
         f"beyond {rounding_factor} times Y it fails.",
     ]
 

@@ -240,17 +240,19 @@ def first_overflow(fresh, x, np):
     return logits, (seen[0] if seen else None)
 
 
-def rounding_movement(fresh, x, np, ms, draws=2):
-    """How far float32 rounding alone moves the block model's eval-mode logits on ``x``: every block's output is
-    changed by one rounding (times 1 + 2^-24 or 1 - 2^-24, at random per element), ``draws`` times; the largest
-    change, over max(1, the largest |logit|).  A deep model after one step at batch 2 can amplify that by 1e6."""
+def site_error_movement(fresh, x, np, ms, size, draws=2):
+    """How far errors of the size the site check measured move the block model's eval-mode logits on ``x``:
+    every block's output gets ``size`` times its largest |value|, with a random sign per element (a fold's
+    float32 error is absolute: a conv's sum of K products rounds at the scale of its largest terms), ``draws``
+    times; the largest change, over max(1, the largest |logit|).  A deep model after one step at batch 2 can
+    amplify that by 1e6."""
     from acnet_ms.reparam.switch import reparam_blocks
 
     rng = np.random.default_rng(2)
 
     def nudge(cell, inputs, output):
         signs = rng.choice((-1.0, 1.0), size=output.shape).astype(np.float32)
-        return output * ms.Tensor(1 + signs * np.float32(2.0 ** -24))
+        return output + ms.Tensor(signs * np.float32(size)) * ms.ops.abs(output).max()
 
     base = fresh(x).asnumpy().astype(np.float64)
     scale = max(1.0, float(np.abs(base).max()))
@@ -273,9 +275,9 @@ def logits_stage(rec, name, block_type, src, stock, x):
     of batch 2 the BNs' running statistics are far from the batch's, and a deep model's eval forward can grow past
     3.4e38), the two models round and overflow in different places: their logits are recorded but not compared,
     and the site-by-site check decides.  Where the logits differ by more than the tolerance but no more than
-    ``ROUNDING_FACTOR`` times what one float32 rounding per block output moves them (:func:`rounding_movement`),
-    the model's eval forward amplifies rounding beyond the tolerance: the difference is recorded with that
-    movement and, the sites being exact, is not a fold error."""
+    ``ROUNDING_FACTOR`` times what an error of the sites' measured size at every block output moves them
+    (:func:`site_error_movement`), the model's eval forward amplifies the fold's float32 rounding beyond the
+    tolerance: the difference is recorded with that movement and, the sites being exact, is not a fold error."""
     import mindspore as ms
     import numpy as np
 
@@ -309,11 +311,12 @@ def logits_stage(rec, name, block_type, src, stock, x):
         # logits near zero is not a fold error)
         rec["logits_rel_err"] = float(np.abs(got - expected).max() / max(1.0, scale))
         if rec["logits_rel_err"] > TOL and not overflow:
-            rec["rounding_rel"] = rounding_movement(fresh, x, np, ms)
+            size = max(rec["sites_rel_err"], 2.0 ** -24)
+            rec["rounding_rel"] = site_error_movement(fresh, x, np, ms, size)
             if rec["logits_rel_err"] > ROUNDING_FACTOR * rec["rounding_rel"]:
                 rec["errors"]["logits"] = (f"max relative error {rec['logits_rel_err']:.2e} > {TOL:.0e}, and more "
-                                           f"than {ROUNDING_FACTOR} times the {rec['rounding_rel']:.1e} that one "
-                                           f"float32 rounding per block output moves the logits by")
+                                           f"than {ROUNDING_FACTOR} times the {rec['rounding_rel']:.1e} that an "
+                                           f"error of the sites' {size:.1e} at every block output moves them by")
     except Exception as err:  # noqa: BLE001
         rec.fail("logits", err)
 

@@ -63,8 +63,8 @@ def test_the_sweep_document_from_fixed_records():
     assert "| `resnet18` | 17 | O2 / momentum | 64 | ok | ok | ok | 2.0e-07 | 40 | 2.0 |" in lines
     assert ("| `resnet101` | 33 | O2 / momentum | 64 | ok | ok | ok | 2.0e+03 (overflow at `layer2.2.conv2`; sites "
             "8.2e-07) | 40 | 2.0 |") in lines
-    assert ("| `seresnet101` | 34 | O2 / momentum | 64 | ok | ok | ok | 3.1e-01 (one rounding per rep block moves them "
-            "3.0e-01; sites 3.3e-07) | 40 | 2.0 |") in lines
+    assert ("| `seresnet101` | 34 | O2 / momentum | 64 | ok | ok | ok | 3.1e-01 (the sites' error at every rep block "
+            "moves them 3.0e-01; sites 3.3e-07) | 40 | 2.0 |") in lines
     assert "| `vit_b_16_224` | no rep block | O2 / momentum | — | — | — | — | — | 40 | 2.0 |" in lines
     assert "| `hrnet_w32` | 272 | O2 / momentum | 64 | **fail** | — | — | — | 40 | 2.0 |" in lines
     assert ("- `hrnet_w32` (O2, momentum), train step: killed: resident memory 10.1 GB over the 10 GB cap. "
@@ -211,6 +211,6 @@ def test_the_sweeps_site_check_passes_a_right_fold_and_names_a_wrong_site(tmp_pa
     assert sweep_step.site_errors(fresh, stock, np, ms) == (np.inf, "layer3.0.conv1")
     x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32))
     assert sweep_step.first_overflow(fresh, x, np)[1] is None
-    # a well-conditioned model: one rounding per block output moves the logits by about one rounding, so the
+    # a well-conditioned model: an error of one rounding at each block output moves the logits by about that, so the
     # rounding rule cannot excuse a difference the size of a fold error there
-    assert 0 < sweep_step.rounding_movement(fresh.set_train(False), x, np, ms) < 1e-5
+    assert 0 < sweep_step.site_error_movement(fresh.set_train(False), x, np, ms, 2.0 ** -24) < 1e-5
