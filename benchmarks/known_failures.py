@@ -5,6 +5,26 @@ the failure's error line.  These are measurements and their reading, not code:
 a failure without an entry is reported with its error line alone.
 """
 
+# shared readings of the kinds' sweeps (run with --mem_gb 8, so that other work fits beside them)
+_CAP = ("a sweep cap, not a defect: the run's cap was 8 GB (so that other work fitted beside the sweep) and the "
+        "{kind} form of a large model holds more than the plain one (each branch's parameters, gradients and "
+        "optimizer slots; three model copies in the comparison); not rerun: rerun with --models {model} --mem_gb 16")
+_RESNEST = ("as ACB's (docs/sweep.md): a float16 overflow at O2 with the sweep's fixed loss scale of 1; the plain "
+            "model diverges the same way (191 of resnest101's parameters not finite after one step), and "
+            "loss_scale_type dynamic skips the overflowing step")
+_DBB_FP16 = ("a float16 gradient overflow at the recipe's AMP level with the sweep's fixed loss scale of 1, "
+             "not a fold fault: the gradients are not finite (measured on efficientnet_v2_s: with "
+             "loss_scale_type dynamic the step reports the overflow, is skipped and every weight stays finite; "
+             "at O0 it trains; ACB and OREPA train the same recipe). DBB is the most prone of the kinds: its "
+             "branches hold BNs after inner convs and an average pool (up to seven BNs per site against ACB's "
+             "three), and each BN's backward divides by a batch standard deviation, so its float16 gradients "
+             "reach 65504 first. A recipe at O2/O3 with DBB should set loss_scale_type: dynamic")
+
+
+def _caps(kind, models):
+    return {m: _CAP.format(kind=kind, model=m) for m in models}
+
+
 #: the sweep (``benchmarks/sweep.py``): block kind -> {model pattern: explanation}
 SWEEP = {
     "acb": {
@@ -43,6 +63,27 @@ SWEEP = {
         "efficientnet_v2_xl": "the largest EfficientNet: the comparison holds three copies of it (the trained ACB "
                               "model, a fresh one and the stock one) besides the step's memory; a sweep cap, not "
                               "a defect: rerun with --models efficientnet_v2_xl --mem_gb 16",
+    },
+    "orepa": {
+        "cmt_small": "the project's, open: OREPA's branches start at the original's Kaiming-uniform scale, and at "
+                     "CMT's BN-free depthwise sites (x + dwconv(x), no BN after) nothing renormalises them: the "
+                     "generated kernel's std is 0.64 against the stock conv's 0.015 to 0.03 (measured at "
+                     "blocks_c.3), the residual stream overflows float16 at O2 in the first forward (the first "
+                     "non-finite output is blocks_c.10.norm1's, measured with forward hooks). With --block_options "
+                     "'{init: single}' (each block starts as the conv it replaces) the same step trains (loss 2.15, "
+                     "every weight finite; measured); ACB passes",
+        "resnest*": _RESNEST,
+        **_caps("OREPA", ["convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*", "efficientnet_v2_xl",
+                          "hrnet_w*", "pit_b", "poolformer_m48", "pvt_v2_b[45]", "regnet_[xy]_32gf", "repmlp_b224",
+                          "repvgg_b[23]", "vgg*"]),
+    },
+    "dbb": {
+        "efficientnet_*": _DBB_FP16,
+        "ghostnet_100": _DBB_FP16,
+        "resnest*": _RESNEST,
+        **_caps("DBB", ["convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*", "efficientnet_v2_xl",
+                        "hrnet_w*", "pit_b", "poolformer_m48", "pvt_v2_b[45]", "regnet_[xy]_32gf", "repmlp_b224",
+                        "repvgg_b[23]", "vgg*"]),
     },
 }
 

@@ -264,7 +264,7 @@ SAMPLE_GRAPH = ("squeezenet1_1", "mobilenet_v2_035_96")
 def assert_sample_sweep(kind, tmp_path):
     """``benchmarks/sweep.py`` over the sample, as a user runs it: each model trains one step under its recipe's
     AMP level, converts every block, strict-loads into stock MindCV and computes the block model's function
-    (site by site, and its logits unless float32 overflowed)."""
+    (site by site, and its logits unless float32 overflowed or amplifies errors of the sites' size past 1e-4)."""
     import json
 
     for mode, models in ((1, list(SAMPLE_MODELS)), (0, list(SAMPLE_GRAPH))):
@@ -279,7 +279,8 @@ def assert_sample_sweep(kind, tmp_path):
             assert rec["status"] == "ok" and rec["mode"] == mode, (what, rec["status"], rec["errors"])
             assert rec["blocks"] > 0 and rec["converted_blocks"] == rec["blocks"], what
             assert rec["sites_rel_err"] <= 1e-4, (what, rec["sites_rel_err"])
-            assert rec["logits_rel_err"] <= 1e-4 or rec.get("overflow_at"), (what, rec["logits_rel_err"])
+            amplified = rec.get("rounding_rel") is not None and rec["logits_rel_err"] <= 10 * rec["rounding_rel"]
+            assert rec["logits_rel_err"] <= 1e-4 or rec.get("overflow_at") or amplified, (what, rec["logits_rel_err"])
 
 
 def slow_except(values, *kept):
@@ -306,7 +307,8 @@ def assert_close(actual, expected, tol, what=""):
 #: the test files that take longest (measured), run first: pytest-xdist's
 #: ``--dist loadfile`` hands files to the workers in collection order, so the long ones do not end the run on
 #: one worker while the others idle.  Files not listed follow in name order.
-LONGEST_FIRST = ("test_train.py", "test_kind_contract.py", "test_distributed.py", "test_sknet.py",
+LONGEST_FIRST = ("test_train.py", "test_kind_contract.py", "test_distributed.py", "test_orepa.py", "test_dbb.py",
+                 "test_acb.py", "test_rep.py", "test_sknet.py",
                  "test_analysis.py", "test_quantize.py", "test_mindcv_families.py", "test_deploy.py",
                  "test_optimizers_amp.py", "test_mindcv_options.py", "test_mindcv_repvgg.py", "test_transform.py",
                  "test_packaging.py", "test_recipes.py", "test_convert.py", "test_block_kinds.py")
