@@ -221,8 +221,6 @@ def site_errors(fresh, stock, np, ms):
 def first_overflow(fresh, x, np):
     """``(logits, block or None)``: the block model's eval-mode logits on ``x`` and the first block (in call order)
     whose output is not finite: where float32 overflowed, if it did."""
-    from acnet_ms.reparam.switch import reparam_blocks
-
     seen = []
 
     def hook(name):
@@ -231,13 +229,20 @@ def first_overflow(fresh, x, np):
                 seen.append(name)
         return record
 
-    handles = [cell.register_forward_hook(hook(name)) for name, cell in reparam_blocks(fresh)]
+    return logits_with_hooks(fresh, x, np, hook), (seen[0] if seen else None)
+
+
+def logits_with_hooks(fresh, x, np, hook_of):
+    """The block model's logits on ``x`` (float64) with ``hook_of(block name)`` as a forward hook on every block
+    (a hook that returns a Tensor replaces the block's output); the hooks are removed after."""
+    from acnet_ms.reparam.switch import reparam_blocks
+
+    handles = [cell.register_forward_hook(hook_of(name)) for name, cell in reparam_blocks(fresh)]
     try:
-        logits = fresh(x).asnumpy().astype(np.float64)
+        return fresh(x).asnumpy().astype(np.float64)
     finally:
         for handle in handles:
             handle.remove()
-    return logits, (seen[0] if seen else None)
 
 
 def site_error_movement(fresh, x, np, ms, size, draws=2):
@@ -246,8 +251,6 @@ def site_error_movement(fresh, x, np, ms, size, draws=2):
     float32 error is absolute: a conv's sum of K products rounds at the scale of its largest terms), ``draws``
     times; the largest change, over max(1, the largest |logit|).  A deep model after one step at batch 2 can
     amplify that by 1e6."""
-    from acnet_ms.reparam.switch import reparam_blocks
-
     rng = np.random.default_rng(2)
 
     def nudge(cell, inputs, output):
@@ -256,16 +259,8 @@ def site_error_movement(fresh, x, np, ms, size, draws=2):
 
     base = fresh(x).asnumpy().astype(np.float64)
     scale = max(1.0, float(np.abs(base).max()))
-    moved = 0.0
-    for _ in range(draws):
-        handles = [cell.register_forward_hook(nudge) for _, cell in reparam_blocks(fresh)]
-        try:
-            logits = fresh(x).asnumpy().astype(np.float64)
-        finally:
-            for handle in handles:
-                handle.remove()
-        moved = max(moved, float(np.abs(logits - base).max()) / scale)
-    return moved
+    moved = [np.abs(logits_with_hooks(fresh, x, np, lambda name: nudge) - base).max() for _ in range(draws)]
+    return float(max(moved)) / scale
 
 
 def logits_stage(rec, name, block_type, src, stock, x):
