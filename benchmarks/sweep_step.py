@@ -245,9 +245,9 @@ def logits_with_hooks(fresh, x, np, hook_of):
             handle.remove()
 
 
-def site_error_movement(fresh, x, np, ms, size, draws=2):
-    """How far errors of the size the site check measured move the block model's eval-mode logits on ``x``:
-    every block's output gets ``size`` times its largest |value|, with a random sign per element (a fold's
+def site_error_movement(fresh, x, base, np, ms, size, draws=2):
+    """How far errors of the size the site check measured move the block model's eval-mode logits ``base`` (on
+    ``x``): every block's output gets ``size`` times its largest |value|, with a random sign per element (a fold's
     float32 error is absolute: a conv's sum of K products rounds at the scale of its largest terms), ``draws``
     times; the largest change, over max(1, the largest |logit|).  A deep model after one step at batch 2 can
     amplify that by 1e6."""
@@ -257,7 +257,6 @@ def site_error_movement(fresh, x, np, ms, size, draws=2):
         signs = rng.choice((-1.0, 1.0), size=output.shape).astype(np.float32)
         return output + ms.Tensor(signs * np.float32(size)) * ms.ops.abs(output).max()
 
-    base = fresh(x).asnumpy().astype(np.float64)
     scale = max(1.0, float(np.abs(base).max()))
     moved = [np.abs(logits_with_hooks(fresh, x, np, lambda name: nudge) - base).max() for _ in range(draws)]
     return float(max(moved)) / scale
@@ -307,7 +306,7 @@ def logits_stage(rec, name, block_type, src, stock, x):
         rec["logits_rel_err"] = float(np.abs(got - expected).max() / max(1.0, scale))
         if rec["logits_rel_err"] > TOL and not overflow:
             size = max(rec["sites_rel_err"], 2.0 ** -24)
-            rec["rounding_rel"] = site_error_movement(fresh, x, np, ms, size)
+            rec["rounding_rel"] = site_error_movement(fresh, x, expected, np, ms, size)
             if rec["logits_rel_err"] > ROUNDING_FACTOR * rec["rounding_rel"]:
                 rec["errors"]["logits"] = (f"max relative error {rec['logits_rel_err']:.2e} > {TOL:.0e}, and more "
                                            f"than {ROUNDING_FACTOR} times the {rec['rounding_rel']:.1e} that an "

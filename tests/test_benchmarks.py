@@ -210,7 +210,8 @@ def test_the_sweeps_site_check_passes_a_right_fold_and_names_a_wrong_site(tmp_pa
     conv.weight.set_data(ms.Tensor(np.full(conv.weight.shape, np.nan, np.float32)))  # as after a diverged step
     assert sweep_step.site_errors(fresh, stock, np, ms) == (np.inf, "layer3.0.conv1")
     x = ms.Tensor(np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32))
-    assert sweep_step.first_overflow(fresh, x, np)[1] is None
+    logits, overflow = sweep_step.first_overflow(fresh.set_train(False), x, np)
+    assert overflow is None
     # a well-conditioned model: an error of one rounding at each block output moves the logits by about that, so the
     # rounding rule cannot excuse a difference the size of a fold error there
-    assert 0 < sweep_step.site_error_movement(fresh.set_train(False), x, np, ms, 2.0 ** -24) < 1e-5
+    assert 0 < sweep_step.site_error_movement(fresh, x, logits, np, ms, 2.0 ** -24) < 1e-5
