@@ -1,4 +1,5 @@
 """Every entry point's --help works on its own: usage and options on stdout, exit 0, nothing else needed."""
+import os
 import sys
 
 import pytest
@@ -82,6 +83,34 @@ def test_msrun_watchdog_ends_a_waiting_worker_with_one_line():
     assert res.stderr.strip() == ("error: rank 1 (msrun --master_port 9): msrun's scheduler (pid "
                                   f"{scheduler.pid}) exited before the cluster formed; its line is in scheduler.log "
                                   "under msrun's --log_dir")
+
+
+def test_msrun_watchdog_ends_a_worker_whose_port_another_program_holds():
+    """A scheduler that failed and was gone before the watchdog looked for it: the watchdog finds the program
+    holding the port (not msrun's scheduler) and ends the worker with one line, long before its timeout."""
+    import socket
+    import subprocess
+
+    from acnet_ms.engine.msrun import port_holders
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        assert port_holders(port) == {os.getpid(): False}
+        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        code = (f"import sys; sys.path.insert(0, {ROOT!r}); from acnet_ms.engine.msrun import watch; "
+                f"watch({worker.pid}, 'rank 0 (msrun --master_port {port})', {port}, '127.0.0.1', 600, 0, 0.1)")
+        try:
+            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+            assert worker.wait(timeout=10) == -9
+        finally:
+            worker.kill()
+    assert res.stderr.strip() == (f"error: rank 0 (msrun --master_port {port}): port {port} on 127.0.0.1 is held "
+                                  f"by another program (pid {os.getpid()}), not msrun's scheduler: the cluster "
+                                  "cannot form; choose a free --master_port (the scheduler's line is in "
+                                  "scheduler.log under msrun's --log_dir)")
+    assert port_holders(port) == {}
 
 
 def test_cpu_threads_from_the_environment_must_be_a_positive_count(monkeypatch):

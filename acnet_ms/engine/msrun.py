@@ -6,7 +6,9 @@ busy ``--master_port`` made the scheduler fail while the workers waited,
 connected to whatever program held the port, for good.  So the scheduler
 checks its port first, and each worker waits under a watchdog *process*
 (:class:`InitWatchdog`) that ends it with one line when the scheduler beside
-it has exited or the cluster has not formed in time.  No MindSpore import here.
+it has exited, another program listens on the scheduler's port (a scheduler
+that failed before the watchdog looked for it), or the cluster has not formed
+in time.  No MindSpore import here.
 """
 import os
 import signal
@@ -104,14 +106,90 @@ def running(pid):
     return stat[0] not in ("Z", "X")
 
 
+def _listening_sockets(port):
+    """The inodes of the TCP sockets listening on ``port`` on this machine (any address), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = [line.split() for line in f.read().splitlines()[1:]]
+        except OSError:
+            continue
+        for row in rows:  # sl local_address rem_address st ... inode; st 0A is LISTEN
+            if len(row) > 9 and row[3] == "0A" and int(row[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(row[9])
+    return inodes
+
+
+def _fd_links(pid):
+    """What the open file descriptors of ``pid`` point to (those still open and readable)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return set()
+    links = set()
+    for fd in fds:
+        try:
+            links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:  # closed meanwhile
+            pass
+    return links
+
+
+def port_holders(port):
+    """{pid: is msrun's scheduler for ``port``} of the processes listening on ``port`` here (those whose
+    sockets this user may read; {} when none or no /proc)."""
+    sockets = {f"socket:[{inode}]" for inode in _listening_sockets(port)}
+    holders = {}
+    if not sockets:
+        return holders
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        if _fd_links(pid) & sockets:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    env = f.read().split(b"\0")
+            except OSError:
+                env = []
+            holders[pid] = b"MS_ROLE=MS_SCHED" in env and f"MS_SCHED_PORT={port}".encode() in env
+    return holders
+
+
+def is_local(host):
+    """Whether ``host`` is an address of this machine (a socket can be bound to it)."""
+    import socket
+
+    try:
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+def _held_by_another(port, local):
+    """The pid of a program other than msrun's scheduler listening on ``port`` of this machine, or None."""
+    if not local:
+        return None
+    strangers = [pid for pid, scheduler in port_holders(port).items() if not scheduler]
+    return strangers[0] if strangers else None
+
+
 def watch(worker, who, port, host, timeout, scheduler, poll=1.0):
     """The watchdog process's loop: end ``worker`` with one line on stderr when the scheduler ``scheduler``
-    (a pid, or 0) has exited or ``timeout`` seconds have passed; return when ``worker`` is gone."""
+    (a pid, or 0) has exited, another program listens on the scheduler's port of this machine (the
+    scheduler may have exited before this watchdog looked for it), or ``timeout`` seconds have passed;
+    return when ``worker`` is gone."""
     deadline = time.monotonic() + timeout if timeout >= 0 else float("inf")
+    local = is_local(host)
     while running(worker):
+        stranger = None if scheduler else _held_by_another(port, local)
         if scheduler and not running(scheduler):
             why = (f"msrun's scheduler (pid {scheduler}) exited before the cluster formed; its line is in "
                    f"scheduler.log under msrun's --log_dir")
+        elif stranger:
+            why = (f"port {port} on {host} is held by another program (pid {stranger}), not msrun's scheduler: "
+                   f"the cluster cannot form; choose a free --master_port (the scheduler's line is in "
+                   f"scheduler.log under msrun's --log_dir)")
         elif time.monotonic() > deadline:
             why = (f"the cluster did not form within {timeout} s (msrun --cluster_time_out plus a minute): is "
                    f"port {port} on {host} held by another program, or did a process of the job not start?")
