@@ -129,7 +129,7 @@ def build(name, conv, bn, options=None, seed=0):
     site = _site("bn" if bn is not None else "bias" if conv.has_bias else "bare", conv.kernel_size[0])
     assert kind.eligible(site, options) is True
     slot = kind.slot(site, options)
-    block = kind.build(conv, bn if slot == "bn" else None, slot, options, seed)
+    block = kind.build(conv, bn if slot == "bn" or kind.sees_bn_after else None, slot, options, seed)
     name_params(block, "blk")
     return block, dict(block.reparam_info(), slot=slot, bn="bn" if slot == "bn" else None)
 
@@ -575,7 +575,7 @@ def test_bad_options_are_one_line_naming_the_option(name):
     ("dbb", {"branch_bns": False}, "block_type dbb has no option 'branch_bns' (did you mean 'branch_bn'?)"),
     ("orepa", {"branches": "origin+skip"}, "block option 'branches' of orepa: unknown branch 'skip'"),
     ("orepa", {"branches": "avg"}, "block option 'branches' of orepa: the branches must include origin"),
-    ("orepa", {"init": "zero"}, "block option 'init' of orepa must be one of paper, single, got 'zero'"),
+    ("orepa", {"init": "zero"}, "block option 'init' of orepa must be one of auto, paper, single, got 'zero'"),
     ("rep", {"num_kxk": 0}, "block option 'num_kxk' of rep: expected an integer >= 1, got 0"),
     ("rep", {"num_kxk": 1.5}, "block option 'num_kxk' of rep: expected an integer >= 1, got 1.5"),
     ("rep", {"num_kxk": True}, "block option 'num_kxk' of rep: expected an integer >= 1, got True"),

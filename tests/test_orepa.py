@@ -246,6 +246,42 @@ def test_the_summary_line_and_which_sites(capsys):
     assert kind.eligible(ConvSite((7, 7), False), {}) is True
 
 
+class BNAndBNFree(nn.Cell):
+    """conv -> BN -> ReLU, then a BN-free residual depthwise conv (CMT's ``x + dwconv(x)``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, pad_mode="pad", padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, pad_mode="pad", padding=1, group=8)
+
+    def construct(self, x):
+        x = ops.relu(self.bn(self.conv(x)))
+        return x + self.dw(x)
+
+
+@pytest.mark.parametrize("init, after_bn, bn_free", [(None, "paper", "single"), ("paper", "paper", "paper"),
+                                                     ("single", "single", "single")])
+def test_init_auto_starts_the_papers_way_before_a_bn_and_as_the_conv_where_no_bn_follows(init, after_bn, bn_free):
+    """The default start: the original's branch scales where a BN follows (it always has one), the origin alone
+    at a BN-free site, where the paper's Kaiming-scale branches would generate a kernel far larger than the
+    conv's (CMT overflowed float16); an explicit init holds at every site."""
+    from acnet_ms.kinds.orepa.spec import INITS
+    from acnet_ms.reparam.transform import to_blocks, trace
+
+    net = BNAndBNFree()
+    before = {name: conv.weight.asnumpy() for name, conv in (("conv", net.conv), ("dw", net.dw))}
+    to_blocks(net, trace(net, (1, 3, 8, 8)), "orepa", {} if init is None else {"init": init})
+    for cell, start in ((net.conv, after_bn), (net.dw, bn_free)):
+        np.testing.assert_array_equal(cell.orepa_vector.asnumpy()[:, 0], list(INITS[start].values()))
+    assert type(net.bn).__name__ == "BatchNorm2d"  # OREPA leaves the model's BN where it is
+    if bn_free == "single":  # the BN-free block computes the conv it replaced
+        net.dw.set_train(False)
+        x = Tensor(np.random.default_rng(4).normal(size=(1, 8, 6, 6)).astype(np.float32))
+        expected = ops.conv2d(x, Tensor(before["dw"]), pad_mode="pad", padding=1, groups=8).asnumpy()
+        assert_close(net.dw(x).asnumpy(), expected, TOL, "the BN-free block at its start")
+
+
 def test_from_plain_scales_the_origin_by_one_and_every_other_branch_by_zero():
     """The plain kernel is the origin (scale 1), every other branch scaled by 0 but not zero itself (so the
     scales get gradients)."""

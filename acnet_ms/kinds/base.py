@@ -118,6 +118,8 @@ class BlockKind:
     flat = {}              # {older flat config key: option}
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN"}
     native = False         # True: a model's own blocks (see the module's docstring); never a block_type
+    sees_bn_after = False  # True: build() is given the BN that alone follows a site whatever the slot (for a
+    #                        slot other than "bn" it stays the model's own); False: only for slot "bn"
 
     # -------------------------------------------------------------- options
 
@@ -159,7 +161,8 @@ class BlockKind:
 
     def build(self, conv, bn, slot, options, seed):
         """The training-form Cell that replaces ``conv`` (and ``bn``, for slot ``"bn"``), starting from
-        their weights."""
+        their weights.  ``bn`` is None for other slots, unless :attr:`sees_bn_after` (then it is the BN that
+        alone follows the conv, if any, and stays in the model)."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- checkpoints (numpy)

@@ -241,7 +241,8 @@ def to_blocks(net, sites, block_type, options=None):
     plain.update(subclass_convs(net, kind.label + "s"))
     cells = dict(net.cells_and_names())
     for i, (name, slot) in enumerate(blocks.items()):
-        bn = cells[slot["bn_cell"]] if slot["slot"] == "bn" else None
+        after = slot["bn_cell"] or (sites[name].bn if kind.sees_bn_after else None)
+        bn = cells[after] if after else None
         block = kind.build(cells[name], bn, slot["slot"], options, seed=i)
         replace_cell(net, name, block)
         name_params(block, slot["prefix"])

@@ -48,7 +48,8 @@ class OREPABlock(ReparamBlock):
             with ``pad_mode="same"``.
         branches: which branches (``acnet_ms.kinds.orepa.fold.OREPA_BRANCHES``; comma-separated or a list), origin
             always among them; ``None``: all six.
-        init: ``"paper"`` or ``"single"``: the branch scales' start (``acnet_ms.kinds.orepa.spec.INITS``).
+        init: ``"paper"`` or ``"single"``: the branch scales' start (``acnet_ms.kinds.orepa.spec.INITS``;
+            the kind's ``auto`` picks one per site).
         internal: the 1x1-kxk branch's middle width (``None``: the original's rule).
     """
 

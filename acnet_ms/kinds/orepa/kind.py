@@ -12,7 +12,13 @@ generated kernel.
 Options: ``branches`` (which of the six, the origin always among them: the
 paper's component ablation) and ``init`` (``paper``: the original's branch
 scales; ``single``: the origin alone, the block starts as the conv it
-replaces).  The arithmetic is :mod:`acnet_ms.kinds.identities` (``fold_orepa``).
+replaces; ``auto``, the default: ``paper`` where a BN alone follows the
+conv, ``single`` where none does).  The original always has a BN after its
+block, which makes the scale of its Kaiming-uniform branch kernels harmless;
+at a BN-free site (CMT's ``x + dwconv(x)``, SqueezeNet's, VGG's convs) the
+paper's start generates a kernel far larger than the conv it replaces (std
+0.64 against 0.015 to 0.03 on CMT's depthwise sites), which overflows
+float16 in the first forward.  The arithmetic is :mod:`acnet_ms.kinds.identities` (``fold_orepa``).
 
 This module must not import MindSpore.
 """
@@ -31,9 +37,12 @@ class OREPAKind(BlockKind):
     options = {
         "branches": KindOption(ALL, "OREPA's linear branches, comma-separated, origin always among them: "
                                + ", ".join(BRANCHES), None, parse_branches),
-        "init": KindOption("paper", "the branch scales' start: the original's (origin 0.25, avg 0.25, prior 0, "
-                           "1x1_kxk 0.5, 1x1 1, dws 0.5) or the origin alone (1; the others 0)", tuple(INITS)),
+        "init": KindOption("auto", "the branch scales' start: paper, the original's (origin 0.25, avg 0.25, "
+                           "prior 0, 1x1_kxk 0.5, 1x1 1, dws 0.5); single, the origin alone (1; the others 0: the "
+                           "block starts as the conv it replaces); auto, paper where a BN follows the conv and "
+                           "single where none does", ("auto",) + tuple(INITS)),
     }
+    sees_bn_after = True  # init auto: whether a BN follows the site
     slot_words = {"none": "kernel alone", "bias": "kernel + conv bias"}
 
     # -------------------------------------------------------------- sites and Cells
@@ -48,7 +57,10 @@ class OREPAKind(BlockKind):
     def build(self, conv, bn, slot, options, seed):
         from .cell import OREPABlock
 
-        return OREPABlock.from_conv(conv, branches=options["branches"], init=options["init"], seed=seed)
+        init = options["init"]
+        if init == "auto":
+            init = "paper" if bn is not None else "single"
+        return OREPABlock.from_conv(conv, branches=options["branches"], init=init, seed=seed)
 
     def summary_words(self, n, counts):
         """``"20 k x k convs became OREPA blocks (20 kernel alone; the model's BN after one stays)"``."""
