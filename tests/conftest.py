@@ -258,6 +258,8 @@ def trained_run(digits, tmp_path_factory):
 # graph mode too (the recipes' mode; the dilated and deep models would compile for minutes).
 SAMPLE_MODELS = {"squeezenet1_1": "BN-free", "regnet_x_200mf": "grouped", "mobilenet_v2_035_96": "depthwise",
                  "skresnet18": "dilated", "resnet101": "a deep ResNet"}
+#: the deep ResNet, whose eval-mode activations overflow float32 after the step, only for the kind it was met with
+SAMPLE_ONLY = {"resnet101": ("dbb",)}
 SAMPLE_GRAPH = ("squeezenet1_1", "mobilenet_v2_035_96")
 
 
@@ -267,7 +269,8 @@ def assert_sample_sweep(kind, tmp_path):
     (site by site, and its logits unless float32 overflowed or amplifies errors of the sites' size past 1e-4)."""
     import json
 
-    for mode, models in ((1, list(SAMPLE_MODELS)), (0, list(SAMPLE_GRAPH))):
+    pynative = [m for m in SAMPLE_MODELS if kind in SAMPLE_ONLY.get(m, (kind,))]
+    for mode, models in ((1, pynative), (0, list(SAMPLE_GRAPH))):
         jsonl = tmp_path / f"sample_{mode}.jsonl"
         res = run_script("benchmarks/sweep.py", "--block_type", kind, "--mode", mode, "--models", ",".join(models),
                          "--jsonl", jsonl, "--out", tmp_path / f"sample_{mode}.md", "--mem_gb", 8, timeout=1800)
