@@ -12,13 +12,13 @@ _CAP = ("a sweep cap, not a defect: the run's cap was 8 GB (so that other work f
 _RESNEST = ("as ACB's (docs/sweep.md): a float16 overflow at O2 with the sweep's fixed loss scale of 1; the plain "
             "model diverges the same way (191 of resnest101's parameters not finite after one step), and "
             "loss_scale_type dynamic skips the overflowing step")
-_DBB_FP16 = ("a float16 gradient overflow at the recipe's AMP level with the sweep's fixed loss scale of 1, "
-             "not a fold fault: the gradients are not finite (measured on efficientnet_v2_s at O2 and "
-             "res2net101 at O3: with loss_scale_type dynamic the step reports the overflow, is skipped and every "
-             "weight stays finite; at O0 it trains; ACB and OREPA train the same recipe). DBB is the most prone "
-             "of the kinds, likely because its branches hold BNs after inner convs and an average pool (seven "
-             "BNs per site against ACB's three), each of whose backward passes divides by a batch standard "
-             "deviation, so its float16 gradients reach 65504 first. A recipe at O2/O3 with DBB should set loss_scale_type: dynamic")
+_DBB_FP16 = ("a float16 gradient overflow at the recipe's AMP level with the sweep's fixed loss scale of 1, not a "
+             "fold fault: the gradients are not finite (measured on efficientnet_v2_s at O2 and res2net101 at O3, "
+             "skresnet34 at O2: with loss_scale_type dynamic the step reports the overflow, is skipped and every "
+             "weight stays finite; at O0 it trains; ACB and OREPA train the same recipe). DBB is the most prone of "
+             "the kinds, likely because its branches hold BNs after inner convs and an average pool (seven BNs per "
+             "site against ACB's three), each of whose backward passes divides by a batch standard deviation, so its"
+             " float16 gradients reach 65504 first. A recipe at O2/O3 with DBB should set loss_scale_type: dynamic")
 
 
 def _caps(kind, models):
@@ -65,13 +65,6 @@ SWEEP = {
                               "a defect: rerun with --models efficientnet_v2_xl --mem_gb 16",
     },
     "orepa": {
-        "cmt_small": "the project's, open: OREPA's branches start at the original's Kaiming-uniform scale, and at "
-                     "CMT's BN-free depthwise sites (x + dwconv(x), no BN after) nothing renormalises them: the "
-                     "generated kernel's std is 0.64 against the stock conv's 0.015 to 0.03 (measured at "
-                     "blocks_c.3), the residual stream overflows float16 at O2 in the first forward (the first "
-                     "non-finite output is blocks_c.10.norm1's, measured with forward hooks). With --block_options "
-                     "'{init: single}' (each block starts as the conv it replaces) the same step trains (loss 2.15, "
-                     "every weight finite; measured); ACB passes",
         "resnest*": _RESNEST,
         **_caps("OREPA", ["convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*", "efficientnet_v2_xl",
                           "hrnet_w*", "pit_b", "poolformer_m48", "pvt_v2_b[45]", "regnet_[xy]_32gf", "repmlp_b224",
@@ -84,7 +77,7 @@ SWEEP = {
     },
     "dbb": {
         **{m: _DBB_FP16 for m in ("efficientnet_b4", "efficientnet_v2_[lms]", "efficientnet_v2_xl", "ghostnet_100",
-                                   "regnet_x_400mf", "res2net1*")},
+                                   "regnet_x_400mf", "res2net1*", "skresnet34")},
         "resnest*": _RESNEST,
         **_caps("DBB", ["convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*",
                         "hrnet_w*", "pit_b", "poolformer_m48", "pvt_v2_b[45]", "regnet_[xy]_32gf", "repmlp_b224",
