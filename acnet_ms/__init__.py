@@ -21,6 +21,10 @@ still work, with a DeprecationWarning.
 """
 __version__ = "0.1.0"
 
+from ._moved import install as _install_moved  # noqa: E402  (the modules that moved: acnet_ms/_moved.py)
+
+_install_moved()
+
 _LAZY = {
     "create_model": "acnet_ms.models",
     "list_models": "acnet_ms.models",

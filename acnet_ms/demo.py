@@ -19,6 +19,7 @@ import time
 import numpy as np
 
 from .cli import quiet_mindspore
+from ._moved import moved_attr as _moved_attr
 
 quiet_mindspore()  # before MindSpore is imported (the training package imports it): its logs stay critical
 
@@ -124,6 +125,10 @@ def main(argv=None):
     if before["top1"] != after["top1"]:
         sys.exit("demo: top-1 changed by folding")
     return 0
+
+
+# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+__getattr__ = _moved_attr("acnet_ms.demo")
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from ..reparam import state as state_map
 from .export import (EXPORT_FORMATS, calibration_recipe, check_int8, export_format, export_graph,  # noqa: F401
                      fit_calibration, graph_path, graph_shape, parse_input_shape, trained_size)
 from .identify import block_of, classes_of, resolve_model  # noqa: F401  (the identify stage's parts)
+from .._moved import moved_attr as _moved_attr
 
 
 @dataclass
@@ -397,3 +398,7 @@ def convert_checkpoint(src, dst, options=None, log=print, **given):
     graphs = export(source, folded, outputs, opts)
     write(source, folded, graphs, outputs)
     return report(source, folded, graphs, outputs, opts, time.perf_counter() - start, log)
+
+
+# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+__getattr__ = _moved_attr(__name__)

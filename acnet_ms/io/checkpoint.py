@@ -16,6 +16,7 @@ import re
 import numpy as np
 
 from ..cli import UserError, first_line
+from .._moved import moved_attr as _moved_attr
 
 META_KEY = "acnet_ms_meta"
 #: the temporary file :func:`write_checkpoint` writes first: ``.<name>.<pid>.tmp.ckpt`` (group 1: the pid)
@@ -209,3 +210,7 @@ def mismatch(state, shapes, allow_extra=False):
     if extra:
         return f"unexpected parameter '{extra[0]}' ({len(extra)} in all)"
     return None
+
+
+# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+__getattr__ = _moved_attr(__name__)

@@ -21,6 +21,7 @@ import numpy as np
 from . import fold
 from .. import identities
 from ..base import BRANCH_BN, BranchBNKind, gamma_init_option, register_kind, square_odd_kernel
+from ..._moved import moved_attr as _moved_attr
 
 ORIGIN_MARKER = ".dbb_origin.conv.weight"
 
@@ -174,3 +175,7 @@ class DBBKind(BranchBNKind):
 
 
 register_kind(DBBKind())
+
+
+# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+__getattr__ = _moved_attr(__name__)

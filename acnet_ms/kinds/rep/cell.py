@@ -14,6 +14,7 @@ from .. import geometry, identities
 from . import fold
 from ..cell import BranchBNBlock, Kernel
 from ..identities import BN_EPS
+from ..._moved import moved_attr as _moved_attr
 
 
 def keeps_grid(in_channels, out_channels, kernel_size, stride, pads, dilation, same):
@@ -199,3 +200,7 @@ class RepBlock(BranchBNBlock):
     def fold_branches(self):
         bias = self.dense[0].conv.bias.asnumpy() if self.has_bias else None
         return fold.fold_rep(*self.branch_arrays(), eps=self.eps, bias=bias)
+
+
+# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+__getattr__ = _moved_attr(__name__)

@@ -22,6 +22,7 @@ import numpy as np
 from .. import identities
 from . import fold
 from ..base import BRANCH_BN, BranchBNKind, KindOption, gamma_init_option, register_kind, strict_bool
+from ..._moved import moved_attr as _moved_attr
 
 MARKER = ".dense.0.conv.weight"
 
@@ -195,3 +196,7 @@ class RepKind(BranchBNKind):
 
 
 register_kind(RepKind())
+
+
+# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+__getattr__ = _moved_attr(__name__)

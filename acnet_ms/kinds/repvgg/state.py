@@ -28,6 +28,7 @@ This module must not import MindSpore.
 import numpy as np
 
 from .. import identities
+from ..._moved import moved_attr as _moved_attr
 
 #: the kind's name in the table (:mod:`acnet_ms.kinds.repvgg.kind`)
 KIND = "repvgg"
@@ -118,3 +119,7 @@ def fold_blocks(state, layout):
         raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding a RepVGG block")
     out.update(folded)
     return out, list(layout)
+
+
+# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+__getattr__ = _moved_attr(__name__)
