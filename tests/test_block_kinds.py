@@ -25,17 +25,17 @@ def _eval_logits(net, x):
     return net(Tensor(x)).asnumpy()
 
 
-def _kind_env():
+def _kind_env(module="kinds_twin"):
     env = dict(os.environ)
     env.pop("GLOG_v", None)
-    env["ACNET_MS_KINDS"] = "kinds_twin"
+    env["ACNET_MS_KINDS"] = module
     env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
-def _script(name, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, name), *map(str, args)], cwd=ROOT, env=_kind_env(),
-                          capture_output=True, text=True, timeout=900)
+def _script(name, *args, module="kinds_twin"):
+    return subprocess.run([sys.executable, os.path.join(ROOT, name), *map(str, args)], cwd=ROOT,
+                          env=_kind_env(module), capture_output=True, text=True, timeout=900)
 
 
 @pytest.mark.slow
@@ -69,6 +69,30 @@ def test_a_kind_of_ones_own_trains_converts_and_loads_into_stock_mindcv(digits, 
                                   strict_load=True) == ([], [])
     x = np.random.default_rng(1).normal(size=(2, 3, 32, 32)).astype(np.float32)
     assert_close(_eval_logits(stock, x), _eval_logits(net, x), 1e-4, "converted twin checkpoint")
+
+
+@pytest.mark.slow
+def test_a_kind_written_against_the_earlier_names_still_trains_and_converts(digits, tmp_path):
+    """tests/kinds_twin_earlier.py imports the identities as the earlier docs said (``from acnet_ms import
+    fold``): train.py loads it with a FutureWarning naming the new place, convert.py folds it, and the plain
+    checkpoint strict-loads into stock MindCV."""
+    from acnet_ms.io.checkpoint import read_checkpoint
+    from conftest import small_run
+
+    save, plain = str(tmp_path / "run"), str(tmp_path / "plain.ckpt")
+    res = _script("train.py", *small_run(digits, save, "--model", "resnet18", "--block_type", "twin",
+                                         "--image_resize", 32, "--epoch_size", 1, "--batch_size", 16, "--mode", 1),
+                  module="kinds_twin_earlier")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "kinds_twin_earlier.py:8: FutureWarning: module acnet_ms.fold has moved: its names are in " in res.stderr
+    assert "acnet_ms.kinds.identities" in res.stderr
+    res = _script("convert.py", "--ckpt_path", os.path.join(save, "resnet18_twin-best.ckpt"), "--output", plain,
+                  module="kinds_twin_earlier")
+    assert res.returncode == 0 and "folded 17 twin blocks" in res.stdout, res.stderr[-3000:]
+    folded, _ = read_checkpoint(plain)
+    stock = mindcv.create_model("resnet18", num_classes=10)
+    assert ms.load_param_into_net(stock, {k: Parameter(Tensor(v), name=k) for k, v in folded.items()},
+                                  strict_load=True) == ([], [])
 
 
 def test_a_kind_module_that_does_not_import_is_one_line(digits, tmp_path):
