@@ -28,7 +28,9 @@ def _eval_logits(net, x):
 def _kind_env(module="kinds_twin"):
     env = dict(os.environ)
     env.pop("GLOG_v", None)
-    env["ACNET_MS_KINDS"] = module
+    env.pop("ACNET_MS_KINDS", None)
+    if module:
+        env["ACNET_MS_KINDS"] = module
     env["PYTHONPATH"] = HERE + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -75,7 +77,8 @@ def test_a_kind_of_ones_own_trains_converts_and_loads_into_stock_mindcv(digits, 
 def test_a_kind_written_against_the_earlier_names_still_trains_and_converts(digits, tmp_path):
     """tests/kinds_twin_earlier.py imports the identities as the earlier docs said (``from acnet_ms import
     fold``): train.py loads it with a FutureWarning naming the new place, convert.py folds it, and the plain
-    checkpoint strict-loads into stock MindCV."""
+    checkpoint strict-loads into stock MindCV.  Without ACNET_MS_KINDS, convert.py and validate.py refuse its
+    checkpoint in one line naming the variable."""
     from acnet_ms.io.checkpoint import read_checkpoint
     from conftest import small_run
 
@@ -86,8 +89,14 @@ def test_a_kind_written_against_the_earlier_names_still_trains_and_converts(digi
     assert res.returncode == 0, res.stderr[-3000:]
     assert "kinds_twin_earlier.py:8: FutureWarning: module acnet_ms.fold has moved: its names are in " in res.stderr
     assert "acnet_ms.kinds.identities" in res.stderr
-    res = _script("convert.py", "--ckpt_path", os.path.join(save, "resnet18_twin-best.ckpt"), "--output", plain,
-                  module="kinds_twin_earlier")
+    trained = os.path.join(save, "resnet18_twin-best.ckpt")
+    for script, args in (("convert.py", ("--output", plain)), ("validate.py", ("--data_dir", digits))):
+        res = _script(script, "--ckpt_path", trained, *args, module=None)  # the kind's module not named
+        assert res.returncode == 2 and not os.path.exists(plain), (script, res.stderr[-2000:])
+        (line,) = [x for x in res.stderr.splitlines() if x.startswith("error: ")]
+        assert f"{trained} records block_type 'twin', which no loaded kind provides" in line, line
+        assert "name the module that registers it in ACNET_MS_KINDS" in line, line
+    res = _script("convert.py", "--ckpt_path", trained, "--output", plain, module="kinds_twin_earlier")
     assert res.returncode == 0 and "folded 17 twin blocks" in res.stdout, res.stderr[-3000:]
     folded, _ = read_checkpoint(plain)
     stock = mindcv.create_model("resnet18", num_classes=10)

@@ -60,7 +60,7 @@ def main(argv=None):
             raise UserError(f"{known.ckpt_path}: --deploy folds a checkpoint's ACBs; a graph has none")
         return report(score_graph(cfg, known.ckpt_path), known.ckpt_path, args)
     arrays, meta = read_checkpoint(known.ckpt_path)
-    base = dict(dict(model=None, num_classes=None), **recorded_options(meta))
+    base = dict(dict(model=None, num_classes=None), **recorded_options(meta, known.ckpt_path))
     cfg, args = config.parse(argv, __doc__, extra=extra, base=base)
     if not cfg["model"]:
         raise UserError(f"{known.ckpt_path}: the checkpoint does not record its model; pass --model NAME "

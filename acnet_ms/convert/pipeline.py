@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from .. import kinds
+from ..kinds.base import check_recorded_kind
 from ..cli import UserError
 from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from ..models.factory import create_model, layout_for, uninitialised_model
@@ -165,6 +166,7 @@ def identify(src, state, meta, opts, log=print):
     model = resolve_model(meta, opts.model or opts.fallback.get("model"), src)
     if meta.get("deploy"):
         raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
+    check_recorded_kind(meta.get("block_type"), src)
     blocks = state_map.block_prefixes(state)
     own = state_map.find_blocks(state, native=True)  # the model's own blocks: they fold into its deploy form
     if not blocks and not own and not opts.fold_bn:

@@ -55,8 +55,12 @@ def evaluate(net, loader, world=1, transform=None, progress=None, every=100):
                 correct1=int(round(correct1)))
 
 
-def recorded_options(meta):
-    """The options a checkpoint recorded (its training config and identity), as defaults for validate.py."""
+def recorded_options(meta, where="the checkpoint"):
+    """The options a checkpoint recorded (its training config and identity), as defaults for validate.py;
+    UserError naming ``ACNET_MS_KINDS`` if its block kind is not loaded."""
+    from ..kinds.base import check_recorded_kind
+
+    check_recorded_kind(meta.get("block_type"), where)
     recorded = dict(meta.get("config") or {})
     recorded.update({k: meta[k] for k in IDENTITY + FLAT_BLOCK_KEYS if k in meta})
     skip = ("ckpt_path", "resume", "distribute", "device_target")

@@ -469,6 +469,18 @@ def get_kind(name):
     return _KINDS[name]
 
 
+def check_recorded_kind(block_type, where):
+    """UserError when the checkpoint ``where`` records a ``block_type`` that no loaded kind provides: the
+    module that registers it was not loaded (``ACNET_MS_KINDS``)."""
+    if block_type in (None, BASE):
+        return
+    _load_plugins()
+    if block_type not in _KINDS:
+        raise UserError(f"{where} records block_type {block_type!r}, which no loaded kind provides (kinds: "
+                        f"{', '.join(kind_names())}): name the module that registers it in {ENV_VAR} "
+                        f"({ENV_VAR}=my_kinds python ...; docs/models.md, 'Adding a kind')")
+
+
 def check_block(block_type, options=None, flat=None):
     """``(block_type, options)`` checked, the kind's defaults filled in.
 
