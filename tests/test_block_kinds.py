@@ -116,3 +116,25 @@ def test_a_kind_module_that_does_not_import_is_one_line(digits, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert "ACNET_MS_KINDS: cannot import block-kind module 'no_such_kind_module'" in lines[0]
     assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("style", ["3.10", "3.9"])
+def test_kind_entry_points_are_read_on_every_python_the_package_supports(monkeypatch, style):
+    """Python 3.9's ``importlib.metadata.entry_points()`` takes no ``group`` and returns a dict of groups."""
+    import importlib.metadata as metadata
+
+    from acnet_ms.kinds import base
+
+    point = metadata.EntryPoint("mine", "my_kinds", base.ENTRY_POINT_GROUP)
+    other = metadata.EntryPoint("theirs", "x", "console_scripts")
+
+    class Selectable(list):
+        def select(self, group):
+            return [p for p in self if p.group == group]
+
+    if style == "3.9":
+        monkeypatch.setattr(metadata, "entry_points", lambda: {base.ENTRY_POINT_GROUP: (point,),
+                                                               "console_scripts": (other,)})
+    else:
+        monkeypatch.setattr(metadata, "entry_points", lambda: Selectable([point, other]))
+    assert base.kind_entry_points() == [point]

@@ -111,7 +111,10 @@ def test_a_module_that_moved_warns_on_import_and_a_name_it_never_had_is_an_impor
 
 
 if __name__ == "__main__":  # add the checkout's new public names to the snapshot
-    new = sorted(current_names() - snapshot())
-    with open(SNAPSHOT, "a", encoding="utf-8") as f:
-        f.writelines(f"{m} {n}\n" for m, n in new)
+    known = snapshot()
+    new = current_names() - known
+    with open(SNAPSHOT, encoding="utf-8") as f:
+        header = [line for line in f if line.startswith("#")]
+    with open(SNAPSHOT, "w", encoding="utf-8") as f:
+        f.writelines(header + [f"{m} {n}\n" for m, n in sorted(known | new)])
     print(f"added {len(new)} names to {SNAPSHOT}")

@@ -425,12 +425,22 @@ def _load_plugins():
         raise
 
 
+def kind_entry_points():
+    """The entry points of :data:`ENTRY_POINT_GROUP` (Python 3.9's ``entry_points()`` takes no ``group`` and
+    returns a dict of groups; 3.10's selects)."""
+    from importlib.metadata import entry_points
+
+    points = entry_points()
+    if hasattr(points, "select"):
+        return list(points.select(group=ENTRY_POINT_GROUP))
+    return list(points.get(ENTRY_POINT_GROUP, ()))
+
+
 def _import_plugins():
     import importlib
     import os
-    from importlib.metadata import entry_points
 
-    for point in entry_points(group=ENTRY_POINT_GROUP):
+    for point in kind_entry_points():
         try:
             point.load()
         except Exception as err:  # noqa: BLE001  (whatever the module raises on import: one line)
