@@ -33,6 +33,22 @@ def first_line(err):
     return type(err).__name__
 
 
+TRUE_WORDS, FALSE_WORDS = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def parse_bool(value):
+    """The one reading of a yes/no value, for the command line, YAML and block options alike: a bool, or
+    (any case) true/1/yes/on and false/0/no/off, as text or as the YAML numbers 1 and 0; ValueError else."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS:
+        return True
+    if text in FALSE_WORDS:
+        return False
+    raise ValueError(f"expected True or False, got {value!r}")
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with its errors as one line (``error: ...``, exit 2) like every other user error."""
 

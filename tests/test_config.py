@@ -138,3 +138,22 @@ def test_every_bad_key_is_reported_at_once_against_its_true_source(tmp_path):
     bad.write_text("model: src20\nblock_type: acb\nblock_options: {branchs: h}\n")
     with pytest.raises(UserError, match=f"^{bad}: block_type acb has no option 'branchs'"):
         parse(["--config", str(bad), "--lr", "0.2"], "test")
+
+
+@pytest.mark.parametrize("value, expected", [(1, True), (0, False), ("yes", True), ("Off", False), (True, True),
+                                             ("false", False)])
+def test_a_yes_no_value_reads_alike_on_the_command_line_in_yaml_and_in_block_options(tmp_path, value, expected):
+    """One reading of yes/no: ``--acb_branch_bn 1``, ``branch_bn: 1`` in a YAML file's block_options and
+    ``{branch_bn: 1}`` given to a kind all mean True (the kind's parser once refused the 1 the command line took)."""
+    from acnet_ms.kinds import check_block
+
+    assert check_block("acb", {"branch_bn": value})[1]["branch_bn"] is expected
+    assert check_block("dbb", {"branch_bn": value})[1]["branch_bn"] is expected
+    cfg, _ = parse(["--model", "src20", "--block_type", "acb", "--acb_branch_bn", str(value)], "test")
+    assert cfg["block_options"]["branch_bn"] is expected
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: src20\nblock_type: dbb\nblock_options: {{branch_bn: {str(value).lower()}}}\n")
+    cfg, _ = parse(["--config", str(path)], "test")
+    assert cfg["block_options"]["branch_bn"] is expected
+    with pytest.raises(ValueError, match="expected True or False, got 2"):
+        check_block("acb", {"branch_bn": 2})

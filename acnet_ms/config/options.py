@@ -7,22 +7,14 @@ line over it.
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
-from ..cli import first_line
+from ..cli import first_line, parse_bool
 
 
 def _none(value):
     return value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null", "~", ""))
 
 
-def _bool(value):
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"expected True or False, got {value!r}")
+_bool = parse_bool  # the package's one reading of yes/no values (acnet_ms.cli)
 
 
 def _items(value):

@@ -44,7 +44,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
-from ..cli import UserError, first_line
+from ..cli import UserError, first_line, parse_bool
 from .identities import BN_EPS, BN_FIELDS, bias_as_bn
 
 #: the block type of plain models (not a kind: nothing to fold)
@@ -77,13 +77,9 @@ class KindOption:
         return value
 
 
-def strict_bool(value):
-    """A KindOption parser: True/False, or the strings "true"/"false" (any case)."""
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError(f"expected True or False, got {value!r}")
+#: A KindOption parser for yes/no options: the package's one reading (:func:`acnet_ms.cli.parse_bool`, which
+#: the command line and YAML use too: ``{branch_bn: 1}`` is ``--acb_branch_bn 1``)
+strict_bool = parse_bool
 
 
 def optional_number(value):
