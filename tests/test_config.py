@@ -157,3 +157,16 @@ def test_a_yes_no_value_reads_alike_on_the_command_line_in_yaml_and_in_block_opt
     assert cfg["block_options"]["branch_bn"] is expected
     with pytest.raises(ValueError, match="expected True or False, got 2"):
         check_block("acb", {"branch_bn": 2})
+
+
+def test_an_acb_flat_key_given_to_another_kind_is_named_in_one_warning_line(capsys):
+    """``--gamma_init`` is an older key of acb's options: another kind ignores it, and says so once."""
+    cfg, _ = parse(["--model", "src20", "--block_type", "dbb", "--gamma_init", "0.3"], "command line")
+    assert cfg["block_options"]["gamma_init"] is None
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == ("warning: command line: gamma_init (an older key of acb's options) ignored: block_type dbb "
+                    "does not read it; give gamma_init in block_options")
+    parse(["--model", "src20", "--block_type", "orepa", "--acb_branches", "h"], "command line")
+    assert "acb_branches (an older key of acb's options) ignored: block_type orepa" in capsys.readouterr().err
+    parse(["--model", "src20", "--block_type", "acb", "--gamma_init", "0.3"], "command line")
+    assert capsys.readouterr().err == ""

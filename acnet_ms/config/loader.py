@@ -13,6 +13,7 @@ closest valid name.  ``docs/options.md`` lists every option.
 import argparse
 import difflib
 import os
+import sys
 
 from ..cli import ArgumentParser, UserError, first_line
 from .options import _TABLE, ALIASES, FLAT_BLOCK_KEYS, GROUPS, IDENTITY, OPTIONS, Option, _bool
@@ -110,6 +111,13 @@ def resolve_block(cfg, where="config"):
         block_type, options = kinds.check_block(cfg["block_type"], cfg.get("block_options"), cfg)
     except ValueError as err:
         raise UserError(f"{where}: {err}") from None
+    dropped = [k for k in FLAT_BLOCK_KEYS if cfg.get(k) is not None and block_type != kinds.BASE
+               and k not in kinds.get_kind(block_type).flat]
+    if dropped:
+        takes = [k for k in dropped if k in kinds.get_kind(block_type).options]
+        what = "an older key of acb's options" if len(dropped) == 1 else "older keys of acb's options"
+        print(f"warning: {where}: {', '.join(dropped)} ({what}) ignored: block_type {block_type} does not read "
+              f"it" + (f"; give {', '.join(takes)} in block_options" if takes else ""), file=sys.stderr)
     cfg["block_type"], cfg["block_options"] = block_type, options
     for key in FLAT_BLOCK_KEYS:
         cfg[key] = None
