@@ -111,9 +111,23 @@ def test_finetuning_a_plain_checkpoint_into_acb_starts_from_the_same_function(tm
     started = [line for line in lines if line.startswith("classifier initialised afresh")]
     assert len(started) == 1 and "'classifier.weight' has shape [10, 64] in the checkpoint, [5, 64]" in started[0]
     assert "classifier.bias" in started[0]
-    assert "set by the block conversion to keep the pretrained function: branches started at zero" in lines[0]
+    assert re.search(r"\(\d+ entries\) \(\d+ of them set by the block conversion to keep the pretrained function: "
+                     r"\d+ carry the checkpoint's values, e.g. \S*square_conv.weight from \S*conv1.weight; \d+ start "
+                     r"branches switched off, e.g. \S*(hor|ver)_", lines[0]), lines[0]
     np.testing.assert_array_equal(other.layer1[0].conv1.square_conv.weight.asnumpy(),
                                   base.layer1[0].conv1.weight.asnumpy())
+
+
+def test_a_block_parameter_made_from_a_checkpoint_entry_is_named_with_that_entry(tmp_path):
+    """Another model's plain checkpoint: the block parameter that does not fit is named with the entry it was
+    made from (the user's file holds conv1.weight, not conv1.square_conv.weight)."""
+    other = create_model("resnet18", num_classes=10)
+    path = str(tmp_path / "resnet18.ckpt")
+    write_checkpoint(path, {p.name: p.asnumpy() for p in other.get_parameters()}, {"model": "resnet18"})
+    with pytest.raises(UserError, match=r"first that does not: 'conv1.square_conv.weight' has shape \[64, 3, 7, 7\] "
+                                        r"in the checkpoint \(made from its 'conv1.weight' by the block conversion\), "
+                                        r"\[16, 3, 3, 3\] in the model"):
+        load_pretrained(create_model("src20", block_type="acb"), path, log=lambda line: None)
 
 
 @pytest.mark.slow
@@ -124,8 +138,8 @@ def test_finetune_from_the_command_line_logs_what_it_skipped(digits, tmp_path):
     res = run_script("train.py", *small_run(digits, str(tmp_path / "ft"), "--epoch_size", 1, "--ckpt_path", path,
                                             "--val_while_train", "False", "--ckpt_partial", "True"))
     assert res.returncode == 0, res.stderr[-2000:]
-    assert re.search(r"loaded \d+ of \d+ parameters from .*pretrained.ckpt \(\d+ of them set by the block "
-                     r"conversion", res.stdout)
+    assert re.search(r"loaded \d+ of \d+ parameters from .*pretrained.ckpt \(\d+ entries\) \(\d+ of them set by "
+                     r"the block conversion", res.stdout)
     assert ("classifier initialised afresh (ckpt_partial): 'classifier.weight' has shape [7, 64] in the checkpoint, "
             "[10, 64] in the model") in res.stdout
 

@@ -39,6 +39,52 @@ def net_state(state, net, meta=None):
     return arrays
 
 
+def _source_entry(name, original, blocks):
+    """The checkpoint entry a block parameter ``name`` was made from by the block conversion (same block,
+    same last name: ``conv1.weight`` for ``conv1.square_conv.weight``), or None."""
+    if name in original:
+        return None
+    block = next((b for b in blocks if name.startswith(b)), None)
+    last = "." + name.rsplit(".", 1)[-1]
+    found = [e for e in original if block and e.startswith(block) and e.endswith(last)]
+    return found[0] if len(found) == 1 else None
+
+
+def _conversion_words(converted, state, arrays):
+    """`` (N of them set by the block conversion ...: K carry the checkpoint's values, e.g. X from Y; M start a
+    branch switched off, e.g. Z)`` for the parameters the block conversion set, or ``""``."""
+    if not converted:
+        return ""
+    import numpy as np
+
+    def key(value):
+        value = np.ascontiguousarray(value)
+        return value.shape, str(value.dtype), value.tobytes()
+
+    def last(name):
+        return name.rsplit(".", 1)[-1]
+
+    stored = {}
+    for n, v in arrays.items():
+        stored.setdefault(key(v), []).append(n)
+    carried = {}
+    for name in converted:  # its values are an entry's: one of the same last name, or any if not constant
+        value = np.asarray(state[name])
+        same = [n for n in stored.get(key(value), ()) if last(n) == last(name)]
+        others = stored.get(key(value), []) if value.size > 1 and np.ptp(value) > 0 else []
+        if same or others:
+            carried[name] = (same or others)[0]
+    fresh = [n for n in converted if n not in carried]
+    parts = []
+    if carried:
+        name, source = next(iter(carried.items()))
+        parts.append(f"{len(carried)} carry the checkpoint's values, e.g. {name} from {source}")
+    if fresh:
+        parts.append(f"{len(fresh)} start branches switched off, e.g. {fresh[0]}")
+    return (f" ({len(converted)} of them set by the block conversion to keep the pretrained function: "
+            f"{'; '.join(parts)})")
+
+
 def load_pretrained(net, path, log=print, partial=False):
     """Finetuning start: load ``path`` into ``net``, strictly unless ``partial``.
 
@@ -72,7 +118,9 @@ def load_pretrained(net, path, log=print, partial=False):
         if value is None:
             problems.append((param, f"'{param.name}' is not in the checkpoint"))
         elif tuple(value.shape) != tuple(param.shape):
-            problems.append((param, f"'{param.name}' has shape {list(value.shape)} in the checkpoint, "
+            source = _source_entry(param.name, original, blocks)
+            made = f" (made from its '{source}' by the block conversion)" if source else ""
+            problems.append((param, f"'{param.name}' has shape {list(value.shape)} in the checkpoint{made}, "
                                     f"{list(param.shape)} in the model"))
         else:
             matched.append(param)
@@ -94,10 +142,9 @@ def load_pretrained(net, path, log=print, partial=False):
                         f"parameters match by name and shape; first that does not: {what}{hint}")
     for param in matched:
         param.set_data(ms.Tensor(state[param.name].astype(ms.dtype_to_nptype(param.dtype))))
-    converted = [p.name for p in matched if p.name not in original]
-    log(f"loaded {len(matched)} of {len(params)} parameters from {path}"
-        + (f" ({len(converted)} of them set by the block conversion to keep the pretrained function: "
-           f"branches started at zero, e.g. {converted[0]})" if converted else ""))
+    log(f"loaded {len(matched)} of {len(params)} parameters from {path} ({len(original)} entries)"
+        + _conversion_words([p.name for p in matched if p.name not in original], state,
+                                                    state_map.network_entries(arrays)))
     if branch_init:
         log(f"kept as initialised, branches whose output the conversion switched off: {len(branch_init)} "
             f"({', '.join(sorted(branch_init)[:4])}{', ...' if len(branch_init) > 4 else ''})")
