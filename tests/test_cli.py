@@ -66,21 +66,28 @@ def test_msrun_environment_and_port_check():
     check_port_free(sched)  # free again
 
 
-def test_msrun_watchdog_ends_a_waiting_worker_with_one_line():
-    """The watchdog process kills the worker it watches once the scheduler beside it has exited."""
+def watchdog_line(who, port, timeout, scheduler):
+    """Run the watchdog process on a sleeping stand-in worker; it must kill it (SIGKILL): its stderr line."""
     import subprocess
 
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    scheduler = subprocess.Popen([sys.executable, "-c", "pass"])
-    scheduler.wait()
     code = (f"import sys; sys.path.insert(0, {ROOT!r}); from acnet_ms.engine.msrun import watch; "
-            f"watch({worker.pid}, 'rank 1 (msrun --master_port 9)', 9, '127.0.0.1', 30, {scheduler.pid}, 0.1)")
+            f"watch({worker.pid}, {who!r}, {port}, '127.0.0.1', {timeout}, {scheduler}, 0.1)")
     try:
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert worker.wait(timeout=10) == -9
     finally:
         worker.kill()
-    assert res.stderr.strip() == ("error: rank 1 (msrun --master_port 9): msrun's scheduler (pid "
+    return res.stderr.strip()
+
+
+def test_msrun_watchdog_ends_a_waiting_worker_with_one_line():
+    """The watchdog process kills the worker it watches once the scheduler beside it has exited."""
+    import subprocess
+
+    scheduler = subprocess.Popen([sys.executable, "-c", "pass"])
+    scheduler.wait()
+    assert watchdog_line("rank 1 (msrun --master_port 9)", 9, 30, scheduler.pid) == ("error: rank 1 (msrun --master_port 9): msrun's scheduler (pid "
                                   f"{scheduler.pid}) exited before the cluster formed; its line is in scheduler.log "
                                   "under msrun's --log_dir")
 
@@ -89,7 +96,6 @@ def test_msrun_watchdog_ends_a_worker_whose_port_another_program_holds():
     """A scheduler that failed and was gone before the watchdog looked for it: the watchdog finds the program
     holding the port (not msrun's scheduler) and ends the worker with one line, long before its timeout."""
     import socket
-    import subprocess
 
     from acnet_ms.engine.msrun import port_holders
 
@@ -98,15 +104,8 @@ def test_msrun_watchdog_ends_a_worker_whose_port_another_program_holds():
         holder.listen(1)
         port = holder.getsockname()[1]
         assert port_holders(port) == {os.getpid(): False}
-        worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-        code = (f"import sys; sys.path.insert(0, {ROOT!r}); from acnet_ms.engine.msrun import watch; "
-                f"watch({worker.pid}, 'rank 0 (msrun --master_port {port})', {port}, '127.0.0.1', 600, 0, 0.1)")
-        try:
-            res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-            assert worker.wait(timeout=10) == -9
-        finally:
-            worker.kill()
-    assert res.stderr.strip() == (f"error: rank 0 (msrun --master_port {port}): port {port} on 127.0.0.1 is held "
+        line = watchdog_line(f"rank 0 (msrun --master_port {port})", port, 600, 0)
+    assert line == (f"error: rank 0 (msrun --master_port {port}): port {port} on 127.0.0.1 is held "
                                   f"by another program (pid {os.getpid()}), not msrun's scheduler: the cluster "
                                   "cannot form; choose a free --master_port (the scheduler's line is in "
                                   "scheduler.log under msrun's --log_dir)")
