@@ -80,17 +80,23 @@ def crop(x, amounts):
     return x[:, :, t:(-b or None), l:(-r or None)]  # no shape read (see pad_zeros)
 
 
+def _zeros_from(x, n, size, axis):
+    """``n`` zero rows (``axis`` 2) or columns (3) shaped and typed like ``x``'s, made from ``x`` itself
+    (``size``: x's length along ``axis``, not read here).  Zeros made by ``ops.zeros`` or ``zeros_like`` and
+    concatenated to ``x`` gave the next conv a null device pointer in PyNative under mixed precision
+    (MindSpore 2.8: every branch form with 'same' padding, EfficientNet's convs); a product with 0 does not."""
+    if n <= size:
+        part = x[:, :, :n] if axis == 2 else x[:, :, :, :n]
+    else:
+        part = ops.tile(x[:, :, :1] if axis == 2 else x[:, :, :, :1], (1, 1, n, 1) if axis == 2 else (1, 1, 1, n))
+    return part * 0
+
+
 def _zeros_beside(x, shape, before, after, axis):
     """``x`` between ``before`` and ``after`` zeros along ``axis``; ``shape`` is x's own (never read here)."""
-    shape = list(shape)
-    parts = []
-    if before:
-        shape[axis] = before
-        parts.append(ops.zeros(tuple(shape), x.dtype))
-    parts.append(x)
+    parts = ([_zeros_from(x, before, shape[axis], axis)] if before else []) + [x]
     if after:
-        shape[axis] = after
-        parts.append(ops.zeros(tuple(shape), x.dtype))
+        parts.append(_zeros_from(x, after, shape[axis], axis))
     return ops.concat(parts, axis) if len(parts) > 1 else x
 
 
@@ -101,7 +107,8 @@ def pad_zeros(x, pads):
     stalled MindSpore 2.8's CPU graph inside whole models.  The shape is read
     from ``x`` once, never from the concatenation made of it: PyNative under
     mixed precision (MindSpore 2.8) can fail reading a concatenation's shape
-    ("The pointer[...] is null").
+    ("The pointer[...] is null"); the zeros are made from ``x``
+    (:func:`_zeros_from`).
     """
     t, b, l, r = pads
     n, c, h, w = x.shape
