@@ -237,6 +237,7 @@ def test_the_summary_line_and_which_sites(capsys):
     from acnet_ms import create_model
     net = create_model("resnet18", num_classes=10, block_type="orepa")
     assert summary_line(net) == "17 k x k convs became OREPA blocks (17 kernel alone; the model's BN after one stays)"
+    assert get_kind("orepa").summary_words(0, {}) == "0 k x k convs became OREPA blocks"  # no "(; ...)"
     assert type(net.conv1).__name__ == "OREPABlock" and type(net.bn1).__name__ == "BatchNorm2d"  # the BN stays
     kind = get_kind("orepa")
     from acnet_ms.reparam.transform import ConvSite

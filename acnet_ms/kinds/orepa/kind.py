@@ -65,6 +65,8 @@ class OREPAKind(BlockKind):
     def summary_words(self, n, counts):
         """``"20 k x k convs became OREPA blocks (20 kernel alone; the model's BN after one stays)"``."""
         kinds = ", ".join(f"{c} {w}" for w, c in counts.items())
+        if not kinds:
+            return f"{n} k x k convs became {self.label}s"
         return f"{n} k x k convs became {self.label}s ({kinds}; the model's BN after one stays)"
 
     # -------------------------------------------------------------- checkpoints
