@@ -72,8 +72,9 @@ SWEEP = {
     },
     "rep": {
         "resnest*": _RESNEST,
-        **_caps("rep", ["convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*", "hrnet_w*", "pit_b",
-                        "poolformer_m48", "pvt_v2_b[45]", "regnet_[xy]_32gf", "repmlp_b224", "repvgg_b[23]", "vgg*"]),
+        **_caps("rep", ["convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*", "efficientnet_v2_xl",
+                        "hrnet_w*", "pit_b", "poolformer_m48", "pvt_v2_b[45]", "regnet_[xy]_32gf", "repmlp_b224",
+                        "repvgg_b[23]", "vgg*"]),
     },
     "dbb": {
         **{m: _DBB_FP16 for m in ("efficientnet_b4", "efficientnet_v2_[lms]", "efficientnet_v2_xl", "ghostnet_100",
