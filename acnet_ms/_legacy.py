@@ -48,7 +48,7 @@ def acb_check_kernel_size(kernel_size, what="kernel_size"):
     """ValueError unless ``kernel_size`` is an odd integer >= 3 (an ACB's)."""
     from .kinds.cell import check_kernel_size
 
-    check_kernel_size(kernel_size, f"ACB {what}", minimum=3)
+    check_kernel_size(kernel_size, "ACB" if what == "kernel_size" else f"ACB ({what})", minimum=3)
 
 
 def rep_check_kernel_size(kernel_size):
