@@ -112,6 +112,19 @@ def test_a_module_that_moved_warns_on_import_and_a_name_it_never_had_is_an_impor
                                                                                                         messages)
 
 
+def test_the_old_functions_whose_successors_changed_give_their_old_results():
+    """The figures their docstrings gave: DBB's 3 x 3 64 -> 64 ratio 1353 / 576, rep's 10/9 and MobileOne's 37/9,
+    1 without branch BNs; rep's kernel check took 1 x 1."""
+    from acnet_ms import _legacy
+
+    assert _legacy.train_macs(64, 64, 3)["ratio"] == pytest.approx(1353 / 576)
+    assert _legacy.mac_ratio(3) == pytest.approx(10 / 9) and _legacy.mac_ratio(3, num_kxk=4) == pytest.approx(37 / 9)
+    assert _legacy.mac_ratio(3, branch_bn=False) == 1.0
+    _legacy.rep_check_kernel_size(1)
+    with pytest.raises(ValueError, match="ACB: kernel_size must be an odd integer >= 3, got 1"):
+        _legacy.acb_check_kernel_size(1)
+
+
 if __name__ == "__main__":  # add the checkout's new public names to the snapshot
     known = snapshot()
     new = current_names() - known
