@@ -111,10 +111,10 @@ def resolve_block(cfg, where="config"):
         block_type, options = kinds.check_block(cfg["block_type"], cfg.get("block_options"), cfg)
     except ValueError as err:
         raise UserError(f"{where}: {err}") from None
-    dropped = [k for k in FLAT_BLOCK_KEYS if cfg.get(k) is not None and block_type != kinds.BASE
-               and k not in kinds.get_kind(block_type).flat]
+    kind = kinds.get_kind(block_type) if block_type != kinds.BASE else None
+    dropped = [k for k in FLAT_BLOCK_KEYS if kind and cfg.get(k) is not None and k not in kind.flat]
     if dropped:
-        takes = [k for k in dropped if k in kinds.get_kind(block_type).options]
+        takes = [k for k in dropped if k in kind.options]
         what = "an older key of acb's options" if len(dropped) == 1 else "older keys of acb's options"
         print(f"warning: {where}: {', '.join(dropped)} ({what}) ignored: block_type {block_type} does not read "
               f"it" + (f"; give {', '.join(takes)} in block_options" if takes else ""), file=sys.stderr)

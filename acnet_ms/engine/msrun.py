@@ -72,6 +72,17 @@ def _stat(pid):
         return None
 
 
+def _is_scheduler(pid, port):
+    """Whether process ``pid`` is msrun's scheduler for ``port`` (its MS_ROLE and MS_SCHED_PORT; False when its
+    environment cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
+    except OSError:
+        return False
+    return env.get(b"MS_ROLE") == b"MS_SCHED" and env.get(b"MS_SCHED_PORT", b"").decode() == str(port)
+
+
 def scheduler_beside(port, parent=None):
     """The pid of the msrun scheduler started beside this process (a child of the same msrun with
     MS_ROLE=MS_SCHED and the same port), or None (another node's, or no /proc)."""
@@ -84,12 +95,7 @@ def scheduler_beside(port, parent=None):
         stat = _stat(pid)
         if pid == os.getpid() or not stat or stat[1] != parent:
             continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as f:
-                env = dict(e.split(b"=", 1) for e in f.read().split(b"\0") if b"=" in e)
-        except OSError:
-            continue
-        if env.get(b"MS_ROLE") == b"MS_SCHED" and env.get(b"MS_SCHED_PORT", b"").decode() == str(port):
+        if _is_scheduler(pid, port):
             return pid
     return None
 
@@ -145,12 +151,7 @@ def port_holders(port):
         return holders
     for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
         if _fd_links(pid) & sockets:
-            try:
-                with open(f"/proc/{pid}/environ", "rb") as f:
-                    env = f.read().split(b"\0")
-            except OSError:
-                env = []
-            holders[pid] = b"MS_ROLE=MS_SCHED" in env and f"MS_SCHED_PORT={port}".encode() in env
+            holders[pid] = _is_scheduler(pid, port)
     return holders
 
 
