@@ -10,6 +10,7 @@ The kind comes from the table (``acnet_ms.kinds.get_kind``); nothing here names 
 """
 import os
 import sys
+import time
 import traceback
 
 sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
@@ -32,7 +33,14 @@ class Record(dict):
     def __init__(self, path, workdir, **fields):
         super().__init__(fields, errors={})
         self.path, self.workdir = path, workdir
+        self._started = time.monotonic()
         self.save()
+
+    def _clock(self):
+        """The seconds the current stage took, under ``stage_s`` (the JSON line only: where a model's time goes)."""
+        now = time.monotonic()
+        self.setdefault("stage_s", {})[self["stage"]] = round(now - self._started, 1)
+        self._started = now
 
     def save(self):
         harness.write_result(self.path, self)
@@ -41,6 +49,7 @@ class Record(dict):
         """Start ``stage``; the peak memory so far is noted as the previous stage's."""
         self.setdefault("peak_mb_after", {})[self["stage"]] = round(harness.peak_rss_mb())
         self.setdefault("rss_mb_before", {})[stage] = round(harness.rss_mb())
+        self._clock()
         self["stage"] = stage
         self.save()
 
@@ -51,6 +60,7 @@ class Record(dict):
         self.save()
 
     def end(self, status):
+        self._clock()
         self["status"] = status
         self.save()
 
