@@ -43,6 +43,9 @@ MOVED = {
                       "acnet_ms.kinds.orepa.fold": "prior_filter merge_1x1_filter merge_depthwise_pointwise "
                                                    "OREPA_BRANCHES fold_orepa",
                       "acnet_ms.kinds.rep.fold": "fold_rep"},
+    "acnet_ms.kinds.base": {"acnet_ms.kinds.table": "ENTRY_POINT_GROUP ENV_VAR register_kind unregister_kind "
+                                                    "KindImportError kind_entry_points load_kinds kind_names "
+                                                    "block_types get_kind check_recorded_kind check_block"},
     "acnet_ms.kinds.acb": {"acnet_ms.kinds.acb.kind": "MIN_K MAX_K SQUARE_MARKER ACBKind"},
     "acnet_ms.kinds.dbb": {"acnet_ms.kinds.dbb.kind": "ORIGIN_MARKER TORCH_BN_FIELDS rename_torch_state DBBKind",
                            LEGACY: "train_macs"},

@@ -123,9 +123,9 @@ def test_kind_entry_points_are_read_on_every_python_the_package_supports(monkeyp
     """Python 3.9's ``importlib.metadata.entry_points()`` takes no ``group`` and returns a dict of groups."""
     import importlib.metadata as metadata
 
-    from acnet_ms.kinds import base
+    from acnet_ms.kinds import table
 
-    point = metadata.EntryPoint("mine", "my_kinds", base.ENTRY_POINT_GROUP)
+    point = metadata.EntryPoint("mine", "my_kinds", table.ENTRY_POINT_GROUP)
     other = metadata.EntryPoint("theirs", "x", "console_scripts")
 
     class Selectable(list):
@@ -133,8 +133,8 @@ def test_kind_entry_points_are_read_on_every_python_the_package_supports(monkeyp
             return [p for p in self if p.group == group]
 
     if style == "3.9":
-        monkeypatch.setattr(metadata, "entry_points", lambda: {base.ENTRY_POINT_GROUP: (point,),
+        monkeypatch.setattr(metadata, "entry_points", lambda: {table.ENTRY_POINT_GROUP: (point,),
                                                                "console_scripts": (other,)})
     else:
         monkeypatch.setattr(metadata, "entry_points", lambda: Selectable([point, other]))
-    assert base.kind_entry_points() == [point]
+    assert table.kind_entry_points() == [point]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import assert_one_line_error, run_main
 
-from acnet_ms.kinds import base as kind_table
+from acnet_ms.kinds import table as kind_table
 
 SCRIPTS = ["train.py", "validate.py", "convert.py", "analyze.py"]
 

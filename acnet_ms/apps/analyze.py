@@ -24,7 +24,7 @@ import textwrap
 
 from ..analysis import COMMANDS, DEFAULT_RATIOS, DEFAULT_SEEDS, GROUPS
 from ..cli import ArgumentParser, UserError, quiet_mindspore, run
-from ..kinds.base import load_kinds
+from ..kinds.table import load_kinds
 
 #: what each sub-command computes (its help line)
 ABOUT = {"magnitude": "mean |kernel| per k x k position, per layer normalised (Fig. 7); no data needed",

@@ -39,7 +39,7 @@ finetune.  See docs/pretrained.md.
 import argparse
 
 from ..cli import ArgumentParser, UserError, quiet_mindspore, run
-from ..kinds.base import load_kinds
+from ..kinds.table import load_kinds
 
 
 def main(argv=None):

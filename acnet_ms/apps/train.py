@@ -4,7 +4,7 @@
     msrun --worker_num 8 python train.py --config configs/sres18_acb.yaml --data_dir /path/to/imagenet
 """
 from ..cli import quiet_mindspore, run
-from ..kinds.base import load_kinds
+from ..kinds.table import load_kinds
 
 
 def main(argv=None):

@@ -20,7 +20,7 @@ import json
 import os
 
 from ..cli import ArgumentParser, UserError, quiet_mindspore, run
-from ..kinds.base import load_kinds
+from ..kinds.table import load_kinds
 
 
 def extra(parser):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from .. import kinds
-from ..kinds.base import check_recorded_kind
+from ..kinds.table import check_recorded_kind
 from ..cli import UserError
 from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from ..models.factory import create_model, layout_for, uninitialised_model

@@ -58,7 +58,7 @@ def evaluate(net, loader, world=1, transform=None, progress=None, every=100):
 def recorded_options(meta, where="the checkpoint"):
     """The options a checkpoint recorded (its training config and identity), as defaults for validate.py;
     UserError naming ``ACNET_MS_KINDS`` if its block kind is not loaded."""
-    from ..kinds.base import check_recorded_kind
+    from ..kinds.table import check_recorded_kind
 
     check_recorded_kind(meta.get("block_type"), where)
     recorded = dict(meta.get("config") or {})

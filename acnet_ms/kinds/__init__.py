@@ -4,8 +4,9 @@ One kind is one folder, ``kinds/<kind>/``: ``kind.py`` (its options, site rule
 and numpy entries / fold / from_plain / infer_options, registered on import),
 ``cell.py`` (its training-form Cell), ``fold.py`` (its own fold identities,
 pure numpy) and, where it has one, ``spec.py``.  What every kind shares sits
-beside them: :mod:`.base` (the interface, the table, and ``BranchBNKind``
-for kinds whose branches end in BNs), :mod:`.identities` (the shared fold
+beside them: :mod:`.base` (the interface, and ``BranchBNKind``
+for kinds whose branches end in BNs), :mod:`.table` (the table of kinds, and the loading of kinds from
+other packages), :mod:`.identities` (the shared fold
 identities, pure numpy), :mod:`.cell` (the base Cell ``ReparamBlock``: geometry,
 the three forms, the switch to one conv ``fused_conv``) and :mod:`.geometry`
 (branch windows and padding).  ``block_type`` names a kind (or ``base``, the
@@ -18,8 +19,8 @@ from . import dbb  # noqa: F401  (registers the DBB kind)
 from . import orepa  # noqa: F401  (registers the OREPA kind)
 from . import rep  # noqa: F401  (registers the rep kind)
 from . import repvgg  # noqa: F401  (registers MindCV's RepVGG blocks: a native kind, no block type)
-from .base import (BASE, BlockKind, KindOption, block_types, check_block, get_kind, kind_names, register_kind,
-                   unregister_kind)
+from .base import BASE, BlockKind, KindOption
+from .table import block_types, check_block, get_kind, kind_names, register_kind, unregister_kind
 
 __all__ = ["BASE", "BlockKind", "KindOption", "block_types", "check_block", "get_kind", "kind_names",
            "register_kind", "unregister_kind"]

@@ -11,7 +11,8 @@ Cell is :class:`acnet_ms.kinds.acb.cell.ACBlock`; the arithmetic is :mod:`acnet_
 """
 from . import fold
 from .. import identities
-from ..base import BRANCH_BN, BranchBNKind, KindOption, gamma_init_option, register_kind, square_odd_kernel
+from ..base import BRANCH_BN, BranchBNKind, KindOption, gamma_init_option, square_odd_kernel
+from ..table import register_kind
 
 #: ACNet converts square k x k convs with MIN_K <= k <= MAX_K
 MIN_K, MAX_K = 3, 5

@@ -20,7 +20,8 @@ import numpy as np
 
 from . import fold
 from .. import identities
-from ..base import BRANCH_BN, BranchBNKind, gamma_init_option, register_kind, square_odd_kernel
+from ..base import BRANCH_BN, BranchBNKind, gamma_init_option, square_odd_kernel
+from ..table import register_kind
 from ..._moved import moved_attr as _moved_attr
 
 ORIGIN_MARKER = ".dbb_origin.conv.weight"

@@ -27,7 +27,8 @@ import numpy as np
 from . import fold
 from .spec import (ALL, BRANCH_PARAMS, BRANCHES, EXPAND, INITS, MARKER, _shapes_of, branch_names, initial_arrays,
                    internal_channels, params, parse_branches)
-from ..base import BlockKind, KindOption, register_kind, square_odd_kernel
+from ..base import BlockKind, KindOption, square_odd_kernel
+from ..table import register_kind
 
 
 class OREPAKind(BlockKind):

@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import identities
 from . import fold
-from ..base import BRANCH_BN, BranchBNKind, KindOption, gamma_init_option, register_kind, strict_bool
+from ..base import BRANCH_BN, BranchBNKind, KindOption, gamma_init_option, strict_bool
+from ..table import register_kind
 from ..._moved import moved_attr as _moved_attr
 
 MARKER = ".dense.0.conv.weight"

@@ -11,7 +11,8 @@ is :mod:`.state`, the model side (MindSpore) :mod:`.blocks`.
 
 This module must not import MindSpore.
 """
-from ..base import BlockKind, register_kind
+from ..base import BlockKind
+from ..table import register_kind
 from . import state
 
 
