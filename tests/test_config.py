@@ -170,3 +170,23 @@ def test_an_acb_flat_key_given_to_another_kind_is_named_in_one_warning_line(caps
     assert "acb_branches (an older key of acb's options) ignored: block_type orepa" in capsys.readouterr().err
     parse(["--model", "src20", "--block_type", "acb", "--gamma_init", "0.3"], "command line")
     assert capsys.readouterr().err == ""
+
+
+def test_the_older_flat_keys_are_the_kinds_own_and_read_values_as_the_kind_does():
+    """Each kind's ``flat`` table is the one source of the command line's older keys: every key is an option
+    that sets its kind's option, takes that option's values and reads them as the kind does."""
+    from acnet_ms.config.options import FLAT_BLOCK_KEYS, OPTIONS
+    from acnet_ms.kinds import get_kind, kind_names
+
+    expected = {key: (name, option) for name in kind_names() for key, option in get_kind(name).flat.items()}
+    assert expected and sorted(FLAT_BLOCK_KEYS) == sorted(expected)
+    for key, (name, option) in expected.items():
+        flat, kind_option = OPTIONS[key], get_kind(name).options[option]
+        assert flat.flat_of == (name, option) and flat.default is None and flat.ours, key
+        assert f"block option {option}" in flat.help, flat.help
+        assert flat.parse("none") is None
+        values = kind_option.choices or (0.25,)
+        for value in values:
+            assert flat.parse(str(value)) == kind_option.check(option, value, name), (key, value)
+        cfg, _ = parse(["--model", "src20", "--block_type", name, f"--{key}", str(values[-1])], "command line")
+        assert cfg["block_options"][option] == kind_option.check(option, values[-1], name), key

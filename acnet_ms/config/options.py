@@ -106,6 +106,24 @@ class Option:
     help: str
     choices: Optional[Tuple] = None
     ours: bool = False
+    flat_of: Optional[Tuple] = None   # an older flat key: (its kind, the block option it sets)
+
+
+def _flat_key_options():
+    """An option per older flat key of the package's kinds (acb's ``acb_branches`` sets its block option
+    ``branches``), read from the kind: its ``flat`` table and the option's help, parser and values."""
+    from ..kinds import table  # the package's kinds register on import; other packages' are not loaded here
+
+    out = []
+    for kind in table.registered_kinds():
+        for key, name in kind.flat.items():
+            option = kind.options[name]
+            words = all(isinstance(c, str) for c in option.choices or (0,))
+            out.append(Option(key, None, _opt(option.parse or str), OURS,
+                              f"older key of {kind.name}'s block option {name}: {option.help}; default "
+                              f"{option.default}", (None, *option.choices) if words else None, True,
+                              (kind.name, name)))
+    return out
 
 
 SYSTEM, DATA, AUG, MODEL, OPTIM, SCHED, LOSS, AMP, OURS, LEGACY = (
@@ -231,16 +249,7 @@ _TABLE = [
     Option("block_options", None, _opt(_mapping), OURS, "the block kind's options as a mapping, e.g. "
            "{branches: h, branch_bn: false, position: corner, gamma_init: 0.33} for acb (docs/models.md)",
            None, True),
-    Option("gamma_init", None, _opt(_float), OURS, "older key of acb's block option gamma_init: initial gamma of "
-           "the branch BNs (default 1)", None, True),
-    Option("acb_branches", None, _str_opt, OURS, "older key of acb's block option branches: hv (both), h (1 x k "
-           "only), v (k x 1 only); default hv", (None, "hv", "h", "v"), True),
-    Option("acb_branch_bn", None, _opt(_bool), OURS, "older key of acb's block option branch_bn: a BN per branch "
-           "(False: the branch convs are summed and one BN follows the sum; trains as one conv); default True",
-           None, True),
-    Option("acb_position", None, _str_opt, OURS, "older key of acb's block option position: asymmetric kernels "
-           "on the centre row/column or the bottom row/right column (the paper's border variant); default center",
-           (None, "center", "corner"), True),
+    *_flat_key_options(),
     Option("jit_level", "O2", str, OURS, "graph compile level (O2: Ascend whole-graph sinking)", ("O0", "O1", "O2"), True),
     Option("resume", None, _str_opt, OURS, "training checkpoint to resume from (weights, optimizer, epoch, step)",
            None, True),
@@ -266,7 +275,7 @@ GROUPS = list(dict.fromkeys(o.group for o in _TABLE))
 IDENTITY = ("model", "block_type", "num_classes", "block_options")
 
 #: the older flat keys of a kind's options, which checkpoints written before ``block_options`` record
-FLAT_BLOCK_KEYS = ("gamma_init", "acb_branches", "acb_branch_bn", "acb_position")
+FLAT_BLOCK_KEYS = tuple(o.name for o in _TABLE if o.flat_of)
 
 #: names other trainers use for our options, for "did you mean" hints
 ALIASES = {

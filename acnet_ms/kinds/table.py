@@ -94,6 +94,12 @@ def load_kinds():
     _load_plugins()
 
 
+def registered_kinds():
+    """The kinds registered so far, without loading other packages' kinds (what the option table reads at
+    import: a kind module that does not import must not stop the package from importing)."""
+    return list(_KINDS.values())
+
+
 def kind_names(native=False):
     """The registered kinds' names, in registration order: the block types' (``native=True``: the kinds
     that are models' own blocks, which are no block type, instead)."""
