@@ -100,7 +100,8 @@ MOVED = {
     "acnet_ms.kinds.rep.cell": {LEGACY: "check_kernel_size=rep_check_kernel_size"},
     "acnet_ms.kinds.rep.kind": {LEGACY: "mac_ratio"},
     "acnet_ms.kinds.repvgg.state": {LEGACY: "find=repvgg_find"},
-    "acnet_ms.foreign": {"acnet_ms.convert.foreign": "SOURCES MapError Unit classes_in identify to_mindcv"},
+    "acnet_ms.foreign": {"acnet_ms.convert.foreign": "SOURCES MapError Unit classes_in identify=pth_source to_mindcv"},
+    "acnet_ms.convert.foreign": {"acnet_ms.convert.foreign": "identify=pth_source"},
     "acnet_ms.foreign.originals": {"acnet_ms.convert.foreign.originals": "TORCH_BN Unit MapError Reader orepa_dws "
                                                                          "orepa_kernel OREPA_NAMES OREPA_VGG_NAMES "
                                                                          "orepa_1x1_kernel correlate "

@@ -34,8 +34,8 @@ def _model_of(subject):
     return model, subject.cfg.get("num_classes") or subject.meta.get("num_classes")
 
 
-def _fold_acbs(subject):
-    """Fold every ACB of a checkpoint into plain conv + BN entries; returns (state, ACB names).
+def _fold_blocks(subject):
+    """Fold every block (any kind) of a checkpoint into plain conv + BN entries; returns (state, block names).
 
     Where each block's fold goes comes from the model (``models.layout_for``)."""
     arrays = subject.arrays
@@ -79,7 +79,7 @@ class Subject:
                 self._plain = state_map.network_entries(self.arrays), []
             else:
                 try:
-                    self._plain = _fold_acbs(self)
+                    self._plain = _fold_blocks(self)
                 except ValueError as err:
                     raise UserError(f"{self.path}: {err}") from None
         return self._plain

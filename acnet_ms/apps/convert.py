@@ -1,4 +1,4 @@
-"""Fold a trained ACB checkpoint into a checkpoint of the plain model.
+"""Fold a trained checkpoint's re-parameterizable blocks (any kind) into a checkpoint of the plain model.
 
     python convert.py --ckpt_path TRAINED.ckpt --output DEPLOY.ckpt [--model NAME | --config CFG]
                       [--fold_bn] [--export mindir|onnx [--input_shape N,C,H,W]] [--overwrite]

@@ -1,4 +1,4 @@
-"""Train a model (plain or ACB) on one device or data-parallel under msrun.
+"""Train a model (plain, or with re-parameterizable blocks of any kind) on one device or data-parallel under msrun.
 
     python train.py --config configs/src56_acb.yaml --data_dir /path/to/cifar
     msrun --worker_num 8 python train.py --config configs/sres18_acb.yaml --data_dir /path/to/imagenet

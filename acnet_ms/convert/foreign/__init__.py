@@ -1,6 +1,6 @@
 """The papers' published PyTorch weights as checkpoints of MindCV's models: name maps, then folds.
 
-Read (:mod:`acnet_ms.io.pth`, no torch, no pickled code run) -> identify the source and its architecture
+Read (:mod:`acnet_ms.io.pth`, no torch, no pickled code run) -> find the source and its architecture (:func:`pth_source`)
 from the entries -> read every conv site as the original computes it (:mod:`.originals`) -> write it under
 the MindCV model's names -> check against the model's shapes.  Sources:
 
@@ -12,14 +12,15 @@ the MindCV model's names -> check against the model's shapes.  Sources:
 * ``repvgg`` (DingXiaoH/RepVGG, and OREPA's RepVGG-style models): ``stage0``, ``stage1.0.rbr_dense`` /
   ``rbr_1x1`` / ``rbr_identity`` / ``rbr_reparam``, ``linear``: MindCV's ``repvgg_*`` names, three branches.
 
-A DBB folds into one conv with bias, written as the conv and a BN that adds the bias (``fold.bias_as_bn``);
+A DBB folds into one conv with bias, written as the conv and a BN that adds the bias (``identities.bias_as_bn``);
 an OREPA block's generated kernel is the conv and its BN stays.  This package must not import MindSpore.
 """
 import re
 
 import numpy as np
 
-from ...kinds import identities as fold
+from ..._moved import moved_attr as _moved_attr
+from ...kinds import identities
 from .originals import MapError, Reader, Unit, read_unit, repvgg_unit
 
 SOURCES = ("torchvision", "dbb", "orepa", "repvgg")
@@ -31,7 +32,7 @@ _REPVGG = re.compile(r"^(stage0|stage(\d+)\.(\d+))\.rbr_")
 _TORCHVISION = re.compile(r"^(conv1|layer(\d+)\.(\d+)\.(conv\d|downsample\.0))\.weight$")
 
 
-def identify(state):
+def pth_source(state):
     """``(source, architecture)`` from a PyTorch state dict's entries; MapError if none fits.
 
     architecture: ``resnet`` (the Ding/OREPA zoo), ``mobilenet``, ``repvgg`` or ``torchvision_resnet``."""
@@ -103,7 +104,7 @@ def _f32(a):
 
 
 def _bn_entries(prefix, bn):
-    return {f"{prefix}.{f}": _f32(v) for f, v in zip(fold.BN_FIELDS, bn)}
+    return {f"{prefix}.{f}": _f32(v) for f, v in zip(identities.BN_FIELDS, bn)}
 
 
 def _emit(unit, conv, bn):
@@ -113,7 +114,7 @@ def _emit(unit, conv, bn):
         out.update(_bn_entries(bn, unit.bn))
     else:
         bias = np.zeros(np.shape(unit.kernel)[0]) if unit.bias is None else unit.bias
-        out.update({f"{bn}.{f}": _f32(v) for f, v in fold.bias_as_bn(_f32(bias)).items()})
+        out.update({f"{bn}.{f}": _f32(v) for f, v in identities.bias_as_bn(_f32(bias)).items()})
     return out
 
 
@@ -150,7 +151,7 @@ _CLASSIFIER = {"resnet": ("linear", "classifier"), "mobilenet": ("linear", "clas
 
 def classes_in(state, arch=None):
     """The class count the state dict's classifier has (None if it has none)."""
-    arch = arch or identify(state)[1]
+    arch = arch or pth_source(state)[1]
     weight = state.get(f"{_CLASSIFIER[arch][0]}.weight")
     return None if weight is None else int(np.shape(weight)[0])
 
@@ -168,7 +169,7 @@ def to_mindcv(state, shapes, source=None, model="the model", keep=None, finish=N
     """
     from ...io.checkpoint import mismatch
 
-    found, arch = identify(state)
+    found, arch = pth_source(state)
     if source is not None and source != found and not (source == "orepa" and found == "repvgg"):
         raise MapError(f"--source {source}, but the entries are {found}'s ({next(iter(state))}, ...)")
     mark = _TARGET_MARK[arch]
@@ -207,4 +208,6 @@ def to_mindcv(state, shapes, source=None, model="the model", keep=None, finish=N
     return out, dict(source=found, architecture=arch, forms=forms)
 
 
-__all__ = ["SOURCES", "MapError", "Unit", "classes_in", "identify", "to_mindcv"]
+__all__ = ["SOURCES", "MapError", "Unit", "classes_in", "pth_source", "to_mindcv"]
+
+__getattr__ = _moved_attr(__name__)  # identify is pth_source (0.2.0)

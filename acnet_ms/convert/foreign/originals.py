@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...kinds import identities as fold
+from ...kinds import identities
 from ...kinds.orepa.fold import merge_1x1_filter, merge_depthwise_pointwise
 
 #: PyTorch's BatchNorm fields, in MindSpore's order (gamma, beta, moving_mean, moving_variance)
@@ -94,26 +94,26 @@ def orepa_kernel(r, p, names):
     out, cg, k = origin.shape[:3]
     vector = _f64(r.get(f"{p}.vector"))
     rows = iter(vector)
-    kernel = fold.scale_out(origin, next(rows))
+    kernel = identities.scale_out(origin, next(rows))
     # averaging and prior: a 1 x 1 conv, then a fixed k x k filter per output channel (the stored buffers)
     avg = np.broadcast_to(_f64(r.get(f"{p}.{names['avg_filter']}")), (out, k, k))
-    kernel += fold.scale_out(merge_1x1_filter(r.get(f"{p}.{names['avg']}"), avg), next(rows))
+    kernel += identities.scale_out(merge_1x1_filter(r.get(f"{p}.{names['avg']}"), avg), next(rows))
     prior = _f64(r.get(f"{p}.{names['prior_filter']}"))
-    kernel += fold.scale_out(merge_1x1_filter(r.get(f"{p}.{names['prior']}"), prior), next(rows))
+    kernel += identities.scale_out(merge_1x1_filter(r.get(f"{p}.{names['prior']}"), prior), next(rows))
     # 1x1 then kxk: the first conv is the stored identity plus its learnt delta, or a conv of its own
     if r.has(f"{p}.{names['idconv1']}"):
         first = _f64(r.get(f"{p}.{names['idconv1']}"))
         ident = f"{p}.id_tensor"
-        first = first + (_f64(r.get(ident)) if r.has(ident) else fold.identity_kernel(first.shape[0], cg, 1))
+        first = first + (_f64(r.get(ident)) if r.has(ident) else identities.identity_kernel(first.shape[0], cg, 1))
     else:
         first = _f64(r.get(f"{p}.{names['conv1']}"))
     second = _f64(r.get(f"{p}.{names['conv2']}"))
     groups = first.shape[0] // second.shape[1]
-    kernel += fold.scale_out(fold.merge_sequential(first, None, second, None, groups)[0], next(rows))
+    kernel += identities.scale_out(identities.merge_sequential(first, None, second, None, groups)[0], next(rows))
     if names.get("1x1") and r.has(f"{p}.{names['1x1']}"):
-        kernel += fold.scale_out(fold.embed_center(_f64(r.get(f"{p}.{names['1x1']}")), k), next(rows))
+        kernel += identities.scale_out(identities.embed_center(_f64(r.get(f"{p}.{names['1x1']}")), k), next(rows))
     dw, pw = r.get(f"{p}.{names['dw']}"), r.get(f"{p}.{names['pw']}")
-    kernel += fold.scale_out(orepa_dws(dw, pw, cg * groups, groups if names.get("grouped_dws") else 1),
+    kernel += identities.scale_out(orepa_dws(dw, pw, cg * groups, groups if names.get("grouped_dws") else 1),
                              next(rows))
     return kernel
 
@@ -136,9 +136,9 @@ def orepa_1x1_kernel(r, p):
     """``OREPA_1x1.weight_gen``: v0 . W + v1 . (conv2 o conv1), all 1 x 1."""
     vector = _f64(r.get(f"{p}.vector"))
     origin = _f64(r.get(f"{p}.weight_or1x1_origin"))
-    product = fold.merge_sequential(r.get(f"{p}.weight_or1x1_l2i_conv1"), None,
+    product = identities.merge_sequential(r.get(f"{p}.weight_or1x1_l2i_conv1"), None,
                                     r.get(f"{p}.weight_or1x1_l2i_conv2"), None)[0]
-    return fold.scale_out(origin, vector[0]) + fold.scale_out(product, vector[1])
+    return identities.scale_out(origin, vector[0]) + identities.scale_out(product, vector[1])
 
 
 def correlate(x, w, padding, groups=1):

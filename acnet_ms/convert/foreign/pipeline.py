@@ -1,6 +1,6 @@
 """``convert.py --ckpt_path X.pth``: a published PyTorch checkpoint as a checkpoint of a MindCV model.
 
-read (:func:`acnet_ms.io.pth.read_pth`) -> identify the source (:func:`acnet_ms.convert.foreign.identify`, or
+read (:func:`acnet_ms.io.pth.read_pth`) -> find the source (:func:`acnet_ms.convert.foreign.pth_source`, or
 ``--source``) -> map and fold into the model's names (:func:`acnet_ms.convert.foreign.to_mindcv`) -> check against
 the model's shapes -> write atomically, with metadata saying what it is.  With ``block_type`` the output
 is our kind's training form instead (where the original's blocks are that kind's: DBB's into ``dbb``),
@@ -77,7 +77,7 @@ def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=
     check_replaceable(dst, "--output", overwrite)
     try:
         state = read_pth(src)
-        found, arch = foreign.identify(state)
+        found, arch = foreign.pth_source(state)
     except (PthError, foreign.MapError) as err:
         raise UserError(f"{src}: {err}") from None
     classes = foreign.classes_in(state, arch)
