@@ -104,9 +104,13 @@ def build_stage(rec, name, block_type):
         rec["blocks"] = block_summary(net)["blocks"]
         return net
     except ValueError as err:
-        if "no k x k conv" in str(err):
-            text = str(err)
+        text = str(err)
+        if "no k x k conv" in text:
             rec["reason"] = text[text.find("(") + 1:text.rfind(")")] if "(" in text else one_line(err)
+            rec.end("no_block")
+            return None
+        if "the family of block_type" in text:  # the model's own blocks are the kind's family: refused
+            rec["reason"] = text[text.find("own blocks"):text.find(":")].replace("own blocks", "its own blocks", 1)
             rec.end("no_block")
             return None
         rec.fail("build", err)

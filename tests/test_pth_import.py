@@ -293,3 +293,36 @@ def test_maxpool_pad_option_is_checked():
 
     with pytest.raises(ValueError, match="maxpool_pad must be one of same, symmetric"):
         R.ResNet(R.BasicBlock, (1, 1, 1, 1), maxpool_pad="torch")
+
+
+def test_the_summary_line_says_the_source_its_architecture_and_each_form_in_words(tmp_path, monkeypatch):
+    """convert.py's line for a .pth: the original's repository, the architecture and how many blocks of each
+    form it read (a RepVGG block is one block, not a conv + BN), a ResNet in the DBB/OREPA names without a
+    block of theirs a plain one; an OREPA file into the orepa kind says its blocks start as their folds."""
+    import acnet_ms.models.factory as factory
+    from acnet_ms.convert.foreign.pipeline import convert_pth
+    from acnet_ms.io.checkpoint import read_checkpoint
+    from mindcv.models.repvgg import RepVGG
+
+    create = factory.create_model
+    monkeypatch.setattr(factory, "uninitialised_model", lambda model, n, **kw: RepVGG(
+        num_blocks=[2, 2, 2, 1], num_classes=n, width_multiplier=[0.125] * 4))
+    monkeypatch.setattr(factory, "create_model", lambda model, num_classes, block_type: create(
+        "sres18", block_type=block_type, maxpool_pad="symmetric", **NARROW))
+    lines = []
+    for name, model, kind in (("repvgg_a0", "repvgg_a0", None), ("orepa_repvgg", "repvgg_a0", None),
+                              ("orepa_resnet18", "resnet18", "orepa")):
+        convert_pth(fixture(f"{name}.pth"), str(tmp_path / f"{name}.ckpt"), model=model, block_type=kind,
+                    log=lines.append)
+    assert "repvgg_a0.pth: a RepVGG of DingXiaoH/RepVGG: 8 RepVGG blocks (training form) -> " in lines[0]
+    assert "a RepVGG of JUGGHM/OREPA_CVPR2022: 8 RepVGG blocks with an OREPA 3x3 branch -> " in lines[1]
+    assert lines[2].endswith("the original's orepa blocks are read as the convs they fold into (only DBB's load "
+                             "branch for branch): each orepa block starts as its folded conv"), lines[2]
+    assert ("a ResNet of JUGGHM/OREPA_CVPR2022: 16 OREPA blocks, 3 conv + BN, 1 OREPA large-kernel block -> "
+            in lines[3]), lines[3]
+    entries, _ = read_checkpoint(str(tmp_path / "orepa_resnet18.ckpt"))
+    assert lines[3].endswith(f"resnet18 with orepa blocks, {len(entries)} parameters, 10 classes"), lines[3]
+    plain = dict(source="dbb", architecture="resnet", forms={"convbn": 20})
+    assert foreign.describe(plain) == "a plain ResNet in the DBB/OREPA repositories' names: 20 conv + BN"
+    assert foreign.describe(dict(source="torchvision", architecture="torchvision_resnet", forms={"convbn": 20})) \
+        == "a ResNet of torchvision: 20 conv + BN"

@@ -262,6 +262,30 @@ def test_the_summary_line_and_the_blocks_of_a_model(name):
         assert sum(not b.branch_bn for b in blocks) == 58
 
 
+def test_a_model_whose_own_blocks_are_repvgg_blocks_refuses_rep_in_one_line_and_takes_other_kinds(digits, tmp_path):
+    """MindCV's RepVGG blocks already are rep's family (3 x 3, 1 x 1, identity): a rep block inside each would
+    train the same branches twice, so the factory, train.py and convert.py (a .pth too) refuse it in one line
+    naming the kinds that nest (DBB's branches inside the dense branch, as ACB's: docs/deploy.md)."""
+    from acnet_ms import block_summary, create_model
+    from acnet_ms.cli import UserError
+    from acnet_ms.convert.foreign.pipeline import convert_pth
+    from conftest import ROOT, run_main, small_run
+
+    with pytest.raises(ValueError, match=r"repvgg_a0's own blocks are 22 RepVGG blocks, the family of block_type "
+                                         r"rep: .* or acb, dbb, orepa"):
+        create_model("repvgg_a0", num_classes=10, block_type="rep")
+    assert block_summary(create_model("repvgg_a0", num_classes=10, block_type="dbb"))["blocks"] == 22
+    res = run_main("train.py", *small_run(digits, tmp_path / "run", "--model", "repvgg_a0", "--block_type", "rep"))
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error: ")]  # (the demo recipe's
+    assert res.returncode == 2 and len(errors) == 1, res.stderr[-2000:]                 # gamma_init warns)
+    assert "own blocks are 22 RepVGG blocks, the family of block_type rep" in errors[0]
+    out = tmp_path / "a0.ckpt"
+    with pytest.raises(UserError, match="the family of block_type rep"):
+        convert_pth(f"{ROOT}/tests/fixtures/pth/repvgg_a0.pth", str(out), model="repvgg_a0", block_type="rep",
+                    log=lambda *_: None)
+    assert not out.exists() and not (tmp_path / "run").exists()
+
+
 def test_what_the_entries_show_of_the_options():
     """Every option but a BN-free identity shows in the entries (the round trip through models of every
     option set: tests/test_kind_contract.py)."""

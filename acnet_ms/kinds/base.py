@@ -105,6 +105,8 @@ class BlockKind:
     flat = {}              # {older flat config key: option}
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN"}
     native = False         # True: a model's own blocks (see the module's docstring); never a block_type
+    family = None          # the family of blocks it makes ("repvgg": 3x3 + 1x1 + identity); a model whose own
+                           # blocks (a native kind's) are of its family refuses it: it would nest one in each
     sees_bn_after = False  # True: build() is given the BN that alone follows a site whatever the slot (for a
     #                        slot other than "bn" it stays the model's own); False: only for slot "bn"
 

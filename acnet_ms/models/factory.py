@@ -77,6 +77,8 @@ def create_model(name, num_classes=None, block_type="base", block_options=None, 
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     net = entry.builder(num_classes=num_classes, **kwargs)
+    if block_type != kinds.BASE:
+        check_own_blocks(name, net, kinds.get_kind(block_type))
     record = set_record(net, BuildRecord(model=name, num_classes=num_classes, kwargs=dict(kwargs)))
     if block_type == kinds.BASE and not deploy:
         return net
@@ -94,6 +96,20 @@ def create_model(name, num_classes=None, block_type="base", block_options=None, 
         raise ValueError(f"{name} has no k x k conv that can become {article} {label} ({summary_line(net)}); "
                          f"use block_type 'base'")
     return net
+
+
+def check_own_blocks(name, net, kind):
+    """ValueError where model ``name``'s own blocks (a native kind's: MindCV's RepVGG) are of ``kind``'s family:
+    a block of it inside each would train the same branches twice."""
+    if kind.family is None:
+        return
+    for native in map(kinds.get_kind, kinds.kind_names(native=True)):
+        found = native.model_blocks(net) if native.family == kind.family else ()
+        if found:
+            others = [k for k in kinds.kind_names() if kinds.get_kind(k).family != kind.family]
+            raise ValueError(f"{name}'s own blocks are {len(found)} {native.label}s, the family of block_type "
+                             f"{kind.name}: it would put a {kind.label} inside each; train {name} with block_type "
+                             f"base (its blocks fold on convert) or {', '.join(others)}")
 
 
 def recorded_block(meta):

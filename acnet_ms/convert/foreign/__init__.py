@@ -32,6 +32,33 @@ _REPVGG = re.compile(r"^(stage0|stage(\d+)\.(\d+))\.rbr_")
 _TORCHVISION = re.compile(r"^(conv1|layer(\d+)\.(\d+)\.(conv\d|downsample\.0))\.weight$")
 
 
+#: what the summary line calls a source (its repository), an architecture and each form of a block read
+SOURCE_WORDS = {"torchvision": "torchvision", "dbb": "DingXiaoH/DiverseBranchBlock",
+                "orepa": "JUGGHM/OREPA_CVPR2022", "repvgg": "DingXiaoH/RepVGG"}
+ARCH_WORDS = {"resnet": "ResNet", "mobilenet": "MobileNet", "repvgg": "RepVGG", "torchvision_resnet": "ResNet"}
+FORM_WORDS = {"convbn": ("conv + BN", "conv + BN"), "dbb": ("DBB", "DBBs"), "orepa": ("OREPA block", "OREPA blocks"),
+              "orepa_1x1": ("OREPA 1x1 block", "OREPA 1x1 blocks"),
+              "orepa_large": ("OREPA large-kernel block", "OREPA large-kernel blocks"),
+              "deploy": ("deploy conv", "deploy convs"),
+              "convbn_repvgg": ("RepVGG block (training form)", "RepVGG blocks (training form)"),
+              "orepa_repvgg": ("RepVGG block with an OREPA 3x3 branch", "RepVGG blocks with an OREPA 3x3 branch")}
+
+
+def describe(info):
+    """``a ResNet of torchvision: 20 conv + BN``: the source, architecture and forms of :func:`to_mindcv`'s
+    ``info`` in words (a ResNet in the DBB/OREPA repositories' names whose blocks are all conv + BN is a plain
+    one)."""
+    forms = info["forms"]
+    source, arch = info["source"], ARCH_WORDS.get(info["architecture"], info["architecture"])
+    if source in ("dbb", "orepa") and not set(forms) - {"convbn"}:
+        head = f"a plain {arch} in the DBB/OREPA repositories' names"
+    else:
+        head = f"a {arch} of {SOURCE_WORDS.get(source, source)}"
+    words = ", ".join(f"{n} {FORM_WORDS.get(f, (f, f))[n > 1]}"
+                      for f, n in sorted(forms.items(), key=lambda item: -item[1]))
+    return f"{head}: {words}"
+
+
 def pth_source(state):
     """``(source, architecture)`` from a PyTorch state dict's entries; MapError if none fits.
 
@@ -164,7 +191,8 @@ def to_mindcv(state, shapes, source=None, model="the model", keep=None, finish=N
     ``keep(unit, conv, bn)``: optional; for each conv site, entries to write instead of the folded ones
     (a kind's training form), or None; ``finish(entries)``: optional, the entries' last change before
     they are checked (plain convs into a kind's blocks).  Returns ``(entries, info)`` with ``info`` the source, the
-    architecture and the forms of the blocks read (``{"dbb": 16, "convbn": 5}``).  MapError (one line,
+    architecture and the forms of the blocks read (``{"dbb": 16, "convbn": 5}``; a RepVGG block in training form
+    is ``convbn_repvgg``, or ``orepa_repvgg`` where its 3 x 3 branch is OREPA's; :data:`FORM_WORDS`).  MapError (one line,
     naming the entry) for entries no map places, or a result that does not fit ``shapes``.
     """
     from ...io.checkpoint import mismatch
@@ -181,7 +209,7 @@ def to_mindcv(state, shapes, source=None, model="the model", keep=None, finish=N
     for p, conv, bn in _sites(state, arch):
         if arch == "repvgg":
             branches = repvgg_unit(r, p)
-            form = "deploy" if branches["deploy"] is not None else branches["dense"].form
+            form = "deploy" if branches["deploy"] is not None else f"{branches['dense'].form}_repvgg"
             out.update(_emit_repvgg(branches, conv, shapes))
         else:
             if arch == "torchvision_resnet":  # a plain conv, its BN beside it
@@ -208,6 +236,7 @@ def to_mindcv(state, shapes, source=None, model="the model", keep=None, finish=N
     return out, dict(source=found, architecture=arch, forms=forms)
 
 
-__all__ = ["SOURCES", "MapError", "Unit", "classes_in", "pth_source", "to_mindcv"]
+__all__ = ["SOURCES", "SOURCE_WORDS", "ARCH_WORDS", "FORM_WORDS", "MapError", "Unit", "classes_in", "describe",
+           "pth_source", "to_mindcv"]
 
 __getattr__ = _moved_attr(__name__)  # identify is pth_source (0.2.0)

@@ -98,6 +98,9 @@ def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=
         layout = block_layout(net)
         if kind == "dbb":
             keep = _kind_keeper(layout)
+        elif found == kind and arch != "repvgg":
+            log(f"{src}: the original's {found} blocks are read as the convs they fold into (only DBB's load "
+                f"branch for branch): each {kind} block starts as its folded conv")
         elif found in ("dbb", "orepa") and arch != "repvgg":
             log(f"{src}: {found}'s blocks are not {kind}'s: they are folded, and each {kind} block starts "
                 f"as the folded conv")
@@ -112,7 +115,6 @@ def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=
     if kind != "base":
         meta.update(block_options=net.acnet.block_options, block_layout=block_layout(net))
     write_checkpoint(dst, entries, meta)
-    forms = ", ".join(f"{n} {f}" for f, n in sorted(info["forms"].items()))
-    log(f"{src}: {info['source']} {info['architecture'].replace('_', ' ')} ({forms}) -> {dst}: "
+    log(f"{src}: {foreign.describe(info)} -> {dst}: "
         f"{model}{'' if kind == 'base' else f' with {kind} blocks'}, {len(entries)} parameters, {classes} classes")
     return dict(info, model=model, num_classes=classes, params_out=len(entries), block_type=kind)

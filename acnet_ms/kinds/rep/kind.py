@@ -43,6 +43,7 @@ def _count(value):
 class RepKind(BranchBNKind):
     name = "rep"
     label = "rep block"
+    family = "repvgg"
     marker = MARKER
     options = {
         "num_kxk": KindOption(1, "parallel conv-BN branches of the conv's own kernel (MobileOne's "

@@ -19,6 +19,7 @@ from . import state
 class RepVGGKind(BlockKind):
     name = state.KIND
     label = "RepVGG block"
+    family = "repvgg"
     marker = state.MARKER
     native = True
     slot_words = {"bias": "deploy conv"}
