@@ -19,8 +19,8 @@ from . import dbb  # noqa: F401  (registers the DBB kind)
 from . import orepa  # noqa: F401  (registers the OREPA kind)
 from . import rep  # noqa: F401  (registers the rep kind)
 from . import repvgg  # noqa: F401  (registers MindCV's RepVGG blocks: a native kind, no block type)
-from .base import BASE, BlockKind, KindOption
+from .base import BASE, BlockKind, KindOption, NativeKind
 from .table import block_types, check_block, get_kind, kind_names, register_kind, unregister_kind
 
-__all__ = ["BASE", "BlockKind", "KindOption", "block_types", "check_block", "get_kind", "kind_names",
+__all__ = ["BASE", "BlockKind", "KindOption", "NativeKind", "block_types", "check_block", "get_kind", "kind_names",
            "register_kind", "unregister_kind"]

@@ -23,7 +23,7 @@ family of training-time blocks, in one object:
 by a BN share (their ``branch_bn`` and ``gamma_init`` options, the BN slot
 moving into one branch in ``from_plain``, the ``build`` rule).
 
-A *native* kind (``native = True``) is the re-parameterizable blocks a model
+A *native* kind (:class:`NativeKind`, ``native = True``) is the re-parameterizable blocks a model
 already has (MindCV's RepVGG): it is no ``block_type`` (it takes no plain
 conv: its site rule says ``False`` everywhere), its blocks are found in the
 plain model (``model_blocks``, ``model_layout``) and turned into their deploy
@@ -218,22 +218,6 @@ class BlockKind:
             return []
         return [name[:-len(self.marker)] for name in state if name.endswith(self.marker)]
 
-    # -------------------------------------------------------------- a model's own blocks (native kinds)
-
-    def model_blocks(self, net):
-        """``[(cell path, cell), ...]``: ``net``'s own blocks of this kind still in training form (native
-        kinds; none for the others)."""
-        return []
-
-    def model_layout(self, net):
-        """``{parameter prefix: layout entry}`` of ``net``'s own training-form blocks (native kinds)."""
-        return {}
-
-    def to_deploy(self, net):
-        """Turn ``net``'s own training-form blocks into their deploy conv, in place (freshly initialised:
-        load a folded checkpoint into them); returns their layout (native kinds; ``{}`` for the others)."""
-        return {}
-
     def slot_counts(self, slots):
         """``{"BN slot": 16, ...}``: how many blocks fold where, in the summary's words, for their slots
         (``"bn"``, ... or the blocks' record entries, ``{"slot": ..., "kernel": (kh, kw), ...}``)."""
@@ -248,6 +232,33 @@ class BlockKind:
         """``"16 k x k convs became ACBs (16 BN slot)"`` for ``n`` blocks and their :meth:`slot_counts`."""
         kinds = ", ".join(f"{c} {w}" for w, c in counts.items())
         return f"{n} k x k convs became {self.label}s" + (f" ({kinds})" if kinds else "")
+
+
+class NativeKind(BlockKind):
+    """The re-parameterizable blocks a model already has (MindCV's RepVGG; see the module's docstring): no
+    ``block_type`` (no plain conv becomes one), found in the plain model and given their deploy conv there;
+    on checkpoint dicts a kind like every other.  Subclass it for a model's own blocks."""
+
+    native = True
+
+    def eligible(self, site, options):
+        return False  # the model's own blocks only: no plain conv becomes one
+
+    def build(self, conv, bn, slot, options, seed):
+        raise ValueError(f"{self.name} blocks are a model's own: they are not built in place of a conv")
+
+    def model_blocks(self, net):
+        """``[(cell path, cell), ...]``: ``net``'s own blocks of this kind still in training form."""
+        raise NotImplementedError
+
+    def model_layout(self, net):
+        """``{parameter prefix: layout entry}`` of ``net``'s own training-form blocks."""
+        raise NotImplementedError
+
+    def to_deploy(self, net):
+        """Turn ``net``'s own training-form blocks into their deploy conv, in place (freshly initialised:
+        load a folded checkpoint into them); returns their layout."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)

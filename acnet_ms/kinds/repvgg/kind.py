@@ -11,24 +11,17 @@ is :mod:`.state`, the model side (MindSpore) :mod:`.blocks`.
 
 This module must not import MindSpore.
 """
-from ..base import BlockKind
+from ..base import NativeKind
 from ..table import register_kind
 from . import state
 
 
-class RepVGGKind(BlockKind):
+class RepVGGKind(NativeKind):
     name = state.KIND
     label = "RepVGG block"
     family = "repvgg"
     marker = state.MARKER
-    native = True
     slot_words = {"bias": "deploy conv"}
-
-    def eligible(self, site, options):
-        return False  # the model's own blocks only: no plain conv becomes one
-
-    def build(self, conv, bn, slot, options, seed):
-        raise ValueError("repvgg blocks are MindCV's RepVGG's own: they are not built in place of a conv")
 
     # -------------------------------------------------------------- checkpoints (numpy)
 
