@@ -82,8 +82,8 @@ MOVED = {
                                                        "MindIRGraph open_graph"},
     "acnet_ms.record": {"acnet_ms.reparam.record": "BuildRecord record_of set_record"},
     "acnet_ms.repvgg_state": {"acnet_ms.kinds.repvgg.state": "BRANCH_CELLS DEPLOY_CELL MARKER branch_entries "
-                                                             "entries deploy_entries check_blocks fold_block "
-                                                             "fold_blocks",
+                                                             "entries deploy_entries fold_block",
+                              "acnet_ms.reparam.state": "check_blocks fold_blocks=fold_state",
                               LEGACY: "find=repvgg_find"},
     "acnet_ms.runtime": {"acnet_ms.engine.runtime": "Context setup model_kwargs build_model amp_cast_classes "
                                                     "apply_amp fmt_time smallest_input too_small model_input_size "
@@ -99,7 +99,8 @@ MOVED = {
     "acnet_ms.kinds.dbb.kind": {LEGACY: "train_macs"},
     "acnet_ms.kinds.rep.cell": {LEGACY: "check_kernel_size=rep_check_kernel_size"},
     "acnet_ms.kinds.rep.kind": {LEGACY: "mac_ratio"},
-    "acnet_ms.kinds.repvgg.state": {LEGACY: "find=repvgg_find"},
+    "acnet_ms.kinds.repvgg.state": {LEGACY: "find=repvgg_find",
+                                    "acnet_ms.reparam.state": "check_blocks fold_blocks=fold_state"},
     "acnet_ms.foreign": {"acnet_ms.convert.foreign": "SOURCES MapError Unit classes_in identify=pth_source to_mindcv"},
     "acnet_ms.convert.foreign": {"acnet_ms.convert.foreign": "identify=pth_source"},
     "acnet_ms.foreign.originals": {"acnet_ms.convert.foreign.originals": "TORCH_BN Unit MapError Reader orepa_dws "

@@ -14,7 +14,7 @@ from mindspore import Tensor, nn
 
 from acnet_ms import create_model
 from acnet_ms.kinds import identities
-from acnet_ms.kinds.repvgg import state as repvgg_state
+from acnet_ms.reparam.state import fold_state
 from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.kinds.repvgg.blocks import repvgg_blocks, repvgg_layout, repvgg_to_deploy
 from conftest import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
@@ -73,7 +73,7 @@ def test_blocks_with_groups_strides_and_identity_fold_exactly():
     layout = repvgg_layout(net)
     assert [(i["identity"], i["groups"]) for i in layout.values()] == [(False, 1), (True, 2), (True, 8)]
     assert {e for i in layout.values() for e in i["eps"].values()} == {1e-5}  # MindCV's BNs: MindSpore's default
-    folded, names = repvgg_state.fold_blocks(arrays_of(net), layout)
+    folded, names = fold_state(arrays_of(net), layout)
     assert names == ["0", "1", "2"] and len(folded) == 6
     assert repvgg_to_deploy(net) == 3 and not repvgg_blocks(net)  # in place, the weights folded
     assert not [c for _, c in net.cells_and_names() if isinstance(c, nn.BatchNorm2d)]

@@ -67,7 +67,7 @@ def to_single_branch(net):
     """Turn every training-form RepVGG block of ``net`` into its deploy form, in place.
 
     The new convs hold freshly initialised weights: load a folded checkpoint
-    (:func:`acnet_ms.kinds.repvgg.state.fold_blocks`) into them.  Returns the layout
+    (:func:`acnet_ms.reparam.state.fold_state` of the blocks' layout) into them.  Returns the layout
     of the blocks replaced (``{}`` for a network without any).
     """
     from mindspore import nn
@@ -102,7 +102,10 @@ def repvgg_to_deploy(net):
     import mindspore as ms
 
     layout = repvgg_layout(net)
-    folded, _ = repvgg_state.fold_blocks({p.name: p.asnumpy() for p in net.get_parameters()}, layout)
+    arrays, folded = {p.name: p.asnumpy() for p in net.get_parameters()}, {}
+    for prefix, info in layout.items():
+        weight, bias = repvgg_state.deploy_entries(prefix)
+        folded[weight], folded[bias] = repvgg_state.fold_block(arrays, prefix, info)
     to_single_branch(net)
     for param in net.get_parameters():
         if param.name in folded:

@@ -65,14 +65,6 @@ def deploy_entries(prefix):
     return [f"{prefix}.{DEPLOY_CELL}.weight", f"{prefix}.{DEPLOY_CELL}.bias"]
 
 
-def check_blocks(state, layout):
-    """ValueError naming the first entry of a block of ``layout`` that ``state`` lacks."""
-    for prefix, info in layout.items():
-        missing = [n for n in entries(prefix, info) if n not in state]
-        if missing:
-            raise ValueError(f"RepVGG block '{prefix}' is incomplete: '{missing[0]}' is missing")
-
-
 def fold_block(state, prefix, info):
     """``(kernel, bias)``: the block at ``prefix`` as one k x k conv with bias, in its kernel's dtype."""
     names = branch_entries(prefix, info)
@@ -99,27 +91,6 @@ def fold_block(state, prefix, info):
     return kernel.astype(dense.dtype), np.asarray(bias).astype(dense.dtype)
 
 
-def fold_blocks(state, layout):
-    """Fold every RepVGG block of ``layout`` in ``state`` into its deploy conv.
-
-    Each block's entries go; ``P.rbr_reparam.weight`` and ``.bias`` come in.
-    Every other entry is copied.  Returns ``(new_state, prefixes)``;
-    ValueError naming the first missing entry (nothing is folded then) or a
-    kernel of the wrong shape.
-    """
-    check_blocks(state, layout)
-    consumed, folded = set(), {}
-    for prefix, info in layout.items():
-        weight, bias = deploy_entries(prefix)
-        folded[weight], folded[bias] = fold_block(state, prefix, info)
-        consumed.update(entries(prefix, info))
-    out = {name: value for name, value in state.items() if name not in consumed}
-    clash = sorted(set(out) & set(folded))
-    if clash:
-        raise ValueError(f"'{clash[0]}' is both stored in the checkpoint and produced by folding a RepVGG block")
-    out.update(folded)
-    return out, list(layout)
-
-
-# the names this module had before the package was laid out by role (acnet_ms/_moved.py)
+# the names this module had before the package was laid out by role, and check_blocks / fold_blocks, which
+# the kinds' one fold (acnet_ms.reparam.state) does for these blocks as for every kind's (acnet_ms/_moved.py)
 __getattr__ = _moved_attr(__name__)
