@@ -190,3 +190,33 @@ def test_the_older_flat_keys_are_the_kinds_own_and_read_values_as_the_kind_does(
             assert flat.parse(str(value)) == kind_option.check(option, value, name), (key, value)
         cfg, _ = parse(["--model", "src20", "--block_type", name, f"--{key}", str(values[-1])], "command line")
         assert cfg["block_options"][option] == kind_option.check(option, values[-1], name), key
+
+
+@pytest.mark.parametrize("name, options, fragment", [
+    ("acb", {"branches": "x"}, "block option 'branches' of acb must be one of hv, h, v, got 'x'"),
+    ("dbb", {"branch_bn": "maybe"}, "block option 'branch_bn' of dbb: expected True or False, got 'maybe'"),
+    ("dbb", {"gamma_init": True}, "block option 'gamma_init' of dbb: expected a number or None"),
+    ("dbb", {"branch_bns": False}, "block_type dbb has no option 'branch_bns' (did you mean 'branch_bn'?)"),
+    ("orepa", {"branches": "origin+skip"}, "block option 'branches' of orepa: unknown branch 'skip'"),
+    ("orepa", {"branches": "avg"}, "block option 'branches' of orepa: the branches must include origin"),
+    ("orepa", {"init": "zero"}, "block option 'init' of orepa must be one of auto, paper, single, got 'zero'"),
+    ("rep", {"num_kxk": 0}, "block option 'num_kxk' of rep: expected an integer >= 1, got 0"),
+    ("rep", {"num_kxk": 1.5}, "block option 'num_kxk' of rep: expected an integer >= 1, got 1.5"),
+    ("rep", {"num_kxk": True}, "block option 'num_kxk' of rep: expected an integer >= 1, got True"),
+    ("rep", {"scale": 2}, "block option 'scale' of rep: expected True or False, got 2"),
+])
+def test_option_messages(name, options, fragment):
+    """The words of each kind's option parsers (the one-line shape of every kind's is the contract's,
+    tests/test_kind_contract.py)."""
+    from acnet_ms.kinds import check_block
+
+    with pytest.raises(ValueError) as err:
+        check_block(name, options)
+    assert fragment in str(err.value)
+
+
+def test_options_given_as_text_are_parsed():
+    from acnet_ms.kinds import check_block
+
+    assert check_block("rep", {"num_kxk": "4", "pointwise": "true"})[1] == dict(
+        num_kxk=4, pointwise=True, scale=True, identity=True, branch_bn=True, gamma_init=None)

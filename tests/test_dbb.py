@@ -454,3 +454,38 @@ def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(tmp_pa
     stages with dbb blocks: a train step under the recipe's AMP level in PyNative (and graph mode for the cheap
     ones), conversion, strict load, the folded function."""
     assert_sample_sweep("dbb", tmp_path)
+
+
+def _mixed_types_merge(first, second, groups):
+    """A stand-in for DBB's 1x1-kxk merge that adds a float16 and a float32 tensor (graph mode compiles it)."""
+    return ops.addn([first.astype(ms.float16), first])
+
+
+@pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.graph)])
+def test_a_failing_train_step_names_the_kind_the_mode_and_the_op(mode, monkeypatch):
+    """A train step that fails inside a kind's code (a float16 and a float32 operand, as PyNative's mixed precision
+    once made of DBB's kernel): one line naming the model, the kind, the AMP level, the mode, MindSpore's op and the
+    kind's file and line; not the device, which is not the cause."""
+    import re
+
+    from acnet_ms.cli import UserError
+    from acnet_ms.config.loader import defaults
+    from acnet_ms.kinds.dbb import cell as dbb_cell
+    from acnet_ms.training.factories import build_train_step
+    from acnet_ms.training.loop import train_call
+    from test_kind_contract import sites_net
+
+    monkeypatch.setattr(dbb_cell, "merge_1x1_kxk", _mixed_types_merge)
+    net = sites_net("dbb", {"branch_bn": False})
+    cfg = dict(defaults(), device_target="CPU", model="sites", block_type="dbb", opt="momentum", amp_level="O0",
+               mode=0 if mode == "graph" else 1)
+    step, _ = build_train_step(net, cfg, [0.05] * 4)
+    x, y = Tensor(np.zeros((2, 3, 16, 16), np.float32)), Tensor(np.zeros(2, np.int32))
+    with pytest.raises(UserError) as err:
+        train_call(step, x, y, True, cfg)
+    text = str(err.value)
+    mode_name = "graph mode" if mode == "graph" else "PyNative mode"
+    assert re.fullmatch(rf"the train step of sites \(block_type dbb, amp_level O0, opt momentum, {mode_name}\) fails in "
+                        r"MindSpore's AddN, called from the dbb blocks' code \(acnet_ms/kinds/dbb/cell\.py:\d+"
+                        r"(, conv_kernel)?\): For primitive\[AddN\], the input type must be same\.", text), text
+    assert "CPU" not in text

@@ -55,6 +55,7 @@ class KindOption:
     help: str
     choices: Optional[Tuple] = None
     parse: Optional[Callable] = None   # value -> value, ValueError for a bad one
+    examples: Tuple = ()               # values beside the choices worth a try (the contract tries each)
 
     def check(self, name, value, kind):
         if self.parse is not None:
@@ -302,9 +303,9 @@ BRANCH_BN = KindOption(True, "a BN per branch (False: no BN; the branches are su
                        "their summed kernel)", (True, False), strict_bool)
 
 
-def gamma_init_option(help):
+def gamma_init_option(help, examples=()):
     """The ``gamma_init`` option of a kind whose branches end in BNs (``help``: which BNs it starts)."""
-    return KindOption(None, help, None, optional_number)
+    return KindOption(None, help, None, optional_number, tuple(examples))
 
 
 class BranchBNKind(BlockKind):

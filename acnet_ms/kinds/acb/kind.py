@@ -29,7 +29,7 @@ class ACBKind(BranchBNKind):
         "branch_bn": BRANCH_BN,
         "position": KindOption("center", "asymmetric kernels on the centre row/column or the bottom row/right "
                                "column (the paper's border variant)", fold.POSITIONS),
-        "gamma_init": gamma_init_option("initial gamma of the branch BNs (None: 1)"),
+        "gamma_init": gamma_init_option("initial gamma of the branch BNs (None: 1)", examples=(0.5,)),
     }
     flat = {"gamma_init": "gamma_init", "acb_branches": "branches", "acb_branch_bn": "branch_bn",
             "acb_position": "position"}

@@ -37,7 +37,7 @@ class OREPAKind(BlockKind):
     marker = MARKER
     options = {
         "branches": KindOption(ALL, "OREPA's linear branches, comma-separated, origin always among them: "
-                               + ", ".join(BRANCHES), None, parse_branches),
+                               + ", ".join(BRANCHES), None, parse_branches, ("origin,prior,dws",)),
         "init": KindOption("auto", "the branch scales' start: paper, the original's (origin 0.25, avg 0.25, "
                            "prior 0, 1x1_kxk 0.5, 1x1 1, dws 0.5); single, the origin alone (1; the others 0: the "
                            "block starts as the conv it replaces); auto, paper where a BN follows the conv and "

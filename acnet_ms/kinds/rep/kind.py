@@ -47,7 +47,7 @@ class RepKind(BranchBNKind):
     marker = MARKER
     options = {
         "num_kxk": KindOption(1, "parallel conv-BN branches of the conv's own kernel (MobileOne's "
-                              "num_conv_branches)", None, _count),
+                              "num_conv_branches)", None, _count, (3,)),
         "pointwise": KindOption(False, "1 x 1 convs followed by a BN become rep blocks too (parallel 1 x 1 "
                                 "branches + identity), as in MobileOne", (True, False), strict_bool),
         "scale": KindOption(True, "a 1 x 1 conv-BN branch at the centre of each k x k conv", (True, False),
