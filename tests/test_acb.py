@@ -4,7 +4,7 @@ tests/test_kind_contract.py."""
 
 import numpy as np
 import pytest
-from conftest import Grads, assert_close, randomize_bn, assert_sample_sweep
+from helpers import Grads, assert_close, randomize_bn, assert_sample_sweep
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, training_checkpoint, user_env
+from helpers import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, training_checkpoint, user_env
 
 from acnet_ms import analysis
 from acnet_ms.analysis import Subject

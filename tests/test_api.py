@@ -8,7 +8,7 @@ import sys
 import warnings
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 import acnet_ms
 

@@ -193,7 +193,7 @@ def test_the_sweeps_site_check_passes_a_right_fold_and_names_a_wrong_site(tmp_pa
     import mindspore as ms
     import numpy as np
     import sweep_step
-    from conftest import load_strict, training_checkpoint
+    from helpers import load_strict, training_checkpoint
 
     from acnet_ms.convert.pipeline import convert_checkpoint
 

@@ -46,7 +46,7 @@ def test_a_kind_of_ones_own_trains_converts_and_loads_into_stock_mindcv(digits, 
     knows the kind: ACNET_MS_KINDS names this module."""
     from acnet_ms import create_model
     from acnet_ms.io.checkpoint import read_checkpoint
-    from conftest import assert_close, small_run
+    from helpers import assert_close, small_run
 
     save = str(tmp_path / "run")
     res = _script("train.py", *small_run(digits, save, "--model", "resnet18", "--block_type", "twin",
@@ -80,7 +80,7 @@ def test_a_kind_written_against_the_earlier_names_still_trains_and_converts(digi
     checkpoint strict-loads into stock MindCV.  Without ACNET_MS_KINDS, convert.py and validate.py refuse its
     checkpoint in one line naming the variable."""
     from acnet_ms.io.checkpoint import read_checkpoint
-    from conftest import small_run
+    from helpers import small_run
 
     save, plain = str(tmp_path / "run"), str(tmp_path / "plain.ckpt")
     res = _script("train.py", *small_run(digits, save, "--model", "resnet18", "--block_type", "twin",
@@ -105,7 +105,7 @@ def test_a_kind_written_against_the_earlier_names_still_trains_and_converts(digi
 
 
 def test_a_kind_module_that_does_not_import_is_one_line(digits, tmp_path):
-    from conftest import small_run
+    from helpers import small_run
 
     env = dict(_kind_env(), ACNET_MS_KINDS="no_such_kind_module")
     res = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"),

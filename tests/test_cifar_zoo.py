@@ -8,7 +8,7 @@ from mindspore import Tensor, nn, ops
 
 from acnet_ms.config.loader import load_config
 from acnet_ms.models.cifar_zoo import CIFAR_ZOO, cfqkbnc, vc, wrnc16
-from conftest import ROOT, assert_close, randomize_bn
+from helpers import ROOT, assert_close, randomize_bn
 
 
 def _input(n=2, c=3, seed=0):

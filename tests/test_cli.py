@@ -3,7 +3,7 @@ import os
 import sys
 
 import pytest
-from conftest import ROOT, assert_clean_exit, run_script
+from helpers import ROOT, assert_clean_exit, run_script
 
 HELP = {
     ("train.py",): ["--config", "--model", "--block_type", "--data_dir", "--ckpt_save_dir", "--image_resize"],

@@ -3,7 +3,7 @@ import glob
 import os
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from acnet_ms import list_models
 from acnet_ms.cli import UserError

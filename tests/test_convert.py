@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import (assert_clean_exit, assert_close, assert_one_line_error, images, load_strict, randomize_bn,
+from helpers import (assert_clean_exit, assert_close, assert_one_line_error, images, load_strict, randomize_bn,
                       run_main, run_script, training_checkpoint)
 
 import mindspore as ms

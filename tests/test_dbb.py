@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import Grads, assert_close, randomize_bn, assert_sample_sweep
+from helpers import Grads, assert_close, randomize_bn, assert_sample_sweep
 from test_fold import bn as bn_ref
 from test_fold import conv2d
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
+from helpers import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
                       run_main, run_script, training_checkpoint)
 
 import mindspore as ms

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, small_run, user_env
+from helpers import ROOT, small_run, user_env
 
 pytestmark = [pytest.mark.msrun, pytest.mark.slow]  # every test launches training processes under msrun
 
@@ -86,7 +86,7 @@ def finish(procs):
 def test_msrun_one_node_two_workers_and_the_in_run_top1_is_the_saved_checkpoints(digits, tmp_path):
     """Two workers on one node; with --dist_bn reduce (BN statistics averaged over ranks before validating and
     saving) the accuracy the run reports is the one validate.py measures on the checkpoint it wrote."""
-    from conftest import run_script
+    from helpers import run_script
 
     save = str(tmp_path / "run")
     proc = launch(save, str(tmp_path / "msrun_logs"), digits, free_port(), extra=("--dist_bn", "reduce"))

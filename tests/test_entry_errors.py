@@ -2,7 +2,7 @@
 that does not say its model."""
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_main
+from helpers import assert_one_line_error, run_main
 
 from acnet_ms.kinds import table as kind_table
 

@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 from acnet_ms.kinds.acb import fold as acb_fold
 from acnet_ms.kinds import identities

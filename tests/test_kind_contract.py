@@ -24,7 +24,8 @@ import itertools
 import mindcv
 import numpy as np
 import pytest
-from conftest import SiteNet, Grads, assert_close, assert_one_line_error, images, load_strict, randomize_bn, run_main
+from helpers import (SiteNet, Grads, arrays_of, assert_close, assert_one_line_error, bn_cells, images, load_strict,
+                     randomize_block, randomize_bn, run_main)
 
 import kinds_twin  # noqa: F401  (registers the twin kind)
 import mindspore as ms
@@ -130,35 +131,6 @@ def build(name, conv, bn, options=None, seed=0):
     return block, dict(block.reparam_info(), slot=slot, bn="bn" if slot == "bn" else None)
 
 
-def bn_cells(cell):
-    return [c for _, c in cell.cells_and_names() if isinstance(c, nn.BatchNorm2d)]
-
-
-def randomize_block(block, seed=0, damp=False):
-    """Random values for every parameter of a block: BN statistics and affine parameters, and every other
-    parameter moved by noise of its own scale (a branch that starts at zero counts too).  ``damp``: divide
-    the branch BNs' gamma and beta by their number, so that a deep network of blocks keeps one branch's gain."""
-    randomize_bn(block, seed)
-    rng = np.random.default_rng(seed + 1)
-    owned = set()
-    for norm in bn_cells(block):
-        owned.update(id(p) for p in norm.get_parameters())
-        if damp and len(bn_cells(block)) > 1:
-            for field in ("gamma", "beta"):
-                p = getattr(norm, field)
-                p.set_data(Tensor(p.asnumpy() / len(bn_cells(block))))
-    for param in block.trainable_params():
-        if id(param) not in owned:
-            w = param.asnumpy()
-            scale = float(np.abs(w).mean()) or 0.1
-            param.set_data(Tensor((w + rng.normal(0, 0.5 * scale, w.shape)).astype(w.dtype)))
-    return block
-
-
-def entries_of(cell):
-    return {p.name: p.asnumpy() for p in cell.get_parameters()}
-
-
 def folded_conv(conv, kernel, bias):
     """The plain ``conv``'s geometry with the folded kernel and bias: what a stock model computes after
     loading a converted checkpoint."""
@@ -223,7 +195,7 @@ def test_the_block_trains_and_equals_its_switched_conv_and_its_numpy_fold(name, 
     y = block(x).asnumpy()
     assert y.shape == conv(x).shape and np.abs(y).max() > 0.1
     kind = get_kind(name)
-    state = entries_of(block)
+    state = arrays_of(block)
     assert sorted(kind.entries("blk", info)) == sorted(state)
     kernel, bias, consumed = kind.fold(state, "blk", info)
     assert sorted(consumed) == sorted(state)
@@ -256,7 +228,7 @@ def test_from_plain_keeps_the_plain_convs_function(name, case):
     # what the block stands for: the conv, and the BN after it when the block takes the BN's place
     expected = (bn(conv(x)) if info["slot"] == "bn" else conv(x)).asnumpy()
     randomize_block(block, seed + 2)
-    mine = entries_of(block)
+    mine = arrays_of(block)
     mapped = get_kind(name).from_plain(plain, "blk", info)
     assert not {"blk.weight", "blk.bias"} & set(mapped)
     if info["slot"] == "bn":
@@ -288,7 +260,7 @@ def test_the_numpy_fold_and_entries_agree_with_the_cell_on_the_full_grid(name):
             cin, cout, g = _channels(groups)
             conv, bn = plain_site(site, cin, cout, k, stride, padding, g, dilation)
             block, info = build(name, conv, bn, options)
-            state = entries_of(block)
+            state = arrays_of(block)
             assert sorted(kind.entries("blk", info)) == sorted(state), (k, stride, padding, groups, options)
             kernel, bias, consumed = kind.fold(state, "blk", info)
             assert sorted(consumed) == sorted(state)
@@ -301,7 +273,7 @@ def test_the_numpy_fold_and_entries_agree_with_the_cell_on_the_full_grid(name):
 # ------------------------------------------------------------------ models: options, AMP, families
 
 def Sites():
-    """One conv of each site (conftest.SiteNet): into a BN, with its own bias (stride 2), a 1 x 1 into a BN, bare
+    """One conv of each site (helpers.SiteNet): into a BN, with its own bias (stride 2), a 1 x 1 into a BN, bare
     (pre-activation)."""
     return SiteNet()
 
@@ -324,7 +296,7 @@ def test_infer_options_gives_back_the_options_it_can_see(name, options):
     net = sites_net(name, options)
     built = net.acnet.block_options
     assert built == check_block(name, options)[1]
-    found, shown, unseen = infer_block(entries_of(net))
+    found, shown, unseen = infer_block(arrays_of(net))
     assert found == name
     assert set(shown) <= set(built) and set(unseen) <= set(built) and not set(shown) & set(unseen)
     assert shown == {k: built[k] for k in shown}
@@ -493,7 +465,7 @@ def test_a_mindcv_model_converts_to_the_stock_checkpoint(name, family, stock_log
     report = block_summary(net)
     assert report["block_type"] == name and report["blocks"] == len(reparam_blocks(net)) > 0
     src, dst = str(tmp_path / "blocks.ckpt"), str(tmp_path / "plain.ckpt")
-    arrays = entries_of(net)
+    arrays = arrays_of(net)
     arrays.update({"moments." + k: np.full_like(v, 0.5) for k, v in list(arrays.items())})  # an optimizer's slots
     write_checkpoint(src, arrays, dict(model=FAMILIES[family], block_type=name, block_options=net.acnet.block_options,
                                        num_classes=10))
@@ -537,7 +509,7 @@ def test_a_stock_checkpoint_starts_the_model_at_the_stock_function(name, tmp_pat
     ms.set_seed(3)
     stock = randomize_bn(mindcv.create_model("mobilenet_v2_035_96", num_classes=10), seed=4)
     path = str(tmp_path / "stock.ckpt")
-    write_checkpoint(path, entries_of(stock), dict(model="mobilenet_v2_035_96"))
+    write_checkpoint(path, arrays_of(stock), dict(model="mobilenet_v2_035_96"))
     net = create_model("mobilenet_v2_035_96", num_classes=10, block_type=name)
     for i, (_, block) in enumerate(reparam_blocks(net)):
         randomize_block(block, seed=i)  # the entries from_plain does not set keep random values

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import assert_close, randomize_bn
+from helpers import assert_close, randomize_bn
 
 import mindspore as ms
 from mindspore import Tensor

@@ -3,7 +3,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, small_run
+from helpers import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, small_run
 
 import mindspore as ms
 from mindspore import Tensor, nn

@@ -17,7 +17,7 @@ from acnet_ms.kinds import identities
 from acnet_ms.reparam.state import fold_state
 from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.kinds.repvgg.blocks import repvgg_blocks, repvgg_layout, repvgg_to_deploy
-from conftest import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
+from helpers import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
                       randomize_bn, run_main, run_script, small_run)
 
 TOL = 1e-4
@@ -139,7 +139,7 @@ def test_mindcvs_own_deploy_path_fails_in_mindspore_2_8():
 def test_an_acb_repvgg_checkpoint_folds_both_kinds_of_block(tmp_path):
     """ACBs in the dense branches: convert.py folds them into MindCV's stock (three-branch) model, saying
     that --fold_bn goes on to the deploy form; with --fold_bn both fold."""
-    from conftest import training_checkpoint
+    from helpers import training_checkpoint
 
     net = training_checkpoint(str(tmp_path / "acb.ckpt"), NAME, block_type="acb")
     x = images(2, size=32)
@@ -161,7 +161,7 @@ def test_an_acb_repvgg_checkpoint_folds_both_kinds_of_block(tmp_path):
 def test_validate_deploy_runs_the_single_branch_form_with_the_same_scores(digits, tmp_path):
     from acnet_ms.config import loader as config
     from acnet_ms.engine.evaluation import eval_setup
-    from conftest import training_checkpoint
+    from helpers import training_checkpoint
 
     path = tmp_path / "train.ckpt"
     training_checkpoint(str(path), NAME, block_type="base")  # as train.py records one: model, base, classes

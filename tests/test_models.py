@@ -1,7 +1,7 @@
 """Registry and ResNets: MindCV's models by name, ACBs exactly where ACNet puts them."""
 import numpy as np
 import pytest
-from conftest import assert_close, slow_except
+from helpers import assert_close, slow_except
 
 from mindspore import Tensor, nn
 

@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import SiteNet, assert_close, randomize_bn, slow_except
+from helpers import SiteNet, assert_close, randomize_bn, slow_except
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -103,7 +103,7 @@ def test_a_checkpoint_of_every_optimizer_converts_finetunes_and_validates(opt, t
 
 
 def ThreeKinds():
-    """One conv of each ACB kind (conftest.SiteNet without the pointwise conv): into a BN slot, with its own
+    """One conv of each ACB kind (helpers.SiteNet without the pointwise conv): into a BN slot, with its own
     bias, and with neither (pre-activation)."""
     return SiteNet(pointwise=False)
 

@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import Grads, assert_close, assert_sample_sweep
+from helpers import Grads, assert_close, assert_sample_sweep
 from test_fold import grouped_conv
 
 from mindspore import Tensor, nn, ops

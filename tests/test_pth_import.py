@@ -14,7 +14,7 @@ from mindspore import Tensor
 
 from acnet_ms.convert import foreign
 from acnet_ms.io.pth import PthError, load, read_pth
-from conftest import ROOT, assert_one_line_error, run_main
+from helpers import ROOT, assert_one_line_error, run_main
 
 FIX = os.path.join(ROOT, "tests", "fixtures", "pth")
 #: the reduced ResNets of the fixtures: MindCV's ResNet cell for cell, 1/16 of its width

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_clean_exit, run_script
+from helpers import ROOT, assert_clean_exit, run_script
 
 from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.convert.quantize import int8_roundtrip, range_ratios, weight_sqnr

@@ -3,7 +3,7 @@ import os
 import re
 
 import pytest
-from conftest import assert_clean_exit, run_script
+from helpers import assert_clean_exit, run_script
 
 from acnet_ms.io.checkpoint import read_checkpoint
 

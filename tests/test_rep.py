@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import SiteNet, Grads, assert_close, randomize_bn, assert_sample_sweep
+from helpers import SiteNet, Grads, assert_close, randomize_bn, assert_sample_sweep
 from test_fold import bn as np_bn, conv2d, random_branch
 
 import mindspore as ms
@@ -269,7 +269,7 @@ def test_a_model_whose_own_blocks_are_repvgg_blocks_refuses_rep_in_one_line_and_
     from acnet_ms import block_summary, create_model
     from acnet_ms.cli import UserError
     from acnet_ms.convert.foreign.pipeline import convert_pth
-    from conftest import ROOT, run_main, small_run
+    from helpers import ROOT, run_main, small_run
 
     with pytest.raises(ValueError, match=r"repvgg_a0's own blocks are 22 RepVGG blocks, the family of block_type "
                                          r"rep: .* or acb, dbb, orepa"):
@@ -307,7 +307,7 @@ def test_fold_bn_and_onnx_export(tmp_path):
     from acnet_ms import create_model
     from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
     from acnet_ms.convert.pipeline import convert_checkpoint
-    from conftest import images, load_strict
+    from helpers import images, load_strict
 
     options = dict(num_kxk=2, pointwise=True)
     net = rep_model("mobilenet_v1_025", options, seed=8)
@@ -328,7 +328,7 @@ def test_fold_bn_and_onnx_export(tmp_path):
 
 
 def FourSites():
-    """The four kinds of rep block, three with an identity (conftest.SiteNet at stride 1): a 3 x 3 conv into a
+    """The four kinds of rep block, three with an identity (helpers.SiteNet at stride 1): a 3 x 3 conv into a
     BN, one with its own bias, a pointwise conv into a BN and a pre-activation 3 x 3 conv (no BN, no bias)."""
     return SiteNet(stride=1)
 

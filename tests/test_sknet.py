@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import (arrays_of, assert_clean_exit, assert_close, images, load_strict, randomize_bn, run_script,
+from helpers import (arrays_of, assert_clean_exit, assert_close, images, load_strict, randomize_bn, run_script,
                       slow_except, small_run, training_checkpoint)
 
 import mindspore as ms

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import (ROOT, assert_clean_exit, assert_close, assert_one_line_error, images, randomize_bn, run_main,
+from helpers import (ROOT, assert_clean_exit, assert_close, assert_one_line_error, images, randomize_bn, run_main,
                       run_script, small_run, training_checkpoint, user_env)
 
 import mindspore as ms

@@ -1,7 +1,7 @@
 """The generic transform: structure learnt from the network, ACB kinds, variants, finetuning starts."""
 import numpy as np
 import pytest
-from conftest import assert_close, randomize_bn, slow_except
+from helpers import assert_close, randomize_bn, slow_except
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -184,7 +184,7 @@ def test_same_padded_acb_model_keeps_training_past_its_first_step():
     import subprocess
     import sys
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     code = (
         "import numpy as np, mindspore as ms\n"
