@@ -151,9 +151,7 @@ def check_blocks(state, layout):
     """ValueError naming the first block of ``layout`` whose entries ``state`` lacks, and the entry."""
     for prefix, info in layout.items():
         kind = _kind(prefix, info)
-        missing = kind.missing(state, prefix, info)
-        if missing:
-            raise ValueError(f"{kind.label} '{prefix}' is incomplete: '{missing}' is missing")
+        kind.check_complete(state, kind.entries(prefix, info), prefix)
 
 
 def plain_to_blocks(state, layout):

@@ -32,9 +32,7 @@ class RepVGGKind(NativeKind):
         return tuple(state.deploy_entries(prefix))
 
     def fold(self, state_dict, prefix, info):
-        missing = self.missing(state_dict, prefix, info)
-        if missing:
-            raise ValueError(f"RepVGG block '{prefix}' is incomplete: '{missing}' is missing")
+        self.check_complete(state_dict, self.entries(prefix, info), prefix)
         kernel, bias = state.fold_block(state_dict, prefix, info)
         return kernel, bias, self.entries(prefix, info)
 
