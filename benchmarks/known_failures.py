@@ -80,7 +80,7 @@ SWEEP = {
         **{m: _DBB_FP16 for m in ("efficientnet_b4", "efficientnet_v2_[lms]", "efficientnet_v2_xl", "ghostnet_100",
                                    "regnet_x_400mf", "res2net1*", "skresnet34")},
         "resnest*": _RESNEST,
-        **_caps("DBB", ["convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*",
+        **_caps("DBB", ["cmt_small", "convnext_base", "convnext_large", "convnext_xlarge", "convnextv2_*",
                         "hrnet_w*", "pit_b", "poolformer_m48", "pvt_v2_b[45]", "regnet_[xy]_32gf", "repmlp_b224",
                         "repvgg_b[23]", "vgg*"]),
     },
