@@ -18,7 +18,7 @@ stock model, compare the logits.
 One JSON line per model is appended to ``--jsonl`` as soon as the model is
 done (``--resume`` skips models already there; without it the selected models
 run again and their new lines replace the old ones), and ``--out`` is
-rewritten from all the lines after each model (:func:`report.sweep_doc`).
+rewritten from all the lines after each model (:func:`sweep_report.sweep_doc`).
 The kind's files default to ``docs/sweep.md`` and ``sweep_out/sweep.jsonl`` for
 acb, ``docs/sweep_<kind>.md`` and ``sweep_out/sweep_<kind>.jsonl`` for the others;
 ``--mode 0`` (the train step in graph mode, as the recipes train) adds ``_graph`` to the names.
@@ -39,6 +39,7 @@ import harness  # noqa: E402  (benchmarks/ is not a package)
 import known_failures  # noqa: E402
 import recipes  # noqa: E402
 import report  # noqa: E402
+import sweep_report  # noqa: E402
 
 ROOT = harness.ROOT
 STEP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sweep_step.py")
@@ -125,7 +126,7 @@ def code_state():
 
 
 def doc_setup(kind, label, family_of, jsonl, mode=1):
-    """What :func:`report.sweep_doc` needs besides the records."""
+    """What :func:`sweep_report.sweep_doc` needs besides the records."""
     extra = ("" if kind == DEFAULT_KIND else f" --block_type {kind}") + (" --mode 0" if mode == 0 else "")
     make = ("" if kind == DEFAULT_KIND else f" BLOCK_TYPE={kind}") + (" MODE=0" if mode == 0 else "")
     return dict(kind=kind, label=label, command=f"make sweep{make}", mode=mode,
@@ -192,20 +193,20 @@ def main(argv=None):
             with open(args.jsonl, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             records[name] = rec
-            report.write_atomic(args.out, report.sweep_doc(records, all_models, setup))
+            report.write_atomic(args.out, sweep_report.sweep_doc(records, all_models, setup))
             print(progress(i, len(todo), rec, args.kind.label, time.perf_counter() - start), flush=True)
     except KeyboardInterrupt:
         print("interrupted: continue with --resume", flush=True)
         return 130
-    report.write_atomic(args.out, report.sweep_doc(records, all_models, setup))
+    report.write_atomic(args.out, sweep_report.sweep_doc(records, all_models, setup))
     print(f"wrote {args.out} and {args.jsonl}")
     return 0
 
 
 def progress(i, n, rec, label, elapsed):
     """``[3/275] resnet18: ok; 41 s, 1.2 GB; eta 90 min``."""
-    first = next((f"{report.stage_text(s, label)}: {rec['errors'][s]}" for s in report.SWEEP_STAGES + ("start",)
-                  if s in rec["errors"]), "")
+    stages = sweep_report.SWEEP_STAGES + ("start",)
+    first = next((f"{sweep_report.stage_text(s, label)}: {rec['errors'][s]}" for s in stages if s in rec["errors"]), "")
     shown = {"no_block": f"no {label}", "stock_fails": "stock model fails"}.get(rec["status"], rec["status"])
     return (f"[{i}/{n}] {rec['model']}: {shown}{' (' + first[:160] + ')' if first else ''}; "
             f"{rec['seconds']:.0f} s, {rec['peak_rss_mb'] / 1024:.1f} GB; eta {(elapsed / i * (n - i)) / 60:.0f} min")

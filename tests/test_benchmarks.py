@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import harness  # noqa: E402  (benchmarks/ is a folder of scripts)
 import report  # noqa: E402
+import sweep_report  # noqa: E402
 
 
 # ---------------------------------------------------------------- report: markdown from fixed results
@@ -55,7 +56,7 @@ def test_the_sweep_document_from_fixed_records():
                  jsonl="sweep_out/sweep_rep.jsonl", versions="mindspore 2.8.0", family_of={}, sizes=(64, 224),
                  batch=2, lr=0.01, tol=1e-4, why={"hrnet_w*": "its memory"},
                  recipes=("recipes", ("O2", "momentum"), {"resnet": ("O2", "momentum")}, {}))
-    text = report.sweep_doc(records, sorted(records) + ["other"], setup)
+    text = sweep_report.sweep_doc(records, sorted(records) + ["other"], setup)
     lines = text.split("\n")
     assert lines[0] == "# Recipe sweep: every MindCV model with rep blocks, one training step, conversion, strict load"
     assert ("**5 of 6 MindCV models** in this table: pass every step 3, fail 1, no rep block 1, stock model does "
