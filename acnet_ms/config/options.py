@@ -118,10 +118,10 @@ def _flat_key_options():
     for kind in table.registered_kinds():
         for key, name in kind.flat.items():
             option = kind.options[name]
-            words = all(isinstance(c, str) for c in option.choices or (0,))
+            named = option.choices and all(isinstance(c, str) for c in option.choices)  # values the docs list
             out.append(Option(key, None, _opt(option.parse or str), OURS,
                               f"older key of {kind.name}'s block option {name}: {option.help}; default "
-                              f"{option.default}", (None, *option.choices) if words else None, True,
+                              f"{option.default}", (None, *option.choices) if named else None, True,
                               (kind.name, name)))
     return out
 
