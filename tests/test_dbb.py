@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import Grads, assert_close, randomize_bn, assert_sample_sweep
+from helpers import Grads, assert_close, randomize_block, randomize_bn, assert_sample_sweep
 from test_fold import bn as bn_ref
 from test_fold import conv2d
 
@@ -144,16 +144,6 @@ def _block_entries(block, prefix="blk"):
     return {p.name: p.asnumpy() for p in block.get_parameters()}
 
 
-def _randomize(block, seed):
-    """Random BN statistics and affine parameters, and a random (non-identity) idconv1 delta."""
-    randomize_bn(block, seed)
-    rng = np.random.default_rng(seed)
-    for _, param in block.parameters_and_names():
-        if "idconv1" in param.name:
-            param.set_data(Tensor(rng.normal(0, 0.3, param.shape).astype(np.float32)))
-    return block
-
-
 #: the Cell against the original's branches (every geometry against its fold: tests/test_kind_contract.py)
 CELL_CASES = [(3, 1, "pad-half", "1"), (5, 2, "same", "2"), (3, 2, "valid", "dw"), (5, 1, "pad-0", "dw")]
 
@@ -171,7 +161,7 @@ def _check_cell(k, stride, mode, groups, branch_bn=True, dilation=1, size=(9, 10
     block = DiverseBranchBlock(cin, cout, k, stride=stride, padding=padding if pad_mode == "pad" else None,
                                dilation=dilation, groups=groups, pad_mode=pad_mode, branch_bn=branch_bn,
                                has_bias=has_bias)
-    _randomize(block, seed)
+    randomize_block(block, seed)
     if has_bias:
         block.dbb_origin.conv.bias.set_data(Tensor(np.linspace(-1, 1, cout).astype(np.float32)))
     x_np = np.random.default_rng(seed + 1).normal(size=(2, cin) + size).astype(np.float32)
@@ -230,7 +220,7 @@ def test_one_conv_form_has_the_branches_gradients():
     """branch_bn=False trains as ONE conv over the summed kernel: the outputs and gradients of the four
     branches computed one by one (BN-free: the pads are zeros)."""
     block = DiverseBranchBlock(4, 6, 3, stride=2, padding=0, groups=2, branch_bn=False)
-    _randomize(block, 3)
+    randomize_block(block, 3)
     b, seq = block, block.dbb_1x1_kxk
 
     class Branches(nn.Cell):
@@ -424,7 +414,7 @@ def test_from_plain_adds_zero_in_training_mode_too():
     BN's pad value is multiplied by that zero too): in training mode as well the block is dbb_origin."""
     conv = nn.Conv2d(4, 4, 3, stride=2, pad_mode="same", group=4)
     bn = randomize_bn(nn.SequentialCell([nn.BatchNorm2d(4)]), 1).cell_list[0]
-    block = _randomize(DiverseBranchBlock.from_conv(conv, bn, seed=3), 4)
+    block = randomize_block(DiverseBranchBlock.from_conv(conv, bn, seed=3), 4)
     assert block.depthwise
     mine = _block_entries(block, "blk")
     plain = {"blk.weight": conv.weight.asnumpy(), **{f"bn.{f}": getattr(bn, f).asnumpy() for f in identities.BN_FIELDS}}
