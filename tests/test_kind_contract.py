@@ -31,7 +31,7 @@ import kinds_twin  # noqa: F401  (registers the twin kind)
 import mindspore as ms
 from mindspore import Tensor, nn, ops
 
-from acnet_ms.kinds import check_block, get_kind, kind_names
+from acnet_ms.kinds import check_block, geometry, get_kind, kind_names
 from acnet_ms.reparam.state import fold_state, infer_block
 from acnet_ms.kinds.cell import name_params
 from acnet_ms.reparam.switch import reparam_blocks, switch_to_deploy
@@ -134,9 +134,7 @@ def build(name, conv, bn, options=None, seed=0):
 def folded_conv(conv, kernel, bias):
     """The plain ``conv``'s geometry with the folded kernel and bias: what a stock model computes after
     loading a converted checkpoint."""
-    plain = nn.Conv2d(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), stride=tuple(conv.stride[-2:]),
-                      pad_mode=conv.pad_mode, padding=conv.padding, dilation=tuple(conv.dilation[-2:]),
-                      group=conv.group, has_bias=bias is not None)
+    plain = geometry.conv_like(conv, has_bias=bias is not None)
     plain.weight.set_data(Tensor(kernel.astype(np.float32)))
     if bias is not None:
         plain.bias.set_data(Tensor(bias.astype(np.float32)))

@@ -50,6 +50,14 @@ def sub_window(pads, size, dilation, row, col, kh, kw):
     return tuple(max(0, p) for p in want), tuple(max(0, -p) for p in want)
 
 
+def conv_like(conv, has_bias):
+    """A new ``nn.Conv2d`` with ``conv``'s geometry (channels, kernel, stride, padding and its mode, dilation,
+    groups) and a bias or not: where a fold goes in a model (the conv that takes a BN's bias, a deploy conv)."""
+    return nn.Conv2d(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), stride=tuple(conv.stride[-2:]),
+                     pad_mode=conv.pad_mode, padding=conv.padding, dilation=tuple(conv.dilation[-2:]),
+                     group=conv.group, has_bias=has_bias)
+
+
 def block_conv(block, has_bias):
     """A plain k x k conv in ``block``'s own geometry: its ``in_channels``, ``out_channels``,
     ``kernel_size``, ``stride``, ``dilation`` and ``groups``, and MindSpore's ``pad_mode="same"`` if

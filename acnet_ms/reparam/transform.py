@@ -33,6 +33,7 @@ import numpy as np
 
 from .. import kinds
 from ..kinds.cell import name_params, refresh_graph
+from ..kinds.geometry import conv_like
 from .switch import reparam_blocks
 from .record import BuildRecord, record_of, set_record
 
@@ -266,10 +267,7 @@ def to_fused(net, sites):
             continue
         conv = cells[name]
         if not conv.has_bias:
-            padding = conv.padding
-            fused = nn.Conv2d(conv.in_channels, conv.out_channels, tuple(conv.kernel_size),
-                              stride=tuple(conv.stride[-2:]), pad_mode=conv.pad_mode, padding=padding,
-                              dilation=tuple(conv.dilation[-2:]), group=conv.group, has_bias=True)
+            fused = conv_like(conv, has_bias=True)
             replace_cell(net, name, fused)
             name_params(fused, site.prefix)
         replace_cell(net, site.bn, nn.Identity())

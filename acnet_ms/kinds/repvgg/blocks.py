@@ -22,6 +22,7 @@ from :mod:`acnet_ms.kinds.repvgg.state` (pure numpy), on checkpoint dicts.
 """
 from . import state as repvgg_state
 from ..cell import name_params, param_prefix, refresh_graph
+from ..geometry import conv_like
 
 
 def _block_class():
@@ -70,16 +71,11 @@ def to_single_branch(net):
     (:func:`acnet_ms.reparam.state.fold_state` of the blocks' layout) into them.  Returns the layout
     of the blocks replaced (``{}`` for a network without any).
     """
-    from mindspore import nn
-
     layout = {}
     for name, cell in repvgg_blocks(net):
         prefix = param_prefix(cell, name)
         layout[prefix] = block_info(name, cell)
-        dense = _dense_conv(name, cell)
-        conv = nn.Conv2d(dense.in_channels, dense.out_channels, tuple(dense.kernel_size),
-                         stride=tuple(dense.stride[-2:]), pad_mode=dense.pad_mode, padding=dense.padding,
-                         dilation=tuple(dense.dilation[-2:]), group=dense.group, has_bias=True)
+        conv = conv_like(_dense_conv(name, cell), has_bias=True)
         for branch in repvgg_state.BRANCH_CELLS.values():
             if branch in cell._cells:
                 del cell._cells[branch]
