@@ -115,7 +115,8 @@ def resolve_block(cfg, where="config"):
     dropped = [k for k in FLAT_BLOCK_KEYS if kind and cfg.get(k) is not None and k not in kind.flat]
     if dropped:
         takes = [k for k in dropped if k in kind.options]
-        what = "an older key of acb's options" if len(dropped) == 1 else "older keys of acb's options"
+        owners = " and ".join(sorted({OPTIONS[k].flat_of[0] for k in dropped}))  # the kinds whose keys they are
+        what = f"an older key of {owners}'s options" if len(dropped) == 1 else f"older keys of {owners}'s options"
         print(f"warning: {where}: {', '.join(dropped)} ({what}) ignored: block_type {block_type} does not read "
               f"it" + (f"; give {', '.join(takes)} in block_options" if takes else ""), file=sys.stderr)
     cfg["block_type"], cfg["block_options"] = block_type, options
