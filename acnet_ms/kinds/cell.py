@@ -24,6 +24,10 @@ from .identities import BN_EPS, BN_FIELDS
 
 #: the deployed conv's name in every kind (``<block>.fused_conv.weight``, ``.bias``)
 DEPLOYED = "fused_conv"
+#: the cells mixed precision wraps a conv or BN in keep it under one of these attributes (MindSpore's, MindCV's)
+_WRAPPERS = ("_backbone", "_op")
+#: the prefix of a block's own arrays when it folds itself (:meth:`ReparamBlock.own_state`)
+_OWN_PREFIX = "block"
 
 
 def check_kernel_size(kernel_size, owner="block", minimum=3):
@@ -98,7 +102,9 @@ class ReparamBlock(nn.Cell):
     * ``forward_branches(x)``: the branch form (kinds that have one);
     * ``conv_kernel()``, and ``conv_bias()`` if ``has_bias``: the one-conv form's kernel (a Tensor,
       cast to the input's type here) and bias parameter;
-    * ``fold_branches()``: ``(kernel, bias or None)``, numpy: the kind's fold of the block's own arrays.
+
+    A Cell holds no fold of its own: :meth:`fold_branches` calls its kind's ``fold`` on the block's own arrays,
+    named as a checkpoint names them (:meth:`own_state`), so a checkpoint and a Cell fold by the same code.
 
     The deployed conv has a bias where :meth:`deploy_bias` says so (``has_bias``; kinds with branch BNs:
     always).  :meth:`switch_to_deploy` folds and then drops every sub-cell, parameter and constant
@@ -212,9 +218,22 @@ class ReparamBlock(nn.Cell):
 
     # ------------------------------------------------------------ re-parameterisation
 
+    def own_state(self, prefix=_OWN_PREFIX):
+        """``{name: numpy array}``: the training form's parameters (BN statistics included) under the names a
+        checkpoint gives them at ``prefix`` (a mixed-precision wrapper's cell is no part of a name)."""
+        state = {}
+        for path, param in self.parameters_and_names():
+            local = ".".join(part for part in path.split(".") if part not in _WRAPPERS)
+            state[f"{prefix}.{local}"] = param.asnumpy()
+        return state
+
     def fold_branches(self):
-        """``(kernel, bias or None)``, numpy: the kind's fold of the training form's arrays."""
-        raise NotImplementedError
+        """``(kernel, bias or None)``, numpy: the kind's own fold (``fold`` of the kind named :attr:`kind`, the
+        one a checkpoint's conversion calls) of the training form's arrays (:meth:`own_state`)."""
+        from .table import get_kind
+
+        kernel, bias, _ = get_kind(self.kind).fold(self.own_state(), _OWN_PREFIX, self.reparam_info())
+        return kernel, bias
 
     def get_equivalent_kernel_bias(self):
         """The single conv's (kernel, bias) that equals this block in eval mode, as numpy arrays (bias

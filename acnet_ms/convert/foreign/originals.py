@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...kinds import identities
-from ...kinds.orepa.fold import merge_1x1_filter, merge_depthwise_pointwise
+from ...kinds.orepa.fold import fold_orepa, merge_depthwise_pointwise
 
 #: PyTorch's BatchNorm fields, in MindSpore's order (gamma, beta, moving_mean, moving_variance)
 TORCH_BN = ("weight", "bias", "running_mean", "running_var")
@@ -80,42 +80,42 @@ class Reader:
 
 def orepa_dws(dw, pw, in_channels, groups):
     """OREPA's depthwise-separable branch ``dwsc2full(dw, pw, in_channels, groups)`` as one kernel."""
+    return merge_depthwise_pointwise(dw, _grouped_pw(pw, groups), in_channels, groups)
+
+
+def _grouped_pw(pw, groups):
+    """The original's view of a grouped pointwise matrix in our order: its output c O/g + a takes pw row a g + c."""
     pw = _f64(pw)
-    if groups > 1:  # the original's view of pw: output c O/g + a takes pw row a g + c
+    if groups > 1:
         o = pw.shape[0]
         pw = pw.reshape(o // groups, groups, *pw.shape[1:]).swapaxes(0, 1).reshape(pw.shape)
-    return merge_depthwise_pointwise(dw, pw, in_channels, groups)
+    return pw
 
 
 def orepa_kernel(r, p, names):
     """The kernel ``weight_gen`` of an OREPA block (``names``: its parameter names, ``OREPA`` or
-    ``OREPA_3x3_RepVGG``'s) at prefix ``p``."""
+    ``OREPA_3x3_RepVGG``'s) at prefix ``p``: the kind's formula (:func:`fold_orepa`) with the buffers the file
+    stores (averaging filter, prior, identity) and its depthwise-separable branch's groups."""
     origin = _f64(r.get(f"{p}.{names['origin']}"))
     out, cg, k = origin.shape[:3]
-    vector = _f64(r.get(f"{p}.vector"))
-    rows = iter(vector)
-    kernel = identities.scale_out(origin, next(rows))
-    # averaging and prior: a 1 x 1 conv, then a fixed k x k filter per output channel (the stored buffers)
-    avg = np.broadcast_to(_f64(r.get(f"{p}.{names['avg_filter']}")), (out, k, k))
-    kernel += identities.scale_out(merge_1x1_filter(r.get(f"{p}.{names['avg']}"), avg), next(rows))
-    prior = _f64(r.get(f"{p}.{names['prior_filter']}"))
-    kernel += identities.scale_out(merge_1x1_filter(r.get(f"{p}.{names['prior']}"), prior), next(rows))
-    # 1x1 then kxk: the first conv is the stored identity plus its learnt delta, or a conv of its own
-    if r.has(f"{p}.{names['idconv1']}"):
-        first = _f64(r.get(f"{p}.{names['idconv1']}"))
-        ident = f"{p}.id_tensor"
-        first = first + (_f64(r.get(ident)) if r.has(ident) else identities.identity_kernel(first.shape[0], cg, 1))
-    else:
-        first = _f64(r.get(f"{p}.{names['conv1']}"))
-    second = _f64(r.get(f"{p}.{names['conv2']}"))
-    groups = first.shape[0] // second.shape[1]
-    kernel += identities.scale_out(identities.merge_sequential(first, None, second, None, groups)[0], next(rows))
+    fixed = dict(avg=np.broadcast_to(_f64(r.get(f"{p}.{names['avg_filter']}")), (out, k, k)),
+                 prior=_f64(r.get(f"{p}.{names['prior_filter']}")))
+    if r.has(f"{p}.{names['idconv1']}"):  # the first conv is the stored identity plus its learnt delta
+        first = r.get(f"{p}.{names['idconv1']}")
+        if r.has(f"{p}.id_tensor"):
+            fixed["identity"] = _f64(r.get(f"{p}.id_tensor"))
+    else:                                   # or a conv of its own
+        first = r.get(f"{p}.{names['conv1']}")
+        fixed["identity"] = 0.0
+    second = r.get(f"{p}.{names['conv2']}")
+    groups = np.shape(first)[0] // np.shape(second)[1]
+    branches = {"origin": origin, "avg": r.get(f"{p}.{names['avg']}"), "prior": r.get(f"{p}.{names['prior']}"),
+                "1x1_kxk": (first, second)}
     if names.get("1x1") and r.has(f"{p}.{names['1x1']}"):
-        kernel += identities.scale_out(identities.embed_center(_f64(r.get(f"{p}.{names['1x1']}")), k), next(rows))
-    dw, pw = r.get(f"{p}.{names['dw']}"), r.get(f"{p}.{names['pw']}")
-    kernel += identities.scale_out(orepa_dws(dw, pw, cg * groups, groups if names.get("grouped_dws") else 1),
-                             next(rows))
-    return kernel
+        branches["1x1"] = r.get(f"{p}.{names['1x1']}")
+    dws_groups = groups if names.get("grouped_dws") else 1
+    branches["dws"] = (r.get(f"{p}.{names['dw']}"), _grouped_pw(r.get(f"{p}.{names['pw']}"), dws_groups))
+    return fold_orepa(branches, _f64(r.get(f"{p}.vector")), groups, fixed, dws_groups)
 
 
 #: the parameter names of OREPA's k x k block (``blocks.OREPA``)

@@ -135,19 +135,3 @@ class ACBlock(BranchBNBlock):
             vx = geometry.crop(x, self.ver_crop) if self.crop_ver else x
             out = out + self.ver_bn(self.ver_conv(vx))
         return out
-
-    # ------------------------------------------------------------ re-parameterisation
-
-    def branch_arrays(self, branch):
-        """``(kernel, gamma, beta, moving_mean, moving_variance)`` of one branch (``(kernel,)``
-        without branch BNs) as numpy arrays."""
-        conv = getattr(self, branch + "_conv")
-        if not self.branch_bn:
-            return (conv.weight.asnumpy(),)
-        return (conv.weight.asnumpy(),) + self.bn_arrays(getattr(self, branch + "_bn"))
-
-    def fold_branches(self):
-        arrays = {b: self.branch_arrays(b) for b in ("square",) + BRANCH_SETS[self.branches]}
-        bias = self.square_conv.bias.asnumpy() if self.has_bias else None
-        return fold.fold_acb(arrays["square"], arrays.get("hor"), arrays.get("ver"), eps=self.eps,
-                             position=self.position, bias=bias)

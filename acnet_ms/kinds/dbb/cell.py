@@ -29,7 +29,6 @@ import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
-from . import fold
 from .. import geometry, identities
 from ..cell import BranchBNBlock, Kernel
 
@@ -316,39 +315,3 @@ class DiverseBranchBlock(BranchBNBlock):
                 out = out + self.dbb_1x1(geometry.crop(x, self.one_crop) if any(self.one_crop) else x)
         out = out + self.dbb_avg(x, pads)
         return out + self.dbb_1x1_kxk(x)
-
-    # ------------------------------------------------------------ re-parameterisation
-
-    def branch_arrays(self):
-        """The numpy arguments of :func:`fold.fold_dbb` (``origin``, ``one``, ``avg``, ``seq``) and ``bias``."""
-        def arr(param):
-            return param.asnumpy()
-
-        def bn_of(cell):
-            if not self.branch_bn:
-                return None
-            cell = _inner(cell)
-            cell = _inner(cell.bn) if isinstance(cell, BNAndPad) else cell
-            return tuple(arr(getattr(cell, f)) for f in identities.BN_FIELDS)
-
-        o, seq = self.dbb_origin, self.dbb_1x1_kxk
-        args = dict(origin=(arr(_inner(o.conv).weight), bn_of(o.bn) if self.branch_bn else None))
-        if self.with_one:
-            args["one"] = (arr(_inner(self.dbb_1x1.conv).weight), bn_of(self.dbb_1x1.bn) if self.branch_bn else None)
-        if self.with_avg:
-            a = self.dbb_avg
-            has_conv = not self.branch_bn or a.has_conv
-            args["avg"] = (arr(_inner(a.conv).weight) if has_conv else None,
-                           bn_of(a.bn) if self.branch_bn and has_conv else None,
-                           bn_of(a.avgbn) if self.branch_bn else None)
-        first = arr(_inner(seq.idconv1 if self.identity else seq.conv1).weight)
-        if self.identity:
-            first = first + identities.identity_kernel(*first.shape[:2], 1, first.dtype)
-        args["seq"] = (first, bn_of(seq.bn1) if self.branch_bn else None, arr(_inner(seq.conv2).weight),
-                       bn_of(seq.bn2) if self.branch_bn else None)
-        bias = arr(o.conv.bias) if self.has_bias else None
-        return args, bias
-
-    def fold_branches(self):
-        args, bias = self.branch_arrays()
-        return fold.fold_dbb(**args, groups=self.groups, eps=self.eps, bias=bias)

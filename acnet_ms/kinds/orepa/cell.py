@@ -5,7 +5,7 @@ from mindspore.common import dtype as mstype
 
 from .. import identities
 from . import fold
-from .spec import (EXPAND, INITS, branch_names, branch_shapes, generated_kernel, initial_arrays, internal_channels,
+from .spec import (EXPAND, INITS, branch_names, branch_shapes, initial_arrays, internal_channels,
                    params)
 from ..cell import ReparamBlock
 
@@ -172,16 +172,3 @@ class OREPABlock(ReparamBlock):
 
     def conv_bias(self):
         return self.orepa_bias
-
-    # ------------------------------------------------------------ re-parameterisation
-
-    def _param_names(self):
-        return params(self.branches) + (("orepa_bias",) if self.has_bias else ())
-
-    def branch_arrays(self):
-        """``{parameter: numpy array}`` of the training form (``orepa_bias`` included if any)."""
-        return {name: getattr(self, name).asnumpy() for name in self._param_names()}
-
-    def fold_branches(self):
-        arrays = self.branch_arrays()
-        return generated_kernel(arrays, self.groups), arrays.get("orepa_bias")

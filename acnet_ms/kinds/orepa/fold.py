@@ -61,7 +61,7 @@ def merge_depthwise_pointwise(dw, pw, channels, groups=1):
 OREPA_BRANCHES = ("origin", "avg", "prior", "1x1_kxk", "1x1", "dws")
 
 
-def fold_orepa(branches, vector, groups=1):
+def fold_orepa(branches, vector, groups=1, fixed=None, dws_groups=None):
     """OREPA's generated kernel (the formula above), float64, from the branches present.
 
     ``branches``: ``{name: arrays}``, names from :data:`OREPA_BRANCHES`: ``origin`` (O, C/g, k, k);
@@ -69,24 +69,27 @@ def fold_orepa(branches, vector, groups=1):
     prior filter, and the 1 x 1 branch; ``1x1_kxk`` ``(idconv1, conv2)``: the 1 x 1 conv (T, C/g, 1, 1),
     less the identity (``identity_kernel``), before ``conv2`` (O, T/g, k, k); ``dws`` ``(dw, pw)``:
     (M C, 1, k, k) and (O, M C/g, 1, 1).  ``vector``: one row of O scales per branch present, in
-    :data:`OREPA_BRANCHES` order.
+    :data:`OREPA_BRANCHES` order.  ``fixed``: the fixed tensors of the formula where a file stores its own
+    (``"avg"``, ``"prior"``: (O, k, k) filters; ``"identity"``: I, zero where the first conv is learnt
+    whole); ``dws_groups``: the groups of the depthwise-separable branch's pointwise conv (``groups``).
     """
     origin = np.asarray(branches["origin"], np.float64)
     o, cg, k = origin.shape[:3]
+    fixed = dict(fixed or {})
 
     def kernel_of(name, arrays):
         if name == "origin":
             return origin
         if name == "avg":
-            return merge_1x1_filter(arrays, np.full((o, k, k), 1.0 / (k * k)))
+            return merge_1x1_filter(arrays, fixed.get("avg", np.full((o, k, k), 1.0 / (k * k))))
         if name == "prior":
-            return merge_1x1_filter(arrays, prior_filter(o, k))
+            return merge_1x1_filter(arrays, fixed["prior"] if "prior" in fixed else prior_filter(o, k))
         if name == "1x1":
             return embed_center(np.asarray(arrays, np.float64), k)
         if name == "1x1_kxk":
-            first = np.asarray(arrays[0], np.float64) + identity_kernel(np.shape(arrays[0])[0], cg, 1)
-            return merge_sequential(first, None, arrays[1], None, groups)[0]
-        return merge_depthwise_pointwise(arrays[0], arrays[1], cg * groups, groups)
+            eye = fixed["identity"] if "identity" in fixed else identity_kernel(np.shape(arrays[0])[0], cg, 1)
+            return merge_sequential(np.asarray(arrays[0], np.float64) + eye, None, arrays[1], None, groups)[0]
+        return merge_depthwise_pointwise(arrays[0], arrays[1], cg * groups, groups if dws_groups is None else dws_groups)
 
     present = [name for name in OREPA_BRANCHES if name in branches]
     return sum(scale_out(kernel_of(name, branches[name]), v) for name, v in zip(present, np.asarray(vector)))

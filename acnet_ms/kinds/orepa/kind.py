@@ -24,9 +24,8 @@ This module must not import MindSpore.
 """
 import numpy as np
 
-from . import fold
-from .spec import (ALL, BRANCH_PARAMS, BRANCHES, EXPAND, INITS, MARKER, _shapes_of, branch_names, initial_arrays,
-                   internal_channels, params, parse_branches)
+from .spec import (ALL, BRANCH_PARAMS, BRANCHES, EXPAND, INITS, MARKER, _shapes_of, branch_names, generated_kernel,
+                   initial_arrays, internal_channels, params, parse_branches)
 from ..base import BlockKind, KindOption, square_odd_kernel
 from ..table import register_kind
 
@@ -79,12 +78,7 @@ class OREPAKind(BlockKind):
     def fold(self, state, prefix, info):
         names = self.entries(prefix, info)
         self.check_complete(state, names, prefix)
-        branches = {}
-        for branch in branch_names(info.get("branches")):
-            arrays = tuple(state[f"{prefix}.{p}"] for p in BRANCH_PARAMS[branch])
-            branches[branch] = arrays if len(arrays) > 1 else arrays[0]
-        dtype = np.asarray(branches["origin"]).dtype
-        kernel = fold.fold_orepa(branches, state[prefix + MARKER], groups=info["groups"]).astype(dtype)
+        kernel = generated_kernel({name[len(prefix) + 1:]: state[name] for name in names}, info["groups"])
         bias = np.asarray(state[f"{prefix}.orepa_bias"]) if info.get("has_bias") else None
         return kernel, bias, names
 

@@ -11,7 +11,6 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .. import geometry, identities
-from . import fold
 from ..cell import BranchBNBlock, Kernel
 from ..identities import BN_EPS
 from ..._moved import moved_attr as _moved_attr
@@ -180,27 +179,6 @@ class RepBlock(BranchBNBlock):
         if self.has_identity:
             out = out + self.identity_bn(x)
         return out
-
-    # ------------------------------------------------------------ re-parameterisation
-
-    def branch_arrays(self):
-        """``(dense, scale, identity)`` as :func:`fold.fold_rep` takes them (numpy arrays)."""
-        def arrays(branch):
-            if not self.branch_bn:
-                return (branch.conv.weight.asnumpy(),)
-            return (branch.conv.weight.asnumpy(),) + self.bn_arrays(branch.bn)
-
-        dense = [arrays(b) for b in self.dense]
-        scale = arrays(self.scale) if self.has_scale else None
-        identity = None
-        if self.has_identity:
-            identity = self.bn_arrays(self.identity_bn) if self.branch_bn else ()
-        return dense, scale, identity
-
-    def fold_branches(self):
-        bias = self.dense[0].conv.bias.asnumpy() if self.has_bias else None
-        return fold.fold_rep(*self.branch_arrays(), eps=self.eps, bias=bias)
-
 
 # the names this module had before the package was laid out by role (acnet_ms/_moved.py)
 __getattr__ = _moved_attr(__name__)
