@@ -5,8 +5,7 @@ from mindspore.common import dtype as mstype
 
 from .. import identities
 from . import fold
-from .spec import (EXPAND, INITS, branch_names, branch_shapes, initial_arrays, internal_channels,
-                   params)
+from .spec import EXPAND, INITS, branch_names, branch_shapes, initial_arrays, internal_channels
 from ..cell import ReparamBlock
 
 
