@@ -178,7 +178,7 @@ def training_checkpoint(path, name, num_classes=10, seed=0, block_type="acb", me
     record = dict(meta if isinstance(meta, dict) else {}, model=name, block_type=block_type, num_classes=num_classes)
     if as_trained:
         record.update(gamma_init=None, acb_branches="hv", acb_branch_bn=True, acb_position="center",
-                      acb_layout=block_layout(net), epoch=1, step=7)
+                      acb_layout={p: dict(b) for p, b in block_layout(net).items()}, epoch=1, step=7)
     write_checkpoint(path, arrays, record if meta is not False else None)
     net.set_train(False)
     return net

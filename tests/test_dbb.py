@@ -121,7 +121,7 @@ def test_fold_dbb_equals_the_four_branches(case):
     rng = np.random.default_rng(sum(map(hash, map(str, case))) % 2 ** 32)
     p = _random_entries(rng, cin, cout, k, groups, branch_bn, has_bias=not branch_bn)
     x = rng.normal(size=(2, cin, 11, 12))
-    info = dict(branch_bn=branch_bn, has_bias=not branch_bn, depthwise=groups == cin == cout)
+    info = dict(branch_bn=branch_bn, has_bias=not branch_bn, depthwise=groups == cin == cout, eps=1e-5)
     kernel, bias, consumed = KIND.fold({"b." + n: v for n, v in p.items()}, "b", info)
     assert sorted(consumed) == sorted("b." + n for n in p)
     got = conv(x, kernel, stride, pads, dilation, groups) + bias.reshape(1, -1, 1, 1)

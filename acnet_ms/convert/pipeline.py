@@ -201,7 +201,7 @@ def training_layout(source):
                         dict(source.meta, block_type=source.kind, block_options=source.options))
     absent = [p for p in layout if p not in source.blocks]
     if absent:
-        label = kinds.get_kind(layout[absent[0]]["kind"]).label
+        label = kinds.get_kind(layout[absent[0]].kind).label
         raise UserError(f"{source.path}: not a checkpoint of {source.model}: its {label} '{absent[0]}' is missing "
                         f"({len(absent)} of {len(layout)})")
     return layout
@@ -251,7 +251,7 @@ def fold(source, opts, outputs):
         plain, own, bns = fold_to_deploy(source, plain, net)
     elif outputs.fmt:
         net = uninitialised_model(source.model, source.num_classes)
-    return Folded(plain, net, blocks, own, bns, _label([info["kind"] for info in native.values()]))
+    return Folded(plain, net, blocks, own, bns, _label([block.kind for block in native.values()]))
 
 
 # ---------------------------------------------------------------- stage 5: export

@@ -161,6 +161,14 @@ def read_checkpoint(path):
     return arrays, meta
 
 
+def _jsonable(value):
+    """What ``json`` writes for a value it cannot: an object's own ``to_meta()`` (a block layout's
+    versioned schema), else TypeError as ``json`` raises."""
+    if hasattr(value, "to_meta"):
+        return value.to_meta()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 def write_checkpoint(path, data, meta=None):
     """Write ``data`` (name -> numpy array, or a Cell's parameters) and ``meta`` to ``path`` atomically.
 
@@ -176,7 +184,7 @@ def write_checkpoint(path, data, meta=None):
     tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}.tmp.ckpt")  # matches TMP_FILE
     if isinstance(data, dict):
         data = [{"name": name, "data": ms.Tensor(np.ascontiguousarray(value))} for name, value in data.items()]
-    append = {META_KEY: json.dumps(meta, sort_keys=True)} if meta else None
+    append = {META_KEY: json.dumps(meta, sort_keys=True, default=_jsonable)} if meta else None
     try:
         with open(tmp, "wb"):  # fails here, quietly, if the folder is not writable
             pass

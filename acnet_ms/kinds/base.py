@@ -110,6 +110,9 @@ class BlockKind:
                            # blocks (a native kind's) are of its family refuses it: it would nest one in each
     sees_bn_after = False  # True: build() is given the BN that alone follows a site whatever the slot (for a
     #                        slot other than "bn" it stays the model's own); False: only for slot "bn"
+    layout_options = ()    # the options a block's layout entry carries (its fold reads them; an older entry
+    #                        without one gets the option's default: acnet_ms.reparam.layout)
+    layout_defaults = {"has_bias": False}  # the geometry fields an older layout entry may lack, and their values
 
     # -------------------------------------------------------------- options
 
@@ -323,6 +326,8 @@ class BranchBNKind(BlockKind):
     origin_conv = None
     origin_bn = None
     slot_words = {"bn": "BN slot", "bias": "conv bias", "none": "no BN (bias-free)"}
+    layout_options = ("branch_bn",)
+    layout_defaults = {"has_bias": False, "eps": BN_EPS}
 
     def cell_class(self):
         """The kind's Cell (imported here: this module must not import MindSpore)."""
@@ -361,7 +366,7 @@ class BranchBNKind(BlockKind):
             return out
         weight = out.pop(f"{prefix}.weight")
         conv, norm = f"{prefix}.{self.origin_conv}", f"{prefix}.{self.origin_bn}"
-        if not info.get("branch_bn", True):
+        if not info["branch_bn"]:
             out[f"{conv}.weight"] = self.origin_kernel(weight, info)
             if f"{prefix}.bias" in out:
                 out[f"{conv}.bias"] = out.pop(f"{prefix}.bias")
@@ -375,7 +380,7 @@ class BranchBNKind(BlockKind):
                     out[f"{norm}.{field}"] = out.pop(f"{info['bn']}.{field}")
         elif f"{prefix}.bias" in out:
             bias = out.pop(f"{prefix}.bias")
-            for field, value in bias_as_bn(bias, info.get("eps", BN_EPS)).items():
+            for field, value in bias_as_bn(bias, info["eps"]).items():
                 out[f"{norm}.{field}"] = value
         zeros = np.zeros(np.shape(weight)[0], weight.dtype)
         for head in self.silent_bns(prefix, info):

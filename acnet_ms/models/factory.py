@@ -10,6 +10,7 @@ from .. import kinds
 from ..cli import first_line
 from ..reparam.record import BuildRecord, set_record
 from ..reparam.state import infer_block
+from ..reparam.layout import Layout
 from ..reparam.transform import block_layout, summary_line, to_blocks, to_fused, to_native_deploy, trace
 from .registry import model_entry
 
@@ -122,13 +123,16 @@ def recorded_block(meta):
 
 
 def layout_for(model, num_classes, meta, in_channels=3, state=None):
-    """The block layout of a training checkpoint of ``model``: the one its metadata records
-    (``block_layout``; ``acb_layout`` in older checkpoints), else the layout of the model built with the
-    block type and options it records, else (given its entries, ``state``) with the kind and options
-    its entries show (:func:`acnet_ms.reparam.state.infer_block`)."""
+    """The block :class:`~acnet_ms.reparam.layout.Layout` of a training checkpoint of ``model``: the one its
+    metadata records (``block_layout``, either schema; ``acb_layout`` in older checkpoints), else the layout of
+    the model built with the block type and options it records, else (given its entries, ``state``) with the
+    kind and options its entries show (:func:`acnet_ms.reparam.state.infer_block`)."""
     for key in ("block_layout", "acb_layout"):
         if meta.get(key):
-            return meta[key]
+            try:
+                return Layout.from_meta(meta[key])
+            except ValueError as err:
+                raise ValueError(f"the checkpoint's {key}: {err}") from None
     block_type, options = recorded_block(meta)
     if block_type == kinds.BASE and state is not None:
         block_type, options, _ = infer_block(state)

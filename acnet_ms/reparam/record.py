@@ -17,7 +17,7 @@ class BuildRecord:
     ``fused_pairs`` lists the ``(conv, bn, eps)`` pairs of the fully folded
     form (``deploy=True``); ``native_blocks`` the model's own
     re-parameterizable blocks (of a native kind) that form runs as single
-    convs: ``{parameter prefix: layout entry}``, the entry naming its kind.
+    convs: their :class:`~acnet_ms.reparam.layout.Layout` (``{parameter prefix: Block}``).
     """
     model: Optional[str] = None
     num_classes: Optional[int] = None

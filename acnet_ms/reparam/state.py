@@ -1,13 +1,14 @@
 """Checkpoint dicts (name -> numpy array): which entries fold into which.
 
 The arithmetic is :mod:`acnet_ms.kinds.identities`; this module only maps names.  What
-goes where comes from a *layout*, ``{block name: info}``, which the model
+goes where comes from a *layout* (:class:`acnet_ms.reparam.layout.Layout`; every function here
+also takes the dict ``{prefix: flat entry}`` of earlier versions), which the model
 reports for itself (``acnet_ms.reparam.transform.block_layout``) and training
-checkpoints record in their metadata: ``info["kind"]`` names the block kind
+checkpoints record in their metadata: a block's ``kind`` names the block kind
 (:mod:`acnet_ms.kinds`) whose ``fold`` turns the block's entries into one
-kernel and bias, ``info["slot"]`` says where that bias goes:
+kernel and bias, its ``slot`` says where that bias goes:
 
-* ``"bn"``: into the BatchNorm ``info["bn"]`` that followed the conv in the
+* ``"bn"``: into the BatchNorm ``bn`` that followed the conv in the
   plain model (identity statistics, :func:`identities.bias_as_bn`);
 * ``"bias"``: into the conv's own bias ``X.bias``;
 * ``"none"``: nowhere (a block without BN and bias folds to a bare kernel; a
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..kinds import identities
 from .. import kinds
+from .layout import as_layout
 
 #: scalars that MindSpore's optimizers and trainers (ours and MindCV's) keep beside the network's parameters
 TRAINER_SCALARS = frozenset({
@@ -92,30 +94,23 @@ def infer_block(state):
     return names[0], shown, unseen
 
 
-def _kind(prefix, info):
-    try:
-        return kinds.get_kind(info.get("kind"))
-    except ValueError:
-        raise ValueError(f"block '{prefix}': unknown kind {info.get('kind')!r}") from None
-
-
 def training_names(plain_names, layout):
     """The parameter names of a model's training form, from its plain form's names and its layout."""
     consumed, added = set(), []
-    for prefix, info in layout.items():
+    for prefix, block in as_layout(layout).items():
         consumed.update({prefix + ".weight", prefix + ".bias"})
-        if info.get("slot") == "bn":
-            consumed.update(f"{info['bn']}.{f}" for f in identities.BN_FIELDS)
-        added += _kind(prefix, info).entries(prefix, info)
+        if block.slot == "bn":
+            consumed.update(f"{block.bn}.{f}" for f in identities.BN_FIELDS)
+        added += kinds.get_kind(block.kind).entries(prefix, block)
     return [n for n in plain_names if n not in consumed] + added
 
 
 def fold_state(state, layout, network=None):
     """Fold every re-parameterizable block of a training-form checkpoint into plain-model entries.
 
-    ``state`` maps parameter names to numpy arrays, ``layout`` block names to
-    their info (see the module's docstring).  A block ``X`` becomes ``X.weight``
-    and its bias goes where ``info["slot"]`` says.  Optimizer and trainer
+    ``state`` maps parameter names to numpy arrays; ``layout`` says where each
+    block is and what it is (see the module's docstring).  A block ``X`` becomes
+    ``X.weight`` and its bias goes where its ``slot`` says.  Optimizer and trainer
     entries are dropped (``network``: the model's own names in training
     form, see :func:`trainer_entries`); every other entry is copied unchanged.
 
@@ -123,20 +118,21 @@ def fold_state(state, layout, network=None):
     block the layout does not know, or a folded entry that would overwrite one
     already in ``state``.
     """
+    layout = as_layout(layout)
     state = network_entries(state, network)
     unknown = [p for p in block_prefixes(state) if p not in layout]
     if unknown:
         raise ValueError(f"block '{unknown[0]}' is not part of this model")
     consumed, folded = set(), {}
-    for prefix, info in layout.items():
-        kind = _kind(prefix, info)
-        kernel, bias, names = kind.fold(state, prefix, info)
-        weight_name, bias_name = kind.folded_names(prefix, info)
+    for prefix, block in layout.items():
+        kind = kinds.get_kind(block.kind)
+        kernel, bias, names = kind.fold(state, prefix, block)
+        weight_name, bias_name = kind.folded_names(prefix, block)
         consumed.update(names)
         folded[weight_name] = kernel
-        if info["slot"] == "bn":
-            for field, value in identities.bias_as_bn(bias, info.get("eps", identities.BN_EPS)).items():
-                folded[f"{info['bn']}.{field}"] = value
+        if block.slot == "bn":
+            for field, value in identities.bias_as_bn(bias, block.eps).items():
+                folded[f"{block.bn}.{field}"] = value
         elif bias is not None:
             folded[bias_name] = bias
     out = {name: value for name, value in state.items() if name not in consumed}
@@ -149,17 +145,17 @@ def fold_state(state, layout, network=None):
 
 def check_blocks(state, layout):
     """ValueError naming the first block of ``layout`` whose entries ``state`` lacks, and the entry."""
-    for prefix, info in layout.items():
-        kind = _kind(prefix, info)
-        kind.check_complete(state, kind.entries(prefix, info), prefix)
+    for prefix, block in as_layout(layout).items():
+        kind = kinds.get_kind(block.kind)
+        kind.check_complete(state, kind.entries(prefix, block), prefix)
 
 
 def plain_to_blocks(state, layout):
     """Map a plain checkpoint onto a model's blocks so that they compute the plain function (each
     kind's ``from_plain``); blocks without a plain conv in ``state`` are left alone."""
     out = dict(state)
-    for prefix, info in layout.items():
-        out = _kind(prefix, info).from_plain(out, prefix, info)
+    for prefix, block in as_layout(layout).items():
+        out = kinds.get_kind(block.kind).from_plain(out, prefix, block)
     return out
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from .. import kinds
 from ..kinds.cell import name_params, refresh_graph
 from ..kinds.geometry import conv_like
+from .layout import Block, Layout
 from .switch import reparam_blocks
 from .record import BuildRecord, record_of, set_record
 
@@ -277,18 +278,17 @@ def to_fused(net, sites):
 
 
 def block_layout(net):
-    """``{block name: info}`` of a network's re-parameterizable blocks: each block's own
-    ``reparam_info()`` plus where its fold goes (``slot``, ``bn``), as recorded by :func:`to_blocks`."""
+    """The :class:`~acnet_ms.reparam.layout.Layout` of a network's re-parameterizable blocks in training
+    form: each block's own ``reparam_info()`` plus where its fold goes (``slot``, ``bn``), as recorded by
+    :func:`to_blocks`, under its parameter prefix."""
     blocks = record_of(net).blocks
-    layout = {}
+    out = []
     for name, cell in reparam_blocks(net):
         if getattr(cell, "deploy", False):
             continue
-        info = dict(cell.reparam_info())
         slot = blocks.get(name, dict(slot="none", bn=None, prefix=name))
-        info.update(slot=slot["slot"], bn=slot["bn"])
-        layout[slot["prefix"]] = info
-    return layout
+        out.append(Block.from_info(slot["prefix"], dict(cell.reparam_info(), slot=slot["slot"], bn=slot["bn"])))
+    return Layout(out)
 
 
 def native_blocks(net):
@@ -298,20 +298,20 @@ def native_blocks(net):
 
 
 def native_layout(net):
-    """``{parameter prefix: layout entry}`` of the model's own training-form blocks (native kinds)."""
+    """The :class:`~acnet_ms.reparam.layout.Layout` of the model's own training-form blocks (native kinds)."""
     layout = {}
     for name in kinds.kind_names(native=True):
         layout.update(kinds.get_kind(name).model_layout(net))
-    return layout
+    return Layout.from_meta(layout)
 
 
 def to_native_deploy(net):
     """The model's own blocks in their deploy form, in place (each native kind's ``to_deploy``); returns
-    their layout (``{}`` for a model without any)."""
+    their :class:`~acnet_ms.reparam.layout.Layout` (empty for a model without any)."""
     layout = {}
     for name in kinds.kind_names(native=True):
         layout.update(kinds.get_kind(name).to_deploy(net))
-    return layout
+    return Layout.from_meta(layout)
 
 
 def block_summary(net):

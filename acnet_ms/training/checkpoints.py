@@ -9,6 +9,7 @@ import re
 from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from ..cli import UserError
 from ..config.loader import IDENTITY
+from ..reparam.layout import as_layout
 
 
 def identity_of(cfg):
@@ -19,13 +20,14 @@ def identity_of(cfg):
 def training_meta(cfg, layout, epoch, step, lr, best_top1, val_top1, scaler_state, class_names=None):
     """The metadata of a training checkpoint: what ``--resume``, validate.py and convert.py read back.
 
-    ``layout``: where each ACB's fold goes (convert.py needs nothing else);
+    ``layout``: the network's block layout (where each block's fold goes; convert.py needs nothing else),
+    stored as its versioned schema (:meth:`acnet_ms.reparam.layout.Layout.to_meta`);
     ``config``: the run's resolved options; with EMA the averaged weights sit
     in the model's slots (``ema_in_model_slots``); ``class_names``: the training
     data's class folders in label order (validate.py and calibration compare them).
     """
     extra = dict(class_names=list(class_names)) if class_names else {}
-    return dict(identity_of(cfg), block_layout=layout, epoch=epoch, step=step, lr=lr, best_top1=best_top1,
+    return dict(identity_of(cfg), block_layout=as_layout(layout).to_meta() if layout else None, epoch=epoch, step=step, lr=lr, best_top1=best_top1,
                 val_top1=val_top1, ema_in_model_slots=bool(cfg["ema"]), config=dict(cfg), **extra, **scaler_state)
 
 

@@ -216,7 +216,8 @@ def dbb_unit(r, p):
     for n in names:
         r.get(n)
     local = torch_bn_to_mindspore({n: r.state[n] for n in names})
-    kernel, bias, _ = get_kind("dbb").fold(local, p, {})
+    # the original's DBB: no conv bias, PyTorch's BN eps; its branches and BNs as its entries show
+    kernel, bias, _ = get_kind("dbb").fold(local, p, {"has_bias": False, "eps": identities.BN_EPS})
     return Unit(kernel, bias=bias, form="dbb", consumed=names, raw={n[len(p) + 1:]: r.state[n] for n in names})
 
 

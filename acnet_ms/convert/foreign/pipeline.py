@@ -113,7 +113,7 @@ def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=
     meta = dict(model=model, num_classes=classes, block_type=kind, source=info["source"],
                 source_file=os.path.basename(src))
     if kind != "base":
-        meta.update(block_options=net.acnet.block_options, block_layout=block_layout(net))
+        meta.update(block_options=net.acnet.block_options, block_layout=layout.to_meta())
     write_checkpoint(dst, entries, meta)
     log(f"{src}: {foreign.describe(info)} -> {dst}: "
         f"{model}{'' if kind == 'base' else f' with {kind} blocks'}, {len(entries)} parameters, {classes} classes")

@@ -34,6 +34,7 @@ class ACBKind(BranchBNKind):
     flat = {"gamma_init": "gamma_init", "acb_branches": "branches", "acb_branch_bn": "branch_bn",
             "acb_position": "position"}
     origin_conv, origin_bn = "square_conv", "square_bn"
+    layout_options = ("branches", "branch_bn", "position")
 
     # -------------------------------------------------------------- sites and Cells
 
@@ -57,24 +58,24 @@ class ACBKind(BranchBNKind):
     def branch_entries(prefix, info):
         """Checkpoint names of one ACB's parameters, by branch: ``{"square": [...], "hor": [...], ...}``."""
         out = {}
-        for branch in ("square",) + fold.BRANCH_SETS[info.get("branches", "hv")]:
+        for branch in ("square",) + fold.BRANCH_SETS[info["branches"]]:
             names = [f"{prefix}.{branch}_conv.weight"]
-            if info.get("branch_bn", True):
+            if info["branch_bn"]:
                 names += [f"{prefix}.{branch}_bn.{f}" for f in identities.BN_FIELDS]
             out[branch] = names
         return out
 
     def entries(self, prefix, info):
         names = [n for names in self.branch_entries(prefix, info).values() for n in names]
-        return names + ([f"{prefix}.square_conv.bias"] if info.get("has_bias") else [])
+        return names + ([f"{prefix}.square_conv.bias"] if info["has_bias"] else [])
 
     def fold(self, state, prefix, info):
         names = self.entries(prefix, info)
         self.check_complete(state, names, prefix)
         branches = {b: tuple(state[n] for n in group) for b, group in self.branch_entries(prefix, info).items()}
-        bias = state[f"{prefix}.square_conv.bias"] if info.get("has_bias") else None
+        bias = state[f"{prefix}.square_conv.bias"] if info["has_bias"] else None
         kernel, bias = fold.fold_acb(branches["square"], branches.get("hor"), branches.get("ver"),
-                                     eps=info.get("eps", identities.BN_EPS), position=info.get("position", "center"),
+                                     eps=info["eps"], position=info["position"],
                                      bias=bias)
         return kernel, bias, names
 
@@ -83,10 +84,10 @@ class ACBKind(BranchBNKind):
     def zero_kernels(self, prefix, info, weight):
         o, cpg, kh, kw = weight.shape
         shapes = {"hor": (o, cpg, 1, kw), "ver": (o, cpg, kh, 1)}
-        return {f"{prefix}.{b}_conv.weight": shapes[b] for b in fold.BRANCH_SETS[info.get("branches", "hv")]}
+        return {f"{prefix}.{b}_conv.weight": shapes[b] for b in fold.BRANCH_SETS[info["branches"]]}
 
     def silent_bns(self, prefix, info):
-        return [f"{prefix}.{b}_bn" for b in fold.BRANCH_SETS[info.get("branches", "hv")]]
+        return [f"{prefix}.{b}_bn" for b in fold.BRANCH_SETS[info["branches"]]]
 
     def infer_options(self, state, prefixes):
         """Which asymmetric branches exist and whether branches carry BNs show in the entries (every ACB

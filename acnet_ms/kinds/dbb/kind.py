@@ -102,12 +102,12 @@ class DBBKind(BranchBNKind):
 
     def entries(self, prefix, info):
         branch_bn, depthwise, identity = self.structure({}, prefix, info)
-        names = self.branch_entries(prefix, branch_bn, depthwise, identity, info.get("has_bias", False))
+        names = self.branch_entries(prefix, branch_bn, depthwise, identity, info["has_bias"])
         return [n for group in names.values() for n in group]
 
     def fold(self, state, prefix, info):
         branch_bn, depthwise, identity = self.structure(state, prefix, info)
-        has_bias = bool(info.get("has_bias")) and not branch_bn
+        has_bias = info["has_bias"] and not branch_bn
         names = self.branch_entries(prefix, branch_bn, depthwise, identity, has_bias)
         consumed = [n for group in names.values() for n in group]
         self.check_complete(state, consumed, prefix)
@@ -131,7 +131,7 @@ class DBBKind(BranchBNKind):
         args["seq"] = (first, bn("dbb_1x1_kxk.bn1.bn"), second, bn("dbb_1x1_kxk.bn2"))
         groups = first.shape[0] // second.shape[1]
         bias = get("dbb_origin.conv.bias") if has_bias else None
-        kernel, bias = fold.fold_dbb(**args, groups=groups, eps=info.get("eps", identities.BN_EPS), bias=bias)
+        kernel, bias = fold.fold_dbb(**args, groups=groups, eps=info["eps"], bias=bias)
         return kernel, bias, consumed
 
     # -------------------------------------------------------------- from_plain (BranchBNKind's)

@@ -43,6 +43,8 @@ class OREPAKind(BlockKind):
                            "single where none does", ("auto",) + tuple(INITS)),
     }
     sees_bn_after = True  # init auto: whether a BN follows the site
+    layout_options = ("branches",)
+    layout_defaults = {"has_bias": False, "expand": EXPAND}
     slot_words = {"none": "kernel alone", "bias": "kernel + conv bias"}
 
     # -------------------------------------------------------------- sites and Cells
@@ -72,14 +74,14 @@ class OREPAKind(BlockKind):
     # -------------------------------------------------------------- checkpoints
 
     def entries(self, prefix, info):
-        names = [f"{prefix}.{name}" for name in params(info.get("branches", ALL))]
-        return names + ([f"{prefix}.orepa_bias"] if info.get("has_bias") else [])
+        names = [f"{prefix}.{name}" for name in params(info["branches"])]
+        return names + ([f"{prefix}.orepa_bias"] if info["has_bias"] else [])
 
     def fold(self, state, prefix, info):
         names = self.entries(prefix, info)
         self.check_complete(state, names, prefix)
         kernel = generated_kernel({name[len(prefix) + 1:]: state[name] for name in names}, info["groups"])
-        bias = np.asarray(state[f"{prefix}.orepa_bias"]) if info.get("has_bias") else None
+        bias = np.asarray(state[f"{prefix}.orepa_bias"]) if info["has_bias"] else None
         return kernel, bias, names
 
     def from_plain(self, state, prefix, info):
@@ -93,7 +95,7 @@ class OREPAKind(BlockKind):
         weight = out.pop(conv)
         for name, value in initial_arrays(_shapes_of(info), "single", prefix, origin=weight).items():
             out[f"{prefix}.{name}"] = value
-        if info.get("has_bias") and f"{prefix}.bias" in out:
+        if info["has_bias"] and f"{prefix}.bias" in out:
             out[f"{prefix}.orepa_bias"] = out.pop(f"{prefix}.bias")
         return out
 

@@ -105,7 +105,7 @@ def initial_arrays(shapes, init="paper", seed=0, origin=None):
 def _shapes_of(info):
     """The shapes of the block a layout entry (its ``reparam_info``) describes."""
     return branch_shapes(info["in_channels"], info["out_channels"], info["kernel_size"], info["groups"],
-                         info.get("branches", ALL), info["internal"], info.get("expand", EXPAND))
+                         info["branches"], info["internal"], info["expand"])
 
 
 def generated_kernel(arrays, groups):

@@ -59,6 +59,8 @@ class RepKind(BranchBNKind):
                                         "model's BN)"),
     }
     origin_conv, origin_bn = "dense.0.conv", "dense.0.bn"
+    layout_options = ("num_kxk", "branch_bn")
+    layout_defaults = dict(BranchBNKind.layout_defaults, has_scale=False, has_identity=False)
 
     # -------------------------------------------------------------- sites and Cells
 
@@ -110,30 +112,30 @@ class RepKind(BranchBNKind):
     def branch_entries(prefix, info):
         """Checkpoint names of one block's parameters, by branch: ``{"dense.0": [...], "scale": [...],
         "identity": [...]}`` (the identity has none without branch BNs)."""
-        with_bn = info.get("branch_bn", True)
+        with_bn = info["branch_bn"]
 
         def conv_bn(head):
             return [f"{head}.conv.weight"] + ([f"{head}.bn.{f}" for f in identities.BN_FIELDS] if with_bn else [])
 
-        out = {f"dense.{i}": conv_bn(f"{prefix}.dense.{i}") for i in range(info.get("num_kxk", 1))}
-        if info.get("has_scale"):
+        out = {f"dense.{i}": conv_bn(f"{prefix}.dense.{i}") for i in range(info["num_kxk"])}
+        if info["has_scale"]:
             out["scale"] = conv_bn(f"{prefix}.scale")
-        if info.get("has_identity") and with_bn:
+        if info["has_identity"] and with_bn:
             out["identity"] = [f"{prefix}.identity_bn.{f}" for f in identities.BN_FIELDS]
         return out
 
     def entries(self, prefix, info):
         names = [n for names in self.branch_entries(prefix, info).values() for n in names]
-        return names + ([f"{prefix}.dense.0.conv.bias"] if info.get("has_bias") else [])
+        return names + ([f"{prefix}.dense.0.conv.bias"] if info["has_bias"] else [])
 
     def fold(self, state, prefix, info):
         names = self.entries(prefix, info)
         self.check_complete(state, names, prefix)
         arrays = {b: tuple(state[n] for n in ns) for b, ns in self.branch_entries(prefix, info).items()}
-        dense = [arrays[f"dense.{i}"] for i in range(info.get("num_kxk", 1))]
-        identity = arrays.get("identity", ()) if info.get("has_identity") else None
-        bias = state[f"{prefix}.dense.0.conv.bias"] if info.get("has_bias") else None
-        kernel, bias = fold.fold_rep(dense, arrays.get("scale"), identity, eps=info.get("eps", identities.BN_EPS),
+        dense = [arrays[f"dense.{i}"] for i in range(info["num_kxk"])]
+        identity = arrays.get("identity", ()) if info["has_identity"] else None
+        bias = state[f"{prefix}.dense.0.conv.bias"] if info["has_bias"] else None
+        kernel, bias = fold.fold_rep(dense, arrays.get("scale"), identity, eps=info["eps"],
                                      bias=bias)
         return kernel, bias, names
 
@@ -142,21 +144,21 @@ class RepKind(BranchBNKind):
     def origin_kernel(self, weight, info):
         """Without branch BNs the identity adds ``x`` itself: the first kernel is the plain one less the
         identity's."""
-        if not info.get("has_identity"):
+        if not info["has_identity"]:
             return weight
         return (weight - identities.identity_kernel(weight.shape[0], weight.shape[1], weight.shape[2])
                 ).astype(weight.dtype)
 
     def zero_kernels(self, prefix, info, weight):
-        zeros = {f"{prefix}.dense.{i}.conv.weight": weight.shape for i in range(1, info.get("num_kxk", 1))}
-        if info.get("has_scale"):
+        zeros = {f"{prefix}.dense.{i}.conv.weight": weight.shape for i in range(1, info["num_kxk"])}
+        if info["has_scale"]:
             zeros[f"{prefix}.scale.conv.weight"] = weight.shape[:2] + (1, 1)
         return zeros
 
     def silent_bns(self, prefix, info):
-        heads = [f"{prefix}.dense.{i}.bn" for i in range(1, info.get("num_kxk", 1))]
-        heads += [f"{prefix}.scale.bn"] if info.get("has_scale") else []
-        return heads + ([f"{prefix}.identity_bn"] if info.get("has_identity") else [])
+        heads = [f"{prefix}.dense.{i}.bn" for i in range(1, info["num_kxk"])]
+        heads += [f"{prefix}.scale.bn"] if info["has_scale"] else []
+        return heads + ([f"{prefix}.identity_bn"] if info["has_identity"] else [])
 
     def infer_options(self, state, prefixes):
         """The entries show ``num_kxk`` (the parallel branches of every block), ``pointwise`` (a block with a

@@ -22,6 +22,7 @@ class RepVGGKind(NativeKind):
     family = "repvgg"
     marker = state.MARKER
     slot_words = {"bias": "deploy conv"}
+    layout_defaults = {"identity": False, "eps": {}}
 
     # -------------------------------------------------------------- checkpoints (numpy)
 

@@ -50,7 +50,7 @@ def branch_entries(prefix, info):
     for branch in ("dense", "1x1"):
         cell = f"{prefix}.{BRANCH_CELLS[branch]}"
         out[branch] = [f"{cell}.0.weight"] + [f"{cell}.1.{f}" for f in identities.BN_FIELDS]
-    if info.get("identity"):
+    if info["identity"]:
         out["identity"] = [f"{prefix}.{BRANCH_CELLS['identity']}.{f}" for f in identities.BN_FIELDS]
     return out
 
@@ -76,7 +76,7 @@ def fold_block(state, prefix, info):
         if kernel.ndim != 4 or tuple(kernel.shape[1:]) != (want[1], size, size) or kernel.shape[0] != want[0]:
             raise ValueError(f"RepVGG block '{prefix}': '{name}' has shape {list(kernel.shape)}, expected "
                              f"{[want[0], want[1], size, size]}")
-    eps = info.get("eps", {})
+    eps = info["eps"]
     pairs = [identities.fuse_bn(dense, *(state[n] for n in names["dense"][1:]), eps=eps.get("dense", identities.BN_EPS))]
     k1, b1 = identities.fuse_bn(one, *(state[n] for n in names["1x1"][1:]), eps=eps.get("1x1", identities.BN_EPS))
     pairs.append((identities.embed_center(k1, k), b1))
