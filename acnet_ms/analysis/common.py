@@ -18,7 +18,8 @@ from ..reparam import state as state_map
 from ..io.checkpoint import read_checkpoint
 from ..cli import UserError
 from ..engine.evaluation import eval_setup, evaluate, recorded_options
-from ..models import create_model, layout_for
+from ..models import checkpoint_forms, create_model
+from ..reparam.forms import DEPLOY, STOCK, Forms
 
 #: position groups of the sparsity analysis (and of the magnitude analysis's summary)
 GROUPS = ("skeleton", "corner", "all")
@@ -37,19 +38,20 @@ def _model_of(subject):
 def _fold_blocks(subject):
     """Fold every block (any kind) of a checkpoint into plain conv + BN entries; returns (state, block names).
 
-    Where each block's fold goes comes from the model (``models.layout_for``)."""
+    Where each block's fold goes comes from the model (``models.checkpoint_forms``)."""
     arrays = subject.arrays
     if not state_map.block_prefixes(arrays):
         return state_map.network_entries(arrays), []
     model, num_classes = _model_of(subject)
-    return state_map.fold_state(arrays, layout_for(model, num_classes, subject.meta, state=arrays))
+    moved = checkpoint_forms(model, num_classes, subject.meta, state=arrays).move(arrays, STOCK)
+    return moved.state, moved.blocks
 
 
 def _fold_bns(subject, state):
     """Fold every BatchNorm that follows a conv into it (the model's own conv/BN pairs, those present)."""
     model, num_classes = _model_of(subject)
     pairs = create_model(model, num_classes=num_classes, deploy=True).acnet.fused_pairs
-    return state_map.fold_bns(state, [p for p in pairs if p[0] + ".weight" in state])[0]
+    return Forms(pairs=[p for p in pairs if p[0] + ".weight" in state]).move(state, DEPLOY).state
 
 
 # ---------------------------------------------------------------- checkpoints

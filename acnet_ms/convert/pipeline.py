@@ -28,6 +28,7 @@ from ..cli import UserError
 from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from ..models.factory import create_model, layout_for, uninitialised_model
 from ..reparam import state as state_map
+from ..reparam.forms import DEPLOY, STOCK, Forms
 from .export import (EXPORT_FORMATS, calibration_recipe, check_int8, export_format, export_graph,  # noqa: F401
                      fit_calibration, graph_path, graph_shape, parse_input_shape, trained_size)
 from .identify import block_of, classes_of, resolve_model  # noqa: F401  (the identify stage's parts)
@@ -212,28 +213,25 @@ def fold_to_stock(source, native):
     order; checked against its names and shapes (and the model's own blocks, ``native``, complete)."""
     shapes = shapes_of(uninitialised_model(source.model, source.num_classes))
     try:
-        layout = training_layout(source)
+        forms = Forms(training_layout(source))
         # the network's entries are the model's names in training form; all else is optimizer/trainer state
-        plain, names = state_map.fold_state(source.state, layout,
-                                            network=state_map.training_names(shapes, layout))
-        state_map.check_blocks(plain, native)
+        moved = forms.move(source.state, STOCK, network=state_map.training_names(shapes, forms.blocks))
+        state_map.check_blocks(moved.state, native)
     except ValueError as err:
         raise UserError(f"{source.path}: {err}") from None
-    check_against(plain, shapes, source.model, source.path)
-    return {k: plain[k] for k in shapes}, names
+    check_against(moved.state, shapes, source.model, source.path)
+    return {k: moved.state[k] for k in shapes}, moved.blocks
 
 
 def fold_to_deploy(source, plain, net):
     """``(arrays, own blocks folded, BN pairs folded)``: the stock arrays ``plain`` folded on into the fully
     folded model ``net`` (its own blocks, then every conv + BN), in its order, checked against it."""
     try:
-        plain, own = state_map.fold_state(plain, net.acnet.native_blocks) if net.acnet.native_blocks \
-            else (plain, [])
-        plain, bns = state_map.fold_bns(plain, net.acnet.fused_pairs)
+        moved = Forms(native=net.acnet.native_blocks, pairs=net.acnet.fused_pairs).move(plain, DEPLOY)
     except ValueError as err:
         raise UserError(f"{source.path}: {err}") from None
-    check_against(plain, shapes_of(net), source.model + " (deploy)", source.path)
-    return {p.name: plain[p.name] for p in net.get_parameters()}, own, bns
+    check_against(moved.state, shapes_of(net), source.model + " (deploy)", source.path)
+    return {p.name: moved.state[p.name] for p in net.get_parameters()}, moved.own, moved.bns
 
 
 def fold(source, opts, outputs):

@@ -4,12 +4,15 @@ finetuning start (``ckpt_path`` in train.py).
 Reading and writing the files is :mod:`acnet_ms.io.checkpoint`'s; what maps
 onto what is :mod:`acnet_ms.reparam.state`'s, through the kind table.
 """
+from dataclasses import replace
+
 from ..cli import UserError
 from ..io.checkpoint import read_checkpoint
 from ..models.factory import layout_for
 from ..reparam import state as state_map
+from ..reparam.forms import TRAINING
 from ..reparam.record import record_of
-from ..reparam.transform import block_layout
+from ..reparam.transform import block_layout, network_forms
 
 
 def net_state(state, net, meta=None):
@@ -21,22 +24,20 @@ def net_state(state, net, meta=None):
     into a model with blocks turns each conv + BN into a block that computes
     the same function (each kind's ``from_plain``, :func:`state.plain_to_blocks`).
     A checkpoint of a model's own blocks (a native kind's: MindCV's RepVGG)
-    loaded into that model's deploy form has them folded too.
+    loaded into that model's deploy form has them folded too, and the BatchNorms
+    it still holds after a conv.  One move, :meth:`acnet_ms.reparam.forms.Forms.move`,
+    to ``net``'s form.
     """
     arrays = state_map.network_entries(state)
-    mine = block_layout(net)
+    forms, form = network_forms(net)
     record = record_of(net)
-    if state_map.block_prefixes(arrays) and not mine:
+    if form != TRAINING and state_map.block_prefixes(arrays):
         layout = layout_for(record.model, record.num_classes, meta or {}, state=arrays) if record.model else None
         if not layout:
             raise ValueError("a checkpoint with re-parameterizable blocks, but where their folds go is unknown "
                              "(no model recorded)")
-        arrays, _ = state_map.fold_state(arrays, layout)
-    elif mine:
-        arrays = state_map.plain_to_blocks(arrays, mine)
-    if record.native_blocks and state_map.find_blocks(arrays, native=True):
-        arrays, _ = state_map.fold_state(arrays, record.native_blocks)
-    return arrays
+        forms = replace(forms, blocks=layout)
+    return forms.move(arrays, form).state
 
 
 def _source_entry(name, original, blocks):

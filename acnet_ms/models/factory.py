@@ -141,6 +141,23 @@ def layout_for(model, num_classes, meta, in_channels=3, state=None):
                                      block_options=options, **kwargs))
 
 
+def checkpoint_forms(model, num_classes, meta=None, state=None, deploy=False, in_channels=3):
+    """The :class:`~acnet_ms.reparam.forms.Forms` of a checkpoint of ``model``: its blocks' layout
+    (:func:`layout_for`; none for a ``state`` without blocks) and, with ``deploy``, the fully folded model's
+    own blocks and conv + BN pairs (from that model, built once)."""
+    from ..reparam.forms import Forms
+    from ..reparam.state import block_prefixes
+
+    blocks = Layout()
+    if state is None or block_prefixes(state):
+        blocks = layout_for(model, num_classes, meta or {}, in_channels=in_channels, state=state)
+    if not deploy:
+        return Forms(blocks)
+    kwargs = {"in_channels": in_channels} if in_channels != 3 else {}
+    record = create_model(model, num_classes=num_classes, deploy=True, **kwargs).acnet
+    return Forms(blocks, record.native_blocks, record.fused_pairs)
+
+
 def uninitialised_model(model, num_classes, **kwargs):
     """The plain model, its parameters left uninitialised where the model allows it.
 

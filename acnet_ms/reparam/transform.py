@@ -34,6 +34,7 @@ import numpy as np
 from .. import kinds
 from ..kinds.cell import name_params, refresh_graph
 from ..kinds.geometry import conv_like
+from .forms import DEPLOY, STOCK, TRAINING, Forms
 from .layout import Block, Layout
 from .switch import reparam_blocks
 from .record import BuildRecord, record_of, set_record
@@ -289,6 +290,16 @@ def block_layout(net):
         slot = blocks.get(name, dict(slot="none", bn=None, prefix=name))
         out.append(Block.from_info(slot["prefix"], dict(cell.reparam_info(), slot=slot["slot"], bn=slot["bn"])))
     return Layout(out)
+
+
+def network_forms(net):
+    """``(Forms, form)``: the :class:`~acnet_ms.reparam.forms.Forms` of a built network (its blocks, its own
+    blocks, its deploy pairs, from its record) and the form it is in: ``training`` (blocks of a kind),
+    ``deploy`` (built with ``deploy=True``) or ``stock``."""
+    record = record_of(net)
+    forms = Forms(block_layout(net), record.native_blocks, record.fused_pairs)
+    form = TRAINING if forms.blocks else DEPLOY if (record.fused_pairs or record.native_blocks) else STOCK
+    return forms, form
 
 
 def native_blocks(net):

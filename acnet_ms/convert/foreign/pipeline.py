@@ -39,12 +39,13 @@ def block_finisher(net, layout):
     become its blocks computing the same function (the kind's ``from_plain``); the block parameters that
     function leaves open (the new branches' kernels and inner BNs, whose output the zeroed last BN
     cancels) keep ``net``'s initial values, so that finetuning moves them."""
-    from ...reparam.state import plain_to_blocks
+    from ...reparam.forms import TRAINING, Forms
 
     initial = {p.name: p for p in net.get_parameters()}
+    forms = Forms(layout)
 
     def finish(entries):
-        out = plain_to_blocks(entries, layout)
+        out = forms.move(entries, TRAINING).state
         for name, param in initial.items():
             if name not in out and any(name.startswith(prefix + ".") for prefix in layout):
                 out[name] = param.asnumpy()
