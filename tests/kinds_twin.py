@@ -10,12 +10,7 @@ from mindspore import Parameter, Tensor, nn
 
 from acnet_ms.kinds import identities
 from acnet_ms.kinds import BlockKind, KindOption, get_kind, register_kind
-
-
-def _geometry(conv):
-    return dict(in_channels=conv.in_channels, out_channels=conv.out_channels, kernel_size=tuple(conv.kernel_size),
-                stride=tuple(conv.stride[-2:]), pad_mode=conv.pad_mode, padding=conv.padding,
-                dilation=tuple(conv.dilation[-2:]), group=conv.group)
+from acnet_ms.kinds.geometry import ConvGeometry
 
 
 class TwinBlock(nn.Cell):
@@ -25,8 +20,8 @@ class TwinBlock(nn.Cell):
         super().__init__()
         self.eps = float(bn.eps)
         self.deploy = False
-        self.geometry = _geometry(conv)
-        self.main_conv, self.twin_conv = nn.Conv2d(**self.geometry), nn.Conv2d(**self.geometry)
+        self.geometry = ConvGeometry.of(conv).replace(has_bias=False)
+        self.main_conv, self.twin_conv = self.geometry.conv(), self.geometry.conv()
         self.main_conv.weight.set_data(Tensor(conv.weight.asnumpy()))
         w = conv.weight.asnumpy()
         rng = np.random.default_rng(seed)
@@ -47,7 +42,7 @@ class TwinBlock(nn.Cell):
     def switch_to_deploy(self):
         state = {local: param.asnumpy() for local, param in self.parameters_and_names()}
         kernel, bias, _ = get_kind("twin").fold(state, "", dict(eps=self.eps), sep="")
-        self.fused = nn.Conv2d(**self.geometry, has_bias=True)
+        self.fused = self.geometry.conv(has_bias=True)
         self.fused.weight = Parameter(Tensor(kernel), name="fused.weight")
         self.fused.bias = Parameter(Tensor(bias), name="fused.bias")
         for name in ("main_conv", "main_bn", "twin_conv", "twin_bn"):

@@ -326,3 +326,38 @@ def test_the_summary_line_says_the_source_its_architecture_and_each_form_in_word
     assert foreign.describe(plain) == "a plain ResNet in the DBB/OREPA repositories' names: 20 conv + BN"
     assert foreign.describe(dict(source="torchvision", architecture="torchvision_resnet", forms={"convbn": 20})) \
         == "a ResNet of torchvision: 20 conv + BN"
+
+
+def test_a_pth_folds_and_exports_through_the_one_conversion_pipeline(tmp_path, monkeypatch):
+    """convert.py on a .pth with --fold_bn --export: the importer reads it, the pipeline folds every BN and exports
+    the graph, and the deploy checkpoint computes what the stock import computes; a kind's training form is not
+    folded or exported (one line, nothing written).  (A registered model at the fixture's 1/16 width.)"""
+    from acnet_ms import create_model
+    from acnet_ms.io.checkpoint import read_checkpoint
+    from acnet_ms.models import registry
+
+    from helpers import images, load_strict
+
+    def tiny(num_classes=10, **kwargs):
+        return resnet("BasicBlock", (2, 2, 2, 2), maxpool_pad="same", **dict(kwargs, num_classes=num_classes))
+
+    monkeypatch.setitem(registry._REGISTRY, "tiny_resnet18", registry.ModelEntry("tiny_resnet18", tiny, "resnet",
+                                                                                 10, None))
+    src, stock, deploy = fixture("dbb_resnet18.pth"), tmp_path / "stock.ckpt", tmp_path / "deploy.ckpt"
+    assert run_main("convert.py", "--ckpt_path", src, "--model", "tiny_resnet18", "--output", stock).returncode == 0
+    res = run_main("convert.py", "--ckpt_path", src, "--model", "tiny_resnet18", "--output", deploy, "--fold_bn",
+                   "--export", "mindir", "--input_shape", "1,3,32,32")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "a ResNet of DingXiaoH/DiverseBranchBlock: 16 DBBs" in res.stdout, res.stdout
+    assert "folded 20 BatchNorms into their convs" in res.stdout, res.stdout
+    assert (tmp_path / "deploy.mindir").exists()
+    arrays, meta = read_checkpoint(str(deploy))
+    assert meta["deploy"] is True and meta["source"] == "dbb" and meta["model"] == "tiny_resnet18"
+    x = images(1, size=32)
+    want = load_strict(create_model("tiny_resnet18", num_classes=10), str(stock))(x).asnumpy()
+    got = load_strict(create_model("tiny_resnet18", num_classes=10, deploy=True), arrays)(x).asnumpy()
+    assert rel_diff(got, want) < RTOL
+    refused = run_main("convert.py", "--ckpt_path", src, "--model", "tiny_resnet18", "--block_type", "dbb",
+                       "--output", tmp_path / "t.ckpt", "--fold_bn")
+    assert_one_line_error(refused, "--block_type with --fold_bn", "drop --block_type")
+    assert not (tmp_path / "t.ckpt").exists()

@@ -32,9 +32,9 @@ checkpoint.  Needs pip install -r requirements-onnx.txt; see docs/int8.md.
 A PyTorch file (.pth, .pt, .pth.tar) of the DBB, OREPA or RepVGG authors' models, or of a torchvision
 ResNet, converts into a checkpoint of the MindCV model --model names (read without torch, running no
 pickled code; the source is recognised from its entries, or --source dbb|orepa|repvgg|torchvision):
-every block of the original folds into the model's plain conv and BN.  With --block_type dbb the
-output is our dbb kind's training form instead, the original's DBBs kept branch for branch, to
-finetune.  See docs/pretrained.md.
+every block of the original folds into the model's plain conv and BN; --fold_bn, --export and --int8
+fold it on and export it as they do a checkpoint.  With --block_type dbb the output is our dbb kind's
+training form instead, the original's DBBs kept branch for branch, to finetune.  See docs/pretrained.md.
 """
 import argparse
 
@@ -97,16 +97,20 @@ def main(argv=None):
 
 
 def convert_pth(args):
-    """A PyTorch file into a checkpoint of a MindCV model (or our kind's training form of it)."""
-    from ..convert.foreign.pipeline import convert_pth as convert
+    """A PyTorch file into a checkpoint of a MindCV model (or our kind's training form of it), folded on and
+    exported as asked: the conversion pipeline, its reader the ``.pth`` importer."""
+    from ..convert.pipeline import ConvertOptions, convert_checkpoint
 
-    extra = [flag for flag, on in (("--fold_bn", args.fold_bn), ("--export", args.export), ("--int8", args.int8),
-                                   ("--block_options", args.block_options), ("--config", args.config)) if on]
+    extra = [flag for flag, on in (("--block_options", args.block_options), ("--config", args.config)) if on]
     if extra:
         raise UserError(f"{extra[0]} does not apply to a .pth: convert it first, then run convert.py on the "
                         f"checkpoint it writes")
-    convert(args.ckpt_path, args.output, model=args.model, source=args.source, block_type=args.block_type,
-            num_classes=args.num_classes, overwrite=args.overwrite)
+    options = ConvertOptions(model=args.model, source=args.source, block_type=args.block_type,
+                             num_classes=args.num_classes, fold_bn=args.fold_bn, export=args.export,
+                             input_shape=args.input_shape, overwrite=args.overwrite, int8=args.int8,
+                             calib_data=args.calib_data, calib_samples=args.calib_samples,
+                             calib_method=args.calib_method, any_class_names=args.any_class_names)
+    convert_checkpoint(args.ckpt_path, args.output, options)
     return 0
 
 

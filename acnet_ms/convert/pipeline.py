@@ -1,7 +1,8 @@
 """Checkpoint conversion as a pipeline: a training-form checkpoint becomes a plain-model one.
 
     plan_outputs   where the results go, checked before anything is read      -> Outputs
-    read           the file's arrays and metadata                             -> (state, meta)
+    read           the file's arrays and metadata (a PyTorch file: imported
+                   as the MindCV model's checkpoint, acnet_ms.convert.foreign) -> (state, meta)
     identify       model, class count, block kind and options, layout         -> Source
     fold           the blocks (then, fully folded, the model's own blocks
                    and every BatchNorm), checked against the stock model      -> Folded
@@ -31,6 +32,7 @@ from ..reparam import state as state_map
 from ..reparam.forms import DEPLOY, STOCK, Forms
 from .export import (EXPORT_FORMATS, calibration_recipe, check_int8, export_format, export_graph,  # noqa: F401
                      fit_calibration, graph_path, graph_shape, parse_input_shape, trained_size)
+from .foreign.pipeline import is_pth
 from .identify import block_of, classes_of, resolve_model  # noqa: F401  (the identify stage's parts)
 from .._moved import moved_attr as _moved_attr
 
@@ -52,6 +54,7 @@ class ConvertOptions:
     calib_samples: Optional[int] = None
     calib_method: Optional[str] = None
     any_class_names: bool = False
+    source: Optional[str] = None   # a .pth's origin (acnet_ms.convert.foreign.SOURCES), else found from its entries
 
     @classmethod
     def of(cls, options=None, **given):
@@ -90,6 +93,7 @@ class Source:
     own: dict         # the model's own blocks it holds (a native kind's): {prefix: kind name}
     fully: bool       # the result is the fully folded model (fold_bn, or nothing else to fold)
     calibration: Optional[tuple] = None   # (recipe, data spec) for --int8
+    imported: bool = False   # read from a PyTorch file: its import is a conversion already
 
 
 @dataclass
@@ -162,15 +166,16 @@ def read(src):
     return read_checkpoint(src)
 
 
-def identify(src, state, meta, opts, log=print):
-    """The :class:`Source`: model, class count, block kind and options, the blocks the checkpoint holds."""
+def identify(src, state, meta, opts, log=print, imported=False):
+    """The :class:`Source`: model, class count, block kind and options, the blocks the checkpoint holds
+    (``imported``: a PyTorch file's, plain with nothing left to fold unless ``fold_bn``)."""
     model = resolve_model(meta, opts.model or opts.fallback.get("model"), src)
     if meta.get("deploy"):
         raise UserError(f"{src}: already fully folded (convs with bias, no BatchNorm): nothing to convert")
     check_recorded_kind(meta.get("block_type"), src)
     blocks = state_map.block_prefixes(state)
     own = state_map.find_blocks(state, native=True)  # the model's own blocks: they fold into its deploy form
-    if not blocks and not own and not opts.fold_bn:
+    if not blocks and not own and not opts.fold_bn and not imported:
         raise UserError(f"{src}: no re-parameterizable block in this checkpoint: it is already plain "
                         f"(nothing to convert)")
     num_classes = classes_of(model, state, meta, opts.num_classes, opts.fallback, src)
@@ -188,7 +193,7 @@ def identify(src, state, meta, opts, log=print):
         block_type, block_options = opts.fallback.get("block_type"), opts.fallback.get("block_options")
     kind, options = block_of(state, meta, block_type, block_options, src, log) if blocks else (kinds.BASE, {})
     return Source(src, state, meta, model, num_classes, kind, options, blocks, own,
-                  fully=opts.fold_bn or not blocks, calibration=calibration)
+                  fully=opts.fold_bn or not (blocks or imported), calibration=calibration, imported=imported)
 
 
 # ---------------------------------------------------------------- stage 4: fold, checked against the stock model
@@ -335,11 +340,12 @@ def report(source, folded, graphs, outputs, opts, seconds, log=print):
                    input_shape=outputs.shape if outputs.fmt else None, int8_graph=outputs.int8,
                    native_blocks=len(folded.own))
     label = _label([source.kind] if source.kind != kinds.BASE else [])
-    steps = [f"{len(folded.blocks)} {label}s"] if source.blocks or not folded.own else []
+    steps = [f"{len(folded.blocks)} {label}s"] if source.blocks or not (folded.own or source.imported) else []
     steps += [f"{len(folded.own)} {folded.own_label}s (the model's own) into one conv each"] if folded.own else []
     steps += [f"{len(folded.bns)} BatchNorms into their convs"] if opts.fold_bn else []
-    log(f"{source.model}: folded {', then '.join(steps)}; {summary['params_in']} parameters in, "
-        f"{summary['params_out']} out; wrote {outputs.checkpoint} in {seconds:.2f} s")
+    done = f"folded {', then '.join(steps)}; " if steps else ""
+    log(f"{source.model}: {done}{summary['params_in']} parameters in, {summary['params_out']} out; wrote "
+        f"{outputs.checkpoint} in {seconds:.2f} s")
     if source.own and not source.fully:
         log(f"{source.model}: its own {_label(source.own.values())}s stay in training form, as in the stock "
             f"model; --fold_bn folds each into one conv (the deploy form)")
@@ -391,6 +397,8 @@ def convert_checkpoint(src, dst, options=None, log=print, **given):
     """
     start = time.perf_counter()
     opts = ConvertOptions.of(options, **given)
+    if is_pth(src):
+        return _convert_imported(src, dst, opts, log, start)
     outputs = plan_outputs(src, dst, opts)
     state, meta = read(src)
     source = identify(src, state, meta, opts, log)
@@ -398,6 +406,34 @@ def convert_checkpoint(src, dst, options=None, log=print, **given):
     graphs = export(source, folded, outputs, opts)
     write(source, folded, graphs, outputs)
     return report(source, folded, graphs, outputs, opts, time.perf_counter() - start, log)
+
+
+def _convert_imported(src, dst, opts, log, start):
+    """:func:`convert_checkpoint` of a PyTorch file: read by its importer (:func:`acnet_ms.convert.foreign.pipeline.
+    import_pth`) as the MindCV model's checkpoint, then written as it is or, with ``fold_bn`` or ``export``,
+    through the stages above like any stock checkpoint."""
+    from .foreign.pipeline import _check_request, import_pth, _imported_line
+
+    _check_request(src, opts.model, opts.source)
+    if opts.block_type and (opts.fold_bn or opts.export):
+        raise UserError(f"--block_type with {'--fold_bn' if opts.fold_bn else '--export'}: a .pth imported into "
+                        f"a kind's blocks is a training form to finetune; drop --block_type to fold or export it")
+    outputs = plan_outputs(src, dst, opts)
+    state, meta, info = import_pth(src, opts.model, opts.source, opts.block_type, opts.num_classes, log)
+    summary = dict(info, model=meta["model"], num_classes=meta["num_classes"], block_type=meta["block_type"])
+    if not (opts.fold_bn or outputs.fmt):
+        write_checkpoint(dst, state, meta)
+        log(_imported_line(src, dst, info, meta, len(state)))
+        return dict(summary, params_out=len(state))
+    from .foreign import describe
+
+    log(f"{src}: {describe(info)}")
+    plain = ConvertOptions.of(opts, model=meta["model"], num_classes=meta["num_classes"], block_type=None)
+    source = identify(src, state, meta, plain, log, imported=True)
+    folded = fold(source, plain, outputs)
+    graphs = export(source, folded, outputs, plain)
+    write(source, folded, graphs, outputs)
+    return dict(summary, **report(source, folded, graphs, outputs, plain, time.perf_counter() - start, log))
 
 
 # the names this module had before the package was laid out by role (acnet_ms/_moved.py)

@@ -15,7 +15,9 @@ A block is a k x k conv in one geometry (channels, stride, padding or MindSpore'
 switch, ``reparam_info`` and the padding helpers; a kind's Cell defines its branches and how they
 fold.  :class:`BranchBNBlock` adds what the kinds whose branches end in BNs share.
 """
+import functools
 import time
+import warnings
 
 from mindspore import Parameter, Tensor, nn, ops
 
@@ -28,6 +30,37 @@ DEPLOYED = "fused_conv"
 _WRAPPERS = ("_backbone", "_op")
 #: the prefix of a block's own arrays when it folds itself (:meth:`ReparamBlock.own_state`)
 _OWN_PREFIX = "block"
+
+
+#: the arguments every block Cell takes by position: its geometry; the others are keywords
+GEOMETRY_ARGS = ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups")
+
+
+def keyword_options(*earlier):
+    """A block Cell's ``__init__``: after the seven geometry arguments (:data:`GEOMETRY_ARGS`) its arguments are
+    keywords.  ``earlier``: the order they had as positions before; a call that still passes them so works,
+    with a FutureWarning naming them (until the next minor version)."""
+    def wrap(init):
+        @functools.wraps(init)
+        def inner(self, *args, **kwargs):
+            n = len(GEOMETRY_ARGS)
+            if len(args) > n:
+                names = earlier[:len(args) - n]
+                if len(args) - n > len(earlier):
+                    raise TypeError(f"{type(self).__name__}() takes {n} positional arguments besides self "
+                                    f"(the geometry), got {len(args)}")
+                twice = [name for name in names if name in kwargs]
+                if twice:
+                    raise TypeError(f"{type(self).__name__}() got multiple values for argument {twice[0]!r}")
+                warnings.warn(f"{type(self).__name__}: {', '.join(names)} given by position; pass "
+                              f"{'them' if len(names) > 1 else 'it'} by keyword (after the geometry, "
+                              f"{', '.join(GEOMETRY_ARGS)}, the arguments are keywords; positions stop working "
+                              f"in the next minor version)", FutureWarning, stacklevel=2)
+                kwargs.update(zip(names, args[n:]))
+                args = args[:n]
+            return init(self, *args, **kwargs)
+        return inner
+    return wrap
 
 
 def check_kernel_size(kernel_size, owner="block", minimum=3):
@@ -115,7 +148,8 @@ class ReparamBlock(nn.Cell):
     info_fields = ()
     repr_fields = ()
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+    @keyword_options("pad_mode", "has_bias", "deploy", "min_kernel")
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1, *,
                  pad_mode="pad", has_bias=False, deploy=False, min_kernel=3):
         super().__init__()
         owner = type(self).__name__
@@ -169,13 +203,20 @@ class ReparamBlock(nn.Cell):
 
     @classmethod
     def geometry_of(cls, conv):
-        """``(kernel_size, options)``: a square ``nn.Conv2d``'s geometry as this Cell's arguments."""
-        kh, kw = conv.kernel_size
-        if kh != kw:
-            raise ValueError(f"{cls.__name__}.from_conv: kernel {kh}x{kw} is not square")
-        padding = conv.padding if isinstance(conv.padding, tuple) else (conv.padding,) * 4
-        return kh, dict(stride=tuple(conv.stride[-2:]), padding=tuple(padding), dilation=tuple(conv.dilation[-2:]),
-                        groups=conv.group, pad_mode=conv.pad_mode)
+        """``(kernel_size, options)``: a square ``nn.Conv2d``'s geometry as this Cell's arguments
+        (:meth:`acnet_ms.kinds.geometry.ConvGeometry.block_args`)."""
+        try:
+            return geometry.ConvGeometry.of(conv).block_args()
+        except ValueError as err:
+            raise ValueError(f"{cls.__name__}.from_conv: {err}") from None
+
+    @property
+    def conv_geometry(self):
+        """The block's own geometry as one plain conv's (:class:`acnet_ms.kinds.geometry.ConvGeometry`): its
+        channels, k x k kernel, stride, dilation, groups and bias, MindSpore's 'same' or its explicit padding."""
+        return geometry.ConvGeometry(self.in_channels, self.out_channels, (self.kernel_size,) * 2, self.stride,
+                                     (0, 0, 0, 0) if self.same else self.padding, self.dilation, self.groups,
+                                     "same" if self.same else "pad", self.has_bias)
 
     # ------------------------------------------------------------ padding
 
@@ -281,11 +322,12 @@ class BranchBNBlock(ReparamBlock):
     neither BN nor bias.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+    @keyword_options("pad_mode", "has_bias", "deploy", "branch_bn", "eps", "momentum", "min_kernel")
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1, *,
                  pad_mode="pad", has_bias=False, deploy=False, branch_bn=True, eps=BN_EPS, momentum=0.9,
                  min_kernel=3):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
-                         has_bias, deploy, min_kernel)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         pad_mode=pad_mode, has_bias=has_bias, deploy=deploy, min_kernel=min_kernel)
         if has_bias and branch_bn:
             raise ValueError(f"{type(self).__name__}: has_bias needs branch_bn=False (the branch BNs carry the bias)")
         self.branch_bn, self.eps, self.momentum = bool(branch_bn), float(eps), momentum

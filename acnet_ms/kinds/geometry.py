@@ -8,7 +8,12 @@ columns ``col..col+kw-1`` of that window reads the same rows if it pads by
 negative amount means cropping that many rows off the input instead
 (:func:`sub_window`).  Every branch then has the square conv's output size
 and grid, which is what lets the kernels be summed.
+
+:class:`ConvGeometry` is the geometry of one conv, what every conv the package builds or rebuilds is made from.
 """
+from dataclasses import dataclass, replace
+from typing import Tuple
+
 import numpy as np
 from mindspore import Tensor, nn, ops
 
@@ -50,24 +55,64 @@ def sub_window(pads, size, dilation, row, col, kh, kw):
     return tuple(max(0, p) for p in want), tuple(max(0, -p) for p in want)
 
 
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The geometry of a 2-d conv: channels, kernel ``(kh, kw)``, stride and dilation pairs, padding (top,
+    bottom, left, right; 0 for MindSpore's ``pad_mode`` "same" and "valid"), groups, pad mode, bias.
+
+    :meth:`of` reads it off an ``nn.Conv2d``; :meth:`conv` builds a new ``nn.Conv2d`` of it (fresh weights):
+    the one "rebuild a conv like this" of the package (a deploy conv, a conv that takes a BN's bias, a
+    block's one-conv form).  :meth:`block_args` are a re-parameterizable block's keyword arguments for it.
+    """
+    in_channels: int
+    out_channels: int
+    kernel_size: Tuple[int, int]
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    groups: int = 1
+    pad_mode: str = "pad"
+    has_bias: bool = False
+
+    @classmethod
+    def of(cls, conv):
+        """The geometry of ``conv`` (an ``nn.Conv2d``)."""
+        padding = conv.padding if isinstance(conv.padding, (tuple, list)) else (conv.padding,) * 4
+        return cls(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride[-2:]),
+                   tuple(padding), tuple(conv.dilation[-2:]), conv.group, conv.pad_mode, bool(conv.has_bias))
+
+    def replace(self, **changes):
+        """This geometry with ``changes`` (its field names)."""
+        return replace(self, **changes)
+
+    def conv(self, has_bias=None):
+        """A new ``nn.Conv2d`` of this geometry (``has_bias``: instead of the geometry's own)."""
+        bias = self.has_bias if has_bias is None else bool(has_bias)
+        padding = {"padding": self.padding} if self.pad_mode == "pad" else {}
+        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, stride=self.stride,
+                         pad_mode=self.pad_mode, dilation=self.dilation, group=self.groups, has_bias=bias, **padding)
+
+    def block_args(self):
+        """``(kernel_size, keywords)``: a square conv's geometry as a re-parameterizable block's arguments
+        (:class:`acnet_ms.kinds.cell.ReparamBlock`); ValueError for a kernel that is not square."""
+        kh, kw = self.kernel_size
+        if kh != kw:
+            raise ValueError(f"kernel {kh}x{kw} is not square")
+        return kh, dict(stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+                        pad_mode=self.pad_mode)
+
+
 def conv_like(conv, has_bias):
-    """A new ``nn.Conv2d`` with ``conv``'s geometry (channels, kernel, stride, padding and its mode, dilation,
-    groups) and a bias or not: where a fold goes in a model (the conv that takes a BN's bias, a deploy conv)."""
-    return nn.Conv2d(conv.in_channels, conv.out_channels, tuple(conv.kernel_size), stride=tuple(conv.stride[-2:]),
-                     pad_mode=conv.pad_mode, padding=conv.padding, dilation=tuple(conv.dilation[-2:]),
-                     group=conv.group, has_bias=has_bias)
+    """A new ``nn.Conv2d`` with ``conv``'s geometry and a bias or not (:meth:`ConvGeometry.conv`): where a
+    fold goes in a model (the conv that takes a BN's bias, a deploy conv)."""
+    return ConvGeometry.of(conv).conv(has_bias)
 
 
 def block_conv(block, has_bias):
-    """A plain k x k conv in ``block``'s own geometry: its ``in_channels``, ``out_channels``,
-    ``kernel_size``, ``stride``, ``dilation`` and ``groups``, and MindSpore's ``pad_mode="same"`` if
-    ``block.same``, else its explicit ``padding`` (top, bottom, left, right).  What a block trains as one
+    """A plain k x k conv in ``block``'s own geometry (``block.conv_geometry``, :class:`ConvGeometry`):
+    MindSpore's ``pad_mode="same"`` if ``block.same``, else its explicit padding.  What a block trains as one
     conv over a generated kernel, and what it deploys to."""
-    k = block.kernel_size
-    common = dict(stride=block.stride, dilation=block.dilation, group=block.groups, has_bias=has_bias)
-    if block.same:
-        return nn.Conv2d(block.in_channels, block.out_channels, k, pad_mode="same", **common)
-    return nn.Conv2d(block.in_channels, block.out_channels, k, pad_mode="pad", padding=block.padding, **common)
+    return block.conv_geometry.conv(has_bias)
 
 
 def centre_tap(size):

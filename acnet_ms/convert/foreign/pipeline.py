@@ -1,10 +1,12 @@
 """``convert.py --ckpt_path X.pth``: a published PyTorch checkpoint as a checkpoint of a MindCV model.
 
+:func:`import_pth` is the conversion pipeline's reader of PyTorch files (:mod:`acnet_ms.convert.pipeline`):
 read (:func:`acnet_ms.io.pth.read_pth`) -> find the source (:func:`acnet_ms.convert.foreign.pth_source`, or
-``--source``) -> map and fold into the model's names (:func:`acnet_ms.convert.foreign.to_mindcv`) -> check against
-the model's shapes -> write atomically, with metadata saying what it is.  With ``block_type`` the output
-is our kind's training form instead (where the original's blocks are that kind's: DBB's into ``dbb``),
-to finetune; every other conv site of the model that kind takes starts as the plain conv it was.
+``--source``) -> map and fold into the model's names (:func:`acnet_ms.convert.foreign.to_mindcv`), checked
+against the model's shapes, with metadata saying what it is.  The pipeline writes that checkpoint (or folds
+it on, ``--fold_bn``, and exports it).  With ``block_type`` the result is our kind's training form instead
+(where the original's blocks are that kind's: DBB's into ``dbb``), to finetune; every other conv site of the
+model that kind takes starts as the plain conv it was.
 """
 import os
 
@@ -53,13 +55,10 @@ def block_finisher(net, layout):
     return finish
 
 
-def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=None, overwrite=False, log=print):
-    """Convert the ``.pth`` ``src`` into a MindCV checkpoint of ``model`` at ``dst``; returns the summary dict."""
-    from ...io.checkpoint import write_checkpoint
-    from ..pipeline import check_replaceable, same_file
-    from ...models.factory import create_model, uninitialised_model
+def _check_request(src, model, source):
+    """UserError for what a ``.pth`` import cannot start without: a known ``--source`` (or none), a MindCV
+    model (a PyTorch file records none)."""
     from ...models.registry import model_entry
-    from ...reparam.transform import block_layout
 
     if source is not None and source not in foreign.SOURCES:
         raise UserError(f"--source must be one of {', '.join(foreign.SOURCES)}, got {source!r}")
@@ -70,12 +69,17 @@ def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=
         model_entry(model)
     except (KeyError, ValueError) as err:
         raise UserError(f"--model {model}: {str(err).strip(chr(34)).strip(chr(39))}") from None
-    if os.path.exists(src) and os.path.exists(dst) and same_file(src, dst):
-        raise UserError(f"{dst}: --output is the input file; choose another file")
-    folder = os.path.dirname(os.path.abspath(dst))
-    if not os.path.isdir(folder):
-        raise UserError(f"{dst}: output folder {folder} does not exist")
-    check_replaceable(dst, "--output", overwrite)
+
+
+def import_pth(src, model=None, source=None, block_type=None, num_classes=None, log=print):
+    """The reader of a PyTorch file: ``(entries, meta, info)``, the ``.pth`` ``src`` as a checkpoint of the MindCV
+    ``model`` in memory, checked against its shapes: the stock model's entries, or with ``block_type`` that
+    kind's training form (to finetune).  ``meta`` records what it is, as a training checkpoint's metadata
+    does; ``info`` what was read (:func:`acnet_ms.convert.foreign.to_mindcv`).  UserError in one line."""
+    from ...models.factory import create_model, uninitialised_model
+    from ...reparam.transform import block_layout
+
+    _check_request(src, model, source)
     try:
         state = read_pth(src)
         found, arch = foreign.pth_source(state)
@@ -115,7 +119,20 @@ def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=
                 source_file=os.path.basename(src))
     if kind != "base":
         meta.update(block_options=net.acnet.block_options, block_layout=layout.to_meta())
-    write_checkpoint(dst, entries, meta)
-    log(f"{src}: {foreign.describe(info)} -> {dst}: "
-        f"{model}{'' if kind == 'base' else f' with {kind} blocks'}, {len(entries)} parameters, {classes} classes")
-    return dict(info, model=model, num_classes=classes, params_out=len(entries), block_type=kind)
+    return entries, meta, info
+
+
+def _imported_line(src, dst, info, meta, count):
+    """The log line of a ``.pth`` imported and written as it is: what it was, what it became."""
+    kind = meta["block_type"]
+    return (f"{src}: {foreign.describe(info)} -> {dst}: {meta['model']}"
+            f"{'' if kind == 'base' else f' with {kind} blocks'}, {count} parameters, {meta['num_classes']} classes")
+
+
+def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=None, overwrite=False, log=print):
+    """Convert the ``.pth`` ``src`` into a MindCV checkpoint of ``model`` at ``dst``; returns the summary dict
+    (:func:`acnet_ms.convert.pipeline.convert_checkpoint` on a ``.pth``, which also folds and exports one)."""
+    from ..pipeline import convert_checkpoint
+
+    return convert_checkpoint(src, dst, model=model, source=source, block_type=block_type, num_classes=num_classes,
+                              overwrite=overwrite, log=log)

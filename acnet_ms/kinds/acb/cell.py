@@ -5,7 +5,7 @@ from mindspore import Tensor, ops
 from . import fold
 from .fold import BRANCH_SETS
 from .. import geometry
-from ..cell import BranchBNBlock, Kernel
+from ..cell import BranchBNBlock, Kernel, keyword_options
 from ..identities import BN_EPS
 
 
@@ -46,11 +46,14 @@ class ACBlock(BranchBNBlock):
     info_fields = ("branches", "branch_bn", "position", "eps", "has_bias")
     repr_fields = ("branches", "branch_bn", "position")
 
+    @keyword_options("gamma_init", "deploy", "branches", "branch_bn", "position", "pad_mode", "has_bias", "eps",
+                     "momentum")
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1,
-                 groups=1, gamma_init=None, deploy=False, branches="hv", branch_bn=True, position="center",
+                 groups=1, *, gamma_init=None, deploy=False, branches="hv", branch_bn=True, position="center",
                  pad_mode="pad", has_bias=False, eps=BN_EPS, momentum=0.9):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
-                         has_bias, deploy, branch_bn, eps, momentum)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         pad_mode=pad_mode, has_bias=has_bias, deploy=deploy, branch_bn=branch_bn, eps=eps,
+                         momentum=momentum)
         if branches not in BRANCH_SETS:
             raise ValueError(f"ACBlock: branches must be one of {', '.join(BRANCH_SETS)}, got {branches!r}")
         self.row, self.col = fold.asym_offsets(kernel_size, position)

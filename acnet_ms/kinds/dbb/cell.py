@@ -30,7 +30,7 @@ from mindspore import Parameter, Tensor, nn, ops
 from mindspore.common import dtype as mstype
 
 from .. import geometry, identities
-from ..cell import BranchBNBlock, Kernel
+from ..cell import BranchBNBlock, Kernel, keyword_options
 
 
 def _inner(cell):
@@ -196,11 +196,14 @@ class DiverseBranchBlock(BranchBNBlock):
     info_fields = ("branch_bn", "has_bias", "eps", "groups", "internal", "depthwise", "identity", "kernel_size")
     repr_fields = ("internal", "branch_bn")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+    @keyword_options("pad_mode", "internal_channels", "branch_bn", "has_bias", "gamma_init", "deploy", "eps",
+                     "momentum")
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1, *,
                  pad_mode="pad", internal_channels=None, branch_bn=True, has_bias=False, gamma_init=None,
                  deploy=False, eps=identities.BN_EPS, momentum=0.9):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
-                         has_bias, deploy, branch_bn, eps, momentum)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         pad_mode=pad_mode, has_bias=has_bias, deploy=deploy, branch_bn=branch_bn, eps=eps,
+                         momentum=momentum)
         self.depthwise = groups == in_channels == out_channels
         internal = internal_channels or (2 * in_channels if self.depthwise else in_channels)
         if internal % groups:

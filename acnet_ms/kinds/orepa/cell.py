@@ -6,7 +6,7 @@ from mindspore.common import dtype as mstype
 from .. import identities
 from . import fold
 from .spec import EXPAND, INITS, branch_names, branch_shapes, initial_arrays, internal_channels
-from ..cell import ReparamBlock
+from ..cell import ReparamBlock, keyword_options
 
 
 def _f32(x):
@@ -57,11 +57,12 @@ class OREPABlock(ReparamBlock):
                    "has_bias")
     repr_fields = ("branches", "internal", "init")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+    @keyword_options("pad_mode", "has_bias", "branches", "init", "internal", "deploy", "seed")
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1, *,
                  pad_mode="pad", has_bias=False, branches=None, init="paper", internal=None, deploy=False,
                  seed=0):
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
-                         has_bias, deploy)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         pad_mode=pad_mode, has_bias=has_bias, deploy=deploy)
         if init not in INITS:
             raise ValueError(f"OREPABlock: init must be one of {', '.join(INITS)}, got {init!r}")
         try:

@@ -11,7 +11,7 @@ import numpy as np
 from mindspore import Tensor, nn, ops
 
 from .. import geometry, identities
-from ..cell import BranchBNBlock, Kernel
+from ..cell import BranchBNBlock, Kernel, keyword_options
 from ..identities import BN_EPS
 from ..._moved import moved_attr as _moved_attr
 
@@ -78,13 +78,15 @@ class RepBlock(BranchBNBlock):
     info_fields = ("kernel_size", "num_kxk", "has_scale", "has_identity", "branch_bn", "has_bias", "eps")
     repr_fields = ("num_kxk", ("scale", "has_scale"), ("identity", "has_identity"), "branch_bn")
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1,
+    @keyword_options("num_kxk", "scale", "identity", "branch_bn", "pad_mode", "has_bias", "eps", "momentum", "deploy")
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1, *,
                  num_kxk=1, scale=True, identity=True, branch_bn=True, pad_mode="pad", has_bias=False,
                  eps=BN_EPS, momentum=0.9, deploy=False):
         if isinstance(num_kxk, bool) or not isinstance(num_kxk, int) or num_kxk < 1:
             raise ValueError(f"RepBlock: num_kxk must be an integer >= 1, got {num_kxk!r}")
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, pad_mode,
-                         has_bias, deploy, branch_bn, eps, momentum, min_kernel=1)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+                         pad_mode=pad_mode, has_bias=has_bias, deploy=deploy, branch_bn=branch_bn, eps=eps,
+                         momentum=momentum, min_kernel=1)
         self.num_kxk = num_kxk
         self.has_scale = bool(scale) and kernel_size > 1
         self.has_identity = bool(identity) and keeps_grid(in_channels, out_channels, kernel_size, self.stride,
