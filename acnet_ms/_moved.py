@@ -108,8 +108,9 @@ MOVED = {
                                                                          "orepa_1x1_kernel correlate "
                                                                          "chain_large_kernel read_unit "
                                                                          "torch_bn_to_mindspore dbb_unit repvgg_unit"},
-    "acnet_ms.foreign.pipeline": {"acnet_ms.convert.foreign.pipeline": "PTH_SUFFIXES is_pth block_finisher "
-                                                                       "convert_pth"},
+    "acnet_ms.foreign.pipeline": {"acnet_ms.convert.foreign.pipeline": "PTH_SUFFIXES is_pth block_finisher",
+                                  "acnet_ms.convert.pipeline": "convert_pth"},
+    "acnet_ms.convert.foreign.pipeline": {"acnet_ms.convert.pipeline": "convert_pth"},
     "acnet_ms.msrun": {"acnet_ms.engine.msrun": "Msrun msrun_env check_port_free scheduler_beside running watch "
                                                 "InitWatchdog"},
 }

@@ -300,7 +300,7 @@ def test_the_summary_line_says_the_source_its_architecture_and_each_form_in_word
     form it read (a RepVGG block is one block, not a conv + BN), a ResNet in the DBB/OREPA names without a
     block of theirs a plain one; an OREPA file into the orepa kind says its blocks start as their folds."""
     import acnet_ms.models.factory as factory
-    from acnet_ms.convert.foreign.pipeline import convert_pth
+    from acnet_ms.convert.pipeline import convert_pth
     from acnet_ms.io.checkpoint import read_checkpoint
     from mindcv.models.repvgg import RepVGG
 

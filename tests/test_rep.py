@@ -268,7 +268,7 @@ def test_a_model_whose_own_blocks_are_repvgg_blocks_refuses_rep_in_one_line_and_
     naming the kinds that nest (DBB's branches inside the dense branch, as ACB's: docs/deploy.md)."""
     from acnet_ms import block_summary, create_model
     from acnet_ms.cli import UserError
-    from acnet_ms.convert.foreign.pipeline import convert_pth
+    from acnet_ms.convert.pipeline import convert_pth
     from helpers import ROOT, run_main, small_run
 
     with pytest.raises(ValueError, match=r"repvgg_a0's own blocks are 22 RepVGG blocks, the family of block_type "

@@ -408,6 +408,13 @@ def convert_checkpoint(src, dst, options=None, log=print, **given):
     return report(source, folded, graphs, outputs, opts, time.perf_counter() - start, log)
 
 
+def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=None, overwrite=False, log=print):
+    """Convert the ``.pth`` ``src`` into a MindCV checkpoint of ``model`` at ``dst``; returns the summary dict
+    (:func:`convert_checkpoint` on a ``.pth``, which also folds and exports one)."""
+    return convert_checkpoint(src, dst, model=model, source=source, block_type=block_type, num_classes=num_classes,
+                              overwrite=overwrite, log=log)
+
+
 def _convert_imported(src, dst, opts, log, start):
     """:func:`convert_checkpoint` of a PyTorch file: read by its importer (:func:`acnet_ms.convert.foreign.pipeline.
     import_pth`) as the MindCV model's checkpoint, then written as it is or, with ``fold_bn`` or ``export``,

@@ -11,6 +11,7 @@ model that kind takes starts as the plain conv it was.
 import os
 
 from .. import foreign
+from ..._moved import moved_attr as _moved_attr
 from ...cli import UserError
 from ...io.pth import PthError, read_pth
 
@@ -129,10 +130,5 @@ def _imported_line(src, dst, info, meta, count):
             f"{'' if kind == 'base' else f' with {kind} blocks'}, {count} parameters, {meta['num_classes']} classes")
 
 
-def convert_pth(src, dst, model=None, source=None, block_type=None, num_classes=None, overwrite=False, log=print):
-    """Convert the ``.pth`` ``src`` into a MindCV checkpoint of ``model`` at ``dst``; returns the summary dict
-    (:func:`acnet_ms.convert.pipeline.convert_checkpoint` on a ``.pth``, which also folds and exports one)."""
-    from ..pipeline import convert_checkpoint
-
-    return convert_checkpoint(src, dst, model=model, source=source, block_type=block_type, num_classes=num_classes,
-                              overwrite=overwrite, log=log)
+# convert_pth, the conversion of a .pth, is the pipeline's now (acnet_ms.convert.pipeline; acnet_ms/_moved.py)
+__getattr__ = _moved_attr(__name__)
