@@ -419,9 +419,8 @@ def _convert_imported(src, dst, opts, log, start):
     """:func:`convert_checkpoint` of a PyTorch file: read by its importer (:func:`acnet_ms.convert.foreign.pipeline.
     import_pth`) as the MindCV model's checkpoint, then written as it is or, with ``fold_bn`` or ``export``,
     through the stages above like any stock checkpoint."""
-    from .foreign.pipeline import _check_request, import_pth, _imported_line
+    from .foreign.pipeline import import_pth, _imported_line
 
-    _check_request(src, opts.model, opts.source)
     if opts.block_type and (opts.fold_bn or opts.export):
         raise UserError(f"--block_type with {'--fold_bn' if opts.fold_bn else '--export'}: a .pth imported into "
                         f"a kind's blocks is a training form to finetune; drop --block_type to fold or export it")

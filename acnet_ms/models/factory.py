@@ -129,10 +129,7 @@ def layout_for(model, num_classes, meta, in_channels=3, state=None):
     kind and options its entries show (:func:`acnet_ms.reparam.state.infer_block`)."""
     for key in ("block_layout", "acb_layout"):
         if meta.get(key):
-            try:
-                return Layout.from_meta(meta[key])
-            except ValueError as err:
-                raise ValueError(f"the checkpoint's {key}: {err}") from None
+            return Layout.from_meta(meta[key])
     block_type, options = recorded_block(meta)
     if block_type == kinds.BASE and state is not None:
         block_type, options, _ = infer_block(state)
