@@ -172,6 +172,23 @@ def test_an_acb_flat_key_given_to_another_kind_is_named_in_one_warning_line(caps
     assert capsys.readouterr().err == ""
 
 
+def test_an_older_key_left_in_a_recipe_is_blamed_on_the_recipe_not_the_command_line(tmp_path, capsys):
+    """A recipe's leftover ``gamma_init`` beside ``--block_options`` on the command line: the warning names the
+    recipe file, where the key is, and the command line only for the keys given there."""
+    path = tmp_path / "run.yaml"
+    path.write_text("model: src20\nblock_type: dbb\ngamma_init: 0.3\n")
+    cfg, _ = parse(["--config", str(path), "--block_options", "{branch_bn: false}"], "test")
+    assert cfg["block_options"]["branch_bn"] is False
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"warning: {path}: gamma_init (an older key of acb's options) ignored"), line
+    parse(["--config", str(path), "--acb_branches", "h"], "test")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("warning: command line: acb_branches ") or lines[1].startswith(
+        "warning: command line: acb_branches "), lines
+    assert any(line.startswith(f"warning: {path}: gamma_init ") for line in lines), lines
+
+
 def test_the_older_flat_keys_are_the_kinds_own_and_read_values_as_the_kind_does():
     """Each kind's ``flat`` table is the one source of the command line's older keys: every key is an option
     that sets its kind's option, takes that option's values and reads them as the kind does."""

@@ -99,9 +99,10 @@ def add_options(parser):
                                **extra)
 
 
-def resolve_block(cfg, where="config"):
+def resolve_block(cfg, where="config", flat_where=None):
     """``block_type`` checked against the registered kinds, and ``block_options`` with the kind's defaults
-    filled in (the older flat keys folded in and then cleared: one place holds the options)."""
+    filled in (the older flat keys folded in and then cleared: one place holds the options).
+    ``flat_where``: where each older flat key came from, where that is not ``where``."""
     from .. import kinds
 
     try:
@@ -113,22 +114,31 @@ def resolve_block(cfg, where="config"):
         raise UserError(f"{where}: {err}") from None
     kind = kinds.get_kind(block_type) if block_type != kinds.BASE else None
     dropped = [k for k in FLAT_BLOCK_KEYS if kind and cfg.get(k) is not None and k not in kind.flat]
-    if dropped:
-        takes = [k for k in dropped if k in kind.options]
-        owners = " and ".join(sorted({OPTIONS[k].flat_of[0] for k in dropped}))  # the kinds whose keys they are
-        what = f"an older key of {owners}'s options" if len(dropped) == 1 else f"older keys of {owners}'s options"
-        print(f"warning: {where}: {', '.join(dropped)} ({what}) ignored: block_type {block_type} does not read "
-              f"it" + (f"; give {', '.join(takes)} in block_options" if takes else ""), file=sys.stderr)
+    sources = {}  # one line per place the ignored keys came from (a recipe's leftover is not the command line's)
+    for key in dropped:
+        sources.setdefault((flat_where or {}).get(key, where), []).append(key)
+    for source, keys in sources.items():
+        _warn_ignored(source, keys, kind, block_type)
     cfg["block_type"], cfg["block_options"] = block_type, options
     for key in FLAT_BLOCK_KEYS:
         cfg[key] = None
     return cfg
 
 
-def resolve(cfg, where="config", block_where=None):
+def _warn_ignored(where, keys, kind, block_type):
+    """One warning line: the older flat ``keys`` (from ``where``) that ``block_type``'s kind does not read."""
+    takes = [k for k in keys if k in kind.options]
+    owners = " and ".join(sorted({OPTIONS[k].flat_of[0] for k in keys}))  # the kinds whose keys they are
+    what = f"an older key of {owners}'s options" if len(keys) == 1 else f"older keys of {owners}'s options"
+    print(f"warning: {where}: {', '.join(keys)} ({what}) ignored: block_type {block_type} does not read "
+          f"it" + (f"; give {', '.join(takes)} in block_options" if takes else ""), file=sys.stderr)
+
+
+def resolve(cfg, where="config", block_where=None, flat_where=None):
     """Translate the keys of older MindCV recipes and check what no single option can check alone
-    (``block_where``: where the block options came from, if not ``where``)."""
-    resolve_block(cfg, block_where or where)
+    (``block_where``: where the block options came from, if not ``where``; ``flat_where``: where each
+    older flat key came from)."""
+    resolve_block(cfg, block_where or where, flat_where)
     if cfg.get("filter_bias_and_bn") is not None and cfg["weight_decay_filter"] == "disable":
         cfg["weight_decay_filter"] = "norm_and_bias" if cfg["filter_bias_and_bn"] else "disable"
     if cfg.get("dynamic_loss_scale") and cfg["loss_scale_type"] == "fixed":
@@ -218,7 +228,9 @@ def parse(argv, description, extra=None, base=None):
             cfg[name] = coerce(name, getattr(args, name), "command line")
     given = set(vars(args))
     block_where = "command line" if given & {"block_options", *FLAT_BLOCK_KEYS} else None
-    return resolve(cfg, args.config or "command line", block_where), args
+    recipe = args.config or "command line"
+    flat_where = {key: "command line" if key in given else recipe for key in FLAT_BLOCK_KEYS}
+    return resolve(cfg, recipe, block_where, flat_where), args
 
 
 def dump(cfg, path):
