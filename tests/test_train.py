@@ -118,6 +118,21 @@ def test_finetuning_a_plain_checkpoint_into_acb_starts_from_the_same_function(tm
                                   base.layer1[0].conv1.weight.asnumpy())
 
 
+def test_finetuning_from_a_training_checkpoint_counts_the_optimizer_entries_it_leaves(tmp_path):
+    """A training checkpoint carries the optimizer's slots and the trainer's scalars: the log counts them apart
+    from the network's entries, so 'loaded N of N (N entries)' is not read as the whole file."""
+    base = create_model("src20")
+    params = {p.name: p.asnumpy() for p in base.get_parameters()}
+    trainer = {f"moments.{name}": np.zeros_like(value) for name, value in params.items() if name.endswith("weight")}
+    trainer.update(global_step=np.array([7], np.int32), learning_rate=np.array(0.1, np.float32))
+    path = str(tmp_path / "train.ckpt")
+    write_checkpoint(path, {**params, **trainer}, {"model": "src20"})
+    lines = []
+    load_pretrained(create_model("src20"), path, log=lines.append)
+    assert lines[0] == (f"loaded {len(params)} of {len(params)} parameters from {path} ({len(params)} entries; "
+                        f"{len(trainer)} optimizer and trainer entries not loaded)"), lines[0]
+
+
 def test_a_block_parameter_made_from_a_checkpoint_entry_is_named_with_that_entry(tmp_path):
     """Another model's plain checkpoint: the block parameter that does not fit is named with the entry it was
     made from (the user's file holds conv1.weight, not conv1.square_conv.weight)."""

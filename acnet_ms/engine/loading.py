@@ -143,7 +143,9 @@ def load_pretrained(net, path, log=print, partial=False):
                         f"parameters match by name and shape; first that does not: {what}{hint}")
     for param in matched:
         param.set_data(ms.Tensor(state[param.name].astype(ms.dtype_to_nptype(param.dtype))))
-    log(f"loaded {len(matched)} of {len(params)} parameters from {path} ({len(original)} entries)"
+    trainer = len(arrays) - len(original)
+    skipped = f"; {trainer} optimizer and trainer entries not loaded" if trainer else ""
+    log(f"loaded {len(matched)} of {len(params)} parameters from {path} ({len(original)} entries{skipped})"
         + _conversion_words([p.name for p in matched if p.name not in original], state,
                                                     state_map.network_entries(arrays)))
     if branch_init:
