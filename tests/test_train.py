@@ -167,8 +167,8 @@ def test_finetuning_from_another_models_checkpoint_is_refused_in_one_line(digits
     write_checkpoint(path, {p.name: p.asnumpy() for p in other.get_parameters()}, {"model": "src56"})
     save = tmp_path / "ft"
     res = run_main("train.py", *small_run(digits, str(save), "--ckpt_path", path))
-    assert_one_line_error(res, f"{path}: the checkpoint does not cover src20: ", " parameters match by name and "
-                          "shape; first that does not: ")
+    assert_one_line_error(res, f"{path}: the checkpoint (it records model src56) does not cover src20: ",
+                          " parameters match by name and shape; first that does not: ")
     assert "ckpt_partial" not in res.stderr and not save.exists()
     seven = str(tmp_path / "seven.ckpt")
     base = create_model("src20", num_classes=7)

@@ -139,7 +139,9 @@ def load_pretrained(net, path, log=print, partial=False):
         what = failing[0][1] if failing else "no parameter matches by name and shape"
         hint = ("; pass --ckpt_partial True to start the classifier afresh (another num_classes)"
                 if failing and not partial and all(p is not None and p.name in head for p, _ in failing) else "")
-        raise UserError(f"{path}: the checkpoint does not cover {model}: {len(matched)} of {len(params)} "
+        recorded = meta.get("model")
+        records = f" (it records model {recorded})" if recorded and recorded != model else ""
+        raise UserError(f"{path}: the checkpoint{records} does not cover {model}: {len(matched)} of {len(params)} "
                         f"parameters match by name and shape; first that does not: {what}{hint}")
     for param in matched:
         param.set_data(ms.Tensor(state[param.name].astype(ms.dtype_to_nptype(param.dtype))))
