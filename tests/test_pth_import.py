@@ -119,6 +119,20 @@ def test_convert_refuses_code_in_one_line(tmp_path):
     assert not marker.exists() and not out.exists()
 
 
+def test_a_truncated_pth_is_named_as_such_in_one_line(tmp_path):
+    """A download cut short: a zip archive without its end record is named truncated, not read as a pickle
+    (which said "unknown persistent id 'K\\x03...'"); nothing is written."""
+    whole = open(os.path.join(FIX, "dbb_resnet18.pth"), "rb").read()
+    path = tmp_path / "cut.pth"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(PthError, match=r"truncated or incomplete: .* \(\d+ bytes\); was its download or copy cut"):
+        load(str(path))
+    out = tmp_path / "out.ckpt"
+    result = run_main("convert.py", "--ckpt_path", path, "--model", "resnet18", "--output", out)
+    assert_one_line_error(result, "cut.pth", "truncated or incomplete")
+    assert not out.exists()
+
+
 # ---------------------------------------------------------------- each source against the original's logits
 
 #: fixture -> (our ResNet's block, layers, extra options); the model built is MindCV's ResNet at 1/16 width

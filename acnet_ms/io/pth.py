@@ -272,10 +272,21 @@ def _resolve_legacy(obj):
     return obj
 
 
+def _check_complete(path):
+    """A file that starts as a zip archive (torch.save's format) but lacks the record a zip ends with was cut
+    short (a download or a copy): say so, instead of reading its bytes as a legacy pickle."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+        raise PthError(f"truncated or incomplete: it starts as a zip archive (torch.save's format) but has no "
+                       f"end-of-archive record ({os.path.getsize(path)} bytes); was its download or copy cut short?")
+
+
 def load(path):
     """The object a ``.pth`` holds, tensors as numpy arrays.  Raises :class:`PthError` (one line)."""
     if not os.path.isfile(path):
         raise PthError("no such file")
+    _check_complete(path)
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
