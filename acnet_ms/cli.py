@@ -73,11 +73,18 @@ def quiet_mindspore():
 def run(main, argv=None):
     """Run ``main(argv)`` and exit with its status.
 
+    On a MindSpore and MindCV the project has not tested, one warning line
+    comes first (:func:`acnet_ms.stack.warning`).
     A :class:`UserError` prints ``error: <message>`` on stderr and exits 2 (an
     :class:`Interrupted` prints its line and exits 128 + the signal's number).
     Everything ``main`` built is released and collected while the interpreter
     is still whole, so no Cell finalizer complains at exit.
     """
+    from .stack import warning
+
+    untested = warning()  # a MindSpore/MindCV pair the project has not run: one line, never a refusal
+    if untested:
+        print(untested, file=sys.stderr)
     try:
         code = main(argv) or 0
     except Interrupted as err:

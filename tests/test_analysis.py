@@ -7,7 +7,8 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, training_checkpoint, user_env
+from helpers import (ROOT, assert_clean_exit, assert_one_line_error, run_main, run_script, stderr_of,
+                     training_checkpoint, user_env)
 
 from acnet_ms import analysis
 from acnet_ms.analysis import Subject
@@ -316,7 +317,7 @@ def test_without_matplotlib_one_line_says_how_to_install_it(folded, tmp_path):
                           folded, "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and not out.exists()
-    assert res.stderr.strip() == ("error: the figures need matplotlib, which is not installed: "
+    assert stderr_of(res).strip() == ("error: the figures need matplotlib, which is not installed: "
                                   "pip install -r requirements-study.txt")
 
 

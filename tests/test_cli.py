@@ -3,7 +3,7 @@ import os
 import sys
 
 import pytest
-from helpers import ROOT, assert_clean_exit, run_script
+from helpers import ROOT, assert_clean_exit, run_script, stderr_of
 
 HELP = {
     ("train.py",): ["--config", "--model", "--block_type", "--data_dir", "--ckpt_save_dir", "--image_resize"],
@@ -41,7 +41,7 @@ def test_a_sub_command_help_lists_only_its_options():
 
 def test_validate_without_a_checkpoint_is_still_an_error():
     res = run_script("validate.py", "--data_dir", ".", timeout=120)
-    assert res.returncode == 2 and res.stderr.strip() == "error: --ckpt_path is required", res.stderr
+    assert res.returncode == 2 and stderr_of(res).strip() == "error: --ckpt_path is required", res.stderr
 
 
 def test_msrun_environment_and_port_check():

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 from helpers import (assert_clean_exit, assert_close, assert_one_line_error, images, load_strict, randomize_bn,
-                      run_main, run_script, training_checkpoint)
+                     run_main, run_script, stderr_of, training_checkpoint)
 
 import mindspore as ms
 from mindspore import Tensor
@@ -33,7 +33,7 @@ def test_sres18_folds_into_our_base_model_and_mindcvs(sres18_ckpt, tmp_path):
     res = run_script("convert.py", "--ckpt_path", src, "--output", out)
     assert res.returncode == 0, res.stderr
     assert "sres18: folded 16 ACBs" in res.stdout  # 8 basic blocks x two 3x3 convs; 7x7 stem stays
-    assert res.stderr.strip() == "", res.stderr  # no noise, not even at exit
+    assert stderr_of(res).strip() == "", res.stderr  # no noise, not even at exit
 
     base = load_strict(create_model("sres18", num_classes=10), out)
     base_logits = base(x).asnumpy()

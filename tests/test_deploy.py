@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 from helpers import (ROOT, arrays_of, assert_clean_exit, assert_close, assert_one_line_error, images, load_strict,
-                      run_main, run_script, training_checkpoint)
+                     run_main, run_script, stderr_of, training_checkpoint)
 
 import mindspore as ms
 from mindspore import Tensor, nn
@@ -31,7 +31,7 @@ def load_deploy(path, name):
 def convert(*args):
     res = run_script("convert.py", *args)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stderr.strip() == "", res.stderr[-3000:]
+    assert stderr_of(res).strip() == "", res.stderr[-3000:]
     return res
 
 

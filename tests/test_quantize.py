@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_clean_exit, run_script
+from helpers import ROOT, assert_clean_exit, run_script, stderr_of
 
 from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.convert.quantize import int8_roundtrip, range_ratios, weight_sqnr
@@ -29,7 +29,7 @@ def graphs(digits, tmp_path_factory):
     deploy = str(folder / "deploy.ckpt")
     res = run_script("convert.py", "--ckpt_path", acb, "--output", deploy, "--fold_bn", "--export", "onnx", "--int8",
                      "--calib_data", os.path.join(digits, "train"), "--calib_samples", 128)
-    assert res.returncode == 0 and res.stderr.strip() == "", res.stderr[-3000:]
+    assert res.returncode == 0 and stderr_of(res).strip() == "", res.stderr[-3000:]
     assert (f"quantized INT8 graph {folder / 'deploy.int8.onnx'}: onnxruntime static quantization (QDQ, "
             f"per-channel INT8 weights), 128 calibration images of {os.path.join(digits, 'train')} (minmax)") \
         in res.stdout
@@ -224,7 +224,7 @@ def test_calibration_options_belong_to_the_quantization_analysis(tmp_path):
     res = run_script("analyze.py", "magnitude", "--ckpt_path", tmp_path / "a.ckpt", "--calib_data", tmp_path,
                      "--out", tmp_path / "out")
     assert res.returncode == 2 and not (tmp_path / "out").exists()
-    assert res.stderr.strip() == "error: --calib_data applies to the quantization sub-command only", res.stderr
+    assert stderr_of(res).strip() == "error: --calib_data applies to the quantization sub-command only", res.stderr
 
 
 @pytest.mark.parametrize("kind", ["other classes", "not a classifier", "not onnx", "deploy"])

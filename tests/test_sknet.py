@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 from helpers import (arrays_of, assert_clean_exit, assert_close, images, load_strict, randomize_bn, run_script,
-                      slow_except, small_run, training_checkpoint)
+                     slow_except, small_run, stderr_of, training_checkpoint)
 
 import mindspore as ms
 from mindspore import nn
@@ -286,7 +286,7 @@ def test_skresnet18_acb_converts_into_our_base_model_and_mindcvs(tmp_path):
     res = run_script("convert.py", "--ckpt_path", src, "--output", out)
     assert res.returncode == 0, res.stderr
     assert "skresnet18: folded 24 ACBs" in res.stdout  # 8 blocks x (2 SK paths + conv2)
-    assert res.stderr.strip() == "", res.stderr
+    assert stderr_of(res).strip() == "", res.stderr
 
     state, meta = read_checkpoint(out)
     assert meta["model"] == "skresnet18" and meta["block_type"] == "base" and meta["num_classes"] == 10

@@ -1,6 +1,7 @@
 """train.py / validate.py on real data (scikit-learn's digits): the whole product path."""
 import json
 import os
+import platform
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from helpers import (ROOT, assert_clean_exit, assert_close, assert_one_line_erro
 import mindspore as ms
 from mindspore import Tensor
 
+import acnet_ms
 from acnet_ms import create_model
 from acnet_ms.cli import UserError
 from acnet_ms.config.loader import load_config
@@ -55,6 +57,14 @@ def test_training_writes_progress_checkpoints_config_and_summaries(trained_run):
         dict(model="src20", block_type="acb", num_classes=10, epoch=2, step=10)
     assert meta["block_options"]["gamma_init"] == pytest.approx(1 / 3)
     assert any(k.startswith("moments.") for k in arrays) and "global_step" in arrays  # optimizer state kept
+    # what it ran on: in the checkpoint, and in the run's second line
+    from importlib.metadata import version
+
+    assert meta["stack"] == dict(acnet_ms=acnet_ms.__version__, mindspore=version("mindspore"),
+                                 mindcv=version("mindcv"), python=platform.python_version(), device_target="CPU")
+    second = res.stdout.splitlines()[1]
+    assert second.startswith(f"acnet_ms {acnet_ms.__version__}, MindSpore {version('mindspore')}, MindCV "
+                             f"{version('mindcv')}, Python {platform.python_version()}, CPU; tested: "), second
     log = open(os.path.join(save, "train_rank0.log")).read()
     assert "epoch 2/2 done" in log and FINISHED.search(log)
 

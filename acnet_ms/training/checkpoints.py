@@ -10,6 +10,7 @@ from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoi
 from ..cli import UserError
 from ..config.loader import IDENTITY
 from ..reparam.layout import as_layout
+from ..stack import versions
 
 
 def identity_of(cfg):
@@ -24,11 +25,13 @@ def training_meta(cfg, layout, epoch, step, lr, best_top1, val_top1, scaler_stat
     stored as its versioned schema (:meth:`acnet_ms.reparam.layout.Layout.to_meta`);
     ``config``: the run's resolved options; with EMA the averaged weights sit
     in the model's slots (``ema_in_model_slots``); ``class_names``: the training
-    data's class folders in label order (validate.py and calibration compare them).
+    data's class folders in label order (validate.py and calibration compare them); ``stack``: the
+    versions it was trained with (:func:`acnet_ms.stack.versions`).
     """
     extra = dict(class_names=list(class_names)) if class_names else {}
-    return dict(identity_of(cfg), block_layout=as_layout(layout).to_meta() if layout else None, epoch=epoch, step=step, lr=lr, best_top1=best_top1,
-                val_top1=val_top1, ema_in_model_slots=bool(cfg["ema"]), config=dict(cfg), **extra, **scaler_state)
+    return dict(identity_of(cfg), block_layout=as_layout(layout).to_meta() if layout else None, epoch=epoch,
+                step=step, lr=lr, best_top1=best_top1, val_top1=val_top1, ema_in_model_slots=bool(cfg["ema"]),
+                config=dict(cfg), stack=versions(cfg["device_target"]), **extra, **scaler_state)
 
 
 class Checkpoints:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .. import stack
 from ..engine import data
 from ..engine.loading import load_pretrained
 from ..cli import Interrupted, UserError, first_line
@@ -111,6 +112,7 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
     log(f"{cfg['model']} ({cfg['block_type']}), {cfg['num_classes']} classes; {train_spec.num_samples} training "
         f"samples from {train_spec.root}; {world} device(s) on {cfg['device_target']}, "
         f"{'graph' if cfg['mode'] == 0 else 'PyNative'} mode")
+    log(stack.describe(stack.versions(cfg["device_target"])))
     workers = data.workers(cfg, log)
     train_loader = data.create_loader(cfg, train_spec, True, rank, world, workers)
     spe = train_loader.get_dataset_size()
