@@ -8,8 +8,13 @@
 #               `make sweep BLOCK_TYPE=dbb` (any kind): with that kind's blocks (docs/sweep_dbb.md);
 #               `MODE=0`: the train step in graph mode (docs/sweep_dbb_graph.md).
 # `make families`: one member per MindCV family with every kind: tables and conversions (docs/families.md; ~20 min).
-# `make install`: set up .venv only: acnet_ms installed editable with its test extra (pyproject.toml).
-# `make clean`: remove .venv and every output folder.
+# `make test-compat`: another stack in a venv of its own (.venv-compat): MindSpore MINDSPORE (default: the
+#               constraints' 2.8.0) and MindCV MINDCV (a pip requirement, folder or source archive; default: MindCV
+#               0.5.0, GitHub main, from ../shared/vendor/), acnet_ms installed into it by pip, which keeps both;
+#               then the kind contract's PyNative fast lane, the .pth imports and the demo (docs/compatibility.md).
+# `make install`: set up .venv only: acnet_ms installed editable with its test extra (pyproject.toml), at the
+#                 versions of constraints.txt.
+# `make clean`: remove .venv, .venv-compat and every output folder.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -19,16 +24,17 @@ MODE       ?= 1
 # the test targets' workers (`make test PARALLEL=` runs serially)
 PARALLEL ?= -n 3 --dist loadfile
 
-.PHONY: demo test test-fast bench study sweep families install clean
+.PHONY: demo test test-fast test-compat bench study sweep families install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
 # the package itself, editable (the checkout's acnet_ms is the one imported), with every extra the tests need;
-# the dependencies are listed once, in the requirements files that pyproject.toml reads
+# the dependencies are listed once, in the requirements files that pyproject.toml reads (ranges), and installed
+# at the exact versions of constraints.txt (the stack the suite is run on)
 $(VENV)/.installed: pyproject.toml requirements.txt requirements-demo.txt requirements-study.txt requirements-onnx.txt \
-                   requirements-test.txt | $(VENV)/bin/python
-	$(PIP) -e ".[test]"
+                   requirements-test.txt constraints.txt | $(VENV)/bin/python
+	$(PIP) -c constraints.txt -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -41,6 +47,20 @@ test: install
 
 test-fast: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PARALLEL) -m "not slow and not msrun" tests
+
+MINDSPORE ?= $(shell sed -n 's/^mindspore==//p' constraints.txt)
+MINDCV    ?= ../shared/vendor/mindcv-0.5.0-51b0636.tar.gz
+COMPAT    := .venv-compat
+test-compat:
+	rm -rf $(COMPAT)
+	$(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install --quiet --disable-pip-version-check "mindspore==$(MINDSPORE)" "numpy<2"
+	$(COMPAT)/bin/python -m pip install --quiet --disable-pip-version-check "$(MINDCV)"
+	$(COMPAT)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(COMPAT)/bin/python -m acnet_ms --version
+	PATH="$(abspath $(COMPAT))/bin:$$PATH" $(COMPAT)/bin/python -m pytest -q $(PARALLEL) \
+	    -m "not slow and not msrun and not graph" tests/test_kind_contract.py tests/test_pth_import.py
+	cd "$$(mktemp -d)" && "$(abspath $(COMPAT))/bin/python" -m acnet_ms.demo
 
 bench: install
 	$(PY) benchmarks/bench.py --out benchmarks/results.md
@@ -55,4 +75,4 @@ families: install
 	$(PY) benchmarks/families.py --out docs/families.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache build acnet_ms.egg-info demo_out study_out analysis_out data/digits
+	rm -rf $(VENV) $(COMPAT) .pytest_cache build acnet_ms.egg-info demo_out study_out analysis_out data/digits

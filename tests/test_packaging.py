@@ -1,4 +1,5 @@
-"""acnet_ms installs with pip: every package under acnet_ms/, the pinned dependencies and the extras."""
+"""acnet_ms installs with pip: every package under acnet_ms/, the dependencies as ranges (a supported MindSpore
+or MindCV already installed is kept), the extras, and the exact versions the suite runs with (constraints.txt)."""
 import glob
 import os
 import shutil
@@ -51,14 +52,27 @@ def test_every_package_is_installed_and_imports_from_another_folder(installed, t
     assert model
 
 
-def test_the_metadata_pins_the_requirements_and_offers_the_extras(installed):
+def _normal(requirement):
+    """``"mindcv<0.6,>=0.3.0"`` and ``"mindcv>=0.3.0,<0.6"`` alike: the name and the set of its specifiers."""
+    import re
+
+    name, specs = re.match(r"([A-Za-z0-9_.-]+)\s*(.*)", requirement).groups()
+    return name.lower(), frozenset(spec.strip().replace(" ", "") for spec in specs.split(",") if spec.strip())
+
+
+def test_the_metadata_asks_for_the_supported_ranges_and_offers_the_extras(installed):
+    """The package asks for ranges (the ones acnet_ms.stack checks), not the suite's exact versions."""
+    from acnet_ms.stack import SUPPORTED
+
     (meta,) = glob.glob(os.path.join(installed, "acnet_ms-*.dist-info", "METADATA"))
     with open(meta, encoding="utf-8") as f:
         lines = [line.strip() for line in f]
     requires = [line[len("Requires-Dist: "):] for line in lines if line.startswith("Requires-Dist: ")]
     pins = requirement_lines("requirements.txt")
-    assert {"mindspore==2.8.0", "mindcv==0.3.0", "numpy<2", "pyyaml"} <= set(pins)
-    assert set(pins) <= set(requires)
+    ranges = {f"{name}>={low},<{below}" for name, (low, below) in SUPPORTED.items()}
+    assert ranges | {"numpy<2", "pyyaml"} == set(pins)
+    assert not any("==" in line for line in pins), pins
+    assert {_normal(r) for r in pins} <= {_normal(r) for r in requires}
     extras = {line[len("Provides-Extra: "):] for line in lines if line.startswith("Provides-Extra: ")}
     assert extras == {"demo", "study", "onnx", "test"}
     for extra, files in (("demo", ["demo"]), ("study", ["study"]), ("onnx", ["onnx"]),
@@ -145,3 +159,106 @@ def test_the_study_and_the_programs_start_from_an_installed_package(venv, tmp_pa
         res = run_installed(venv, tmp_path, "-m", f"acnet_ms.apps.{program}", "--help")
         assert res.returncode == 0 and "usage:" in res.stdout, (program, res.stderr[-3000:])
     assert os.listdir(tmp_path) == []
+
+
+def _fake_dist(site, name, version):
+    """A distribution's metadata only (what pip's resolver reads of an installed package)."""
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "INSTALLER").write_text("pip\n")
+
+
+def _sources(tmp):
+    src = tmp / "src"
+    src.mkdir()
+    for path in ["pyproject.toml", "README.md", *glob.glob(os.path.join(ROOT, "requirements*.txt"))]:
+        shutil.copy(os.path.join(ROOT, path), src)
+    shutil.copytree(os.path.join(ROOT, "acnet_ms"), src / "acnet_ms", ignore=shutil.ignore_patterns("__pycache__"))
+    return src
+
+
+@pytest.mark.parametrize("mindspore, mindcv, kept", [("2.10.0", "0.5.0", True), ("2.7.2", "0.3.0", True),
+                                                     ("2.6.0", "0.3.0", False), ("2.8.0", "0.2.2", False)])
+def test_pip_keeps_a_supported_mindspore_and_mindcv_it_finds_installed(tmp_path, mindspore, mindcv, kept):
+    """``pip install .`` resolved (a dry run, nothing downloaded) where a MindSpore and MindCV are installed:
+    a supported pair is kept (only acnet_ms would be installed); one outside the ranges would be replaced
+    (with no index to take another from, the resolution fails naming it)."""
+    pytest.importorskip("setuptools")
+    site = tmp_path / "site"
+    _fake_dist(site, "mindspore", mindspore)
+    _fake_dist(site, "mindcv", mindcv)
+    report = tmp_path / "report.json"
+    env = dict(os.environ, PYTHONPATH=str(site))  # found before this environment's own MindSpore and MindCV
+    res = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "--disable-pip-version-check",
+                          "--no-build-isolation", "--no-index", "--report", str(report), str(_sources(tmp_path))],
+                         capture_output=True, text=True, timeout=300, env=env)
+    if kept:
+        assert res.returncode == 0, res.stderr[-3000:]
+        import json
+
+        installs = [i["metadata"]["name"] for i in json.loads(report.read_text())["install"]]
+        assert [name.replace("-", "_") for name in installs] == ["acnet_ms"], installs
+    else:
+        replaced = "mindspore" if mindspore == "2.6.0" else "mindcv"
+        assert res.returncode != 0 and f"satisfies the requirement {replaced}" in res.stderr, res.stderr[-3000:]
+
+
+def test_make_installs_the_exact_versions_the_suite_runs_with():
+    """constraints.txt pins a MindSpore and MindCV pair the project lists as tested, inside the package's ranges,
+    and is what make installs from; on the Python its other pins are for, this environment holds them all."""
+    from importlib import metadata
+
+    from acnet_ms.stack import SUPPORTED, TESTED, release
+
+    pins = {}
+    for line in requirement_lines("constraints.txt"):
+        requirement, _, marker = line.partition(";")
+        name, version = requirement.strip().split("==")
+        pins[name.lower()] = (version, marker.strip())
+    assert (pins["mindspore"][0], pins["mindcv"][0]) in TESTED
+    for name, (low, below) in SUPPORTED.items():
+        assert release(low) <= release(pins[name][0]) < release(below), name
+        assert not pins[name][1], name  # on every Python
+    makefile = open(os.path.join(ROOT, "Makefile"), encoding="utf-8").read()
+    assert '$(PIP) -c constraints.txt -e ".[test]"' in makefile
+    here = f'python_version == "{sys.version_info[0]}.{sys.version_info[1]}"'
+    for name, (version, marker) in pins.items():
+        if not marker or marker == here:
+            assert metadata.version(name) == version, (name, metadata.version(name), version)
+
+
+def test_the_version_program_says_what_it_runs_on_and_whether_that_is_tested():
+    from importlib.metadata import version
+
+    import acnet_ms
+
+    res = subprocess.run([sys.executable, "-m", "acnet_ms", "--version"], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-3000:]
+    line = res.stdout.strip()
+    assert line.startswith(f"acnet_ms {acnet_ms.__version__}, MindSpore {version('mindspore')}, MindCV "
+                           f"{version('mindcv')}, Python {sys.version.split()[0]}, CPU; tested: "), line
+    res = subprocess.run([sys.executable, "-m", "acnet_ms", "--verzion"], capture_output=True, text=True, timeout=300,
+                         cwd=ROOT)
+    assert res.returncode == 2 and res.stderr.startswith("usage: python -m acnet_ms --version")
+
+
+def test_an_untested_stack_is_one_warning_line_and_never_a_refusal(monkeypatch):
+    """On a MindSpore/MindCV pair the project has not run (here: its table emptied), every entry point warns in
+    one line first and goes on; a pair outside the ranges says which and what is supported."""
+    from helpers import run_main
+
+    from acnet_ms import stack
+
+    monkeypatch.setattr(stack, "TESTED", {})
+    res = run_main("convert.py", "--help")
+    assert res.returncode == 0 and "usage:" in res.stdout
+    first = res.stderr.splitlines()[0]
+    assert first.startswith("warning: MindSpore ") and "supported, not tested by the project" in first, first
+    assert len(res.stderr.splitlines()) == 1
+    found = dict(stack.versions(ask_mindspore=False), mindspore="2.6.0", mindcv="0.5.1")
+    assert "outside the supported versions: MindSpore 2.6.0 (supported: 2.7.0 to below 2.11)" in stack.warning(found)
+    assert stack.warning(dict(found, mindspore="2.10.1")).endswith("before relying on it")
+    assert "outside" not in stack.warning(dict(found, mindspore="2.10.1"))
+    assert [stack.release(v) for v in ("2.10.0rc1", "2.11", "0.5.0+local")] == [(2, 10, 0), (2, 11, 0), (0, 5, 0)]
