@@ -48,6 +48,8 @@ test: install
 test-fast: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PARALLEL) -m "not slow and not msrun" tests
 
+# the installed MindSpore and MindCV, one line: the lane checks that installing acnet_ms kept them
+export STACK_VERSIONS = from importlib.metadata import version; print(version("mindspore"), version("mindcv"))
 MINDSPORE ?= $(shell sed -n 's/^mindspore==//p' constraints.txt)
 MINDCV    ?= ../shared/vendor/mindcv-0.5.0-51b0636.tar.gz
 COMPAT    := .venv-compat
@@ -56,7 +58,10 @@ test-compat:
 	$(PYTHON) -m venv $(COMPAT)
 	$(COMPAT)/bin/python -m pip install --quiet --disable-pip-version-check "mindspore==$(MINDSPORE)" "numpy<2"
 	$(COMPAT)/bin/python -m pip install --quiet --disable-pip-version-check "$(MINDCV)"
+	$(COMPAT)/bin/python -c "$$STACK_VERSIONS" > $(COMPAT)/stack.txt
 	$(COMPAT)/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	$(COMPAT)/bin/python -c "$$STACK_VERSIONS" | cmp -s - $(COMPAT)/stack.txt || \
+	    { echo "error: installing acnet_ms replaced MindSpore and MindCV $$(cat $(COMPAT)/stack.txt)"; exit 1; }
 	$(COMPAT)/bin/python -m acnet_ms --version
 	PATH="$(abspath $(COMPAT))/bin:$$PATH" $(COMPAT)/bin/python -m pytest -q $(PARALLEL) \
 	    -m "not slow and not msrun and not graph" tests/test_kind_contract.py tests/test_pth_import.py

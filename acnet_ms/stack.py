@@ -14,6 +14,8 @@ SUPPORTED = {"mindspore": ("2.7.0", "2.11"), "mindcv": ("0.3.0", "0.6")}
 #: the combinations the project has run, {(MindSpore, MindCV): what ran on them} (docs/compatibility.md)
 TESTED = {
     ("2.8.0", "0.3.0"): "the whole test suite (make test), CPU, Python 3.11",
+    ("2.8.0", "0.5.0"): "make test-compat (the kind contract's PyNative fast lane, the .pth imports, the demo), "
+                        "CPU, Python 3.11",
 }
 
 
