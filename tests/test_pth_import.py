@@ -309,6 +309,45 @@ def test_maxpool_pad_option_is_checked():
         R.ResNet(R.BasicBlock, (1, 1, 1, 1), maxpool_pad="torch")
 
 
+def test_maxpool_pad_is_an_option_of_the_programs_and_travels_with_the_checkpoint(tmp_path, digits):
+    """``--maxpool_pad symmetric`` (or ``maxpool_pad:`` in a recipe) builds our ResNets with PyTorch's padding,
+    in the training form and in the fully folded one validate.py and convert.py build; a model without the
+    option, or a bad value, is one line; a training checkpoint records it, and convert.py builds what it records
+    and says that the stock model computes a shifted function."""
+    from acnet_ms.cli import UserError
+    from acnet_ms.config.loader import parse
+    from acnet_ms.convert.pipeline import convert_checkpoint
+    from acnet_ms.engine.runtime import build_model, recorded_model_kwargs
+    from acnet_ms.io.checkpoint import write_checkpoint
+
+    recipe = tmp_path / "run.yaml"
+    recipe.write_text("model: resnet18\nnum_classes: 10\nblock_type: dbb\nmaxpool_pad: symmetric\n")
+    for argv in (["--config", str(recipe)], ["--model", "resnet18", "--num_classes", "10", "--maxpool_pad",
+                                             "symmetric"]):
+        cfg, _ = parse(argv, "test")
+        for deploy in (False, True):
+            pool = build_model(cfg, deploy=deploy).max_pool
+            assert pool.pad_mode == "PAD", (argv, deploy, pool)  # nn.MaxPool2d(3, 2, pad_mode="pad", padding=1)
+    assert build_model(dict(cfg, maxpool_pad=None)).max_pool.pad_mode == "SAME"
+    with pytest.raises(UserError, match="option 'maxpool_pad' must be one of None, same, symmetric, got 'torch'"):
+        parse(["--model", "resnet18", "--maxpool_pad", "torch"], "test")
+    res = run_main("train.py", "--model", "mobilenet_v2_035_96", "--maxpool_pad", "symmetric", "--data_dir", digits,
+                   "--ckpt_save_dir", str(tmp_path / "never"))
+    assert_one_line_error(res, "model mobilenet_v2_035_96 does not take option(s) maxpool_pad")
+    assert not (tmp_path / "never").exists()
+    # a training checkpoint records it; convert.py builds the folded model with it and says what stock computes
+    net = build_model(cfg)
+    src, dst = str(tmp_path / "train.ckpt"), str(tmp_path / "deploy.ckpt")
+    write_checkpoint(src, {p.name: p.asnumpy() for p in net.get_parameters()},
+                     dict(model="resnet18", block_type="base", num_classes=10, config=dict(cfg)))
+    assert recorded_model_kwargs({"config": dict(cfg)}) == {"maxpool_pad": "symmetric"}
+    assert recorded_model_kwargs({"config": {}}) == {} and recorded_model_kwargs(None) == {}
+    lines = []
+    convert_checkpoint(src, dst, fold_bn=True, log=lines.append)
+    assert any("trained with maxpool_pad symmetric; stock MindCV pads its max-pool bottom and right" in line
+               for line in lines), lines
+
+
 def test_the_summary_line_says_the_source_its_architecture_and_each_form_in_words(tmp_path, monkeypatch):
     """convert.py's line for a .pth: the original's repository, the architecture and how many blocks of each
     form it read (a RepVGG block is one block, not a conv + BN), a ResNet in the DBB/OREPA names without a

@@ -192,7 +192,7 @@ _TABLE = [
     Option("pretrained", False, _bool, MODEL, "MindCV's downloaded weights (needs network; see docs/options.md)"),
     Option("ckpt_path", None, _str_opt, MODEL, "checkpoint to start from (finetuning) or to validate"),
     Option("ckpt_partial", False, _bool, MODEL, "with ckpt_path: the classifier may differ from the checkpoint's "
-           "(another num_classes) and starts afresh; every other parameter must still load"),
+           "(another num_classes) and starts afresh; every other parameter must still load", None, True),
     Option("resume_opt", False, _bool, MODEL, "with ckpt_path: resume its optimizer state, epoch and step too"),
     Option("keep_checkpoint_max", 10, _int, MODEL, "epoch checkpoints kept (the -best one is kept apart)"),
     Option("ckpt_save_dir", "./ckpt", _text, MODEL, "folder for checkpoints, logs and the merged config"),
@@ -250,6 +250,9 @@ _TABLE = [
            "{branches: h, branch_bn: false, position: corner, gamma_init: 0.33} for acb (docs/models.md)",
            None, True),
     *_flat_key_options(),
+    Option("maxpool_pad", None, _str_opt, OURS, "the ResNets' stem max-pool padding: same (MindCV's, bottom and "
+           "right) or symmetric (PyTorch's, every side: an imported .pth's own function); None: the model's own",
+           (None, "same", "symmetric"), True),
     Option("jit_level", "O2", str, OURS, "graph compile level (O2: Ascend whole-graph sinking)", ("O0", "O1", "O2"), True),
     Option("resume", None, _str_opt, OURS, "training checkpoint to resume from (weights, optimizer, epoch, step)",
            None, True),

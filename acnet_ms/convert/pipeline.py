@@ -14,9 +14,8 @@ With ``fold_bn`` every BatchNorm is folded too, into a checkpoint of the fully
 folded model (``create_model(name, deploy=True)``).  The name mapping is
 :func:`acnet_ms.reparam.state.fold_state` and :func:`~acnet_ms.reparam.state.fold_bns`,
 through the kind table (a model's own blocks, MindCV's RepVGG's, are a native
-kind's); the arithmetic is the kinds'.  Which entries fold into which comes
-from the model itself, so every registered model, MindCV's included, converts
-to the stock model's checkpoint: the same names, shapes and order.
+kind's); the arithmetic is the kinds'.  Which entries fold into which comes from the model
+itself, so every registered model, MindCV's included, converts to the stock model's checkpoint.
 """
 import os
 import time
@@ -26,6 +25,7 @@ from typing import Optional
 from .. import kinds
 from ..kinds.table import check_recorded_kind
 from ..cli import UserError
+from ..engine.runtime import recorded_model_kwargs
 from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
 from ..models.factory import create_model, layout_for, uninitialised_model
 from ..reparam import state as state_map
@@ -242,8 +242,9 @@ def fold_to_deploy(source, plain, net):
 def fold(source, opts, outputs):
     """The :class:`Folded` result of ``source``: the stock model's checkpoint, or the fully folded one."""
     net, native = None, {}
+    shape = recorded_model_kwargs(source.meta)  # the folded model and a graph compute what was trained
     if source.fully:
-        net = create_model(source.model, num_classes=source.num_classes, deploy=True)
+        net = create_model(source.model, num_classes=source.num_classes, deploy=True, **shape)
         native = net.acnet.native_blocks
         if not native and not opts.fold_bn:
             raise UserError(f"{source.path}: no re-parameterizable block of {source.model} in this checkpoint: it "
@@ -253,7 +254,7 @@ def fold(source, opts, outputs):
     if source.fully:
         plain, own, bns = fold_to_deploy(source, plain, net)
     elif outputs.fmt:
-        net = uninitialised_model(source.model, source.num_classes)
+        net = uninitialised_model(source.model, source.num_classes, **shape)
     return Folded(plain, net, blocks, own, bns, _label([block.kind for block in native.values()]))
 
 
@@ -346,6 +347,9 @@ def report(source, folded, graphs, outputs, opts, seconds, log=print):
     done = f"folded {', then '.join(steps)}; " if steps else ""
     log(f"{source.model}: {done}{summary['params_in']} parameters in, {summary['params_out']} out; wrote "
         f"{outputs.checkpoint} in {seconds:.2f} s")
+    if recorded_model_kwargs(source.meta).get("maxpool_pad") == "symmetric":
+        log(f"{source.model}: trained with maxpool_pad symmetric; stock MindCV pads its max-pool bottom and right "
+            f"(a shifted function): validate with --maxpool_pad symmetric, or build it with that option")
     if source.own and not source.fully:
         log(f"{source.model}: its own {_label(source.own.values())}s stay in training form, as in the stock "
             f"model; --fold_bn folds each into one conv (the deploy form)")

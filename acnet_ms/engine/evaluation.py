@@ -90,7 +90,6 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None)
     import mindspore as ms
 
     from ..reparam.switch import switch_to_deploy
-    from ..models import create_model
     from ..reparam.transform import native_blocks
 
     path = cfg["ckpt_path"]
@@ -101,12 +100,12 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None)
     context = setup(cfg, log=log)
     try:
         if folded_bn:
-            net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
+            net = build_model(cfg, deploy=True)
         else:
             net = build_model(cfg)
             if deploy and native_blocks(net):  # the checkpoint's blocks and the model's own fold on loading
                 folded_bn = True
-                net = create_model(cfg["model"], num_classes=cfg["num_classes"], deploy=True)
+                net = build_model(cfg, deploy=True)
         # where an ACB checkpoint's folds go: its recorded layout, else the ACB options it was trained with
         recorded = {k: cfg[k] for k in IDENTITY if k in cfg}
         state = net_state(arrays, net, dict(recorded, **(meta or {})))

@@ -97,27 +97,36 @@ def setup(cfg, log=print):
 def model_kwargs(cfg):
     """Keyword arguments for ``create_model`` beyond name and classes.
 
-    ``drop_rate``, ``drop_path_rate`` and ``in_channels`` are passed only when
-    they differ from MindCV's defaults, so models that do not take them build
-    as long as the recipe leaves them alone.
+    ``drop_rate``, ``drop_path_rate``, ``in_channels`` and ``maxpool_pad`` are
+    passed only when they differ from the defaults, so models that do not take
+    them build as long as the recipe leaves them alone.
     """
     base = cfg["block_type"] == "base"  # a caller may turn a block config into its plain model
     kwargs = dict(block_type=cfg["block_type"], block_options=None if base else cfg.get("block_options"))
-    for key, default in (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3)):
+    for key, default in (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3), ("maxpool_pad", None)):
         if cfg.get(key, default) != default:
             kwargs[key] = cfg[key]
     return kwargs
 
 
-def build_model(cfg, num_classes=None):
-    """The model ``cfg`` names, with one-line errors for options the model does not take."""
+def recorded_model_kwargs(meta):
+    """The model options a training checkpoint records that change its function but no parameter
+    (``maxpool_pad``): what a model built from the checkpoint alone (convert.py's folded model, a graph) needs
+    to compute what was trained."""
+    pad = ((meta or {}).get("config") or {}).get("maxpool_pad")
+    return {"maxpool_pad": pad} if pad else {}
+
+
+def build_model(cfg, num_classes=None, deploy=False):
+    """The model ``cfg`` names, with one-line errors for options the model does not take; ``deploy``: its
+    fully folded form (``create_model(..., deploy=True)``) with the same model options."""
     from ..models import create_model
 
-    kwargs = model_kwargs(cfg)
+    kwargs = model_kwargs(dict(cfg, block_type="base") if deploy else cfg)
     try:
-        return create_model(cfg["model"], num_classes=num_classes or cfg["num_classes"], **kwargs)
+        return create_model(cfg["model"], num_classes=num_classes or cfg["num_classes"], deploy=deploy, **kwargs)
     except TypeError as err:
-        given = [k for k in ("drop_rate", "drop_path_rate", "in_channels") if k in kwargs]
+        given = [k for k in ("drop_rate", "drop_path_rate", "in_channels", "maxpool_pad") if k in kwargs]
         raise UserError(f"model {cfg['model']} does not take option(s) {', '.join(given) or 'given'} "
                         f"({first_line(err)})") from None
     except ValueError as err:
