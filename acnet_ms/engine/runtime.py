@@ -94,6 +94,10 @@ def setup(cfg, log=print):
     return Context(rank, world, target)
 
 
+#: the model options passed to ``create_model`` only when they differ from these defaults
+OPTIONAL_MODEL_ARGS = (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3), ("maxpool_pad", None))
+
+
 def model_kwargs(cfg):
     """Keyword arguments for ``create_model`` beyond name and classes.
 
@@ -103,7 +107,7 @@ def model_kwargs(cfg):
     """
     base = cfg["block_type"] == "base"  # a caller may turn a block config into its plain model
     kwargs = dict(block_type=cfg["block_type"], block_options=None if base else cfg.get("block_options"))
-    for key, default in (("drop_rate", None), ("drop_path_rate", None), ("in_channels", 3), ("maxpool_pad", None)):
+    for key, default in OPTIONAL_MODEL_ARGS:
         if cfg.get(key, default) != default:
             kwargs[key] = cfg[key]
     return kwargs
@@ -126,7 +130,7 @@ def build_model(cfg, num_classes=None, deploy=False):
     try:
         return create_model(cfg["model"], num_classes=num_classes or cfg["num_classes"], deploy=deploy, **kwargs)
     except TypeError as err:
-        given = [k for k in ("drop_rate", "drop_path_rate", "in_channels", "maxpool_pad") if k in kwargs]
+        given = [k for k, _ in OPTIONAL_MODEL_ARGS if k in kwargs]
         raise UserError(f"model {cfg['model']} does not take option(s) {', '.join(given) or 'given'} "
                         f"({first_line(err)})") from None
     except ValueError as err:
