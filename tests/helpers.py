@@ -83,13 +83,13 @@ def user_env():
     return env
 
 
-def run_script(script, *args, timeout=600):
-    """Run one of the entry points like a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=ROOT,
+def run_script(script, *args, timeout=600, cwd=ROOT):
+    """Run one of the entry points like a user would (in the checkout, or in ``cwd``); returns the CompletedProcess."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], cwd=cwd,
                           env=user_env(), capture_output=True, text=True, timeout=timeout)
 
 
-def run_main(script, *args):
+def run_main(script, *args, cwd=ROOT):
     """Run an entry point's ``main`` in this process as ``python script args`` would run it.
 
     The same CompletedProcess as :func:`run_script` (exit status, stdout,
@@ -97,7 +97,7 @@ def run_main(script, *args):
     error cases.  ``acnet_ms.cli.run`` turns the errors into lines and exit
     statuses, as in a real run; only what MindSpore prints from C++ is not
     seen (each entry point keeps a subprocess test for that).  The working
-    folder is the checkout, as in :func:`run_script`, and MindSpore's mode and
+    folder is the checkout (or ``cwd``), as in :func:`run_script`, and MindSpore's mode and
     compile level are put back afterwards.
     """
     from acnet_ms.cli import run
@@ -108,7 +108,7 @@ def run_main(script, *args):
     out, err = io.StringIO(), io.StringIO()
     saved_argv, cwd = sys.argv, os.getcwd()
     sys.argv = [os.path.join(ROOT, script), *argv]  # argparse names the program after it
-    os.chdir(ROOT)
+    os.chdir(cwd)
     try:
         with redirect_stdout(out), redirect_stderr(err), pytest.raises(SystemExit) as stop:
             run(main, argv)
