@@ -14,6 +14,7 @@ second and kills the group past ``cap_mb`` or after ``timeout`` seconds.
 
 This module imports neither MindSpore nor the package: the parent side stays light.
 """
+import contextlib
 import gc
 import json
 import os
@@ -23,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -116,6 +118,24 @@ def _watch(proc, cap_bytes, timeout, start, poll):
     return peak, None
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (``kill``, a job scheduler) stops the parent as Ctrl-C does: the worker, in a session of its own
+    that the signal does not reach, is killed with it instead of running on alone.  (Main thread only.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run(script, spec, cap_mb=None, timeout=None, log_path=None, poll=0.25, env=None):
     """Run ``script --worker <spec> --result <file>`` in a process group of its own, under the memory
     cap (``cap_mb``, of the group's resident memory; ``None``: none) and ``timeout`` (seconds); return
@@ -131,7 +151,7 @@ def run(script, spec, cap_mb=None, timeout=None, log_path=None, poll=0.25, env=N
     env.setdefault("GLOG_v", "3")
     start = time.perf_counter()
     try:
-        with open(log_path, "w", encoding="utf-8") as log:
+        with open(log_path, "w", encoding="utf-8") as log, _terminate_as_interrupt():
             proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, preexec_fn=_address_limit(cap) if cap else None)
             try:

@@ -3,6 +3,7 @@ crash), the family table of a small model for two kinds, and the sweep's command
 import os
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -132,6 +133,48 @@ def test_the_harness_reports_a_crashed_workers_last_line(worker_script):
     run = harness.run(worker_script, dict(kind="fail"), timeout=60)
     assert run.stopped == "crashed (exit status 1): RuntimeError: this worker fails"
     assert run.returncode == 1 and run.result is None
+
+
+def test_a_terminated_parent_takes_its_worker_with_it(worker_script, tmp_path):
+    """``kill <sweep>`` (SIGTERM) stops the parent as Ctrl-C does: the worker, in a session of its own, goes too
+    (it once ran on alone, holding gigabytes), and the parent exits as interrupted."""
+    import signal
+    import subprocess
+
+    parent = tmp_path / "parent.py"
+    parent.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {os.path.join(ROOT, "benchmarks")!r})
+        import harness
+        try:
+            harness.run({worker_script!r}, dict(kind="stall"), timeout=120)
+        except KeyboardInterrupt:
+            sys.exit(130)
+    """))
+    proc = subprocess.Popen([sys.executable, str(parent)])
+    deadline = time.time() + 60
+    worker = None
+    while worker is None and time.time() < deadline:
+        time.sleep(0.2)
+        worker = next((pid for pid in _children(proc.pid)), None)
+    assert worker, "the worker did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130
+    time.sleep(0.5)
+    assert not os.path.exists(f"/proc/{worker}") or _zombie(worker), "the worker outlived its parent"
+
+
+def _children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 # ---------------------------------------------------------------- the family table of one model, two kinds
