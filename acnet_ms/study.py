@@ -54,6 +54,7 @@ VARIANTS = {
     "dbb": ["--block_type", "dbb", "--block_options", "{gamma_init: 0.25}"],
     "orepa": ["--block_type", "orepa"],
     "rep": ["--block_type", "rep", "--block_options", "{gamma_init: 0.3333333333}"],
+    "rep_qa": ["--block_type", "rep", "--block_options", "{quant_aware: true}"],
 }
 RATIOS = tuple(i / 10 for i in range(10))
 
@@ -223,7 +224,12 @@ def int8_section(quant, seeds):
             d, inside = compare(drop[v], drop["base"])
             d = round(d, 12) + 0.0  # equal drops print as +0.0000, not -0.0000
             obs.append(observation(f"{v} loses more top-1 under INT8 than base", d > 0, d, inside, unit="drop"))
+    d, inside = compare(drop["rep"], drop["rep_qa"])
+    obs.append(observation("rep_qa loses less top-1 under INT8 than rep (QARepVGG)", d > 0, d, inside, unit="drop"))
     lines += ["", "| observation | difference of drops | here |", "|---|---|---|"] + obs
+    worst = np.mean(sqnr["rep_qa"]) - np.mean(sqnr["rep"])
+    lines += ["", f"rep_qa's worst layer quantizes at {np.mean(sqnr['rep_qa']):.1f} dB, rep's at "
+              f"{np.mean(sqnr['rep']):.1f} dB ({worst:+.1f} dB; base: {np.mean(sqnr['base']):.1f} dB)."]
     lines += ["", "![quantization](quantization.png)"]
     return lines
 

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import ROOT, assert_clean_exit, run_script, stderr_of
+from helpers import ROOT, assert_clean_exit, run_script, small_run, stderr_of
 
 from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
 from acnet_ms.convert.quantize import int8_roundtrip, range_ratios, weight_sqnr
@@ -141,6 +141,44 @@ def test_analyze_quantization_reports_known_sqnr_and_validates_numbers(graphs, c
     assert folded["drop"] == pytest.approx(folded["fp32_top1"] - folded["int8_top1"])
     assert folded["calibration"]["images"] == 64
     assert "layer of min SQNR" in res.stdout
+
+
+@pytest.mark.slow
+def test_the_quant_aware_rep_form_goes_from_training_to_int8_and_strict_loads_into_the_plain_model(digits, tmp_path):
+    """docs/models.md's commands for rep's quantization-aware form (on the small lists): train.py, convert.py
+    --fold_bn --export onnx --int8, validate.py on the checkpoint and both graphs; the plain conversion
+    strict-loads into the plain model."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from acnet_ms import create_model
+
+    run = str(tmp_path / "qa_run")
+    res = run_script("train.py", *small_run(digits, run, "--block_type", "rep", "--block_options",
+                                            "{quant_aware: true}", "--epoch_size", 1, "--val_while_train", False))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "src20 (rep" in res.stdout and "quant_aware" in res.stdout, res.stdout[:2000]
+    trained = os.path.join(run, "src20_rep-e001.ckpt")
+    arrays, meta = read_checkpoint(trained)
+    assert any(k.endswith(".post_bn.gamma") for k in arrays) and not any("identity_bn" in k for k in arrays)
+    assert not any(k.endswith(".scale.bn.gamma") for k in arrays)
+    deploy = str(tmp_path / "qa_deploy.ckpt")
+    res = run_script("convert.py", "--ckpt_path", trained, "--output", deploy, "--fold_bn", "--export", "onnx",
+                     "--int8", "--calib_data", os.path.join(digits, "train"), "--calib_samples", 32)
+    assert res.returncode == 0 and stderr_of(res).strip() == "", res.stderr[-3000:]
+    scores = [validate(path, digits, tmp_path / f"{i}.json")[0]
+              for i, path in enumerate((trained, deploy, str(tmp_path / "qa_deploy.onnx"),
+                                        str(tmp_path / "qa_deploy.int8.onnx")))]
+    assert len({r["correct1"] for r in scores[:3]}) == 1, [r["correct1"] for r in scores]  # the forms agree
+    assert {r["samples"] for r in scores} == {60}  # the validation list the run recorded
+    plain = str(tmp_path / "qa_plain.ckpt")
+    res = run_script("convert.py", "--ckpt_path", trained, "--output", plain)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state, _ = read_checkpoint(plain)
+    base = create_model("src20", num_classes=10)  # the plain model (MindCV's own models: tests/test_rep.py)
+    assert list(state) == [p.name for p in base.get_parameters()]
+    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items()}
+    assert ms.load_param_into_net(base, params, strict_load=True) == ([], [])
 
 
 def test_the_ordinary_path_never_imports_onnx():

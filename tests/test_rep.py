@@ -220,6 +220,122 @@ def test_bad_arguments_fail_at_construction(bad, match):
         RepBlock(4, 4, **dict(dict(kernel_size=3), **bad))
 
 
+# ---------------------------------------------------------------- the quantization-aware form (QARepVGG)
+
+@pytest.mark.parametrize("groups", [1, 4])
+def test_fold_quant_aware_equals_its_branches(groups):
+    """BN_post(sum_i BN_i(K_i * x) + S * x + x) == one conv (float64; random BNs, the post-BN's too)."""
+    rng = np.random.default_rng(10 + groups)
+    c, k = 4, 3
+    x = rng.normal(size=(2, c, 7, 8))
+    dense = [random_branch(rng, (c, c // groups, k, k)) for _ in range(2)]
+    scale = rng.normal(size=(c, c // groups, 1, 1))
+    post = random_branch(rng, (c, 1, 1, 1))[1:]
+    inner = sum(np_bn(reference_conv(x, b[0], groups=groups, pads=(1,) * 4), *b[1:]) for b in dense)
+    for identity in (True, False):
+        ref = np_bn(inner + reference_conv(x, scale, groups=groups) + (x if identity else 0), *post)
+        kernel, bias = rep_fold.fold_quant_aware(dense, (scale,), identity, post)
+        got = reference_conv(x, kernel, bias, groups, pads=(1,) * 4)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-10)
+    kernel, bias = rep_fold.fold_quant_aware(dense, None, True, post)  # no 1 x 1 branch
+    ref = np_bn(inner + x, *post)
+    np.testing.assert_allclose(reference_conv(x, kernel, bias, groups, pads=(1,) * 4), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", [(3, 1, "pad-half", "1"), (3, 2, "pad-half", "dw"), (3, 1, "pad-0", "2"),
+                                  (5, 1, "same", "1")], ids=_ids)
+def test_the_quant_aware_block_is_qarepvggs(case):
+    """QARepVGG's block: BNs on the k x k branches, a bare 1 x 1 conv on the centre tap, the bare identity,
+    one BN after the sum; its eval output is that formula's (float64 numpy, random BNs), and its switched conv
+    and its fold give the same."""
+    block = randomize_bn(_block(*case, num_kxk=2, quant_aware=True), seed=3)
+    bns = sorted(name for name, c in block.cells_and_names() if isinstance(c, nn.BatchNorm2d))
+    assert bns == ["dense.0.bn", "dense.1.bn", "post_bn"] and not block.scale.has_bn
+    assert block.has_identity == (case[1] == 1 and case[2] in ("pad-half", "same"))
+    assert block.branch_bns() == [block.dense[0].bn, block.dense[1].bn]
+    block.set_train(False)
+    x = np.random.default_rng(1).normal(size=(2, 4, 9, 9)).astype(np.float32)
+    y = block(Tensor(x)).asnumpy()
+    stride, k, groups = block.stride[0], block.kernel_size, block.groups
+    pads = _explicit_pads(block, x)
+    arrays = state_of(block, "q")
+    bn_of = lambda head: tuple(arrays[f"q.{head}.{f}"] for f in ("gamma", "beta", "moving_mean", "moving_variance"))  # noqa: E731
+    inner = sum(np_bn(reference_conv(x, arrays[f"q.dense.{i}.conv.weight"], None, groups, stride, pads),
+                      *bn_of(f"dense.{i}.bn")) for i in range(2))
+    t, b, l, r = pads
+    centre = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (t, b), (l, r)))[:, :, k // 2:, k // 2:]
+    inner = inner + reference_conv(centre, arrays["q.scale.conv.weight"], None, groups, stride)[
+        :, :, :inner.shape[2], :inner.shape[3]]
+    expected = np_bn(inner + (x if block.has_identity else 0), *bn_of("post_bn"))
+    assert_close(y, expected, TOL, "QARepVGG's formula")
+    kernel, bias, _ = get_kind("rep").fold(arrays, "q", block.reparam_info())
+    assert_close(reference_conv(x, kernel, bias, groups, stride, pads), expected, TOL, "fold")
+    block.switch_to_deploy()
+    assert_close(block(Tensor(x)).asnumpy(), y, TOL, "switched")
+
+
+@pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.graph)])
+def test_the_quant_aware_form_trains_at_mixed_precision_and_folds(mode):
+    """Two O2 train steps of the four kinds of site in the quantization-aware form (the bare 1 x 1 branch and
+    identity added to float32 BN outputs), then the fold of the float32 weights equals the blocks."""
+    from test_kind_contract import train_step
+    from acnet_ms.reparam.state import fold_state
+    from acnet_ms.reparam.transform import block_layout
+
+    net = randomize_bn(four_sites(quant_aware=True), seed=2)
+    assert np.isfinite(train_step(net, "O2", "rep"))
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    params = {p.name: p.asnumpy() for p in net.get_parameters()}
+    reference = four_sites(quant_aware=True)
+    ms.load_param_into_net(reference, {k: ms.Parameter(Tensor(v), name=k) for k, v in params.items()},
+                           strict_load=True)
+    folded, _ = fold_state(params, block_layout(reference))
+    plain = FourSites()
+    ms.load_param_into_net(plain, {k: ms.Parameter(Tensor(v), name=k) for k, v in folded.items()}, strict_load=True)
+    x = Tensor(np.random.default_rng(4).normal(size=(2, 3, 16, 16)).astype(np.float32))
+    reference.set_train(False)
+    plain.set_train(False)
+    assert_close(plain(x).asnumpy(), reference(x).asnumpy(), MODEL_TOL, f"fold after O2 ({mode})")
+
+
+@pytest.mark.parametrize("name, options", [("resnet18", {}), ("mobilenet_v2_035_96", dict(pointwise=True))])
+def test_a_quant_aware_mindcv_model_converts_to_the_stock_checkpoint(name, options, tmp_path):
+    """The quantization-aware form of a MindCV model (random BNs, the ones after the sums too) converts to the
+    stock checkpoint: same names and order, strict load, the same logits."""
+    import mindcv
+
+    from acnet_ms import create_model
+    from acnet_ms.convert.pipeline import convert_checkpoint
+    from acnet_ms.io.checkpoint import read_checkpoint, write_checkpoint
+
+    ms.set_seed(3)
+    net = damp(randomize_bn(create_model(name, num_classes=10, block_type="rep",
+                                         block_options=dict(quant_aware=True, **options)), seed=4))
+    blocks = [c for _, c in net.cells_and_names() if isinstance(c, RepBlock)]
+    assert blocks and all(b.quant_aware for b in blocks) and any(b.has_identity for b in blocks)
+    src, dst = str(tmp_path / "qa.ckpt"), str(tmp_path / "plain.ckpt")
+    write_checkpoint(src, {p.name: p.asnumpy() for p in net.get_parameters()},
+                     dict(model=name, block_type="rep", block_options=net.acnet.block_options, num_classes=10))
+    convert_checkpoint(src, dst, log=lambda *_: None)
+    stock = mindcv.create_model(name, num_classes=10)
+    arrays, _ = read_checkpoint(dst)
+    assert list(arrays) == [p.name for p in stock.get_parameters()]
+    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in arrays.items()}
+    assert ms.load_param_into_net(stock, params, strict_load=True) == ([], [])
+    x = Tensor(np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32))
+    net.set_train(False)
+    stock.set_train(False)
+    assert_close(stock(x).asnumpy(), net(x).asnumpy(), MODEL_TOL, name)
+
+
+def test_quant_aware_needs_branch_bns_in_one_line():
+    with pytest.raises(ValueError, match="^block_type rep: option 'quant_aware' needs branch_bn true"):
+        check_block("rep", dict(quant_aware=True, branch_bn=False))
+    with pytest.raises(ValueError, match="quant_aware needs branch_bn=True"):
+        RepBlock(4, 4, 3, quant_aware=True, branch_bn=False)
+    assert check_block("rep", dict(quant_aware=True))[1]["quant_aware"] is True
+
+
 # ---------------------------------------------------------------- whole MindCV models
 
 #: member -> (block options, summary line): MobileOne-style depthwise + pointwise (x2), pre-activation, and 1 x 1
@@ -293,11 +409,16 @@ def test_what_the_entries_show_of_the_options():
     kind = get_kind("rep")
     w = np.zeros((4, 4, 3, 3), np.float32)
     assert kind.infer_options({"a.dense.0.conv.weight": w, "a.dense.1.conv.weight": w}, ["a"]) == (
-        dict(num_kxk=2, pointwise=False, branch_bn=False, scale=False), ["identity"])
+        dict(num_kxk=2, pointwise=False, branch_bn=False, quant_aware=False, scale=False), ["identity"])
     with_bn = {"a.dense.0.conv.weight": w, "a.dense.0.bn.gamma": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
                "a.identity_bn.gamma": w[:, 0, 0, 0]}
-    assert kind.infer_options(with_bn, ["a"]) == (dict(num_kxk=1, pointwise=False, branch_bn=True, scale=True,
-                                                       identity=True), [])
+    assert kind.infer_options(with_bn, ["a"]) == (dict(num_kxk=1, pointwise=False, branch_bn=True,
+                                                       quant_aware=False, scale=True, identity=True), [])
+    # the quantization-aware form: a BN after the sum, none on the 1 x 1 branch; its identity has no entry
+    aware = {"a.dense.0.conv.weight": w, "a.dense.0.bn.gamma": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
+             "a.post_bn.gamma": w[:, 0, 0, 0]}
+    assert kind.infer_options(aware, ["a"]) == (dict(num_kxk=1, pointwise=False, branch_bn=True, quant_aware=True,
+                                                     scale=True), ["identity"])
 
 
 def test_fold_bn_and_onnx_export(tmp_path):
@@ -385,8 +506,9 @@ def test_each_kind_of_block_trains_evaluates_and_folds_at_mixed_precision(amp_le
     assert_close(amp_out, expected, 0.05 if amp_level != "O0" else 1e-5, f"{amp_level} vs float32")
 
 
-@pytest.mark.parametrize("branch_bn", [True, False], ids=["branch_bn", "one_conv"])
-def test_from_plain_keeps_the_function_of_each_kind_of_block(branch_bn):
+@pytest.mark.parametrize("options", [dict(branch_bn=True), dict(branch_bn=False), dict(quant_aware=True)],
+                         ids=["branch_bn", "one_conv", "quant_aware"])
+def test_from_plain_keeps_the_function_of_each_kind_of_block(options):
     """A plain network's entries mapped onto each kind of block (BN slot, conv bias as a BN, pointwise,
     pre-activation with an identity) compute what the plain network computes."""
     from acnet_ms.reparam.state import plain_to_blocks
@@ -395,7 +517,10 @@ def test_from_plain_keeps_the_function_of_each_kind_of_block(branch_bn):
     ms.set_seed(4)
     plain = randomize_bn(FourSites(), seed=5)
     plain.conv_bias.bias.set_data(Tensor(np.linspace(-1, 1, 8).astype(np.float32)))
-    net = four_sites(branch_bn=branch_bn)
+    net = four_sites(**options)
+    if options.get("quant_aware"):  # where the block ends in BNs (a BN slot, a conv bias), not pre-activation
+        assert {k: v["quant_aware"] for k, v in block_layout(net).items()} == dict(
+            conv_bn=True, conv_bias=True, pointwise=True, conv_plain=False)
     state = plain_to_blocks({p.name: p.asnumpy() for p in plain.get_parameters()}, block_layout(net))
     mine = {p.name for p in net.get_parameters()}
     assert set(state) <= mine

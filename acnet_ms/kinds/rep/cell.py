@@ -56,6 +56,12 @@ class RepBlock(BranchBNBlock):
     With ``pad_mode="same"`` the input is padded explicitly first (MindSpore's
     amounts, from its size), the identity reading the unpadded input.
 
+    Quantization-aware training form (``quant_aware=True``, QARepVGG: Chu et
+    al., AAAI 2024; needs branch BNs): the k x k branches keep their BNs, the
+    1 x 1 branch is a bare conv and the identity adds ``x`` itself, and one BN
+    (``post_bn``, the site's own BN) normalizes the sum: no BN rescales the
+    identity into a large centre tap, the cause of RepVGG's INT8 collapse.
+
     Training form without branch BNs (``branch_bn=False``): the branches are
     linear, so the block runs as ONE conv over ``sum_i dense[i] + centred scale
     + identity kernel``, rebuilt at every step from the parameters (the
@@ -75,19 +81,24 @@ class RepBlock(BranchBNBlock):
     """
 
     kind = "rep"
-    info_fields = ("kernel_size", "num_kxk", "has_scale", "has_identity", "branch_bn", "has_bias", "eps")
-    repr_fields = ("num_kxk", ("scale", "has_scale"), ("identity", "has_identity"), "branch_bn")
+    info_fields = ("kernel_size", "num_kxk", "has_scale", "has_identity", "branch_bn", "quant_aware", "has_bias",
+                   "eps")
+    repr_fields = ("num_kxk", ("scale", "has_scale"), ("identity", "has_identity"), "branch_bn", "quant_aware")
 
-    @keyword_options("num_kxk", "scale", "identity", "branch_bn", "pad_mode", "has_bias", "eps", "momentum", "deploy")
+    @keyword_options("num_kxk", "scale", "identity", "branch_bn", "quant_aware", "pad_mode", "has_bias", "eps",
+                     "momentum", "deploy")
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1, *,
-                 num_kxk=1, scale=True, identity=True, branch_bn=True, pad_mode="pad", has_bias=False,
-                 eps=BN_EPS, momentum=0.9, deploy=False):
+                 num_kxk=1, scale=True, identity=True, branch_bn=True, quant_aware=False, pad_mode="pad",
+                 has_bias=False, eps=BN_EPS, momentum=0.9, deploy=False):
         if isinstance(num_kxk, bool) or not isinstance(num_kxk, int) or num_kxk < 1:
             raise ValueError(f"RepBlock: num_kxk must be an integer >= 1, got {num_kxk!r}")
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          pad_mode=pad_mode, has_bias=has_bias, deploy=deploy, branch_bn=branch_bn, eps=eps,
                          momentum=momentum, min_kernel=1)
+        if quant_aware and not branch_bn:
+            raise ValueError("RepBlock: quant_aware needs branch_bn=True (its k x k branches and the sum end in BNs)")
         self.num_kxk = num_kxk
+        self.quant_aware = bool(quant_aware)
         self.has_scale = bool(scale) and kernel_size > 1
         self.has_identity = bool(identity) and keeps_grid(in_channels, out_channels, kernel_size, self.stride,
                                                           self.padding, self.dilation, self.same)
@@ -111,12 +122,15 @@ class RepBlock(BranchBNBlock):
         if self.has_scale:
             pads, self.scale_crop = geometry.sub_window(self.padding, k, dilation, k // 2, k // 2, 1, 1)
             self.crop_scale = any(self.scale_crop)
-            self.scale = Branch(self.branch_conv((1, 1), pads, (1, 1)), self.new_bn())
-        if self.has_identity:
+            self.scale = Branch(self.branch_conv((1, 1), pads, (1, 1)), None if self.quant_aware else self.new_bn())
+        if self.quant_aware:
+            self.post_bn = self.new_bn()
+        elif self.has_identity:
             self.identity_bn = self.new_bn()
 
     @classmethod
-    def from_conv(cls, conv, bn=None, num_kxk=1, scale=True, identity=True, branch_bn=True, gamma_init=None, seed=0):
+    def from_conv(cls, conv, bn=None, num_kxk=1, scale=True, identity=True, branch_bn=True, quant_aware=False,
+                  gamma_init=None, seed=0):
         """A rep block in place of ``conv`` (and of ``bn`` after it, if given), same geometry.
 
         The first k x k branch starts from ``conv``'s kernel (and ``bn``'s gamma
@@ -125,10 +139,12 @@ class RepBlock(BranchBNBlock):
         k x k, k^2 for the 1 x 1).  ``gamma_init``: every branch BN's initial
         gamma (ACNet's CIFAR recipe, by analogy: 1 / the number of branches keeps
         the sum at the plain conv's scale); ``None`` keeps ``bn``'s gamma and beta
-        in the first branch and 1 in the others.
+        in the first branch and 1 in the others.  In the quantization-aware form ``bn``'s gamma and beta go
+        to the BN after the sum (``gamma_init`` sets the k x k branches' BNs).
         """
         kh, opts = cls.options_of(conv, bn, branch_bn)
-        block = cls(conv.in_channels, conv.out_channels, kh, num_kxk=num_kxk, scale=scale, identity=identity, **opts)
+        block = cls(conv.in_channels, conv.out_channels, kh, num_kxk=num_kxk, scale=scale, identity=identity,
+                    quant_aware=quant_aware and branch_bn, **opts)
         kernel = conv.weight.asnumpy()
         first = block.dense[0]
         first.conv.weight.set_data(Tensor(kernel))
@@ -144,14 +160,19 @@ class RepBlock(BranchBNBlock):
         if block.branch_bn and gamma_init is not None:
             for norm in block.branch_bns():
                 norm.gamma.set_data(Tensor(np.full(norm.gamma.shape, gamma_init, np.float32)))
-        elif bn is not None and branch_bn:
+        if bn is not None and branch_bn and (block.quant_aware or gamma_init is None):
+            kept = block.post_bn if block.quant_aware else first.bn
             for field in ("gamma", "beta"):
-                getattr(first.bn, field).set_data(Tensor(getattr(bn, field).asnumpy()))
+                getattr(kept, field).set_data(Tensor(getattr(bn, field).asnumpy()))
         return block
 
     def branch_bns(self):
-        """The BNs of the branches (training form with branch BNs), the identity's included."""
-        norms = [b.bn for b in self.dense] + ([self.scale.bn] if self.has_scale else [])
+        """The BNs of the branches (training form with branch BNs), the identity's included; in the
+        quantization-aware form the k x k branches' (not the one after the sum)."""
+        norms = [b.bn for b in self.dense]
+        if self.quant_aware:
+            return norms
+        norms += [self.scale.bn] if self.has_scale else []
         return norms + ([self.identity_bn] if self.has_identity else [])
 
     # ------------------------------------------------------------ forward
@@ -177,7 +198,10 @@ class RepBlock(BranchBNBlock):
         for i in range(1, self.num_kxk):
             out = out + self.dense[i](padded)
         if self.has_scale:
-            out = out + self.scale(geometry.crop(padded, self.scale_crop) if self.crop_scale else padded)
+            bare = self.scale(geometry.crop(padded, self.scale_crop) if self.crop_scale else padded)
+            out = out + (ops.cast(bare, out.dtype) if self.quant_aware else bare)
+        if self.quant_aware:  # the bare branches in the BN outputs' dtype (mixed precision keeps BNs float32)
+            return self.post_bn(out + ops.cast(x, out.dtype) if self.has_identity else out)
         if self.has_identity:
             out = out + self.identity_bn(x)
         return out

@@ -46,3 +46,32 @@ def fold_rep(dense, scale=None, identity=None, eps=BN_EPS, bias=None):
     if not with_bn and bias is None:
         return kernel.astype(first.dtype), None
     return kernel.astype(first.dtype), np.broadcast_to(total, (out,)).astype(first.dtype)
+
+
+# ---------------------------------------------------------------- the quantization-aware form (QARepVGG, Chu et
+# al., AAAI 2024): BN on the k x k branches only, the 1 x 1 branch and the identity bare, one BN after the sum
+#
+#    y = BN_post( sum_i BN_i(K_i * x) + S * x + x )
+#      = t_p (sum_i t_i K_i + embed_center(S) + I) * x + (beta_p - (mu_p - sum_i c_i) t_p)
+#
+# the inner sum is fold_rep's with bare 1 x 1 and identity branches; the BN after it folds on top, its mean
+# less the inner bias (t_p = gamma_p / sqrt(var_p + eps)).
+
+
+def fold_quant_aware(dense, scale, identity, post_bn, eps=BN_EPS):
+    """One quantization-aware rep block as a single kernel and bias (the formula above).
+
+    ``dense``: the k x k branches, each ``(kernel, gamma, beta, mean, var)``; ``scale``: ``(kernel,)`` (the
+    bare 1 x 1 branch) or ``None``; ``identity``: whether the bare identity branch is there; ``post_bn``:
+    ``(gamma, beta, mean, var)`` of the BN after the sum.  Returns ``(kernel, bias)`` in the first kernel's
+    dtype."""
+    dtype = np.asarray(dense[0][0]).dtype
+
+    def wide(branch):
+        return tuple(np.asarray(a, np.float64) for a in branch)
+
+    kernel, inner = fold_rep([wide(b) for b in dense], None if scale is None else wide(scale),
+                             () if identity else None, eps=eps)
+    gamma, beta, mean, var = wide(post_bn)
+    kernel, bias = fuse_bn(kernel, gamma, beta, mean - inner, var, eps=eps)
+    return kernel.astype(dtype), bias.astype(dtype)

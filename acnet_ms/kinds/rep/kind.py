@@ -11,7 +11,10 @@ Each block has ``num_kxk`` parallel conv-BN branches of the site's own kernel,
 a 1 x 1 conv-BN branch at k x k sites (``scale``) and an identity BN branch
 where the conv keeps the input's shape and grid (``identity``).  Its fold goes
 into the BN slot after the conv, the conv's bias, or nowhere (pre-activation
-sites: then the branches carry no BN and train as one conv, as ACB's).  The
+sites: then the branches carry no BN and train as one conv, as ACB's).  With
+``quant_aware`` (QARepVGG, Chu et al., AAAI 2024) only the k x k branches
+carry BNs, the 1 x 1 branch and the identity are bare, and the site's own BN
+follows the sum; the fold still goes into the BN slot.  The
 Cell is :class:`acnet_ms.kinds.rep.cell.RepBlock`; the arithmetic is
 :func:`acnet_ms.kinds.rep.fold.fold_rep`.
 
@@ -55,12 +58,22 @@ class RepKind(BranchBNKind):
         "identity": KindOption(True, "an identity BN branch where the conv keeps the input's shape and grid",
                                (True, False), strict_bool),
         "branch_bn": BRANCH_BN,
+        "quant_aware": KindOption(False, "QARepVGG's quantization-aware form: BNs on the k x k branches only, "
+                                  "the 1 x 1 branch and the identity bare, the site's BN after the sum (needs "
+                                  "branch_bn)", (True, False), strict_bool),
         "gamma_init": gamma_init_option("initial gamma of every branch BN (None: 1, the first branch keeps the "
                                         "model's BN)"),
     }
     origin_conv, origin_bn = "dense.0.conv", "dense.0.bn"
-    layout_options = ("num_kxk", "branch_bn")
+    layout_options = ("num_kxk", "branch_bn", "quant_aware")
     layout_defaults = dict(BranchBNKind.layout_defaults, has_scale=False, has_identity=False)
+
+    def check_options(self, options=None):
+        options = super().check_options(options)
+        if options["quant_aware"] and not options["branch_bn"]:
+            raise ValueError("block_type rep: option 'quant_aware' needs branch_bn true (its k x k branches and "
+                             "the sum end in BNs)")
+        return options
 
     # -------------------------------------------------------------- sites and Cells
 
@@ -84,7 +97,8 @@ class RepKind(BranchBNKind):
         return RepBlock
 
     def cell_options(self, options):
-        return dict(num_kxk=options["num_kxk"], scale=options["scale"], identity=options["identity"])
+        return dict(num_kxk=options["num_kxk"], scale=options["scale"], identity=options["identity"],
+                    quant_aware=options["quant_aware"])
 
     def slot_counts(self, slots):
         """The kernels' counts (``"k x k"``, ``"1 x 1"``), then the slots' (see :class:`BlockKind`)."""
@@ -111,16 +125,19 @@ class RepKind(BranchBNKind):
     @staticmethod
     def branch_entries(prefix, info):
         """Checkpoint names of one block's parameters, by branch: ``{"dense.0": [...], "scale": [...],
-        "identity": [...]}`` (the identity has none without branch BNs)."""
-        with_bn = info["branch_bn"]
+        "identity": [...]}`` (the identity has none without branch BNs), and ``"post_bn"`` (the BN after the
+        sum) in the quantization-aware form, whose 1 x 1 branch and identity carry no BN."""
+        with_bn, aware = info["branch_bn"], info["quant_aware"]
 
-        def conv_bn(head):
-            return [f"{head}.conv.weight"] + ([f"{head}.bn.{f}" for f in identities.BN_FIELDS] if with_bn else [])
+        def conv_bn(head, bn=with_bn):
+            return [f"{head}.conv.weight"] + ([f"{head}.bn.{f}" for f in identities.BN_FIELDS] if bn else [])
 
         out = {f"dense.{i}": conv_bn(f"{prefix}.dense.{i}") for i in range(info["num_kxk"])}
         if info["has_scale"]:
-            out["scale"] = conv_bn(f"{prefix}.scale")
-        if info["has_identity"] and with_bn:
+            out["scale"] = conv_bn(f"{prefix}.scale", with_bn and not aware)
+        if aware:
+            out["post_bn"] = [f"{prefix}.post_bn.{f}" for f in identities.BN_FIELDS]
+        elif info["has_identity"] and with_bn:
             out["identity"] = [f"{prefix}.identity_bn.{f}" for f in identities.BN_FIELDS]
         return out
 
@@ -133,6 +150,10 @@ class RepKind(BranchBNKind):
         self.check_complete(state, names, prefix)
         arrays = {b: tuple(state[n] for n in ns) for b, ns in self.branch_entries(prefix, info).items()}
         dense = [arrays[f"dense.{i}"] for i in range(info["num_kxk"])]
+        if info["quant_aware"]:
+            kernel, bias = fold.fold_quant_aware(dense, arrays.get("scale"), info["has_identity"], arrays["post_bn"],
+                                                 eps=info["eps"])
+            return kernel, bias, names
         identity = arrays.get("identity", ()) if info["has_identity"] else None
         bias = state[f"{prefix}.dense.0.conv.bias"] if info["has_bias"] else None
         kernel, bias = fold.fold_rep(dense, arrays.get("scale"), identity, eps=info["eps"],
@@ -141,9 +162,34 @@ class RepKind(BranchBNKind):
 
     # -------------------------------------------------------------- from_plain (BranchBNKind's)
 
+    def from_plain(self, state, prefix, info):
+        """In the quantization-aware form the plain BN (or a BN that adds the conv's bias) becomes the BN
+        after the sum, the k x k branches' BNs the identity map (gamma = sqrt(1 + eps), mean 0, variance 1),
+        the first kernel the plain one less the identity's, the other kernels zero; otherwise
+        BranchBNKind's."""
+        if not info["quant_aware"] or f"{prefix}.weight" not in state:
+            return super().from_plain(state, prefix, info)
+        out = dict(state)
+        weight = out.pop(f"{prefix}.weight")
+        out[f"{prefix}.dense.0.conv.weight"] = self.origin_kernel(weight, info)
+        for name, shape in self.zero_kernels(prefix, info, weight).items():
+            out[name] = np.zeros(shape, weight.dtype)
+        if info["slot"] == "bn":
+            for field in identities.BN_FIELDS:
+                if f"{info['bn']}.{field}" in out:
+                    out[f"{prefix}.post_bn.{field}"] = out.pop(f"{info['bn']}.{field}")
+        elif f"{prefix}.bias" in out:  # the conv's own bias: a BN after the sum that adds it
+            for field, value in identities.bias_as_bn(out.pop(f"{prefix}.bias"), info["eps"]).items():
+                out[f"{prefix}.post_bn.{field}"] = value
+        unit = identities.bias_as_bn(np.zeros(weight.shape[0], weight.dtype), info["eps"])
+        for i in range(info["num_kxk"]):
+            for field, value in unit.items():
+                out[f"{prefix}.dense.{i}.bn.{field}"] = value.astype(weight.dtype)
+        return out
+
     def origin_kernel(self, weight, info):
-        """Without branch BNs the identity adds ``x`` itself: the first kernel is the plain one less the
-        identity's."""
+        """Without branch BNs (or in the quantization-aware form) the identity adds ``x`` itself: the first
+        kernel is the plain one less the identity's."""
         if not info["has_identity"]:
             return weight
         return (weight - identities.identity_kernel(weight.shape[0], weight.shape[1], weight.shape[2])
@@ -175,12 +221,13 @@ class RepKind(BranchBNKind):
         kernels = {q: tuple(np.shape(state[q + MARKER])[2:]) for q in prefixes}
         square = [q for q, k in kernels.items() if k != (1, 1)]
         with_bn = [f"{q}.dense.0.bn.gamma" in state for q in prefixes]
-        shown = dict(num_kxk=num, pointwise=any(k == (1, 1) for k in kernels.values()), branch_bn=any(with_bn))
+        shown = dict(num_kxk=num, pointwise=any(k == (1, 1) for k in kernels.values()), branch_bn=any(with_bn),
+                     quant_aware=any(f"{q}.post_bn.gamma" in state for q in prefixes))
         if square:
             shown["scale"] = any(f"{q}.scale.conv.weight" in state for q in square)
         if any(f"{q}.identity_bn.gamma" in state for q in prefixes):
             shown["identity"] = True
-        elif all(with_bn):  # no block that keeps its grid has one: identity off, or no such block (the same)
+        elif all(with_bn) and not shown["quant_aware"]:  # no block that keeps its grid has one: identity off, or no such block (the same)
             shown["identity"] = False
         return shown, [k for k in ("scale", "identity") if k not in shown]
 
