@@ -157,7 +157,7 @@ def test_the_quant_aware_rep_form_goes_from_training_to_int8_and_strict_loads_in
     res = run_script("train.py", *small_run(digits, run, "--block_type", "rep", "--block_options",
                                             "{quant_aware: true}", "--epoch_size", 1, "--val_while_train", False))
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "src20 (rep" in res.stdout and "quant_aware" in res.stdout, res.stdout[:2000]
+    assert "src20 (rep: quant_aware true), 10 classes" in res.stdout, res.stdout[:2000]
     trained = os.path.join(run, "src20_rep-e001.ckpt")
     arrays, meta = read_checkpoint(trained)
     assert any(k.endswith(".post_bn.gamma") for k in arrays) and not any("identity_bn" in k for k in arrays)

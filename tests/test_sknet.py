@@ -349,7 +349,7 @@ def test_skresnet18_acb_trains_converts_and_validates(digits, tmp_path):
                                             "--image_resize", 32, "--epoch_size", 1))
     assert res.returncode == 0, res.stderr[-3000:]
     assert_clean_exit(res)
-    assert "skresnet18 (acb)" in res.stdout and "epoch 1/1 step 5/5" in res.stdout
+    assert "skresnet18 (acb: gamma_init 1.0), 10 classes" in res.stdout and "epoch 1/1 step 5/5" in res.stdout
     trained = os.path.join(save, "skresnet18_acb-e001.ckpt")
     plain = str(tmp_path / "skresnet18_plain.ckpt")
     conv = run_script("convert.py", "--ckpt_path", trained, "--output", plain)

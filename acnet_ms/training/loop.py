@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import stack
+from .. import kinds, stack
 from ..engine import data
 from ..engine.loading import load_pretrained
 from ..cli import Interrupted, UserError, first_line
@@ -107,9 +107,21 @@ def train(options):
                 forget_failed_run(folder, context.rank, created)
 
 
+def block_words(cfg):
+    """``"rep"``, or ``"rep: quant_aware true"``: the block type and the options the run sets otherwise than
+    its kind's defaults."""
+    if cfg["block_type"] == kinds.BASE:
+        return kinds.BASE
+    block_type, options = kinds.check_block(cfg["block_type"], cfg.get("block_options"), cfg)
+    spec = kinds.get_kind(block_type).options
+    changed = [f"{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()
+               if v != spec[k].default]
+    return block_type + (": " + ", ".join(changed) if changed else "")
+
+
 def _build(cfg, rank, world, train_spec, val_spec, state, log):
     """Loaders, model, train step, and ``state`` where the resumed run stood; no file is written."""
-    log(f"{cfg['model']} ({cfg['block_type']}), {cfg['num_classes']} classes; {train_spec.num_samples} training "
+    log(f"{cfg['model']} ({block_words(cfg)}), {cfg['num_classes']} classes; {train_spec.num_samples} training "
         f"samples from {train_spec.root}; {world} device(s) on {cfg['device_target']}, "
         f"{'graph' if cfg['mode'] == 0 else 'PyNative'} mode")
     log(stack.describe(stack.versions(cfg["device_target"])))
