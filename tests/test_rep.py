@@ -259,7 +259,10 @@ def test_the_quant_aware_block_is_qarepvggs(case):
     stride, k, groups = block.stride[0], block.kernel_size, block.groups
     pads = _explicit_pads(block, x)
     arrays = state_of(block, "q")
-    bn_of = lambda head: tuple(arrays[f"q.{head}.{f}"] for f in ("gamma", "beta", "moving_mean", "moving_variance"))  # noqa: E731
+
+    def bn_of(head):
+        return tuple(arrays[f"q.{head}.{f}"] for f in ("gamma", "beta", "moving_mean", "moving_variance"))
+
     inner = sum(np_bn(reference_conv(x, arrays[f"q.dense.{i}.conv.weight"], None, groups, stride, pads),
                       *bn_of(f"dense.{i}.bn")) for i in range(2))
     t, b, l, r = pads

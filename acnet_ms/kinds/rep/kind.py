@@ -227,8 +227,8 @@ class RepKind(BranchBNKind):
             shown["scale"] = any(f"{q}.scale.conv.weight" in state for q in square)
         if any(f"{q}.identity_bn.gamma" in state for q in prefixes):
             shown["identity"] = True
-        elif all(with_bn) and not shown["quant_aware"]:  # no block that keeps its grid has one: identity off, or no such block (the same)
-            shown["identity"] = False
+        elif all(with_bn) and not shown["quant_aware"]:  # no block that keeps its grid has one: identity off,
+            shown["identity"] = False                          # or no such block (the same)
         return shown, [k for k in ("scale", "identity") if k not in shown]
 
     # -------------------------------------------------------------- cost
