@@ -107,7 +107,7 @@ def train(options):
                 forget_failed_run(folder, context.rank, created)
 
 
-def block_words(cfg):
+def _block_words(cfg):
     """``"rep"``, or ``"rep: quant_aware true"``: the block type and the options the run sets otherwise than
     its kind's defaults."""
     if cfg["block_type"] == kinds.BASE:
@@ -121,7 +121,7 @@ def block_words(cfg):
 
 def _build(cfg, rank, world, train_spec, val_spec, state, log):
     """Loaders, model, train step, and ``state`` where the resumed run stood; no file is written."""
-    log(f"{cfg['model']} ({block_words(cfg)}), {cfg['num_classes']} classes; {train_spec.num_samples} training "
+    log(f"{cfg['model']} ({_block_words(cfg)}), {cfg['num_classes']} classes; {train_spec.num_samples} training "
         f"samples from {train_spec.root}; {world} device(s) on {cfg['device_target']}, "
         f"{'graph' if cfg['mode'] == 0 else 'PyNative'} mode")
     log(stack.describe(stack.versions(cfg["device_target"])))
