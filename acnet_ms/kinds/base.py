@@ -357,6 +357,18 @@ class BranchBNKind(BlockKind):
         """The entry prefixes of the BNs whose gamma = beta = 0 make every branch but the origin add zero."""
         raise NotImplementedError
 
+    @staticmethod
+    def move_slot_bn(out, prefix, info, head):
+        """In ``out`` (a checkpoint dict, changed in place), the plain conv's BN slot becomes the BN at entry
+        prefix ``head``; for a conv with its own bias instead, a BN that adds it (the bias entry goes)."""
+        if info["slot"] == "bn":
+            for field in BN_FIELDS:
+                if f"{info['bn']}.{field}" in out:
+                    out[f"{head}.{field}"] = out.pop(f"{info['bn']}.{field}")
+        elif f"{prefix}.bias" in out:
+            for field, value in bias_as_bn(out.pop(f"{prefix}.bias"), info["eps"]).items():
+                out[f"{head}.{field}"] = value
+
     def from_plain(self, state, prefix, info):
         """The plain conv becomes the origin branch (its BN slot that branch's BN, a bias a BN that adds it);
         every other branch adds exactly zero until training moves it: its last BN's gamma = beta = 0, or,
@@ -374,14 +386,7 @@ class BranchBNKind(BlockKind):
                 out[name] = np.zeros(shape, weight.dtype)
             return out
         out[f"{conv}.weight"] = weight
-        if info["slot"] == "bn":
-            for field in BN_FIELDS:
-                if f"{info['bn']}.{field}" in out:
-                    out[f"{norm}.{field}"] = out.pop(f"{info['bn']}.{field}")
-        elif f"{prefix}.bias" in out:
-            bias = out.pop(f"{prefix}.bias")
-            for field, value in bias_as_bn(bias, info["eps"]).items():
-                out[f"{norm}.{field}"] = value
+        self.move_slot_bn(out, prefix, info, norm)
         zeros = np.zeros(np.shape(weight)[0], weight.dtype)
         for head in self.silent_bns(prefix, info):
             out[f"{head}.gamma"] = zeros

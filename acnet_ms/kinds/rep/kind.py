@@ -174,13 +174,7 @@ class RepKind(BranchBNKind):
         out[f"{prefix}.dense.0.conv.weight"] = self.origin_kernel(weight, info)
         for name, shape in self.zero_kernels(prefix, info, weight).items():
             out[name] = np.zeros(shape, weight.dtype)
-        if info["slot"] == "bn":
-            for field in identities.BN_FIELDS:
-                if f"{info['bn']}.{field}" in out:
-                    out[f"{prefix}.post_bn.{field}"] = out.pop(f"{info['bn']}.{field}")
-        elif f"{prefix}.bias" in out:  # the conv's own bias: a BN after the sum that adds it
-            for field, value in identities.bias_as_bn(out.pop(f"{prefix}.bias"), info["eps"]).items():
-                out[f"{prefix}.post_bn.{field}"] = value
+        self.move_slot_bn(out, prefix, info, f"{prefix}.post_bn")
         unit = identities.bias_as_bn(np.zeros(weight.shape[0], weight.dtype), info["eps"])
         for i in range(info["num_kxk"]):
             for field, value in unit.items():
