@@ -12,6 +12,7 @@ from ..engine.loading import load_pretrained
 from ..cli import Interrupted, UserError, first_line
 from ..config.loader import dump
 from ..engine.runtime import apply_amp, build_model, fmt_time, setup, too_small
+from ..models.factory import recorded_block
 from ..reparam.transform import summary_line
 from .callbacks import EpochEnd, Saving, Summary, SyncBatchNorm, Validation
 from .checkpoints import Checkpoints, restore
@@ -110,9 +111,9 @@ def train(options):
 def _block_words(cfg):
     """``"rep"``, or ``"rep: quant_aware true"``: the block type and the options the run sets otherwise than
     its kind's defaults."""
-    if cfg["block_type"] == kinds.BASE:
+    block_type, options = recorded_block(cfg)
+    if block_type == kinds.BASE:
         return kinds.BASE
-    block_type, options = kinds.check_block(cfg["block_type"], cfg.get("block_options"), cfg)
     spec = kinds.get_kind(block_type).options
     changed = [f"{k} {str(v).lower() if isinstance(v, bool) else v}" for k, v in options.items()
                if v != spec[k].default]
