@@ -192,10 +192,11 @@ def load_stage(rec, name, dst):
     import mindspore as ms
 
     from acnet_ms.io.checkpoint import read_checkpoint
+    from acnet_ms.models.factory import build_uninitialised
 
     rec.begin("load")
     try:
-        stock = mindcv.create_model(name, num_classes=NUM_CLASSES)
+        stock = build_uninitialised(lambda: mindcv.create_model(name, num_classes=NUM_CLASSES))
         arrays, _ = read_checkpoint(dst)
         params = {k: ms.Parameter(ms.Tensor(v), name=k) for k, v in arrays.items()}
         not_loaded, unused = ms.load_param_into_net(stock, params, strict_load=True)
@@ -293,10 +294,11 @@ def logits_stage(rec, name, block_type, src, stock, x):
 
     from acnet_ms import create_model
     from acnet_ms.io.checkpoint import read_checkpoint
+    from acnet_ms.models.factory import build_uninitialised
 
     rec.begin("logits")
     try:
-        fresh = create_model(name, num_classes=NUM_CLASSES, block_type=block_type)
+        fresh = build_uninitialised(lambda: create_model(name, num_classes=NUM_CLASSES, block_type=block_type))
         trained_arrays, _ = read_checkpoint(src)
         for param in fresh.get_parameters():
             if param.name not in trained_arrays:

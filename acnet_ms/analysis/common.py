@@ -18,7 +18,8 @@ from ..reparam import state as state_map
 from ..io.checkpoint import read_checkpoint
 from ..cli import UserError
 from ..engine.evaluation import eval_setup, evaluate, recorded_options
-from ..models import checkpoint_forms, create_model
+from ..models import checkpoint_forms
+from ..models.factory import uninitialised_model
 from ..reparam.forms import DEPLOY, STOCK, Forms
 
 #: position groups of the sparsity analysis (and of the magnitude analysis's summary)
@@ -50,7 +51,7 @@ def _fold_blocks(subject):
 def _fold_bns(subject, state):
     """Fold every BatchNorm that follows a conv into it (the model's own conv/BN pairs, those present)."""
     model, num_classes = _model_of(subject)
-    pairs = create_model(model, num_classes=num_classes, deploy=True).acnet.fused_pairs
+    pairs = uninitialised_model(model, num_classes, deploy=True).acnet.fused_pairs
     return Forms(pairs=[p for p in pairs if p[0] + ".weight" in state]).move(state, DEPLOY).state
 
 

@@ -69,12 +69,12 @@ def export_graphs(subject, folder, calib_data, samples, method, spec):
 
     from ..io.checkpoint import mismatch, shapes_of
     from ..convert.pipeline import export_graph
-    from ..models import create_model
+    from ..models.factory import uninitialised_model
     from ..convert.quantize import calibration_batches, quantize_graph
 
     model, num_classes = _model_of(subject)
     state = folded_state(subject)
-    net = create_model(model, num_classes=num_classes, deploy=True)
+    net = uninitialised_model(model, num_classes, deploy=True)  # every parameter is set below
     problem = mismatch(state, shapes_of(net), allow_extra=True)
     if problem:
         raise UserError(f"{subject.path}: not a checkpoint of {model} (fully folded): {problem}")

@@ -27,7 +27,7 @@ from ..kinds.table import check_recorded_kind
 from ..cli import UserError
 from ..engine.runtime import recorded_model_kwargs
 from ..io.checkpoint import mismatch, read_checkpoint, shapes_of, write_checkpoint
-from ..models.factory import create_model, layout_for, uninitialised_model
+from ..models.factory import layout_for, uninitialised_model
 from ..reparam import state as state_map
 from ..reparam.forms import DEPLOY, STOCK, Forms
 from .export import (EXPORT_FORMATS, calibration_recipe, check_int8, export_format, export_graph,  # noqa: F401
@@ -244,7 +244,7 @@ def fold(source, opts, outputs):
     net, native = None, {}
     shape = recorded_model_kwargs(source.meta)  # the folded model and a graph compute what was trained
     if source.fully:
-        net = create_model(source.model, num_classes=source.num_classes, deploy=True, **shape)
+        net = uninitialised_model(source.model, source.num_classes, deploy=True, **shape)
         native = net.acnet.native_blocks
         if not native and not opts.fold_bn:
             raise UserError(f"{source.path}: no re-parameterizable block of {source.model} in this checkpoint: it "

@@ -99,13 +99,14 @@ def eval_setup(cfg, arrays, deploy=False, folded_bn=False, log=print, meta=None)
         data.check_class_names(spec, (meta or {}).get("class_names"), path, "--any_class_names")
     context = setup(cfg, log=log)
     try:
+        # every parameter is set from the checkpoint below: no random weights are drawn first
         if folded_bn:
-            net = build_model(cfg, deploy=True)
+            net = build_model(cfg, deploy=True, initialised=False)
         else:
-            net = build_model(cfg)
+            net = build_model(cfg, initialised=False)
             if deploy and native_blocks(net):  # the checkpoint's blocks and the model's own fold on loading
                 folded_bn = True
-                net = build_model(cfg, deploy=True)
+                net = build_model(cfg, deploy=True, initialised=False)
         # where an ACB checkpoint's folds go: its recorded layout, else the ACB options it was trained with
         recorded = {k: cfg[k] for k in IDENTITY if k in cfg}
         state = net_state(arrays, net, dict(recorded, **(meta or {})))

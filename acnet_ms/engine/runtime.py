@@ -121,14 +121,20 @@ def recorded_model_kwargs(meta):
     return {"maxpool_pad": pad} if pad else {}
 
 
-def build_model(cfg, num_classes=None, deploy=False):
+def build_model(cfg, num_classes=None, deploy=False, initialised=True):
     """The model ``cfg`` names, with one-line errors for options the model does not take; ``deploy``: its
-    fully folded form (``create_model(..., deploy=True)``) with the same model options."""
+    fully folded form (``create_model(..., deploy=True)``) with the same model options; not ``initialised``:
+    its parameters left uninitialised, for a caller that sets every one of them from a checkpoint."""
     from ..models import create_model
+    from ..models.factory import build_uninitialised
 
     kwargs = model_kwargs(dict(cfg, block_type="base") if deploy else cfg)
-    try:
+
+    def build():
         return create_model(cfg["model"], num_classes=num_classes or cfg["num_classes"], deploy=deploy, **kwargs)
+
+    try:
+        return build() if initialised else build_uninitialised(build)
     except TypeError as err:
         given = [k for k, _ in OPTIONAL_MODEL_ARGS if k in kwargs]
         raise UserError(f"model {cfg['model']} does not take option(s) {', '.join(given) or 'given'} "

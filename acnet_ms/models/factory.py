@@ -134,8 +134,8 @@ def layout_for(model, num_classes, meta, in_channels=3, state=None):
     if block_type == kinds.BASE and state is not None:
         block_type, options, _ = infer_block(state)
     kwargs = {"in_channels": in_channels} if in_channels != 3 else {}
-    return block_layout(create_model(model, num_classes=num_classes, block_type=block_type,
-                                     block_options=options, **kwargs))
+    return block_layout(uninitialised_model(model, num_classes, block_type=block_type, block_options=options,
+                                            **kwargs))
 
 
 def checkpoint_forms(model, num_classes, meta=None, state=None, deploy=False, in_channels=3):
@@ -151,26 +151,34 @@ def checkpoint_forms(model, num_classes, meta=None, state=None, deploy=False, in
     if not deploy:
         return Forms(blocks)
     kwargs = {"in_channels": in_channels} if in_channels != 3 else {}
-    record = create_model(model, num_classes=num_classes, deploy=True, **kwargs).acnet
+    record = uninitialised_model(model, num_classes, deploy=True, **kwargs).acnet
     return Forms(blocks, record.native_blocks, record.fused_pairs)
 
 
 def uninitialised_model(model, num_classes, **kwargs):
-    """The plain model, its parameters left uninitialised where the model allows it.
+    """The model (plain unless ``kwargs`` say otherwise), its parameters left uninitialised where the
+    model allows it.
 
-    Its names and shapes are all a converter checks, and an export fills
-    every parameter from the checkpoint: drawing random weights first would
-    only cost time (about 0.7 s for sres50).  A model whose ``__init__`` reads
+    Its structure, names and shapes are all a converter and a layout read,
+    and an export fills every parameter from the checkpoint: drawing random
+    weights first would only cost time (about 0.7 s for sres50, 12 s for
+    vgg11, whose dense layers hold 120 M weights).  A model whose ``__init__`` reads
     a parameter's data (EdgeNeXt scales its head's initial weights) cannot be
     built so; it is built the ordinary way instead.
     """
+    return build_uninitialised(lambda: create_model(model, num_classes=num_classes, **kwargs))
+
+
+def build_uninitialised(build):
+    """``build()`` (a Cell) with its parameters left uninitialised, for a model whose every parameter is set
+    from a checkpoint next; built the ordinary way if its ``__init__`` reads a parameter's data."""
     from mindspore.nn.utils import no_init_parameters
 
     try:
         with no_init_parameters():
-            return create_model(model, num_classes=num_classes, **kwargs)
+            return build()
     except Exception:  # noqa: BLE001  (whatever reading uninitialised data raises; a real error comes again below)
-        return create_model(model, num_classes=num_classes, **kwargs)
+        return build()
 
 
 def classifier_entries(model, **kwargs):
