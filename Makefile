@@ -1,5 +1,7 @@
 # `make demo`: set up .venv on a fresh machine and run the digits demo (train, validate, fold, validate).
-# `make test`: set up .venv and run the whole test suite on three workers (CI's command).  (Python 3.9-3.11)
+# `make test`: set up .venv and run the test suite on three workers, all but the zoo lane (CI's command).
+#   (Python 3.9-3.11)
+# `make test-all`: the whole suite: `make test` and the tests marked zoo (MindCV models at the zoo sweep's scale).
 # `make test-fast`: the suite without the tests marked slow or msrun (pyproject.toml), on three workers.
 #   (pytest-xdist; each test file runs on one worker, so a file's module fixtures run once; docs/testing.md)
 # `make bench`: set up .venv and print the benchmark tables (also written to benchmarks/results.md).
@@ -24,7 +26,7 @@ MODE       ?= 1
 # the test targets' workers (`make test PARALLEL=` runs serially)
 PARALLEL ?= -n 3 --dist loadfile
 
-.PHONY: demo test test-fast test-compat bench study sweep families install clean
+.PHONY: demo test test-all test-fast test-compat bench study sweep families install clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +45,9 @@ demo: install
 	$(PY) -m acnet_ms.demo
 
 test: install
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PARALLEL) -m "not zoo" tests
+
+test-all: install
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PARALLEL) tests
 
 test-fast: install

@@ -214,16 +214,25 @@ SAMPLE_MODELS = {"squeezenet1_1": "BN-free", "regnet_x_200mf": "grouped", "mobil
 #: met with; resnet50 (half its time) for the others
 SAMPLE_ONLY = {"resnet101": ("dbb",), "resnet50": ("acb", "orepa", "rep")}
 SAMPLE_GRAPH = ("squeezenet1_1", "mobilenet_v2_035_96")
+#: what ``make test`` runs of the sample (the BN-free model's PyNative step, where the zoo's AMP failures were
+#: first met); the rest of it is in the zoo lane (marker ``zoo``: ``make test-all``)
+SAMPLE_CI = ("squeezenet1_1",)
+#: the sample's two parts, as a test parameter: its cheap part, then the rest in the zoo lane
+SAMPLE_PARTS = [pytest.param("ci", marks=pytest.mark.slow), pytest.param("zoo", marks=[pytest.mark.zoo, pytest.mark.slow])]
 
 
-def assert_sample_sweep(kind, tmp_path):
-    """``benchmarks/sweep.py`` over the sample, as a user runs it: each model trains one step under its recipe's
-    AMP level, converts every block, strict-loads into stock MindCV and computes the block model's function
-    (site by site, and its logits unless float32 overflowed or amplifies errors of the sites' size past 1e-4)."""
+def assert_sample_sweep(kind, tmp_path, part="ci"):
+    """``benchmarks/sweep.py`` over the sample's ``part`` (``ci``: SAMPLE_CI in PyNative; ``zoo``: the other
+    models in PyNative, and SAMPLE_GRAPH in graph mode), as a user runs it: each model trains one step under its
+    recipe's AMP level, converts every block, strict-loads into stock MindCV and computes the block model's
+    function (site by site, and its logits unless float32 overflowed or amplifies errors of the sites' size past
+    1e-4)."""
     import json
 
     pynative = [m for m in SAMPLE_MODELS if kind in SAMPLE_ONLY.get(m, (kind,))]
-    for mode, models in ((1, pynative), (0, list(SAMPLE_GRAPH))):
+    lanes = {"ci": ((1, [m for m in pynative if m in SAMPLE_CI]),),
+             "zoo": ((1, [m for m in pynative if m not in SAMPLE_CI]), (0, list(SAMPLE_GRAPH)))}
+    for mode, models in lanes[part]:
         jsonl = tmp_path / f"sample_{mode}.jsonl"
         res = run_script("benchmarks/sweep.py", "--block_type", kind, "--mode", mode, "--models", ",".join(models),
                          "--jsonl", jsonl, "--out", tmp_path / f"sample_{mode}.md", "--mem_gb", 8, timeout=1800)

@@ -4,7 +4,7 @@ tests/test_kind_contract.py."""
 
 import numpy as np
 import pytest
-from helpers import Grads, assert_close, randomize_bn, assert_sample_sweep
+from helpers import Grads, assert_close, randomize_bn, assert_sample_sweep, SAMPLE_PARTS
 
 import mindspore as ms
 from mindspore import Tensor, nn, ops
@@ -101,9 +101,10 @@ def test_bad_variant_arguments_fail_at_construction(bad, match):
         ACBlock(4, 4, 3, **bad)
 
 
-@pytest.mark.slow
-def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(tmp_path):
+@pytest.mark.parametrize("part", SAMPLE_PARTS)
+def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(part, tmp_path):
     """A MindCV model per site type (BN-free, grouped, depthwise, dilated, a deep ResNet) through the zoo sweep's
     stages with acb blocks: a train step under the recipe's AMP level in PyNative (and graph mode for the cheap
-    ones), conversion, strict load, the folded function."""
-    assert_sample_sweep("acb", tmp_path)
+    ones), conversion, strict load, the folded function; ``ci``: the BN-free model in PyNative, ``zoo``: the rest
+    (``make test-all``)."""
+    assert_sample_sweep("acb", tmp_path, part)

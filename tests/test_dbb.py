@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import Grads, assert_close, randomize_block, randomize_bn, assert_sample_sweep
+from helpers import Grads, assert_close, randomize_block, randomize_bn, assert_sample_sweep, SAMPLE_PARTS
 from test_fold import bn as bn_ref
 from test_fold import conv2d
 
@@ -438,12 +438,13 @@ def test_gamma_init_sets_every_branch_and_the_bns_keep_the_models_momentum():
     assert len(norms) >= 6 and all(abs(n.momentum - bn.momentum) < 1e-7 for n in norms)
 
 
-@pytest.mark.slow
-def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(tmp_path):
+@pytest.mark.parametrize("part", SAMPLE_PARTS)
+def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(part, tmp_path):
     """A MindCV model per site type (BN-free, grouped, depthwise, dilated, a deep ResNet) through the zoo sweep's
     stages with dbb blocks: a train step under the recipe's AMP level in PyNative (and graph mode for the cheap
-    ones), conversion, strict load, the folded function."""
-    assert_sample_sweep("dbb", tmp_path)
+    ones), conversion, strict load, the folded function; ``ci``: the BN-free model in PyNative, ``zoo``: the rest
+    (``make test-all``)."""
+    assert_sample_sweep("dbb", tmp_path, part)
 
 
 def _mixed_types_merge(first, second, groups):

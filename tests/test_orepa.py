@@ -5,7 +5,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import Grads, assert_close, assert_sample_sweep
+from helpers import Grads, assert_close, assert_sample_sweep, SAMPLE_PARTS
 from test_fold import grouped_conv
 
 from mindspore import Tensor, nn, ops
@@ -297,9 +297,10 @@ def test_from_plain_scales_the_origin_by_one_and_every_other_branch_by_zero():
     assert np.abs(state["blk.orepa_dw"]).max() > 0
 
 
-@pytest.mark.slow
-def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(tmp_path):
+@pytest.mark.parametrize("part", SAMPLE_PARTS)
+def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(part, tmp_path):
     """A MindCV model per site type (BN-free, grouped, depthwise, dilated, a deep ResNet) through the zoo sweep's
     stages with orepa blocks: a train step under the recipe's AMP level in PyNative (and graph mode for the cheap
-    ones), conversion, strict load, the folded function."""
-    assert_sample_sweep("orepa", tmp_path)
+    ones), conversion, strict load, the folded function; ``ci``: the BN-free model in PyNative, ``zoo``: the rest
+    (``make test-all``)."""
+    assert_sample_sweep("orepa", tmp_path, part)

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import SiteNet, Grads, assert_close, randomize_bn, assert_sample_sweep
+from helpers import SiteNet, Grads, assert_close, randomize_bn, assert_sample_sweep, SAMPLE_PARTS
 from test_fold import bn as np_bn, conv2d, random_branch
 
 import mindspore as ms
@@ -547,9 +547,10 @@ def test_gamma_init_sets_every_branch_bn_and_a_bad_one_is_one_line():
         acnet_ms.create_model("src20", num_classes=10, block_type="rep", block_options={"gamma_init": "x"})
 
 
-@pytest.mark.slow
-def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(tmp_path):
+@pytest.mark.parametrize("part", SAMPLE_PARTS)
+def test_the_sample_sweep_trains_converts_and_strict_loads_each_site_type(part, tmp_path):
     """A MindCV model per site type (BN-free, grouped, depthwise, dilated, a deep ResNet) through the zoo sweep's
     stages with rep blocks: a train step under the recipe's AMP level in PyNative (and graph mode for the cheap
-    ones), conversion, strict load, the folded function."""
-    assert_sample_sweep("rep", tmp_path)
+    ones), conversion, strict load, the folded function; ``ci``: the BN-free model in PyNative, ``zoo``: the rest
+    (``make test-all``)."""
+    assert_sample_sweep("rep", tmp_path, part)
