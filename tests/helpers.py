@@ -218,7 +218,8 @@ SAMPLE_GRAPH = ("squeezenet1_1", "mobilenet_v2_035_96")
 #: first met); the rest of it is in the zoo lane (marker ``zoo``: ``make test-all``)
 SAMPLE_CI = ("squeezenet1_1",)
 #: the sample's two parts, as a test parameter: its cheap part, then the rest in the zoo lane
-SAMPLE_PARTS = [pytest.param("ci", marks=pytest.mark.slow), pytest.param("zoo", marks=[pytest.mark.zoo, pytest.mark.slow])]
+SAMPLE_PARTS = [pytest.param("ci", marks=pytest.mark.slow),
+                pytest.param("zoo", marks=[pytest.mark.zoo, pytest.mark.slow])]
 
 
 def assert_sample_sweep(kind, tmp_path, part="ci"):
