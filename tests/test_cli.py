@@ -112,6 +112,48 @@ def test_msrun_watchdog_ends_a_worker_whose_port_another_program_holds():
     assert port_holders(port) == {}
 
 
+def recorded_worker(folder, port, end):
+    """A stand-in msrun worker (rank 1) that starts its death recorder and then ends by ``end`` (Python code);
+    returns (its exit status, what it and its recorder wrote on stderr)."""
+    import subprocess
+
+    code = (f"import os, signal, sys; sys.path.insert(0, {ROOT!r}); from acnet_ms.engine.msrun import Msrun, "
+            f"DeathRecorder; DeathRecorder(Msrun('MS_WORKER', '1', '127.0.0.1', {port}, 600), {folder!r}).start(1);"
+            f" {end}")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    return res.returncode, res.stderr
+
+
+@pytest.mark.parametrize("saved", [("src20_acb-e001.ckpt", "src20_acb-e010.ckpt", "src20_acb-best.ckpt"), ()])
+def test_a_worker_that_dies_mid_run_is_named_with_its_resume_point_by_its_recorder(tmp_path, saved):
+    """A killed worker's recorder says which rank died and the newest epoch checkpoint to resume from, in the
+    worker's log and in a record the scheduler reads; a worker that ends normally (even with an error) says
+    nothing through it."""
+    import time
+
+    from acnet_ms.engine.msrun import recorded_deaths, remove_death_records
+
+    for name in saved:
+        (tmp_path / name).write_bytes(b"")
+    since = time.time() - 1
+    code, err = recorded_worker(str(tmp_path), 9, "print('trained')")
+    assert code == 0 and err == "" and recorded_deaths(str(tmp_path), since) == []
+    code, err = recorded_worker(str(tmp_path), 9, "sys.exit('error: a bad option')")
+    assert code == 1 and err.strip() == "error: a bad option" and recorded_deaths(str(tmp_path), since) == []
+    code, err = recorded_worker(str(tmp_path), 9, "os.kill(os.getpid(), signal.SIGKILL)")
+    where = (f"resume with --resume {tmp_path / 'src20_acb-e010.ckpt'}" if saved else
+             "no checkpoint was written yet: start the run again with another --ckpt_save_dir")
+    line = ("rank 1 (msrun --master_port 9) died mid-run (killed, or out of memory); msrun then stopped the other "
+            f"workers; {where}")
+    assert code == -9 and err == f"error: {line}\n"  # the recorder's stderr is the worker's log
+    assert recorded_deaths(str(tmp_path), since) == [line]
+    assert recorded_deaths(str(tmp_path), time.time() + 60) == []  # an earlier launch's record is not this one's
+    remove_death_records(str(tmp_path), before=since)  # a launch that started before the death keeps its record
+    assert recorded_deaths(str(tmp_path), since) == [line]
+    remove_death_records(str(tmp_path), before=time.time() + 60)
+    assert sorted(os.listdir(tmp_path)) == sorted(saved)
+
+
 def test_cpu_threads_from_the_environment_must_be_a_positive_count(monkeypatch):
     from acnet_ms.cli import UserError
     from acnet_ms.engine.runtime import CPU_THREADS, set_cpu_threads

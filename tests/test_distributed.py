@@ -93,6 +93,9 @@ def test_msrun_one_node_two_workers_and_the_in_run_top1_is_the_saved_checkpoints
     (out,) = finish([proc])
     assert proc.returncode == 0, out[-3000:]
     check_run(save)
+    for rank in (0, 1):  # a worker ending normally tells its recorder so: no line, no record of a death
+        assert our_lines(str(tmp_path / "msrun_logs"), f"worker_{rank}.log") == []
+    assert not [name for name in os.listdir(save) if name.endswith(".died")]
     log = open(os.path.join(save, "train_rank0.log")).read()
     in_run = re.search(r"epoch 2/2 done: .* val top1 ([\d.]+) top5 [\d.]+ loss ([\d.]+) \(60 samples\)", log)
     assert in_run, log[-3000:]
@@ -200,8 +203,9 @@ def test_msrun_on_a_busy_port_ends_every_process_with_one_line(digits, tmp_path)
 
 
 def test_msrun_a_worker_that_dies_ends_the_job(digits, tmp_path):
-    """One worker killed mid-run: msrun stops the other, the scheduler ends with one line (not the "no
-    launcher" one), msrun exits non-zero in bounded time, no process of the job is left."""
+    """One worker killed mid-run, after its first checkpoint: msrun stops the other, msrun exits non-zero in
+    bounded time, no process of the job is left; the dead rank's log and the scheduler's end with one line
+    naming that rank (not the survivor) and the checkpoint to resume from, the survivor's log with none."""
     import signal
     import time
 
@@ -215,7 +219,7 @@ def test_msrun_a_worker_that_dies_ends_the_job(digits, tmp_path):
     try:
         rank1_log, deadline = os.path.join(save, "train_rank1.log"), time.monotonic() + 400
         while time.monotonic() < deadline and proc.poll() is None:
-            if os.path.isfile(rank1_log) and "epoch 1/200 step 2/" in open(rank1_log).read():
+            if os.path.isfile(rank1_log) and "epoch 2/200 step 2/" in open(rank1_log).read():
                 break
             time.sleep(1)
         victims = [pid for pid in job_processes(port)
@@ -238,7 +242,16 @@ def test_msrun_a_worker_that_dies_ends_the_job(digits, tmp_path):
     assert out is not None, "msrun did not end within 300 s of a worker's death"
     assert proc.returncode != 0
     assert not left, f"processes of the job still running: {left}"
+    import glob
+
+    saved = sorted(glob.glob(os.path.join(save, "src20_acb-e[0-9]*.ckpt")))
+    assert saved, "no epoch checkpoint was written before the kill"
+    last = saved[-1]  # the newest epoch (the kill comes in epoch 2 or later, some steps after rank 1 logged it)
+    said = (f"error: rank 1 (msrun --master_port {port}) died mid-run (killed, or out of memory); msrun then "
+            f"stopped the other workers; resume with --resume {last}")
+    assert our_lines(logs, "worker_1.log") == [said]
+    assert our_lines(logs, "worker_0.log") == []  # the survivor, stopped by msrun, is not blamed
     lines = our_lines(logs, "scheduler.log")
-    assert len(lines) <= 1 and not any("no launcher" in line for line in lines), lines
-    if lines:
-        assert f"--master_port {port}" in lines[0]
+    assert lines == [said], lines
+    assert not any("[INFO]" in line for name in ("worker_0.log", "worker_1.log", "scheduler.log")
+                   for line in open(os.path.join(logs, name)).read().splitlines()), "MindSpore's INFO lines"

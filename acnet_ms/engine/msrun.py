@@ -9,8 +9,16 @@ checks its port first, and each worker waits under a watchdog *process*
 it has exited, another program listens on the scheduler's port (a scheduler
 that failed before the watchdog looked for it), or the cluster has not formed
 in time.  No MindSpore import here.
+
+A worker that dies mid-run (killed, out of memory) leaves no line of its
+own, and msrun's scheduler blames whichever rank it looks at first.  So each
+worker runs beside a small recorder process (:class:`DeathRecorder`) in its
+process group: msrun ends the other workers by killing their whole groups,
+recorders included, so only the recorder of the worker that died first
+outlives it, and says which rank that was and which checkpoint to resume from.
 """
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,3 +248,115 @@ class InitWatchdog:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
         return False
+
+
+#: what a worker's recorder leaves in the run folder for the scheduler's line: ``.rank<r>.died``
+_DIED_FILE = re.compile(r"\.rank(\d+)\.died$")
+_EPOCH_FILE = re.compile(r".+-e(\d+)\.ckpt$")
+
+
+def last_epoch_checkpoint(folder):
+    """The run's newest epoch checkpoint (``<prefix>-e<N>.ckpt``) in ``folder``, or None."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return None
+    epochs = [(int(m.group(1)), name) for name, m in ((n, _EPOCH_FILE.match(n)) for n in names) if m]
+    return os.path.join(folder, max(epochs)[1]) if epochs else None
+
+
+def died_line(rank, port, folder):
+    """The line said when worker ``rank`` of the job at ``port`` died mid-run: who, and where to go on."""
+    last = last_epoch_checkpoint(folder) if folder else None
+    where = (f"resume with --resume {last}" if last else
+             "no checkpoint was written yet: start the run again with another --ckpt_save_dir")
+    return (f"rank {rank} (msrun --master_port {port}) died mid-run (killed, or out of memory); msrun then "
+            f"stopped the other workers; {where}")
+
+
+def record(worker, rank, port, folder, poll=0.5):
+    """The recorder process's loop: return quietly when ``worker`` says ``done`` on stdin; when it is gone
+    without saying so, print its :func:`died_line` on stderr (its log) and leave it in ``folder``."""
+    import select
+
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], poll)
+        if ready:
+            if sys.stdin.readline().strip() == "done":
+                return
+            break  # end of file: the worker is gone
+        if not running(worker):
+            break
+    line = died_line(rank, port, folder)
+    print(f"error: {line}", file=sys.stderr, flush=True)
+    if folder and os.path.isdir(folder):
+        path = os.path.join(folder, f".rank{rank}.died")
+        with open(path + ".tmp", "w") as f:
+            f.write(line + "\n")
+        os.replace(path + ".tmp", path)
+
+
+def recorded_deaths(folder, since):
+    """The lines recorders left in ``folder`` at or after ``since`` (a time.time()), oldest first."""
+    found = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            if _DIED_FILE.match(name) and os.path.getmtime(path) >= since:
+                with open(path) as f:
+                    found.append((os.path.getmtime(path), f.read().strip()))
+        except OSError:
+            pass
+    return [line for _, line in sorted(found)]
+
+
+def remove_death_records(folder, before):
+    """Remove the records an earlier, failed launch left in ``folder``: those written before ``before`` (a
+    time.time() taken before this launch's cluster formed, so none of this launch's)."""
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        try:
+            if _DIED_FILE.match(name) and os.path.getmtime(path) < before:
+                os.remove(path)
+        except OSError:
+            pass
+
+
+class DeathRecorder:
+    """The recorder process of an msrun worker (see :func:`record`); nothing outside msrun or in the scheduler.
+
+    :meth:`start` once the cluster formed; the worker's normal exit (``atexit``)
+    tells the recorder it is done.
+    """
+
+    def __init__(self, msrun, folder):
+        self.msrun = msrun if msrun and msrun.role != "MS_SCHED" else None
+        self.folder, self.process = folder, None
+
+    def start(self, rank):
+        import atexit
+
+        if self.msrun is None:
+            return self
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (f"import sys; sys.path.insert(0, {root!r}); from acnet_ms.engine.msrun import record; "
+                f"record({os.getpid()}, {rank}, {self.msrun.port}, {self.folder!r})")
+        # the same process group as the worker: msrun's kill of a live worker's group ends its recorder too
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
+        atexit.register(self.done)
+        return self
+
+    def done(self):
+        if self.process is None:
+            return
+        try:
+            self.process.stdin.write("done\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            self.process.kill()
+        self.process = None

@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 
 from ..cli import UserError, first_line
-from .msrun import InitWatchdog, check_port_free, msrun_env
+from .msrun import DeathRecorder, InitWatchdog, check_port_free, msrun_env, recorded_deaths
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,8 @@ def setup(cfg, log=print):
     ``cfg`` is not changed: an unset ``device_target`` is MindSpore's default
     one, which the returned context names.
     """
+    import time
+
     import mindspore as ms
     import mindspore.dataset as ds
 
@@ -71,13 +73,16 @@ def setup(cfg, log=print):
     if cfg["distribute"]:
         from mindspore.communication import get_group_size, get_rank, init
 
-        msrun = msrun_env()
+        msrun, started = msrun_env(), time.time()
         if msrun and msrun.role == "MS_SCHED":
             check_port_free(msrun)
         try:
             with InitWatchdog(msrun):
                 init()
         except RuntimeError as err:
+            died = recorded_deaths(cfg.get("ckpt_save_dir") or "", started) if msrun else []
+            if died:  # a worker died mid-run: its recorder's line, not MindSpore's guess at which one
+                raise UserError(died[0]) from None
             if msrun:
                 raise UserError(f"{msrun.who}: msrun's cluster at {msrun.host}:{msrun.port} failed "
                                 f"({first_line(err)}); every process of the job ends, see msrun's --log_dir for "
@@ -86,6 +91,7 @@ def setup(cfg, log=print):
                             "--distribute False for one device, or launch with msrun (msrun --worker_num N "
                             "--local_worker_num N python train.py ...)") from None
         rank, world = get_rank(), get_group_size()
+        DeathRecorder(msrun, cfg.get("ckpt_save_dir")).start(rank)
         ms.reset_auto_parallel_context()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL, gradients_mean=True,
                                      device_num=world)

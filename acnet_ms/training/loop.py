@@ -11,6 +11,7 @@ from ..engine import data
 from ..engine.loading import load_pretrained
 from ..cli import Interrupted, UserError, first_line
 from ..config.loader import dump
+from ..engine.msrun import remove_death_records
 from ..engine.runtime import apply_amp, build_model, fmt_time, setup, too_small
 from ..models.factory import recorded_block
 from ..reparam.transform import summary_line
@@ -71,6 +72,7 @@ def train(options):
     resolved, train_spec, val_spec = check_inputs(options)
     folder = resolved["ckpt_save_dir"]
     early, state = [], RunState(resumed_from=resolved["resume"])
+    started = time.time()  # before the cluster forms: a worker's record of a death in this launch is newer
     with StopSignals() as stop:
         try:
             context = setup(resolved, log=early.append)
@@ -91,6 +93,7 @@ def train(options):
         try:
             if context.rank == 0:
                 remove_stale_temporaries(folder, log)
+                remove_death_records(folder, before=started)
                 if cfg["resume"]:
                     keep_summary_until(folder, parts.plan.start_epoch)
                 dump(cfg, os.path.join(folder, "config.yaml"))
