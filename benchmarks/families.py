@@ -224,7 +224,7 @@ def intro(records, kinds):
             f"Run: {wall / 60:.0f} min of wall time, one process per member, {cpu / 60:.0f} min of CPU in the "
             f"members' processes ({harness.versions()}). Again: `make families` "
             "(`python benchmarks/families.py --out docs/families.md`; `--members`, `--kinds`, `--no_convert`, "
-            "`--resume`).")
+            f"`--resume`).{harness.mindcv_note(harness.versions())}")
 
 
 # ---------------------------------------------------------------- the driver

@@ -214,6 +214,16 @@ def versions():
     return ", ".join(out + [f"{os.cpu_count()} CPU cores"])
 
 
+def mindcv_note(versions_line):
+    """The sentence a table made with MindCV 0.3 carries about 0.5.0 (GitHub main, what MindCV's recipes
+    and model pages are written for); empty for other versions."""
+    if "mindcv 0.3." not in versions_line:
+        return ""
+    return (" Under MindCV 0.5.0 (GitHub main) the model names are the same; what differs for these rows "
+            "(ShuffleNet-v1's grouped pointwise convs, PVT and VOLO, ViT) is in docs/compatibility.md, "
+            "\"What changes under MindCV 0.5.0\".")
+
+
 # ---------------------------------------------------------------- the worker side
 
 def peak_rss_mb():

@@ -2,6 +2,7 @@
 
 Nothing here runs a model: the document is rebuilt and tested from saved records.
 """
+from harness import mindcv_note
 from report import explain, md
 
 
@@ -70,7 +71,7 @@ def sweep_summary(recs, all_models, versions, label):
     failed = sum(counts.get(s, 0) for s in SWEEP_FAILED)
     return (f"**{len(recs)} of {len(all_models)} MindCV models** in this table: pass every step "
             f"{counts.get('ok', 0)}, fail {failed}, no {label} {counts.get('no_block', 0)}, stock model does not run "
-            f"{counts.get('stock_fails', 0)} ({spent} of runs; {versions}; code: {codes}).")
+            f"{counts.get('stock_fails', 0)} ({spent} of runs; {versions}; code: {codes}).{mindcv_note(versions)}")
 
 
 def sweep_method(kind, label, sizes, batch, lr, tol, mode=1, rounding_factor=10):

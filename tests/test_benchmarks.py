@@ -72,6 +72,13 @@ def test_the_sweep_document_from_fixed_records():
     assert ("- `hrnet_w32` (O2, momentum), train step: killed: resident memory 10.1 GB over the 10 GB cap. "
             "*Why:* its memory.") in lines
     assert "- `vit_b_16_224`: no k x k conv" in lines and "## No rep block (1)" in lines
+    # a table made with MindCV 0.3 says where what differs under 0.5.0 is written; a 0.5.0 one does not
+    made = sweep_report.sweep_doc(records, sorted(records), dict(setup, versions="mindspore 2.8.0, mindcv 0.3.0"))
+    assert "mindcv 0.3.0; code: abc1234). Under MindCV 0.5.0 (GitHub main) the model names are the same" in made
+    assert "docs/compatibility.md, \"What changes under MindCV 0.5.0\"." in made
+    assert "\n## What changes under MindCV 0.5.0\n" in open(os.path.join(ROOT, "docs", "compatibility.md")).read()
+    assert "Under MindCV" not in sweep_report.sweep_doc(records, sorted(records),
+                                                         dict(setup, versions="mindspore 2.8.0, mindcv 0.5.0"))
 
 
 # ---------------------------------------------------------------- harness: a tiny worker in a process of its own
