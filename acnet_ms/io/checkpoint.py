@@ -111,7 +111,8 @@ def _read_plain(path):
         if dtype == "str":
             out[tag] = str(np.frombuffer(data, f"U{len(data) // 4}")[0])
         elif dtype in _NP_TYPES:
-            array = np.frombuffer(data, _NP_TYPES[dtype])
+            # aligned: the values sit at any byte offset of the file, and MindSpore 2.7 refuses unaligned arrays
+            array = np.require(np.frombuffer(data, _NP_TYPES[dtype]), requirements="A")
             if array.size != int(np.prod(dims)):
                 raise _NotPlain(f"{tag}: {array.size} values for dims {dims}")
             out[tag] = array.reshape(dims)

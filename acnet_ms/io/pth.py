@@ -77,7 +77,8 @@ def _decode(raw, dtype, byteorder="little"):
     dt = np.dtype(dtype)
     if dt.itemsize > 1:
         dt = dt.newbyteorder(order)
-    return np.frombuffer(raw, dt).astype(dt.newbyteorder("="), copy=False)
+    # aligned: a storage sits at any byte offset of the archive, and MindSpore 2.7 refuses unaligned arrays
+    return np.require(np.frombuffer(raw, dt).astype(dt.newbyteorder("="), copy=False), requirements="A")
 
 
 class _Storage:
