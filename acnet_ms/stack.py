@@ -11,11 +11,13 @@ import sys
 #: {distribution: (lowest supported release, first release not supported)}, as in requirements.txt
 SUPPORTED = {"mindspore": ("2.7.0", "2.11"), "mindcv": ("0.3.0", "0.6")}
 
+_COMPAT_LANE = "make test-compat (the kind contract's PyNative fast lane, the .pth imports, the demo), CPU, Python 3.11"
 #: the combinations the project has run, {(MindSpore, MindCV): what ran on them} (docs/compatibility.md)
 TESTED = {
     ("2.8.0", "0.3.0"): "the whole test suite (make test), CPU, Python 3.11",
-    ("2.8.0", "0.5.0"): "make test-compat (the kind contract's PyNative fast lane, the .pth imports, the demo), "
-                        "CPU, Python 3.11",
+    ("2.8.0", "0.5.0"): _COMPAT_LANE,
+    ("2.10.0", "0.3.0"): _COMPAT_LANE,
+    ("2.7.2", "0.3.0"): _COMPAT_LANE,
 }
 
 

@@ -29,6 +29,7 @@ def test_make_test_leaves_out_the_zoo_lane_and_test_all_runs_everything():
     assert '-m "not slow and not msrun"' in recipe("test-fast")
     ci = open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
     assert re.search(r"^make test$", ci, re.M)
+    assert re.search(r"^    make test-compat$", ci, re.M)  # and the MindCV 0.5.0 lane, when its archive is there
 
 
 def test_the_zoo_lane_is_the_samples_rest_and_the_largest_families_and_none_of_it_is_fast():

@@ -262,3 +262,19 @@ def test_an_untested_stack_is_one_warning_line_and_never_a_refusal(monkeypatch):
     assert stack.warning(dict(found, mindspore="2.10.1")).endswith("before relying on it")
     assert "outside" not in stack.warning(dict(found, mindspore="2.10.1"))
     assert [stack.release(v) for v in ("2.10.0rc1", "2.11", "0.5.0+local")] == [(2, 10, 0), (2, 11, 0), (0, 5, 0)]
+
+
+def test_the_tested_pairs_are_the_docs_matrix_and_the_readmes_line():
+    """Every pair ``python -m acnet_ms --version`` calls tested has its row in docs/compatibility.md's matrix and
+    is named in the README's "Tested with" sentence; no row claims a pair the program would warn about."""
+    from acnet_ms.stack import TESTED
+
+    doc = open(os.path.join(ROOT, "docs", "compatibility.md"), encoding="utf-8").read()
+    rows = {tuple(cell.strip().split(" ")[0] for cell in line.split("|")[1:3])
+            for line in doc.splitlines() if line.startswith("| 2.")}
+    assert set(TESTED) <= rows, set(TESTED) - rows
+    assert not {row for row in rows if row[0][0].isdigit() and "x" not in row[0]} - set(TESTED)
+    readme = " ".join(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read().split())
+    tested = readme[readme.index("Tested with"):].split("docs/compatibility.md")[0]
+    for mindspore, mindcv in TESTED:
+        assert mindspore in tested and mindcv in tested, (mindspore, mindcv, tested)
