@@ -19,8 +19,9 @@ from ..cli import UserError, first_line
 from .._moved import moved_attr as _moved_attr
 
 META_KEY = "acnet_ms_meta"
-#: the temporary file :func:`write_checkpoint` writes first: ``.<name>.<pid>.tmp.ckpt`` (group 1: the pid)
-TMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp\.ckpt$")
+#: the temporary file :func:`write_checkpoint` writes first: ``.<name>.<pid>.tmp.ckpt`` (group 1: the pid), or
+#: ``.<name>.<pid>.tmp.tmp``, MindSpore's own while it writes that one (left by a process killed meanwhile)
+TMP_FILE = re.compile(r"^\..+\.(\d+)\.tmp\.(ckpt|tmp)$")
 
 
 class _NotPlain(Exception):
