@@ -213,6 +213,14 @@ def watch(worker, who, port, host, timeout, scheduler, poll=1.0):
         return
 
 
+def _helper_command(name, call):
+    """The command line of a helper process that runs ``call`` of this module's function ``name`` (this
+    package first on its path, whatever the worker's working folder)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
+                                  f"from acnet_ms.engine.msrun import {name}; {call}"]
+
+
 class InitWatchdog:
     """A bounded wait for msrun's cluster around ``mindspore.communication.init()`` in a worker.
 
@@ -234,11 +242,9 @@ class InitWatchdog:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self.previous[sig] = signal.signal(sig, signal.SIG_DFL)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         limit = m.timeout + 60 if m.timeout >= 0 else -1
-        code = (f"import sys; sys.path.insert(0, {root!r}); from acnet_ms.engine.msrun import watch; "
-                f"watch({os.getpid()}, {m.who!r}, {m.port}, {m.host!r}, {limit}, {scheduler_beside(m.port) or 0})")
-        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+        call = f"watch({os.getpid()}, {m.who!r}, {m.port}, {m.host!r}, {limit}, {scheduler_beside(m.port) or 0})"
+        self.process = subprocess.Popen(_helper_command("watch", call), stdin=subprocess.DEVNULL)
         return self
 
     def __exit__(self, *exc):
@@ -342,11 +348,9 @@ class DeathRecorder:
 
         if self.msrun is None:
             return self
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        code = (f"import sys; sys.path.insert(0, {root!r}); from acnet_ms.engine.msrun import record; "
-                f"record({os.getpid()}, {rank}, {self.msrun.port}, {self.folder!r})")
+        call = f"record({os.getpid()}, {rank}, {self.msrun.port}, {self.folder!r})"
         # the same process group as the worker: msrun's kill of a live worker's group ends its recorder too
-        self.process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(_helper_command("record", call), stdin=subprocess.PIPE, text=True)
         atexit.register(self.done)
         return self
 
