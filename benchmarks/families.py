@@ -216,15 +216,16 @@ def intro(records, kinds):
     """The document's opening: what was run, on what, how long it took."""
     cpu = sum(rec.get("process_cpu_s", 0) for rec in records.values())
     wall = sum(rec.get("seconds", 0) for rec in records.values())
+    versions = harness.versions()
     return (f"One small member of each MindCV CNN family ({len(records)} members), built with each block kind "
             f"({', '.join(kinds)}) through `acnet_ms.create_model(name, num_classes={NUM_CLASSES}, "
             "block_type=kind)` with the kind's default options. A row: the member's k x k convs (k > 1), how "
             "many became blocks and where each block's fold goes (`block_summary`), and the convs that stayed "
             "plain with the kind's reason. "
             f"Run: {wall / 60:.0f} min of wall time, one process per member, {cpu / 60:.0f} min of CPU in the "
-            f"members' processes ({harness.versions()}). Again: `make families` "
+            f"members' processes ({versions}). Again: `make families` "
             "(`python benchmarks/families.py --out docs/families.md`; `--members`, `--kinds`, `--no_convert`, "
-            f"`--resume`).{harness.mindcv_note(harness.versions())}")
+            f"`--resume`).{harness.mindcv_note(versions)}")
 
 
 # ---------------------------------------------------------------- the driver

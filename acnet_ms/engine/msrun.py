@@ -302,34 +302,43 @@ def record(worker, rank, port, folder, poll=0.5):
         os.replace(path + ".tmp", path)
 
 
-def recorded_deaths(folder, since):
-    """The lines recorders left in ``folder`` at or after ``since`` (a time.time()), oldest first."""
-    found = []
+def _death_records(folder):
+    """(written at, path) of each record a recorder left in ``folder`` ([] when there is no such folder)."""
     try:
-        names = os.listdir(folder)
+        names = [name for name in os.listdir(folder) if _DIED_FILE.match(name)]
     except OSError:
         return []
+    found = []
     for name in names:
         path = os.path.join(folder, name)
         try:
-            if _DIED_FILE.match(name) and os.path.getmtime(path) >= since:
-                with open(path) as f:
-                    found.append((os.path.getmtime(path), f.read().strip()))
+            found.append((os.path.getmtime(path), path))
+        except OSError:  # removed meanwhile
+            pass
+    return found
+
+
+def recorded_deaths(folder, since):
+    """The lines recorders left in ``folder`` at or after ``since`` (a time.time()), oldest first."""
+    lines = []
+    for _, path in sorted(r for r in _death_records(folder) if r[0] >= since):
+        try:
+            with open(path) as f:
+                lines.append(f.read().strip())
         except OSError:
             pass
-    return [line for _, line in sorted(found)]
+    return lines
 
 
 def remove_death_records(folder, before):
     """Remove the records an earlier, failed launch left in ``folder``: those written before ``before`` (a
     time.time() taken before this launch's cluster formed, so none of this launch's)."""
-    for name in os.listdir(folder):
-        path = os.path.join(folder, name)
-        try:
-            if _DIED_FILE.match(name) and os.path.getmtime(path) < before:
+    for written, path in _death_records(folder):
+        if written < before:
+            try:
                 os.remove(path)
-        except OSError:
-            pass
+            except OSError:
+                pass
 
 
 class DeathRecorder:
