@@ -236,4 +236,5 @@ def test_options_given_as_text_are_parsed():
     from acnet_ms.kinds import check_block
 
     assert check_block("rep", {"num_kxk": "4", "pointwise": "true"})[1] == dict(
-        num_kxk=4, pointwise=True, scale=True, identity=True, branch_bn=True, quant_aware=False, gamma_init=None)
+        num_kxk=4, pointwise=True, scale=True, identity=True, branch_bn=True, quant_aware=False, csla=False,
+        gamma_init=None)

@@ -412,16 +412,23 @@ def test_what_the_entries_show_of_the_options():
     kind = get_kind("rep")
     w = np.zeros((4, 4, 3, 3), np.float32)
     assert kind.infer_options({"a.dense.0.conv.weight": w, "a.dense.1.conv.weight": w}, ["a"]) == (
-        dict(num_kxk=2, pointwise=False, branch_bn=False, quant_aware=False, scale=False), ["identity"])
+        dict(num_kxk=2, pointwise=False, branch_bn=False, quant_aware=False, csla=False, scale=False), ["identity"])
     with_bn = {"a.dense.0.conv.weight": w, "a.dense.0.bn.gamma": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
                "a.identity_bn.gamma": w[:, 0, 0, 0]}
     assert kind.infer_options(with_bn, ["a"]) == (dict(num_kxk=1, pointwise=False, branch_bn=True,
-                                                       quant_aware=False, scale=True, identity=True), [])
+                                                       quant_aware=False, csla=False, scale=True, identity=True), [])
     # the quantization-aware form: a BN after the sum, none on the 1 x 1 branch; its identity has no entry
     aware = {"a.dense.0.conv.weight": w, "a.dense.0.bn.gamma": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
              "a.post_bn.gamma": w[:, 0, 0, 0]}
     assert kind.infer_options(aware, ["a"]) == (dict(num_kxk=1, pointwise=False, branch_bn=True, quant_aware=True,
-                                                     scale=True), ["identity"])
+                                                     csla=False, scale=True), ["identity"])
+    # the constant-scale form: gains show it, and the identity's gain whether the identity is there
+    gains = {"a.dense.0.conv.weight": w, "a.dense.0.gain": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
+             "a.scale.gain": w[:, 0, 0, 0]}
+    shown = dict(num_kxk=1, pointwise=False, branch_bn=False, quant_aware=False, csla=True, scale=True)
+    assert kind.infer_options(gains, ["a"]) == (dict(shown, identity=False), [])
+    assert kind.infer_options(dict(gains, **{"a.identity_gain": w[:, 0, 0, 0]}), ["a"]) == (
+        dict(shown, identity=True), [])
 
 
 def test_fold_bn_and_onnx_export(tmp_path):

@@ -8,7 +8,7 @@ branches and the identity, no separate scale branch.  The arithmetic is
 :func:`acnet_ms.kinds.rep.fold.fold_rep`.
 """
 import numpy as np
-from mindspore import Tensor, nn, ops
+from mindspore import Parameter, Tensor, nn, ops
 
 from .. import geometry, identities
 from ..cell import BranchBNBlock, Kernel, keyword_options
@@ -26,16 +26,28 @@ def keeps_grid(in_channels, out_channels, kernel_size, stride, pads, dilation, s
     return bool(same) or tuple(pads) == (dilation[0] * c,) * 2 + (dilation[1] * c,) * 2
 
 
+def _gain(channels, name="gain"):
+    """A per-output-channel gain of the constant-scale form, at 1."""
+    return Parameter(Tensor(np.ones(channels, np.float32)), name=name)
+
+
+def _gained(kernel, gain):
+    """``kernel`` with each output channel's row times its gain."""
+    return kernel * ops.reshape(gain, (-1, 1, 1, 1))
+
+
 class Branch(nn.Cell):
     """One branch: ``conv`` then ``bn`` (if any).  In the BN-free form ``conv`` is a :class:`Kernel`
-    (parameters only) and the branch is not called."""
+    (parameters only) and the branch is not called; in the constant-scale form it also holds ``gain``."""
 
-    def __init__(self, conv, bn=None):
+    def __init__(self, conv, bn=None, gain=False):
         super().__init__()
         self.conv = conv
         self.has_bn = bn is not None
         if bn is not None:
             self.bn = bn
+        if gain:
+            self.gain = _gain(conv.weight.shape[0])
 
     def construct(self, x):
         if self.has_bn:
@@ -68,6 +80,13 @@ class RepBlock(BranchBNBlock):
     identity adds x itself, no parameter).  ``has_bias`` adds a bias
     (``dense[0].conv.bias``) to that form.
 
+    Constant-scale linear form (``csla=True``; RepOpt's CSLA, Ding et al., ICLR
+    2023; no branch BNs): the same one conv, each branch's kernel times a
+    per-output-channel gain (``dense[i].gain``, ``scale.gain``,
+    ``identity_gain``, all 1 at first).  Trained with the gains, it is RepOpt's
+    hyper-search model; with the gains held fixed, its training by SGD is the
+    plain conv's under :mod:`acnet_ms.training.repopt`.
+
     Inference form (``deploy=True`` or after :meth:`switch_to_deploy`): one
     conv ``fused_conv`` with the block's geometry, with a bias unless the
     block has neither BN nor bias.
@@ -81,17 +100,21 @@ class RepBlock(BranchBNBlock):
     """
 
     kind = "rep"
-    info_fields = ("kernel_size", "num_kxk", "has_scale", "has_identity", "branch_bn", "quant_aware", "has_bias",
-                   "eps")
-    repr_fields = ("num_kxk", ("scale", "has_scale"), ("identity", "has_identity"), "branch_bn", "quant_aware")
+    info_fields = ("kernel_size", "num_kxk", "has_scale", "has_identity", "branch_bn", "quant_aware", "csla",
+                   "has_bias", "eps")
+    repr_fields = ("num_kxk", ("scale", "has_scale"), ("identity", "has_identity"), "branch_bn", "quant_aware",
+                   "csla")
 
-    @keyword_options("num_kxk", "scale", "identity", "branch_bn", "quant_aware", "pad_mode", "has_bias", "eps",
-                     "momentum", "deploy")
+    @keyword_options("num_kxk", "scale", "identity", "branch_bn", "quant_aware", "csla", "pad_mode", "has_bias",
+                     "eps", "momentum", "deploy")
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=None, dilation=1, groups=1, *,
-                 num_kxk=1, scale=True, identity=True, branch_bn=True, quant_aware=False, pad_mode="pad",
-                 has_bias=False, eps=BN_EPS, momentum=0.9, deploy=False):
+                 num_kxk=1, scale=True, identity=True, branch_bn=True, quant_aware=False, csla=False,
+                 pad_mode="pad", has_bias=False, eps=BN_EPS, momentum=0.9, deploy=False):
         if isinstance(num_kxk, bool) or not isinstance(num_kxk, int) or num_kxk < 1:
             raise ValueError(f"RepBlock: num_kxk must be an integer >= 1, got {num_kxk!r}")
+        if csla and quant_aware:
+            raise ValueError("RepBlock: csla and quant_aware are two forms; choose one")
+        branch_bn = branch_bn and not csla
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                          pad_mode=pad_mode, has_bias=has_bias, deploy=deploy, branch_bn=branch_bn, eps=eps,
                          momentum=momentum, min_kernel=1)
@@ -99,6 +122,7 @@ class RepBlock(BranchBNBlock):
             raise ValueError("RepBlock: quant_aware needs branch_bn=True (its k x k branches and the sum end in BNs)")
         self.num_kxk = num_kxk
         self.quant_aware = bool(quant_aware)
+        self.csla = bool(csla)
         self.has_scale = bool(scale) and kernel_size > 1
         self.has_identity = bool(identity) and keeps_grid(in_channels, out_channels, kernel_size, self.stride,
                                                           self.padding, self.dilation, self.same)
@@ -108,13 +132,15 @@ class RepBlock(BranchBNBlock):
     def build_training(self):
         k, per_group = self.kernel_size, self.in_channels // self.groups
         if self.one_conv:
-            self.dense = nn.CellList([Branch(Kernel(self.out_channels, per_group, (k, k), self.has_bias and i == 0))
-                                      for i in range(self.num_kxk)])
+            self.dense = nn.CellList([Branch(Kernel(self.out_channels, per_group, (k, k), self.has_bias and i == 0),
+                                             gain=self.csla) for i in range(self.num_kxk)])
             if self.has_scale:
-                self.scale = Branch(Kernel(self.out_channels, per_group, (1, 1)))
+                self.scale = Branch(Kernel(self.out_channels, per_group, (1, 1)), gain=self.csla)
                 self.centre = geometry.centre_tap(k)
             if self.has_identity:
                 self.identity_kernel = Tensor(identities.identity_kernel(self.out_channels, per_group, k, np.float32))
+                if self.csla:
+                    self.identity_gain = _gain(self.out_channels, "identity_gain")
             return
         dilation = self.dilation
         self.dense = nn.CellList([Branch(self.branch_conv((k, k), self.padding, dilation), self.new_bn())
@@ -130,7 +156,7 @@ class RepBlock(BranchBNBlock):
 
     @classmethod
     def from_conv(cls, conv, bn=None, num_kxk=1, scale=True, identity=True, branch_bn=True, quant_aware=False,
-                  gamma_init=None, seed=0):
+                  csla=False, gamma_init=None, seed=0):
         """A rep block in place of ``conv`` (and of ``bn`` after it, if given), same geometry.
 
         The first k x k branch starts from ``conv``'s kernel (and ``bn``'s gamma
@@ -140,11 +166,12 @@ class RepBlock(BranchBNBlock):
         gamma (ACNet's CIFAR recipe, by analogy: 1 / the number of branches keeps
         the sum at the plain conv's scale); ``None`` keeps ``bn``'s gamma and beta
         in the first branch and 1 in the others.  In the quantization-aware form ``bn``'s gamma and beta go
-        to the BN after the sum (``gamma_init`` sets the k x k branches' BNs).
+        to the BN after the sum (``gamma_init`` sets the k x k branches' BNs).  In the constant-scale form
+        (``csla``) the gains start at 1, or at ``gamma_init`` on the k x k and 1 x 1 branches if given.
         """
-        kh, opts = cls.options_of(conv, bn, branch_bn)
+        kh, opts = cls.options_of(conv, bn, branch_bn and not csla)
         block = cls(conv.in_channels, conv.out_channels, kh, num_kxk=num_kxk, scale=scale, identity=identity,
-                    quant_aware=quant_aware and branch_bn, **opts)
+                    quant_aware=quant_aware and branch_bn, csla=csla, **opts)
         kernel = conv.weight.asnumpy()
         first = block.dense[0]
         first.conv.weight.set_data(Tensor(kernel))
@@ -160,6 +187,9 @@ class RepBlock(BranchBNBlock):
         if block.branch_bn and gamma_init is not None:
             for norm in block.branch_bns():
                 norm.gamma.set_data(Tensor(np.full(norm.gamma.shape, gamma_init, np.float32)))
+        if block.csla and gamma_init is not None:
+            for gain in block.gains()[:-1] if block.has_identity else block.gains():
+                gain.set_data(Tensor(np.full(gain.shape, gamma_init, np.float32)))
         if bn is not None and branch_bn and (block.quant_aware or gamma_init is None):
             kept = block.post_bn if block.quant_aware else first.bn
             for field in ("gamma", "beta"):
@@ -175,11 +205,21 @@ class RepBlock(BranchBNBlock):
         norms += [self.scale.bn] if self.has_scale else []
         return norms + ([self.identity_bn] if self.has_identity else [])
 
+    def gains(self):
+        """The constant-scale form's gains: the k x k branches', the 1 x 1 branch's, the identity's (those
+        there are); ``[]`` in the other forms."""
+        if not self.csla or not self.one_conv:
+            return []
+        out = [b.gain for b in self.dense] + ([self.scale.gain] if self.has_scale else [])
+        return out + ([self.identity_gain] if self.has_identity else [])
+
     # ------------------------------------------------------------ forward
 
     def conv_kernel(self):
         """The k x k kernel of the BN-free form: the k x k kernels, the 1 x 1 one on the centre tap and the
-        identity (a Tensor)."""
+        identity (a Tensor), each times its gain in the constant-scale form."""
+        if self.csla:
+            return self._gained_kernel()
         w = self.dense[0].conv.weight
         for i in range(1, self.num_kxk):
             w = w + self.dense[i].conv.weight
@@ -187,6 +227,16 @@ class RepBlock(BranchBNBlock):
             w = w + self.scale.conv.weight * self.centre
         if self.has_identity:
             w = w + ops.cast(self.identity_kernel, w.dtype)
+        return w
+
+    def _gained_kernel(self):
+        w = _gained(self.dense[0].conv.weight, self.dense[0].gain)
+        for i in range(1, self.num_kxk):
+            w = w + _gained(self.dense[i].conv.weight, self.dense[i].gain)
+        if self.has_scale:
+            w = w + _gained(self.scale.conv.weight, self.scale.gain) * self.centre
+        if self.has_identity:
+            w = w + _gained(ops.cast(self.identity_kernel, w.dtype), self.identity_gain)
         return w
 
     def conv_bias(self):

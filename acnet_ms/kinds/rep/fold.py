@@ -75,3 +75,32 @@ def fold_quant_aware(dense, scale, identity, post_bn, eps=BN_EPS):
     gamma, beta, mean, var = wide(post_bn)
     kernel, bias = fuse_bn(kernel, gamma, beta, mean - inner, var, eps=eps)
     return kernel.astype(dtype), bias.astype(dtype)
+
+
+# ---------------------------------------------------------------- the constant-scale linear form (RepOpt's CSLA,
+# Ding et al., ICLR 2023): every branch bare, times a per-output-channel gain; the site's own BN after the sum
+#
+#    y = sum_i g_i (K_i * x) + g_s (S * x) + g_id x
+#      = (sum_i g_i K_i + embed_center(g_s S) + g_id I) * x        (+ the conv's bias, if it has one)
+#
+# each gain g is a vector over the output channels, multiplying its branch's kernel row by row.
+
+
+def fold_csla(dense, scale=None, identity=None, bias=None):
+    """One constant-scale linear rep block as a single kernel (the formula above).
+
+    ``dense``: the k x k branches, each ``(kernel, gain)``; ``scale``: the 1 x 1 branch alike, or ``None``;
+    ``identity``: the identity's gain, or ``None`` (absent); ``bias``: the conv's bias, or ``None``.  Returns
+    ``(kernel, bias)`` in the first kernel's dtype (the bias ``None`` when none is given)."""
+    first = np.asarray(dense[0][0])
+    out, per_group, size = first.shape[:3]
+
+    def gained(kernel, gain):
+        return np.asarray(gain, np.float64).reshape(-1, 1, 1, 1) * np.asarray(kernel, np.float64)
+
+    kernel = sum(gained(k, g) for k, g in dense)
+    if scale is not None:
+        kernel = kernel + embed_center(gained(*scale), size)
+    if identity is not None:
+        kernel = kernel + gained(identity_kernel(out, per_group, size), identity)
+    return kernel.astype(first.dtype), None if bias is None else np.asarray(bias).astype(first.dtype)

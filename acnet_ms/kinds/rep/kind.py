@@ -14,7 +14,11 @@ into the BN slot after the conv, the conv's bias, or nowhere (pre-activation
 sites: then the branches carry no BN and train as one conv, as ACB's).  With
 ``quant_aware`` (QARepVGG, Chu et al., AAAI 2024) only the k x k branches
 carry BNs, the 1 x 1 branch and the identity are bare, and the site's own BN
-follows the sum; the fold still goes into the BN slot.  The
+follows the sum; the fold still goes into the BN slot.  With ``csla``
+(RepOpt's constant-scale linear form, Ding et al., ICLR 2023) no branch
+carries a BN, each is times a per-output-channel gain, and the block trains as
+one conv before the site's own BN: RepOpt's hyper-search model, whose gains
+:mod:`acnet_ms.training.repopt` turns into the plain model's training.  The
 Cell is :class:`acnet_ms.kinds.rep.cell.RepBlock`; the arithmetic is
 :func:`acnet_ms.kinds.rep.fold.fold_rep`.
 
@@ -61,18 +65,25 @@ class RepKind(BranchBNKind):
         "quant_aware": KindOption(False, "QARepVGG's quantization-aware form: BNs on the k x k branches only, "
                                   "the 1 x 1 branch and the identity bare, the site's BN after the sum (needs "
                                   "branch_bn)", (True, False), strict_bool),
+        "csla": KindOption(False, "RepOpt's constant-scale linear form: no branch BN, each branch times a "
+                           "per-channel gain, the site's BN after the sum (the hyper-search model of "
+                           "docs/repopt.md)", (True, False), strict_bool),
         "gamma_init": gamma_init_option("initial gamma of every branch BN (None: 1, the first branch keeps the "
-                                        "model's BN)"),
+                                        "model's BN); with csla, the branches' initial gain"),
     }
     origin_conv, origin_bn = "dense.0.conv", "dense.0.bn"
-    layout_options = ("num_kxk", "branch_bn", "quant_aware")
+    layout_options = ("num_kxk", "branch_bn", "quant_aware", "csla")
     layout_defaults = dict(BranchBNKind.layout_defaults, has_scale=False, has_identity=False)
 
     def check_options(self, options=None):
         options = super().check_options(options)
+        if options["csla"] and options["quant_aware"]:
+            raise ValueError("block_type rep: options 'csla' and 'quant_aware' are two forms; set one")
         if options["quant_aware"] and not options["branch_bn"]:
             raise ValueError("block_type rep: option 'quant_aware' needs branch_bn true (its k x k branches and "
                              "the sum end in BNs)")
+        if options["csla"]:
+            options["branch_bn"] = False  # the constant-scale form has no branch BN
         return options
 
     # -------------------------------------------------------------- sites and Cells
@@ -98,7 +109,7 @@ class RepKind(BranchBNKind):
 
     def cell_options(self, options):
         return dict(num_kxk=options["num_kxk"], scale=options["scale"], identity=options["identity"],
-                    quant_aware=options["quant_aware"])
+                    quant_aware=options["quant_aware"], csla=options["csla"])
 
     def slot_counts(self, slots):
         """The kernels' counts (``"k x k"``, ``"1 x 1"``), then the slots' (see :class:`BlockKind`)."""
@@ -126,11 +137,13 @@ class RepKind(BranchBNKind):
     def branch_entries(prefix, info):
         """Checkpoint names of one block's parameters, by branch: ``{"dense.0": [...], "scale": [...],
         "identity": [...]}`` (the identity has none without branch BNs), and ``"post_bn"`` (the BN after the
-        sum) in the quantization-aware form, whose 1 x 1 branch and identity carry no BN."""
-        with_bn, aware = info["branch_bn"], info["quant_aware"]
+        sum) in the quantization-aware form, whose 1 x 1 branch and identity carry no BN; in the constant-scale
+        form each branch's gain (``dense.0.gain``, ..., ``identity_gain``)."""
+        with_bn, aware, csla = info["branch_bn"], info["quant_aware"], info["csla"]
 
         def conv_bn(head, bn=with_bn):
-            return [f"{head}.conv.weight"] + ([f"{head}.bn.{f}" for f in identities.BN_FIELDS] if bn else [])
+            gain = [f"{head}.gain"] if csla else []
+            return [f"{head}.conv.weight"] + ([f"{head}.bn.{f}" for f in identities.BN_FIELDS] if bn else gain)
 
         out = {f"dense.{i}": conv_bn(f"{prefix}.dense.{i}") for i in range(info["num_kxk"])}
         if info["has_scale"]:
@@ -139,6 +152,8 @@ class RepKind(BranchBNKind):
             out["post_bn"] = [f"{prefix}.post_bn.{f}" for f in identities.BN_FIELDS]
         elif info["has_identity"] and with_bn:
             out["identity"] = [f"{prefix}.identity_bn.{f}" for f in identities.BN_FIELDS]
+        elif info["has_identity"] and csla:
+            out["identity"] = [f"{prefix}.identity_gain"]
         return out
 
     def entries(self, prefix, info):
@@ -154,8 +169,12 @@ class RepKind(BranchBNKind):
             kernel, bias = fold.fold_quant_aware(dense, arrays.get("scale"), info["has_identity"], arrays["post_bn"],
                                                  eps=info["eps"])
             return kernel, bias, names
-        identity = arrays.get("identity", ()) if info["has_identity"] else None
         bias = state[f"{prefix}.dense.0.conv.bias"] if info["has_bias"] else None
+        if info["csla"]:
+            identity = arrays["identity"][0] if info["has_identity"] else None
+            kernel, bias = fold.fold_csla(dense, arrays.get("scale"), identity, bias=bias)
+            return kernel, bias, names
+        identity = arrays.get("identity", ()) if info["has_identity"] else None
         kernel, bias = fold.fold_rep(dense, arrays.get("scale"), identity, eps=info["eps"],
                                      bias=bias)
         return kernel, bias, names
@@ -167,6 +186,12 @@ class RepKind(BranchBNKind):
         after the sum, the k x k branches' BNs the identity map (gamma = sqrt(1 + eps), mean 0, variance 1),
         the first kernel the plain one less the identity's, the other kernels zero; otherwise
         BranchBNKind's."""
+        if info["csla"] and f"{prefix}.weight" in state:  # the BN-free form, every gain 1
+            out = super().from_plain(state, prefix, info)
+            for name in self.entries(prefix, info):
+                if name.endswith("gain"):
+                    out[name] = np.ones(np.shape(state[f"{prefix}.weight"])[0], state[f"{prefix}.weight"].dtype)
+            return out
         if not info["quant_aware"] or f"{prefix}.weight" not in state:
             return super().from_plain(state, prefix, info)
         out = dict(state)
@@ -205,7 +230,8 @@ class RepKind(BranchBNKind):
         1 x 1 kernel), ``scale`` (a k x k block with a 1 x 1 branch) and ``branch_bn`` (BN entries; a model
         whose blocks all lack BNs folds the same either way).  ``identity`` shows only through an identity
         BN: with every block carrying BNs, none means identity off (or no block that keeps its grid, which
-        builds the same); a block without BNs would have an identity without entries, so it is unseen."""
+        builds the same), and so does an identity gain in the constant-scale form (``csla``, shown by the
+        gains); a block without BNs would have an identity without entries, so it is unseen."""
         if not prefixes:
             return {}, ["identity"]
         p = prefixes[0]
@@ -216,13 +242,14 @@ class RepKind(BranchBNKind):
         square = [q for q, k in kernels.items() if k != (1, 1)]
         with_bn = [f"{q}.dense.0.bn.gamma" in state for q in prefixes]
         shown = dict(num_kxk=num, pointwise=any(k == (1, 1) for k in kernels.values()), branch_bn=any(with_bn),
-                     quant_aware=any(f"{q}.post_bn.gamma" in state for q in prefixes))
+                     quant_aware=any(f"{q}.post_bn.gamma" in state for q in prefixes),
+                     csla=any(f"{q}.dense.0.gain" in state for q in prefixes))
         if square:
             shown["scale"] = any(f"{q}.scale.conv.weight" in state for q in square)
-        if any(f"{q}.identity_bn.gamma" in state for q in prefixes):
+        if any(f"{q}.identity_bn.gamma" in state or f"{q}.identity_gain" in state for q in prefixes):
             shown["identity"] = True
-        elif all(with_bn) and not shown["quant_aware"]:  # no block that keeps its grid has one: identity off,
-            shown["identity"] = False                          # or no such block (the same)
+        elif all(with_bn) and not shown["quant_aware"] or all(f"{q}.dense.0.gain" in state for q in prefixes):
+            shown["identity"] = False  # no block that keeps its grid has one: identity off, or no such block
         return shown, [k for k in ("scale", "identity") if k not in shown]
 
     # -------------------------------------------------------------- cost

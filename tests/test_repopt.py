@@ -1,0 +1,279 @@
+"""RepOpt training: the plain conv trained with the gradient multipliers moves exactly as its constant-scale
+(csla) rep block trained branch by branch.
+
+The reference is float64 numpy written here from the definitions: each branch convolves with its own kernel
+and geometry (the 1 x 1 branch on its own padding or crop, the identity adds the input), its gradient comes
+from its own convolution, and SGD with momentum and weight decay moves each branch.  Against it: the
+multiplier rule in numpy (exact to rounding), and MindSpore's one conv under ``RepOptMomentum`` beside the
+constant-scale Cell under ``nn.Momentum`` (float32), over the contract's geometries.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+from acnet_ms.kinds.rep import fold as rep_fold
+from acnet_ms.kinds.rep import repopt as rules
+
+GEOMETRY = dict(k=(3, 5), stride=(1, 2), padding=("half", 0, "above", "same"), groups=("1", "2", "dw"),
+                dilation=(1, 2))
+
+
+def _channels(groups):
+    return (4, 4, 4) if groups == "dw" else (4, 6, 2) if groups == "2" else (4, 4, 1)
+
+
+def _pads(padding, k, dilation, stride, size):
+    half = dilation * (k // 2)
+    if padding == "half":
+        return (half,) * 4
+    if padding == "above":
+        return (half + 1,) * 4
+    if padding == "same":  # MindSpore's: output ceil(size / stride), the odd row/column at the end
+        out = -(-size // stride)
+        total = max((out - 1) * stride + dilation * (k - 1) + 1 - size, 0)
+        return (total // 2, total - total // 2) * 2
+    return (padding,) * 4
+
+
+def _window(x, pads):
+    """``x`` padded by the non-negative pads and cropped by the negative ones."""
+    t, b, l, r = pads
+    x = np.pad(x, ((0, 0), (0, 0), (max(t, 0), max(b, 0)), (max(l, 0), max(r, 0))))
+    return x[:, :, max(-t, 0):x.shape[2] - max(-b, 0), max(-l, 0):x.shape[3] - max(-r, 0)]
+
+
+def _patches(x, k, stride, pads, dilation, groups):
+    """(N, g, C/g, k, k, OH, OW): the input under each tap of each output pixel."""
+    x = _window(x, pads)
+    n, c, h, w = x.shape
+    oh, ow = (h - dilation * (k - 1) - 1) // stride + 1, (w - dilation * (k - 1) - 1) // stride + 1
+    out = np.empty((n, c, k, k, oh, ow))
+    for i, j in itertools.product(range(k), repeat=2):
+        out[:, :, i, j] = x[:, :, i * dilation:i * dilation + (oh - 1) * stride + 1:stride,
+                            j * dilation:j * dilation + (ow - 1) * stride + 1:stride]
+    return out.reshape(n, groups, c // groups, k, k, oh, ow)
+
+
+def conv(x, w, stride, pads, dilation, groups):
+    p = _patches(x, w.shape[2], stride, pads, dilation, groups)
+    wg = w.reshape(groups, w.shape[0] // groups, *w.shape[1:])
+    y = np.einsum("ngcijhw,gocij->ngohw", p, wg)
+    return y.reshape(y.shape[0], -1, *y.shape[3:])
+
+
+def conv_weight_grad(x, dy, shape, stride, pads, dilation, groups):
+    p = _patches(x, shape[2], stride, pads, dilation, groups)
+    dyg = dy.reshape(dy.shape[0], groups, shape[0] // groups, *dy.shape[2:])
+    return np.einsum("ngcijhw,ngohw->gocij", p, dyg).reshape(shape)
+
+
+class Site:
+    """One constant-scale site of a geometry: its branches, each convolved on its own grid (float64)."""
+
+    def __init__(self, k, stride, padding, groups, dilation, size=11, seed=0):
+        rng = np.random.default_rng(seed)
+        self.cin, self.cout, self.groups = _channels(groups)
+        self.k, self.stride, self.dilation = k, stride, dilation
+        self.pads = _pads(padding, k, dilation, stride, size)
+        half = dilation * (k // 2)
+        self.centre_pads = tuple(p - half for p in self.pads)  # the 1 x 1 branch reads the centre tap
+        self.identity = self.cin == self.cout and stride == 1 and self.pads == (half,) * 4
+        shape = (self.cout, self.cin // self.groups, k, k)
+        self.kernels = [rng.normal(0, 0.3, shape) for _ in range(2)] + [rng.normal(0, 0.3, shape[:2] + (1, 1))]
+        self.gains = [rng.uniform(0.3, 1.6, self.cout) for _ in range(3)]
+        self.identity_gain = rng.uniform(0.5, 1.5, self.cout) if self.identity else None
+        self.x = [rng.normal(size=(2, self.cin, size, size)) for _ in range(3)]
+        self.target = [rng.normal(size=conv(x, self.kernels[0], stride, self.pads, dilation, self.groups).shape)
+                       for x in self.x]
+
+    def branch_outputs(self, kernels, x):
+        outs = [g.reshape(1, -1, 1, 1) * conv(x, kern, self.stride, self.pads, self.dilation, self.groups)
+                for kern, g in zip(kernels[:2], self.gains)]
+        outs.append(self.gains[2].reshape(1, -1, 1, 1) * conv(x, kernels[2], self.stride, self.centre_pads, 1,
+                                                               self.groups))
+        if self.identity:
+            outs.append(self.identity_gain.reshape(1, -1, 1, 1) * x)
+        return outs
+
+    def branch_grads(self, kernels, x, target):
+        """dL/dK of each branch, L = 1/2 ||y - target||^2, each from its own convolution."""
+        dy = sum(self.branch_outputs(kernels, x)) - target
+        grads = [conv_weight_grad(x, g.reshape(1, -1, 1, 1) * dy, kern.shape, self.stride, self.pads,
+                                  self.dilation, self.groups) for kern, g in zip(kernels[:2], self.gains)]
+        grads.append(conv_weight_grad(x, self.gains[2].reshape(1, -1, 1, 1) * dy, kernels[2].shape, self.stride,
+                                      self.centre_pads, 1, self.groups))
+        return grads
+
+    def fold(self, kernels):
+        return rep_fold.fold_csla(list(zip(kernels[:2], self.gains[:2])), (kernels[2], self.gains[2]),
+                                  self.identity_gain)[0]
+
+    def plain_grad(self, kernel, x, target):
+        dy = conv(x, kernel, self.stride, self.pads, self.dilation, self.groups) - target
+        return conv_weight_grad(x, dy, kernel.shape, self.stride, self.pads, self.dilation, self.groups)
+
+
+def branchwise_sgd(site, steps, lr, momentum, decay, nesterov):
+    kernels = [k.copy() for k in site.kernels]
+    velocity = [np.zeros_like(k) for k in kernels]
+    for n in range(steps):
+        x, target = site.x[n % 3], site.target[n % 3]
+        for i, grad in enumerate(site.branch_grads(kernels, x, target)):
+            d = grad + decay * kernels[i]
+            velocity[i] = momentum * velocity[i] + d
+            kernels[i] = kernels[i] - lr * (d + momentum * velocity[i] if nesterov else velocity[i])
+    return site.fold(kernels)
+
+
+def repopt_sgd(site, steps, lr, momentum, decay, nesterov):
+    kernel = site.fold(site.kernels)
+    multiplier = rules.grad_multiplier(kernel.shape, site.gains[:2], site.gains[2])
+    anchor = rules.decay_anchor(kernel.shape, site.identity_gain)
+    velocity = np.zeros_like(kernel)
+    for n in range(steps):
+        d = multiplier * site.plain_grad(kernel, site.x[n % 3], site.target[n % 3]) + decay * (kernel - anchor)
+        velocity = momentum * velocity + d
+        kernel = kernel - lr * (d + momentum * velocity if nesterov else velocity)
+    return kernel
+
+
+def geometry_cases():
+    cases = []
+    for k, stride, padding, groups, dilation in itertools.product(*GEOMETRY.values()):
+        cases.append(pytest.param(k, stride, padding, groups, dilation,
+                                  id=f"k{k}-s{stride}-p{padding}-g{groups}-d{dilation}"))
+    return cases
+
+
+@pytest.mark.parametrize("k, stride, padding, groups, dilation", geometry_cases())
+def test_the_multiplier_rule_is_the_branches_sgd_in_float64(k, stride, padding, groups, dilation):
+    site = Site(k, stride, padding, groups, dilation, seed=k * 7 + stride)
+    for nesterov in (False, True):
+        branches = branchwise_sgd(site, 6, 0.05, 0.9, 0.01, nesterov)
+        plain = repopt_sgd(site, 6, 0.05, 0.9, 0.01, nesterov)
+        assert np.abs(plain - branches).max() <= 1e-12 * max(1.0, np.abs(branches).max())
+        moved = np.abs(branches - site.fold(site.kernels)).max()
+        assert moved > 1e-2  # the steps did move the weights
+
+
+def test_the_rule_is_not_a_plain_step_and_needs_the_shifted_decay():
+    """Without the multiplier, or decaying towards 0 instead of g_id I, the one conv leaves the branches' path."""
+    site = Site(3, 1, "half", "1", 1, seed=5)
+    assert site.identity
+    branches = branchwise_sgd(site, 4, 0.05, 0.9, 0.01, False)
+    kernel = site.fold(site.kernels)
+    multiplier = rules.grad_multiplier(kernel.shape, site.gains[:2], site.gains[2])
+    for rule in ("no multiplier", "decay to zero"):
+        w, v = kernel.copy(), np.zeros_like(kernel)
+        for n in range(4):
+            g = site.plain_grad(w, site.x[n % 3], site.target[n % 3])
+            d = (g if rule == "no multiplier" else multiplier * g) + 0.01 * w
+            v = 0.9 * v + d
+            w = w - 0.05 * v
+        assert np.abs(w - branches).max() > 1e-4, rule
+
+
+def test_the_multiplier_is_the_sum_of_squared_gains_with_the_centre_taps_own():
+    dense = [np.array([1.0, 2.0]), np.array([0.5, 1.0])]
+    m = rules.grad_multiplier((2, 3, 3, 3), dense, np.array([3.0, 0.0]))
+    assert m.shape == (2, 3, 3, 3)
+    assert np.all(m[0] == np.where(np.arange(9).reshape(3, 3) == 4, 1.25 + 9.0, 1.25))
+    assert np.all(m[1] == 5.0)
+    assert np.all(rules.grad_multiplier((2, 3, 3, 3), dense) == m - np.pad(m[:, :, 1:2, 1:2] - m[:, :, :1, :1],
+                                                                           ((0, 0), (0, 0), (1, 1), (1, 1))))
+    anchor = rules.decay_anchor((2, 2, 3, 3), np.array([2.0, 3.0]))
+    assert anchor[0, 0, 1, 1] == 2.0 and anchor[1, 1, 1, 1] == 3.0 and np.count_nonzero(anchor) == 2
+    assert not rules.decay_anchor((2, 2, 3, 3)).any()
+
+
+# ------------------------------------------------------------------ MindSpore: the Cell and the optimizer
+
+def _ms_pair(site, padding):
+    """The constant-scale RepBlock of ``site`` (gains fixed) and the plain conv at its fold."""
+    from mindspore import Tensor
+
+    from acnet_ms.kinds.geometry import block_conv
+    from acnet_ms.kinds.rep.cell import RepBlock
+
+    same = padding == "same"
+    block = RepBlock(site.cin, site.cout, site.k, site.stride, None if same else site.pads, site.dilation,
+                     site.groups, num_kxk=2, csla=True, pad_mode="same" if same else "pad")
+    assert block.has_identity == site.identity
+    weights = [block.dense[0].conv.weight, block.dense[1].conv.weight, block.scale.conv.weight]
+    for param, value in zip(weights + block.gains(), site.kernels + site.gains + [site.identity_gain] * site.identity):
+        param.set_data(Tensor(value.astype(np.float32)))
+    for gain in block.gains():
+        gain.requires_grad = False
+    plain = block_conv(block, False)
+    plain.weight.set_data(Tensor(site.fold(site.kernels).astype(np.float32)))
+    return block, plain
+
+
+def _train(net, optimizer, site, steps):
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    class Loss(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def construct(self, x, target):
+            return 0.5 * ((self.net(x) - target) ** 2).sum()
+
+    step = nn.TrainOneStepCell(Loss(), optimizer)
+    for n in range(steps):
+        step(Tensor(site.x[n % 3].astype(np.float32)), Tensor(site.target[n % 3].astype(np.float32)))
+    return ms
+
+
+MS_CASES = [(3, 1, "half", "1", 1), (3, 2, 0, "2", 1), (5, 1, "above", "dw", 2), (3, 1, "same", "2", 2),
+            (5, 2, "same", "1", 1), (3, 1, "half", "dw", 1), (5, 1, 0, "1", 2)]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id="-".join(map(str, c))) for c in MS_CASES]
+                         + [pytest.param(c, id="graph-" + "-".join(map(str, c)), marks=pytest.mark.graph)
+                            for c in MS_CASES[:2]])
+def test_the_plain_conv_under_repoptmomentum_trains_as_its_constant_scale_block(case):
+    from mindspore import nn
+
+    from acnet_ms.training.repopt import RepOptMomentum, Scales
+
+    site = Site(*case, seed=11)
+    lr, momentum, decay, steps = 1e-4, 0.9, 0.5, 6
+    for nesterov in (False, True):
+        block, plain = _ms_pair(site, case[2])
+        _train(block, nn.Momentum(block.trainable_params(), lr, momentum, weight_decay=decay,
+                                  use_nesterov=nesterov), site, steps)
+        scales = {plain.weight.name: Scales(tuple(site.gains[:2]), site.gains[2], site.identity_gain)}
+        _train(plain, RepOptMomentum(plain.trainable_params(), lr, momentum, scales, weight_decay=decay,
+                                     use_nesterov=nesterov), site, steps)
+        branches, one = block.fold_branches()[0], plain.weight.asnumpy()
+        size = np.abs(branches).max()
+        assert np.abs(one - branches).max() <= 2e-5 * size
+        assert np.abs(branches - site.fold(site.kernels)).max() > 100 * 2e-5 * size  # it moved
+        if not nesterov:  # MindSpore 2.8's CPU kernel takes use_nesterov as plain momentum: both sides alike
+            reference = branchwise_sgd(site, steps, lr, momentum, decay, nesterov)
+            assert np.abs(branches - reference).max() <= 2e-5 * size
+
+
+def test_other_parameters_keep_their_gradients_and_unknown_names_are_refused():
+    import mindspore as ms
+    from mindspore import Parameter, Tensor
+
+    from acnet_ms.training.repopt import RepOptGradients, Scales
+
+    site = Parameter(Tensor(np.zeros((2, 2, 3, 3), np.float32)), name="a.weight")
+    other = Parameter(Tensor(np.zeros(2, np.float32)), name="a.bias")
+    scales = {"a.weight": Scales((np.array([2.0, 3.0]),), None, np.array([1.0, 2.0]))}
+    transform = RepOptGradients([site, other], scales, [0.5, 0.5])
+    grads = transform((Tensor(np.ones((2, 2, 3, 3), np.float32)), Tensor(np.full(2, 7.0, np.float32))))
+    g = grads[0].asnumpy()
+    assert np.all(g[0] == np.where(np.eye(2)[0].reshape(2, 1, 1) * (np.arange(9).reshape(3, 3) == 4), 4.0 - 0.5,
+                                   4.0))
+    assert g[1, 1, 1, 1] == 9.0 - 1.0 and g[1, 0, 1, 1] == 9.0
+    assert np.all(grads[1].asnumpy() == 7.0)
+    with pytest.raises(ValueError, match="the scales name b.weight, which is no trained parameter"):
+        RepOptGradients([site], {"b.weight": scales["a.weight"]})
+    assert ms  # imported for its side effects on the context
