@@ -425,7 +425,7 @@ def test_what_the_entries_show_of_the_options():
     # the constant-scale form: gains show it, and the identity's gain whether the identity is there
     gains = {"a.dense.0.conv.weight": w, "a.dense.0.gain": w[:, 0, 0, 0], "a.scale.conv.weight": w[..., :1, :1],
              "a.scale.gain": w[:, 0, 0, 0]}
-    shown = dict(num_kxk=1, pointwise=False, branch_bn=False, quant_aware=False, csla=True, scale=True)
+    shown = dict(num_kxk=1, pointwise=False, quant_aware=False, csla=True, scale=True)
     assert kind.infer_options(gains, ["a"]) == (dict(shown, identity=False), [])
     assert kind.infer_options(dict(gains, **{"a.identity_gain": w[:, 0, 0, 0]}), ["a"]) == (
         dict(shown, identity=True), [])

@@ -8,6 +8,7 @@ multiplier rule in numpy (exact to rounding), and MindSpore's one conv under ``R
 constant-scale Cell under ``nn.Momentum`` (float32), over the contract's geometries.
 """
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -277,3 +278,141 @@ def test_other_parameters_keep_their_gradients_and_unknown_names_are_refused():
     with pytest.raises(ValueError, match="the scales name b.weight, which is no trained parameter"):
         RepOptGradients([site], {"b.weight": scales["a.weight"]})
     assert ms  # imported for its side effects on the context
+
+
+# ------------------------------------------------------------------ a whole model, through the run's factories
+
+def _model_steps(net, repopt, steps=3):
+    from mindspore import Tensor
+
+    from acnet_ms.config.loader import defaults
+    from acnet_ms.training.factories import build_train_step
+    from acnet_ms.training.loop import train_call
+
+    cfg = dict(defaults(), device_target="CPU", model="src20", opt="momentum", weight_decay=1e-3, lr=0.05,
+               repopt_scales="hs.ckpt" if repopt else None)
+    step, _ = build_train_step(net, cfg, [0.05] * steps, repopt=repopt)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(steps):
+        x = Tensor(rng.normal(size=(4, 3, 16, 16)).astype(np.float32))
+        y = Tensor(rng.integers(0, 10, 4).astype(np.int32))
+        losses.append(float(train_call(step, x, y, True, cfg)[0].asnumpy()))
+    return losses
+
+
+@pytest.mark.parametrize("mode", ["pynative", pytest.param("graph", marks=pytest.mark.graph)])
+def test_a_plain_model_under_repopt_trains_as_its_constant_scale_form_with_fixed_gains(mode):
+    """src20's 19 convs: the train step's RepOpt gradients on the plain model, against the constant-scale model
+    with its gains held fixed under the same optimizer; every weight and BN statistic after three steps."""
+    from mindspore import Tensor
+
+    from acnet_ms import create_model
+    from acnet_ms.reparam.forms import STOCK, Forms
+    from acnet_ms.reparam.transform import block_layout
+    from acnet_ms.training.repopt import fix_gains, gain_parameters, scales_of, start_plain
+
+    import mindspore as ms
+
+    ms.set_seed(0)
+    csla = create_model("src20", num_classes=10, block_type="rep", block_options={"csla": True})
+    rng = np.random.default_rng(4)
+    for gains in gain_parameters(csla).values():
+        for gain in gains:
+            gain.set_data(Tensor(rng.uniform(0.4, 1.4, gain.shape).astype(np.float32)))
+    layout = block_layout(csla)
+    scales = scales_of({p.name: p.asnumpy() for p in csla.get_parameters()}, layout)
+    assert len(scales) == 19 and sum(s.identity is not None for s in scales.values()) >= 10
+    fix_gains(csla, scales)
+    plain = create_model("src20", num_classes=10)
+    start_plain(plain, csla)
+    before = {p.name: p.asnumpy().copy() for p in plain.get_parameters()}
+    branch_losses = _model_steps(csla, None)
+    plain_losses = _model_steps(plain, scales)
+    assert np.allclose(plain_losses, branch_losses, rtol=1e-4), (plain_losses, branch_losses)
+    folded = Forms(layout).move({p.name: p.asnumpy() for p in csla.get_parameters()}, STOCK).state
+    trained = {p.name: p.asnumpy() for p in plain.get_parameters()}
+    assert set(trained) <= set(folded)
+    moved = 0
+    for name, value in trained.items():
+        step = np.abs(value - before[name]).max()  # float32 rounding, which BN's backward amplifies, against
+        assert np.abs(value - folded[name]).max() <= 0.02 * step + 1e-6, name  # how far the steps went
+        moved += bool(step > 1e-3 * max(np.abs(value).max(), 1e-3))
+    assert moved > 40
+
+
+# ------------------------------------------------------------------ train.py --repopt_scales
+
+def _hs_checkpoint(path, model="src20"):
+    """A hyper-search checkpoint of ``model`` (random weights and gains), as a run records it."""
+    from helpers import training_checkpoint
+
+    training_checkpoint(path, model, block_type="rep", block_options={"csla": True},
+                        meta=dict(block_options={"csla": True}))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_a_hyper_search_then_a_repopt_run_give_a_plain_checkpoint_that_converts_validates_and_goes_int8(digits,
+                                                                                                       tmp_path):
+    """docs/repopt.md's commands on the small lists: the hyper-search run, the RepOpt run from its checkpoint
+    (the plain model, nothing to fold), convert.py --fold_bn --export onnx --int8, validate.py on each form."""
+    import mindspore as ms
+    from mindspore import Tensor
+
+    from acnet_ms import create_model
+    from acnet_ms.io.checkpoint import read_checkpoint
+    from helpers import run_script, small_run, stderr_of
+    from test_quantize import validate
+
+    hs = str(tmp_path / "hs")
+    res = run_script("train.py", *small_run(digits, hs, "--block_type", "rep", "--block_options", "{csla: true}",
+                                            "--epoch_size", 1, "--val_while_train", False))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "src20 (rep: csla true), 10 classes" in res.stdout, res.stdout[:2000]
+    arrays, _ = read_checkpoint(os.path.join(hs, "src20_rep-e001.ckpt"))
+    gains = [v for k, v in arrays.items() if k.endswith(".gain") and not k.startswith("moments.")]
+    assert len(gains) == 19 * 2 and any(np.abs(g - 1).max() > 1e-4 for g in gains)  # the search moved them
+    run = str(tmp_path / "repopt")
+    res = run_script("train.py", *small_run(digits, run, "--block_type", "base", "--repopt_scales",
+                                            os.path.join(hs, "src20_rep-e001.ckpt"), "--epoch_size", 2))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "src20 (base), 10 classes" in res.stdout and "19 convs under gradient multipliers" in res.stdout
+    trained = os.path.join(run, "src20_base-e002.ckpt")
+    state, meta = read_checkpoint(trained)
+    assert meta["block_type"] == "base" and meta["config"]["repopt_scales"].endswith("src20_rep-e001.ckpt")
+    base = create_model("src20", num_classes=10)
+    params = {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items() if not k.startswith(("moments.", "accum"))
+              and k in base.parameters_dict()}
+    assert ms.load_param_into_net(base, params, strict_load=True) == ([], [])
+    deploy = str(tmp_path / "deploy.ckpt")
+    res = run_script("convert.py", "--ckpt_path", trained, "--output", deploy, "--fold_bn", "--export", "onnx",
+                     "--int8", "--calib_data", os.path.join(digits, "train"), "--calib_samples", 32)
+    assert res.returncode == 0 and stderr_of(res).strip() == "", res.stderr[-3000:]
+    scores = [validate(path, digits, tmp_path / f"{i}.json")[0]
+              for i, path in enumerate((trained, deploy, str(tmp_path / "deploy.onnx"),
+                                        str(tmp_path / "deploy.int8.onnx")))]
+    assert len({r["correct1"] for r in scores[:3]}) == 1, [r["correct1"] for r in scores]
+    # resuming needs the same scales
+    res = run_script("train.py", *small_run(digits, run, "--block_type", "base", "--resume", trained,
+                                            "--epoch_size", 3))
+    assert res.returncode == 2 and "a RepOpt run's checkpoint" in res.stderr, res.stderr[-2000:]
+
+
+def test_bad_repopt_inputs_are_one_line_errors_naming_the_file_or_option(digits, tmp_path):
+    from helpers import assert_one_line_error, run_main, small_run, training_checkpoint
+
+    hs = _hs_checkpoint(tmp_path / "hs.ckpt")
+    out = str(tmp_path / "run")
+    cases = [(("--repopt_scales", str(tmp_path / "none.ckpt")), ("none.ckpt", "no such checkpoint file",
+                                                                   "repopt_scales")),
+             (("--repopt_scales", hs, "--block_type", "acb"), ("repopt_scales", "block_type must be base",
+                                                                "got acb")),
+             (("--repopt_scales", hs, "--model", "src56"), ("hs.ckpt", "the gains of a src20", "trains src56"))]
+    plain = str(tmp_path / "plain_rep.ckpt")
+    training_checkpoint(plain, "src20", block_type="rep")
+    cases.append((("--repopt_scales", plain), ("plain_rep.ckpt", "no constant-scale rep block", "csla: true")))
+    for extra, fragments in cases:
+        res = run_main("train.py", *small_run(digits, out, "--block_type", "base", *extra))
+        assert_one_line_error(res, *fragments)
+        assert not os.path.exists(out)

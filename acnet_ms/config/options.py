@@ -256,6 +256,9 @@ _TABLE = [
     Option("jit_level", "O2", str, OURS, "graph compile level (O2: Ascend whole-graph sinking)", ("O0", "O1", "O2"), True),
     Option("resume", None, _str_opt, OURS, "training checkpoint to resume from (weights, optimizer, epoch, step)",
            None, True),
+    Option("repopt_scales", None, _str_opt, OURS, "RepOpt: a hyper-search checkpoint (block_type rep, block_options "
+           "{csla: true}); the run trains the plain model with the gradient multipliers of its gains (docs/repopt.md)",
+           None, True),
     Option("dist_bn", "reduce", str, OURS,
            "BN statistics under msrun before each validation and checkpoint: reduce (average over ranks), "
            "broadcast (rank 0's) or none", ("reduce", "broadcast", "none"), True),

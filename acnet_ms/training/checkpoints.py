@@ -89,6 +89,11 @@ def check_resume(cfg):
     if "epoch" not in meta or "step" not in meta:
         raise UserError(f"{path}: not a training checkpoint (no epoch/step recorded); "
                         f"use ckpt_path to start from plain weights")
+    was = (meta.get("config") or {}).get("repopt_scales")
+    if bool(was) != bool(cfg.get("repopt_scales")):
+        raise UserError(f"{path}: a RepOpt run's checkpoint (repopt_scales {was}): resume it with the same "
+                        f"repopt_scales" if was else f"{path}: not a RepOpt run's checkpoint; resume it without "
+                        f"repopt_scales")
     mine = {k: cfg[k] for k in ("model", "block_type", "num_classes")}
     theirs = {k: meta.get(k) for k in mine}
     if mine != theirs:

@@ -42,8 +42,9 @@ def loss_scaling(cfg):
     return cfg["loss_scale"], False, cfg["drop_overflow_update"]
 
 
-def build_train_step(net, cfg, lrs, scale_window=2000):
-    """The compiled train step: loss, optimizer, AMP, loss scaling, clipping, accumulation, EMA, reduction.
+def build_train_step(net, cfg, lrs, scale_window=2000, repopt=None):
+    """The compiled train step: loss, optimizer, AMP, loss scaling, clipping, accumulation, EMA, reduction;
+    with ``repopt`` (``{weight name: Scales}``), RepOpt's gradient multipliers before the optimizer.
 
     Returns ``(step, optimizer)``.  ``step(image, label)`` returns ``(loss,
     finite, scale)``; see :class:`acnet_ms.training.train_step.TrainStep`.
@@ -63,9 +64,18 @@ def build_train_step(net, cfg, lrs, scale_window=2000):
                            aux_factor=cfg["aux_factor"])
     except (ValueError, TypeError, NotImplementedError, AssertionError) as err:
         raise UserError(f"optimizer/loss options refused by mindcv ({first_line(err)})") from None
+    transform = None
+    if repopt is not None:
+        from .repopt import RepOptGradients, weight_decays
+
+        try:
+            transform = RepOptGradients(optimizer.parameters, repopt, weight_decays(optimizer))
+        except ValueError as err:
+            raise UserError(f"repopt_scales {cfg['repopt_scales']}: {err}") from None
     scale, dynamic, skip = loss_scaling(cfg)
     step = TrainStep(net, loss, optimizer, scale=scale, dynamic=dynamic, skip_overflow=skip,
                      scale_window=scale_window, clip_grad=cfg["clip_grad"], clip_value=cfg["clip_value"],
-                     accumulation=cfg["gradient_accumulation_steps"], ema=cfg["ema"], ema_decay=cfg["ema_decay"])
+                     accumulation=cfg["gradient_accumulation_steps"], ema=cfg["ema"], ema_decay=cfg["ema_decay"],
+                     grad_transform=transform)
     step.set_train()
     return step, optimizer

@@ -150,10 +150,15 @@ def _build(cfg, rank, world, train_spec, val_spec, state, log):
     if val_loader is not None and cfg["val_amp_level"] != cfg["amp_level"]:
         # validation runs at val_amp_level: a second network of the same names, given the weights before each use
         eval_net = apply_amp(build_model(cfg), cfg["val_amp_level"], cfg["amp_cast_list"])
+    scales = None
+    if cfg["repopt_scales"]:
+        from .repopt import start_run
+
+        scales = start_run(cfg, net, log)
     if cfg["ckpt_path"]:
         load_pretrained(net, cfg["ckpt_path"], log, partial=cfg["ckpt_partial"])
     lrs = lr_schedule(cfg, spe, log)
-    step_cell, _ = build_train_step(net, cfg, lrs)
+    step_cell, _ = build_train_step(net, cfg, lrs, repopt=scales)
     start_epoch, gstep = 0, 0
     if cfg["resume"]:
         start_epoch, gstep, meta = restore(step_cell, cfg, spe, log)

@@ -94,6 +94,9 @@ def fix_gains(net, scales=None):
     blocks = gain_parameters(net)
     if not blocks:
         raise ValueError("the network has no constant-scale rep block (block_type rep, block_options {csla: true})")
+    unused = sorted(set(scales or ()) - {f"{prefix}.weight" for prefix in blocks})
+    if unused:
+        raise ValueError(f"the scales name {unused[0]}, which is no constant-scale block's conv of the network")
     for prefix, gains in blocks.items():
         if scales is not None:
             site = scales.get(f"{prefix}.weight")
@@ -211,3 +214,65 @@ class RepOptMomentum(nn.Momentum):
         # nn.Momentum's construct (compiled whole, in PyNative too) calls this first: the rule of iteration
         # goes here, before the weight decay adds lam W'
         return nn.Momentum.decay_weight(self, self.repopt(gradients))
+
+
+# ------------------------------------------------------------------ train.py --repopt_scales
+
+#: the optimizers whose update is linear in the gradient: RepOpt's rule is exact for them
+LINEAR_OPTIMIZERS = ("momentum", "sgd", "nesterov")
+
+
+def check_run(cfg):
+    """A RepOpt run's options checked before anything is built (``cfg``: a dict of the options, changed in
+    place: the run trains the plain model, ``block_type`` base).  UserError naming the file or option."""
+    import os
+
+    from .. import kinds
+    from ..cli import UserError
+
+    path = cfg["repopt_scales"]
+    if not os.path.isfile(path):
+        raise UserError(f"{path}: no such checkpoint file (repopt_scales)")
+    try:
+        _, meta = read_scales(path)
+    except ValueError as err:
+        raise UserError(f"repopt_scales {err}") from None
+    if meta["model"] != cfg["model"]:
+        raise UserError(f"{path}: the gains of a {meta['model']} (repopt_scales), but this run trains {cfg['model']}")
+    if cfg["block_type"] not in (kinds.BASE, "rep"):
+        raise UserError(f"option 'repopt_scales' trains the plain {cfg['model']}: block_type must be base (or rep, "
+                        f"the hyper-search's), got {cfg['block_type']}")
+    cfg["block_type"], cfg["block_options"] = kinds.BASE, None
+    return cfg
+
+
+def start_run(cfg, net, log):
+    """The scales of a RepOpt run (``{weight name: Scales}``, for :func:`build_train_step`), and ``net`` (the plain
+    model) set where its constant-scale form starts unless the run resumes or starts from ``ckpt_path``."""
+    from ..cli import UserError
+    from ..engine.runtime import build_model
+    from ..models.factory import recorded_block
+
+    path = cfg["repopt_scales"]
+    scales, meta = read_scales(path)
+    block_type, options = recorded_block(meta)
+    log(f"RepOpt: the plain {cfg['model']} trains as its constant-scale form with the gains of {path} would, "
+        f"{len(scales)} convs under gradient multipliers (docs/repopt.md)")
+    if cfg["opt"] not in LINEAR_OPTIMIZERS:
+        log(f"warning: opt {cfg['opt']}: RepOpt's rule is exact for SGD with momentum only; with {cfg['opt']} the "
+            f"multipliers are a heuristic (docs/repopt.md measures the gap)")
+    if cfg["clip_grad"]:
+        log("warning: clip_grad clips the one conv's gradients, not the branches': the steps are no longer the "
+            "constant-scale form's (docs/repopt.md)")
+    if cfg["resume"]:
+        return scales
+    if cfg["ckpt_path"]:
+        log(f"RepOpt: the weights start from {cfg['ckpt_path']}, not at the constant-scale form's initial fold")
+        return scales
+    csla = build_model(dict(cfg, block_type=block_type, block_options=options))
+    try:
+        fix_gains(csla, scales)
+        start_plain(net, csla)
+    except ValueError as err:
+        raise UserError(f"repopt_scales {path}: {err}") from None
+    return scales

@@ -51,6 +51,10 @@ def check_inputs(options):
     if cfg["val_while_train"]:
         val_spec = data.inspect(cfg, "val")
         data.check_num_classes(val_spec, cfg["num_classes"], "validation")
+    if cfg["repopt_scales"]:
+        from .repopt import check_run
+
+        check_run(cfg)
     if cfg["resume"]:
         check_resume(cfg)
     check_run_folder(cfg)

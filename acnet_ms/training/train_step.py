@@ -72,13 +72,18 @@ class TrainStep(nn.Cell):
     * ``ema``: after each update, ``ema.<name>`` (every network parameter,
       BN statistics included) moves towards the weights with MindCV's decay
       ``ema_decay * (1 - exp(-updates / 2000))``.
+    * ``grad_transform``: a Cell the gradients go through last, just before
+      the optimizer (RepOpt's :class:`acnet_ms.training.repopt.RepOptGradients`).
     """
 
     def __init__(self, network, loss_fn, optimizer, scale=1.0, dynamic=False, skip_overflow=False,
-                 scale_window=2000, clip_grad=False, clip_value=15.0, accumulation=1, ema=False, ema_decay=0.9999):
+                 scale_window=2000, clip_grad=False, clip_value=15.0, accumulation=1, ema=False, ema_decay=0.9999,
+                 grad_transform=None):
         super().__init__(auto_prefix=False)
         self.network = _WithLoss(network, loss_fn)
         self.optimizer = optimizer
+        self.grad_transform = grad_transform
+        self.transforms = grad_transform is not None
         self.weights = optimizer.parameters
         self.grad = ops.GradOperation(get_by_list=True, sens_param=True)
         self.hyper_map = ops.HyperMap()
@@ -119,6 +124,8 @@ class TrainStep(nn.Cell):
         return loss, finite
 
     def _update(self, loss, grads):
+        if self.transforms:
+            grads = self.grad_transform(grads)
         loss = F.depend(loss, self.optimizer(grads))
         if self.ema:
             self.updates += 1

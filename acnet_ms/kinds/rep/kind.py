@@ -82,8 +82,6 @@ class RepKind(BranchBNKind):
         if options["quant_aware"] and not options["branch_bn"]:
             raise ValueError("block_type rep: option 'quant_aware' needs branch_bn true (its k x k branches and "
                              "the sum end in BNs)")
-        if options["csla"]:
-            options["branch_bn"] = False  # the constant-scale form has no branch BN
         return options
 
     # -------------------------------------------------------------- sites and Cells
@@ -101,6 +99,10 @@ class RepKind(BranchBNKind):
         if kh % 2 == 0:
             return f"even kernel {kh}x{kh} (no centre tap for the 1 x 1 branch)"
         return True
+
+    def slot(self, site, options):
+        """BranchBNKind's; the constant-scale form has no branch BN, so the site's BN stays after it."""
+        return super().slot(site, dict(options, branch_bn=options["branch_bn"] and not options["csla"]))
 
     def cell_class(self):
         from .cell import RepBlock
@@ -244,6 +246,8 @@ class RepKind(BranchBNKind):
         shown = dict(num_kxk=num, pointwise=any(k == (1, 1) for k in kernels.values()), branch_bn=any(with_bn),
                      quant_aware=any(f"{q}.post_bn.gamma" in state for q in prefixes),
                      csla=any(f"{q}.dense.0.gain" in state for q in prefixes))
+        if shown["csla"]:
+            del shown["branch_bn"]  # no branch BN either way: the constant-scale form reads no branch_bn
         if square:
             shown["scale"] = any(f"{q}.scale.conv.weight" in state for q in square)
         if any(f"{q}.identity_bn.gamma" in state or f"{q}.identity_gain" in state for q in prefixes):
