@@ -125,11 +125,13 @@ def kinds_section(quick, batch=8, size=224):
     multiply-add ratio (the step's FLOP floor), and folded / stock latency."""
     from acnet_ms import kinds
 
+    from workloads import REPOPT_ROWS
+
     names = kinds.kind_names()
     train, folded = {}, {}
     for model in ("sres18", "mobilenet_v2_100"):
-        train[model] = measure(dict(kind="kinds_train", model=model, kinds=["base"] + names, batch=batch, size=size,
-                                    repeat=3 if quick else 8))
+        train[model] = measure(dict(kind="kinds_train", model=model, kinds=["base"] + names + list(REPOPT_ROWS),
+                                    batch=batch, size=size, repeat=3 if quick else 8))
         folded[model] = measure(dict(kind="kinds_folded", model=model, kinds=names, repeat=8 if quick else 40))
     return report.kinds_section(batch, size, names, train, folded)
 

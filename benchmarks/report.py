@@ -287,7 +287,7 @@ def kinds_section(batch, size, names, train, folded):
     train_rows, lat_rows = [], []
     for model in train:
         times, macs = train[model]["times"], train[model]["macs"]
-        for kind in ["base"] + names:
+        for kind in ["base"] + names + [k for k in times if k not in names and k != "base"]:
             train_rows.append(f"| `{model}` | {kind} | {fmt(times[kind], 1000, 0)} | "
                               f"{med(times[kind]) / med(times['base']):.2f} | {macs[kind] / macs['base']:.2f} |")
         lat = folded[model]
@@ -299,7 +299,9 @@ def kinds_section(batch, size, names, train, folded):
             "timed round-robin with the base model in one process. Multiply-add ratio: the training form's "
             "forward multiply-adds ÷ base's (`count_macs`: convs, dense layers and average pools; a kind "
             "trained as one conv counts that conv), the step's FLOP floor: a step at that ratio costs "
-            "exactly its extra arithmetic.\n\n"
+            "exactly its extra arithmetic. `rep-csla`: rep's constant-scale form (RepOpt's hyper-search model, "
+            "one conv per site); `repopt`: the plain model under RepOpt's optimizer (`RepOptMomentum`, "
+            "docs/repopt.md).\n\n"
             "| model | kind | step, ms | step ÷ base | multiply-adds ÷ base |\n|---|---|---|---|---|\n" +
             "\n".join(train_rows) +
             "\n\nFolded latency (batch 1): the stock MindCV model holding each kind's folded weights against the "

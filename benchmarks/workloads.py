@@ -288,10 +288,31 @@ def count_macs(net, shape):
     return total[0]
 
 
+#: the rows of the kinds' training table besides the kinds: RepOpt's hyper-search form and its run
+REPOPT_ROWS = ("rep-csla", "repopt")
+
+
 def kind_model(model, kind):
+    """The model of ``kind``; ``rep-csla``: rep's constant-scale form; ``repopt``: the plain model (its optimizer
+    is :func:`kind_optimizer`'s)."""
     from acnet_ms import create_model
 
-    return create_model(model, num_classes=1000, block_type=kind)
+    if kind == "rep-csla":
+        return create_model(model, num_classes=1000, block_type="rep", block_options={"csla": True})
+    return create_model(model, num_classes=1000, block_type="base" if kind == "repopt" else kind)
+
+
+def kind_optimizer(ms, model, kind, net):
+    """Momentum; for ``repopt``, RepOpt's, with the gains of the model's constant-scale form (their values cost
+    nothing: one elementwise product per site kernel whatever they are)."""
+    if kind != "repopt":
+        return ms.nn.Momentum(net.trainable_params(), 0.01, 0.9)
+    from acnet_ms import block_layout
+    from acnet_ms.training.repopt import RepOptMomentum, scales_of
+
+    csla = kind_model(model, "rep-csla")
+    scales = scales_of({p.name: p.asnumpy() for p in csla.get_parameters()}, block_layout(csla))
+    return RepOptMomentum(net.trainable_params(), 0.01, 0.9, scales)  # no weight decay, as every row
 
 
 def work_kinds_train(spec, result_path=None):
@@ -304,7 +325,7 @@ def work_kinds_train(spec, result_path=None):
     for kind in spec["kinds"]:
         net = kind_model(spec["model"], kind)
         macs[kind] = count_macs(net, (1, 3, size, size))
-        opt = ms.nn.Momentum(net.trainable_params(), 0.01, 0.9)
+        opt = kind_optimizer(ms, spec["model"], kind, net)
         step = ms.nn.TrainOneStepCell(ms.nn.WithLossCell(net, ms.nn.CrossEntropyLoss()), opt)
         step.set_train()
         rng = np.random.default_rng(0)

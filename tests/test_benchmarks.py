@@ -18,14 +18,17 @@ import sweep_report  # noqa: E402
 # ---------------------------------------------------------------- report: markdown from fixed results
 
 def test_a_benchmark_section_from_fixed_results():
-    train = {"sres18": {"times": {"base": [0.10, 0.12, 0.11], "acb": [0.22, 0.20, 0.24]},
-                        "macs": {"base": 1000, "acb": 1670}}}
+    train = {"sres18": {"times": {"base": [0.10, 0.12, 0.11], "acb": [0.22, 0.20, 0.24], "repopt": [0.11, 0.12, 0.11]},
+                        "macs": {"base": 1000, "acb": 1670, "repopt": 1000}}}
     folded = {"sres18": {"stock": [0.010, 0.012, 0.011], "acb": [0.011, 0.013, 0.010]}}
     text = report.kinds_section(8, 224, ["acb"], train, folded)
     lines = text.split("\n")
     assert lines[0] == "### Block kinds: training step and folded latency (224×224)"
     assert "| `sres18` | base | 110 [100–120] | 1.00 | 1.00 |" in lines
     assert "| `sres18` | acb | 220 [200–240] | 2.00 | 1.67 |" in lines
+    # RepOpt's row (a training form beside the kinds, no folded latency of its own) follows them
+    assert lines.index("| `sres18` | repopt | 110 [110–120] | 1.00 | 1.00 |") == lines.index(
+        "| `sres18` | acb | 220 [200–240] | 2.00 | 1.67 |") + 1
     # medians 11 / 11 ms; minima 10 / 10 ms
     assert "| `sres18` | acb | 11.0 [10.0–13.0] | 1.000 | 1.000 |" in lines
 

@@ -416,3 +416,30 @@ def test_bad_repopt_inputs_are_one_line_errors_naming_the_file_or_option(digits,
         res = run_main("train.py", *small_run(digits, out, "--block_type", "base", *extra))
         assert_one_line_error(res, *fragments)
         assert not os.path.exists(out)
+
+
+def test_the_api_example_of_docs_repopt_runs(tmp_path):
+    """docs/repopt.md's example, as a user would paste it: it trains, saves a checkpoint the plain model
+    strict-loads, and says what it did."""
+    import subprocess
+    import sys
+
+    from helpers import ROOT, user_env
+
+    with open(os.path.join(ROOT, "docs", "repopt.md"), encoding="utf-8") as f:
+        text = f.read()
+    code = text.split("<!-- example: repopt-api -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=user_env(), capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "19 convs trained as their constant-scale blocks" in res.stdout
+    import mindspore as ms
+
+    from acnet_ms import create_model
+
+    plain = create_model("src20", num_classes=10)
+    params = ms.load_checkpoint(str(tmp_path / "src20_repopt.ckpt"))
+    assert ms.load_param_into_net(plain, {k: v for k, v in params.items() if k in plain.parameters_dict()},
+                                  strict_load=True) == ([], [])

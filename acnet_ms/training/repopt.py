@@ -25,6 +25,9 @@ from mindspore.ops import functional as F
 
 from ..kinds.rep import repopt as rules
 
+__all__ = ["Scales", "scales_of", "read_scales", "gain_parameters", "fix_gains", "start_plain", "weight_decays",
+           "RepOptGradients", "RepOptMomentum", "LINEAR_OPTIMIZERS"]
+
 
 @dataclass(frozen=True)
 class Scales:
