@@ -143,6 +143,19 @@ def test_analyze_quantization_reports_known_sqnr_and_validates_numbers(graphs, c
     assert "layer of min SQNR" in res.stdout
 
 
+def int8_scores(trained, digits, tmp_path, stem):
+    """``convert.py --fold_bn --export onnx --int8`` of checkpoint ``trained`` (to ``<stem>.ckpt`` in
+    ``tmp_path``, calibrated on 32 training digits), then validate.py's records of the checkpoint, the folded
+    checkpoint, the FP32 graph and the INT8 graph."""
+    deploy = str(tmp_path / f"{stem}.ckpt")
+    res = run_script("convert.py", "--ckpt_path", trained, "--output", deploy, "--fold_bn", "--export", "onnx",
+                     "--int8", "--calib_data", os.path.join(digits, "train"), "--calib_samples", 32)
+    assert res.returncode == 0 and stderr_of(res).strip() == "", res.stderr[-3000:]
+    return [validate(path, digits, tmp_path / f"{stem}{i}.json")[0]
+            for i, path in enumerate((trained, deploy, str(tmp_path / f"{stem}.onnx"),
+                                      str(tmp_path / f"{stem}.int8.onnx")))]
+
+
 @pytest.mark.slow
 def test_the_quant_aware_rep_form_goes_from_training_to_int8_and_strict_loads_into_the_plain_model(digits, tmp_path):
     """docs/models.md's commands for rep's quantization-aware form (on the small lists): train.py, convert.py
@@ -162,13 +175,7 @@ def test_the_quant_aware_rep_form_goes_from_training_to_int8_and_strict_loads_in
     arrays, meta = read_checkpoint(trained)
     assert any(k.endswith(".post_bn.gamma") for k in arrays) and not any("identity_bn" in k for k in arrays)
     assert not any(k.endswith(".scale.bn.gamma") for k in arrays)
-    deploy = str(tmp_path / "qa_deploy.ckpt")
-    res = run_script("convert.py", "--ckpt_path", trained, "--output", deploy, "--fold_bn", "--export", "onnx",
-                     "--int8", "--calib_data", os.path.join(digits, "train"), "--calib_samples", 32)
-    assert res.returncode == 0 and stderr_of(res).strip() == "", res.stderr[-3000:]
-    scores = [validate(path, digits, tmp_path / f"{i}.json")[0]
-              for i, path in enumerate((trained, deploy, str(tmp_path / "qa_deploy.onnx"),
-                                        str(tmp_path / "qa_deploy.int8.onnx")))]
+    scores = int8_scores(trained, digits, tmp_path, "qa_deploy")
     assert len({r["correct1"] for r in scores[:3]}) == 1, [r["correct1"] for r in scores]  # the forms agree
     assert {r["samples"] for r in scores} == {60}  # the validation list the run recorded
     plain = str(tmp_path / "qa_plain.ckpt")

@@ -362,8 +362,8 @@ def test_a_hyper_search_then_a_repopt_run_give_a_plain_checkpoint_that_converts_
 
     from acnet_ms import create_model
     from acnet_ms.io.checkpoint import read_checkpoint
-    from helpers import run_script, small_run, stderr_of
-    from test_quantize import validate
+    from helpers import run_script, small_run
+    from test_quantize import int8_scores
 
     hs = str(tmp_path / "hs")
     res = run_script("train.py", *small_run(digits, hs, "--block_type", "rep", "--block_options", "{csla: true}",
@@ -385,13 +385,7 @@ def test_a_hyper_search_then_a_repopt_run_give_a_plain_checkpoint_that_converts_
     params = {k: ms.Parameter(Tensor(v), name=k) for k, v in state.items() if not k.startswith(("moments.", "accum"))
               and k in base.parameters_dict()}
     assert ms.load_param_into_net(base, params, strict_load=True) == ([], [])
-    deploy = str(tmp_path / "deploy.ckpt")
-    res = run_script("convert.py", "--ckpt_path", trained, "--output", deploy, "--fold_bn", "--export", "onnx",
-                     "--int8", "--calib_data", os.path.join(digits, "train"), "--calib_samples", 32)
-    assert res.returncode == 0 and stderr_of(res).strip() == "", res.stderr[-3000:]
-    scores = [validate(path, digits, tmp_path / f"{i}.json")[0]
-              for i, path in enumerate((trained, deploy, str(tmp_path / "deploy.onnx"),
-                                        str(tmp_path / "deploy.int8.onnx")))]
+    scores = int8_scores(trained, digits, tmp_path, "deploy")
     assert len({r["correct1"] for r in scores[:3]}) == 1, [r["correct1"] for r in scores]
     # resuming needs the same scales
     res = run_script("train.py", *small_run(digits, run, "--block_type", "base", "--resume", trained,
@@ -443,3 +437,36 @@ def test_the_api_example_of_docs_repopt_runs(tmp_path):
     params = ms.load_checkpoint(str(tmp_path / "src20_repopt.ckpt"))
     assert ms.load_param_into_net(plain, {k: v for k, v in params.items() if k in plain.parameters_dict()},
                                   strict_load=True) == ([], [])
+
+
+@pytest.mark.parametrize("model", ["resnet18", pytest.param("mobilenet_v2_035_96", marks=pytest.mark.slow)])
+def test_a_repopt_trained_mindcv_model_is_a_checkpoint_stock_mindcv_loads(model, tmp_path):
+    """A MindCV model trained a few steps by RepOptMomentum (the search's form built by the factory) saves a
+    checkpoint that ``mindcv.create_model(..., checkpoint_path=...)`` loads and computes with."""
+    import mindcv
+    import mindspore as ms
+    from mindspore import Tensor, nn
+
+    from acnet_ms import block_layout, create_model
+    from acnet_ms.training.repopt import RepOptMomentum, fix_gains, scales_of, start_plain
+
+    ms.set_seed(1)
+    search = create_model(model, num_classes=10, block_type="rep", block_options={"csla": True})
+    scales = scales_of({p.name: p.asnumpy() for p in search.get_parameters()}, block_layout(search))
+    assert len(scales) == len(block_layout(search)) > 5
+    plain = create_model(model, num_classes=10)
+    start_plain(plain, fix_gains(search, scales))
+    optimizer = RepOptMomentum(plain.trainable_params(), 0.01, 0.9, scales, weight_decay=1e-4)
+    step = nn.TrainOneStepCell(nn.WithLossCell(plain, nn.CrossEntropyLoss()), optimizer)
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(2, 3, 64, 64)).astype(np.float32))
+    y = Tensor(rng.integers(0, 10, 2).astype(np.int32))
+    losses = [float(step(x, y).asnumpy()) for _ in range(2)]
+    assert all(np.isfinite(losses))
+    path = str(tmp_path / "repopt.ckpt")
+    ms.save_checkpoint(plain, path)
+    stock = mindcv.create_model(model, num_classes=10, checkpoint_path=path)
+    plain.set_train(False)
+    stock.set_train(False)
+    probe = Tensor(rng.normal(size=(1, 3, 64, 64)).astype(np.float32))
+    assert np.allclose(stock(probe).asnumpy(), plain(probe).asnumpy(), rtol=1e-5, atol=1e-5)

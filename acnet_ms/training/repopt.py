@@ -164,7 +164,9 @@ def _grad_terms(params, scales, decays):
             continue
         shape = tuple(param.shape)
         flags.append(True)
-        mults.append(site.multiplier(shape).astype(np.float32))
+        # M is the same for every input channel: one (O, 1, k, k) row per output channel, broadcast over the
+        # inputs, so the step reads the gradient and little else
+        mults.append(site.multiplier(shape)[:, :1].astype(np.float32))
         offsets.append((decay * site.anchor(shape)).astype(np.float32) if decay and site.identity is not None
                        else np.float32(0.0))
     return tuple(flags), mults, offsets
@@ -176,7 +178,9 @@ _iterate = ops.MultitypeFuncGraph("repopt_iterate")
 @_iterate.register("Bool", "Tensor", "Tensor", "Tensor")
 def _iterate_one(site, multiplier, offset, grad):
     if site:
-        return grad * F.cast(multiplier, F.dtype(grad)) - F.cast(offset, F.dtype(grad))
+        if F.dtype(grad) != F.dtype(multiplier):  # float32 gradients, as the parameters are: no cast
+            multiplier, offset = F.cast(multiplier, F.dtype(grad)), F.cast(offset, F.dtype(grad))
+        return grad * multiplier - offset
     return grad
 
 
