@@ -470,3 +470,28 @@ def test_a_repopt_trained_mindcv_model_is_a_checkpoint_stock_mindcv_loads(model,
     stock.set_train(False)
     probe = Tensor(rng.normal(size=(1, 3, 64, 64)).astype(np.float32))
     assert np.allclose(stock(probe).asnumpy(), plain(probe).asnumpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("mode, level", [("pynative", "O3"), pytest.param("graph", "O2", marks=pytest.mark.graph)])
+def test_the_constant_scale_form_and_the_repopt_step_train_under_mixed_precision(mode, level):
+    """Both RepOpt forms through the run's train step at O2 (BNs float32) and O3 (everything float16): finite
+    losses that fall on a repeated batch."""
+    from mindspore import Tensor
+
+    from acnet_ms import block_layout, create_model
+    from acnet_ms.config.loader import defaults
+    from acnet_ms.training.factories import build_train_step
+    from acnet_ms.training.loop import train_call
+    from acnet_ms.training.repopt import scales_of
+
+    csla = create_model("src20", num_classes=10, block_type="rep", block_options={"csla": True})
+    scales = scales_of({p.name: p.asnumpy() for p in csla.get_parameters()}, block_layout(csla))
+    rng = np.random.default_rng(0)
+    x = Tensor(rng.normal(size=(4, 3, 16, 16)).astype(np.float32))
+    y = Tensor(rng.integers(0, 10, 4).astype(np.int32))
+    for net, repopt in ((csla, None), (create_model("src20", num_classes=10), scales)):
+        cfg = dict(defaults(), device_target="CPU", model="src20", opt="momentum", amp_level=level,
+                   weight_decay=1e-4, lr=0.02, repopt_scales="search.ckpt" if repopt else None)
+        step, _ = build_train_step(net, cfg, [0.02] * 4, repopt=repopt)
+        losses = [float(train_call(step, x, y, True, cfg)[0].asnumpy()) for _ in range(4)]
+        assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], (repopt is not None, losses)
