@@ -166,7 +166,7 @@ def _grad_terms(params, scales, decays):
         flags.append(True)
         # M is the same for every input channel: one (O, 1, k, k) row per output channel, broadcast over the
         # inputs, so the step reads the gradient and little else
-        mults.append(site.multiplier(shape)[:, :1].astype(np.float32))
+        mults.append(site.multiplier(shape[:1] + (1,) + shape[2:]).astype(np.float32))
         offsets.append((decay * site.anchor(shape)).astype(np.float32) if decay and site.identity is not None
                        else np.float32(0.0))
     return tuple(flags), mults, offsets

@@ -218,26 +218,19 @@ class RepBlock(BranchBNBlock):
     def conv_kernel(self):
         """The k x k kernel of the BN-free form: the k x k kernels, the 1 x 1 one on the centre tap and the
         identity (a Tensor), each times its gain in the constant-scale form."""
-        if self.csla:
-            return self._gained_kernel()
-        w = self.dense[0].conv.weight
+        w = self._branch_kernel(self.dense[0])
         for i in range(1, self.num_kxk):
-            w = w + self.dense[i].conv.weight
+            w = w + self._branch_kernel(self.dense[i])
         if self.has_scale:
-            w = w + self.scale.conv.weight * self.centre
+            w = w + self._branch_kernel(self.scale) * self.centre
         if self.has_identity:
-            w = w + ops.cast(self.identity_kernel, w.dtype)
+            identity = ops.cast(self.identity_kernel, w.dtype)
+            w = w + (_gained(identity, self.identity_gain) if self.csla else identity)
         return w
 
-    def _gained_kernel(self):
-        w = _gained(self.dense[0].conv.weight, self.dense[0].gain)
-        for i in range(1, self.num_kxk):
-            w = w + _gained(self.dense[i].conv.weight, self.dense[i].gain)
-        if self.has_scale:
-            w = w + _gained(self.scale.conv.weight, self.scale.gain) * self.centre
-        if self.has_identity:
-            w = w + _gained(ops.cast(self.identity_kernel, w.dtype), self.identity_gain)
-        return w
+    def _branch_kernel(self, branch):
+        """A branch's kernel, times its gain in the constant-scale form."""
+        return _gained(branch.conv.weight, branch.gain) if self.csla else branch.conv.weight
 
     def conv_bias(self):
         return self.dense[0].conv.bias
